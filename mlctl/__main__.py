@@ -1,0 +1,5 @@
+"""`python -m mlctl` runs the CLI."""
+
+from mlctl.cli import main
+
+main()

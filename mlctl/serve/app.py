@@ -1,0 +1,218 @@
+"""The scoring server's ASGI application: no framework, stdlib only, one dispatch per request.
+
+Routes (Azure ML's plus Kubernetes-style probes):
+
+* ``POST|GET /score``: call ``run()``; its return value is JSON-serialised (numpy values via
+  ``tolist()``), or sent as-is when it is an ``AMLResponse``. ``OPTIONS /score`` -> 200.
+* ``GET /`` (Azure ML liveness, body ``Healthy``), ``GET /healthz`` (liveness), ``GET /readyz``
+  (readiness: 200 once this worker's ``init()`` succeeded, 503 while it drains on shutdown).
+* ``GET /swagger.json``: from ``inference-schema`` decorators when present, else a minimal document.
+
+Statuses: 400/415 bad input, 404 unknown route, 405 wrong method, 413 body over the limit,
+431 ``x-request-id`` over 100 characters (as Azure ML), 500 ``run()`` raised (JSON body naming the
+error type and the request id; the traceback goes to the log, and to the body only in debug).
+Every answer carries ``x-request-id``: the client's, or a new UUID4.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import uuid
+from typing import Any, Awaitable, Callable
+
+from mlctl.serve.entry import BadInput, EntryScript
+from mlctl.serve.request import Request
+from mlctl.serve.swagger import swagger_document
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+log = logging.getLogger("mlctl.serve")
+_JSON = (b"content-type", b"application/json")
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_REQUEST_ID_LIMIT = 100
+_SCORE_METHODS = {"POST", "GET"}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class ScoringApp:
+    """ASGI app serving one loaded (and initialised) entry script.
+
+    Args:
+        entry: the entry script, after ``init()`` succeeded.
+        max_request_bytes: largest accepted body, in bytes (413 beyond).
+        debug: put tracebacks of ``run()`` errors in the response body.
+    """
+
+    def __init__(self, entry: EntryScript, *, max_request_bytes: int, debug: bool = False) -> None:
+        self.entry = entry
+        self.max_request_bytes = max_request_bytes
+        self.debug = debug
+        self.draining = False
+        self._swagger = json.dumps(swagger_document(entry)).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = _request_id(scope["headers"])
+        if request_id is None:
+            await _send(send, 431, b'{"error":"x-request-id must not exceed 100 characters"}', b"", _JSON)
+            return
+        rid = request_id.encode("latin-1")
+        path, method = scope["path"], scope["method"]
+        if path == "/score":
+            if method in _SCORE_METHODS:
+                await self._score(scope, receive, send, request_id, rid)
+            elif method == "OPTIONS":
+                await _send(send, 200, b"", rid, _TEXT)
+            else:
+                await _send(send, 405, b'{"error":"method not allowed; use POST"}', rid, _JSON)
+            return
+        await self._probe(path, method, send, rid)
+
+    async def _probe(self, path: str, method: str, send: Send, rid: bytes) -> None:
+        if path not in ("/", "/healthz", "/readyz", "/swagger.json"):
+            await _send(send, 404, b'{"error":"not found; POST /score"}', rid, _JSON)
+        elif method not in ("GET", "HEAD"):
+            await _send(send, 405, b'{"error":"method not allowed; use GET"}', rid, _JSON)
+        elif path == "/":
+            await _send(send, 200, b"Healthy", rid, _TEXT)
+        elif path == "/healthz":
+            await _send(send, 200, b'{"status":"alive"}', rid, _JSON)
+        elif path == "/readyz":
+            status, body = (503, b'{"status":"draining"}') if self.draining else (200, b'{"status":"ready"}')
+            await _send(send, status, body, rid, _JSON)
+        else:
+            await _send(send, 200, self._swagger, rid, _JSON)
+
+    async def _score(self, scope: Scope, receive: Receive, send: Send, request_id: str, rid: bytes) -> None:
+        try:
+            body = await self._read_body(scope, receive)
+        except _TooLarge:
+            msg = f'{{"error":"request body exceeds {self.max_request_bytes} bytes"}}'.encode()
+            await _send(send, 413, msg, rid, _JSON)
+            return
+        except _Disconnected:
+            return
+        try:
+            if self.entry.fast and scope["method"] == "POST":
+                result = self.entry.call_body(body)
+            else:
+                result = self.entry.call(_request(scope, body))
+        except BadInput as exc:
+            await _send(send, exc.status, json.dumps({"error": str(exc), "request_id": request_id}).encode(),
+                        rid, _JSON)
+            return
+        except Exception as exc:  # noqa: BLE001 - any error of run() becomes a 500
+            await self._run_failed(send, exc, request_id, rid)
+            return
+        await self._answer(send, result, request_id, rid)
+
+    async def _answer(self, send: Send, result: Any, request_id: str, rid: bytes) -> None:
+        if _is_response(result):
+            await _send_response(send, result, rid)
+            return
+        try:
+            payload = json.dumps(result, default=_to_json).encode()
+        except (TypeError, ValueError) as exc:
+            await self._run_failed(send, exc, request_id, rid, what="run() returned a value that is not JSON")
+            return
+        await _send(send, 200, payload, rid, _JSON)
+
+    async def _run_failed(self, send: Send, exc: BaseException, request_id: str, rid: bytes,
+                          what: str = "run() raised") -> None:
+        log.error("request %s: %s %s\n%s", request_id, what, type(exc).__name__,
+                  "".join(traceback.format_exception(exc)).rstrip())
+        doc: dict[str, Any] = {"error": type(exc).__name__, "message": f"{what} {type(exc).__name__}; "
+                               "see the service logs", "request_id": request_id}
+        if self.debug:
+            doc["detail"] = str(exc)
+            doc["traceback"] = traceback.format_exception(exc)
+        await _send(send, 500, json.dumps(doc).encode(), rid, _JSON, (b"x-ms-run-function-failed", b"True"))
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.max_request_bytes
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                raise _TooLarge
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.draining = True
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for key, value in headers:
+        if key == b"x-request-id":
+            return value.decode("latin-1") if len(value) <= _REQUEST_ID_LIMIT else None
+    return str(uuid.uuid4())
+
+
+def _request(scope: Scope, body: bytes) -> Request:
+    return Request(scope["method"], scope["path"], scope.get("query_string", b""), scope["headers"], body)
+
+
+async def _send(send: Send, status: int, body: bytes, rid: bytes, content_type: tuple[bytes, bytes],
+                *extra: tuple[bytes, bytes]) -> None:
+    headers = [content_type, (b"content-length", str(len(body)).encode())]
+    if rid:
+        headers.append((b"x-request-id", rid))
+    headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _is_response(value: Any) -> bool:
+    return hasattr(value, "status_code") and hasattr(value, "get_data") and hasattr(value, "headers")
+
+
+async def _send_response(send: Send, response: Any, rid: bytes) -> None:
+    body = response.get_data()
+    body = body.encode() if isinstance(body, str) else bytes(body)
+    pairs = response.headers.items() if hasattr(response.headers, "items") else response.headers
+    skip = {"content-length", "x-request-id"}
+    headers = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in pairs
+               if str(k).lower() not in skip]
+    headers += [(b"content-length", str(len(body)).encode()), (b"x-request-id", rid)]
+    await send({"type": "http.response.start", "status": int(response.status_code), "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _to_json(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,68 @@
+"""The spec language: YAML documents -> schema validation -> frozen records.
+
+``load(files)`` is the one entry point the CLI uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from mlctl.errors import SpecError
+from mlctl.spec.document import Document, load_file
+from mlctl.spec.records import (
+    DeploymentConfig,
+    EnvironmentSpec,
+    ImageSpec,
+    InferenceConfig,
+    ModelRef,
+    ModelSpec,
+    Record,
+    ServiceSpec,
+    ServiceTest,
+    build,
+)
+from mlctl.spec.schema import check
+
+__all__ = [
+    "DeploymentConfig", "Document", "EnvironmentSpec", "ImageSpec", "InferenceConfig", "ModelRef",
+    "ModelSpec", "Record", "ServiceSpec", "ServiceTest", "load", "load_documents",
+]
+
+
+def load_documents(files: Iterable[Path]) -> list[Document]:
+    """Parse and schema-check every document of ``files``.
+
+    Raises:
+        NotFoundError: a file does not exist.
+        SpecError: syntax or schema errors (all of them, in one error).
+    """
+    docs = [doc for file in files for doc in load_file(file)]
+    check(docs)
+    return docs
+
+
+def load(files: Iterable[Path]) -> list[Record]:
+    """Load ``files`` into records, in file and document order.
+
+    Raises:
+        NotFoundError: a file does not exist.
+        SpecError: syntax, schema or missing-file errors.
+    """
+    return [build(doc) for doc in load_documents(files)]
+
+
+def load_one(files: Iterable[Path], kind: type[Record]) -> Record:
+    """The single record of type ``kind`` in ``files``.
+
+    Raises:
+        SpecError: there is none, or more than one.
+    """
+    files = list(files)
+    records = [r for r in load(files) if isinstance(r, kind)]
+    label = kind.__name__.removesuffix("Spec")
+    if len(records) != 1:
+        names = ", ".join(str(f) for f in files)
+        raise SpecError(f"expected exactly one {label} document in {names}, found {len(records)}",
+                        hint=f"put one `kind: {label}` document in the file, or pass the right file")
+    return records[0]

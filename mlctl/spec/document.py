@@ -1,0 +1,151 @@
+"""Read YAML spec files into documents that remember where every value came from.
+
+ruamel.yaml's round-trip loader keeps line/column data (``.lc``) for every mapping key and
+sequence item; ``Document.position`` maps a JSON path back to it, so every error can read
+``FILE:LINE:COL: $.json.path: message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlctl.errors import NotFoundError, SpecError
+
+JsonPath = Sequence["str | int"]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document of a spec file.
+
+    Attributes:
+        file: the spec file (absolute).
+        index: 0-based position of the document in the file (``---`` separated).
+        node: the ruamel round-trip tree (``CommentedMap``), used for positions only.
+        data: the same content as plain ``dict``/``list``/scalars.
+    """
+
+    file: Path
+    index: int
+    node: Any
+    data: Any
+
+    @property
+    def folder(self) -> Path:
+        """The folder relative paths in this document resolve against."""
+        return self.file.parent
+
+    def position(self, path: JsonPath) -> tuple[int, int]:
+        """1-based (line, column) of the value at ``path``, or of its nearest ancestor."""
+        node, line, col = self.node, *_start(self.node)
+        for part in path:
+            found = _child_position(node, part)
+            if found is None:
+                break
+            line, col = found
+            node = node[part]
+        return line + 1, col + 1
+
+    def where(self, path: JsonPath) -> str:
+        """``FILE:LINE:COL: $.path`` for messages."""
+        line, col = self.position(path)
+        return f"{display_path(self.file)}:{line}:{col}: {json_path(path)}"
+
+    def error(self, path: JsonPath, message: str, *, hint: str | None = None) -> SpecError:
+        """A SpecError pointing at ``path`` in this document."""
+        detail = f"{self.where(path)}: {message}"
+        return SpecError(f"invalid spec {display_path(self.file)}", details=[detail], hint=hint)
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the spec, resolved against the spec file's folder."""
+        return (self.folder / relative).resolve()
+
+
+def load_file(file: Path) -> list[Document]:
+    """Parse every YAML document in ``file``; empty documents are skipped.
+
+    Raises:
+        NotFoundError: the file does not exist.
+        SpecError: YAML syntax error (with line and column), or a document is not a mapping.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    file = file.resolve()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"spec file not found: {file}", hint="check the path given to -f") from None
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {file}: {exc}") from None
+    yaml = YAML(typ="rt")
+    try:
+        nodes = [node for node in yaml.load_all(text) if node is not None]
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{display_path(file)}:{mark.line + 1}:{mark.column + 1}" if mark else display_path(file)
+        raise SpecError(f"YAML syntax error in {display_path(file)}",
+                        details=[f"{where}: {exc.problem or exc.context}"]) from None
+    except YAMLError as exc:
+        raise SpecError(f"YAML error in {display_path(file)}: {exc}") from None
+    documents = [Document(file, i, node, _plain(node)) for i, node in enumerate(nodes)]
+    for doc in documents:
+        if not isinstance(doc.data, dict):
+            raise doc.error([], "a spec document must be a mapping with apiVersion and kind")
+    return documents
+
+
+def json_path(path: JsonPath) -> str:
+    """``['a', 0, 'b']`` -> ``$.a[0].b``."""
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def display_path(file: Path) -> str:
+    """``file`` relative to the working directory when it is below it, else absolute."""
+    try:
+        return str(file.relative_to(Path.cwd()))
+    except ValueError:
+        return str(file)
+
+
+def _start(node: Any) -> tuple[int, int]:
+    lc = getattr(node, "lc", None)
+    return (lc.line, lc.col) if lc is not None and lc.line is not None else (0, 0)
+
+
+def _child_position(node: Any, part: str | int) -> tuple[int, int] | None:
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return None
+    try:
+        if isinstance(part, int) and isinstance(node, list) and part < len(node):
+            return lc.item(part)  # type: ignore[no-any-return]
+        if isinstance(part, str) and isinstance(node, dict) and part in node:
+            return lc.value(part) if _is_scalar(node[part]) else lc.key(part)  # type: ignore[no-any-return]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return None
+
+
+def _is_scalar(value: Any) -> bool:
+    return not isinstance(value, (dict, list))
+
+
+def _plain(node: Any) -> Any:
+    """Round-trip ruamel types -> plain Python (dict, list, str, int, float, bool, None)."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
