@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 OutputMode = Literal["human", "json"]
+_PIPE_WIDTH = 1000
 
 
 class Reporter:
@@ -39,7 +40,7 @@ class Reporter:
         if self._err_console is None:
             from rich.console import Console
 
-            self._err_console = Console(stderr=True, highlight=False, no_color=_no_color())
+            self._err_console = Console(stderr=True, highlight=False, no_color=_no_color(), soft_wrap=True)
         return self._err_console
 
     @property
@@ -48,7 +49,10 @@ class Reporter:
         if self._out_console is None:
             from rich.console import Console
 
-            self._out_console = Console(highlight=False, no_color=_no_color(), soft_wrap=True)
+            console = Console(highlight=False, no_color=_no_color(), soft_wrap=True)
+            if not console.is_terminal:  # a pipe or file: never truncate table cells
+                console = Console(highlight=False, no_color=_no_color(), soft_wrap=True, width=_PIPE_WIDTH)
+            self._out_console = console
         return self._out_console
 
     # -- progress ---------------------------------------------------------------------------
@@ -76,6 +80,10 @@ class Reporter:
         self.err.print(f"[bold]{_escape(title)}[/]")
         for line in lines:
             self.err.print(f"  [dim]{_escape(line)}[/]")
+
+    def ok(self, text: str) -> None:
+        """A success line on stdout (human results)."""
+        self.out.print(f"[green]✓[/] {_escape(text)}")
 
     def warn(self, text: str) -> None:
         """A warning on stderr."""

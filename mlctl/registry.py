@@ -110,8 +110,11 @@ class Registry:
 
     # -- models -------------------------------------------------------------------------------
     def register(self, name: str, path: Path, *, description: str = "", tags: dict[str, str] | None = None,
-                 properties: dict[str, str] | None = None) -> ModelVersion:
+                 properties: dict[str, str] | None = None, reuse_identical: bool = False) -> ModelVersion:
         """Store ``path`` (a file or a folder) as the next version of model ``name``.
+
+        With ``reuse_identical``, an unchanged latest version (same content hash) is returned
+        instead of adding a version (implicit registration of a service's model files).
 
         Raises:
             NotFoundError: ``path`` does not exist.
@@ -121,11 +124,17 @@ class Registry:
             raise NotFoundError(f"model path not found: {path}", hint="give an existing file or folder")
         files = tuple(self._store_blob(p, rel) for rel, p in _walk(path))
         manifest = json.dumps(files)
+        content_hash = hashlib.sha256(manifest.encode()).hexdigest()
         with self._db(write=True) as db:
+            if reuse_identical:
+                latest = db.execute("SELECT * FROM models WHERE name = ? ORDER BY version DESC LIMIT 1",
+                                    (name,)).fetchone()
+                if latest is not None and latest["content_hash"] == content_hash:
+                    return _row_to_model(latest)
             row = db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name = ?", (name,))
             version = int(row.fetchone()[0])
             model = ModelVersion(
-                name=name, version=version, content_hash=hashlib.sha256(manifest.encode()).hexdigest(),
+                name=name, version=version, content_hash=content_hash,
                 source_name=path.name, is_folder=path.is_dir(), size=sum(f[2] for f in files),
                 description=description, tags=dict(tags or {}), properties=dict(properties or {}),
                 created_at=_now(), files=files)
@@ -182,8 +191,11 @@ class Registry:
         self._collect_garbage()
         return model
 
-    def materialize(self, model: ModelVersion, dest: Path) -> Path:
-        """Lay ``model`` out at ``dest/<source_name>`` (hard links when possible), verifying every blob.
+    def materialize(self, model: ModelVersion, dest: Path, *, link: bool = True) -> Path:
+        """Lay ``model`` out at ``dest/<source_name>``, verifying every blob.
+
+        ``link``: hard-link the read-only blobs (for deployments); otherwise write copies the
+        user may change (for downloads).
 
         Returns the created file or folder. Raises:
             IntegrityError: a blob is missing or its content no longer matches its hash.
@@ -194,7 +206,7 @@ class Registry:
             blob = self._verified_blob(model, digest)
             target = root / rel if model.is_folder else root
             target.parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(blob, target)
+            _link_or_copy(blob, target) if link else _copy(blob, target)
         if model.is_folder:
             root.mkdir(parents=True, exist_ok=True)  # an empty folder model still exists
         return root
@@ -308,9 +320,14 @@ def _link_or_copy(blob: Path, target: Path) -> None:
     try:
         os.link(blob, target)
     except OSError:
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            shutil.copyfileobj(blob.open("rb"), tmp)
-        os.replace(tmp.name, target)
+        _copy(blob, target)
+
+
+def _copy(blob: Path, target: Path) -> None:
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp, blob.open("rb") as src:
+        shutil.copyfileobj(src, tmp)
+    os.chmod(tmp.name, 0o644)
+    os.replace(tmp.name, target)
 
 
 def _row_to_model(row: sqlite3.Row) -> ModelVersion:

@@ -175,19 +175,20 @@ def _model(doc: Document) -> ModelSpec:
                      tags=_frozen_map(d.get("tags")), properties=_frozen_map(d.get("properties")))
 
 
-def _inference(doc: Document, base: list[str | int], *, isolated_default: bool = True) -> InferenceConfig:
+def _inference(doc: Document, base: list[str | int]) -> InferenceConfig:
     d = doc.data
     for part in base:
         d = d[part]
     entry = _existing(doc, [*base, "entry_script"], folder_ok=False)
-    if d.get("environment") == "current":
+    choice = d.get("environment")
+    if choice == "current":
         env = EnvironmentSpec("current")
     elif "conda_file" in d:
         env = EnvironmentSpec("conda", _existing(doc, [*base, "conda_file"], folder_ok=False))
     elif "requirements" in d:
         env = EnvironmentSpec("pip", _existing(doc, [*base, "requirements"], folder_ok=False))
-    else:
-        env = EnvironmentSpec("none")
+    else:  # no environment file: the running interpreter, unless isolation was asked for
+        env = EnvironmentSpec("none" if choice == "isolated" else "current")
     return InferenceConfig(entry_script=entry, environment=env, runtime=d.get("runtime", "python"))
 
 

@@ -1,0 +1,114 @@
+"""The ``mlctl`` command line: one Typer app, one module per command group, one error handler.
+
+Commands raise ``mlctl.errors.MlctlError`` subclasses; ``run`` turns them into a message on
+stderr (JSON under ``--output json``) and the class's exit code. Tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from mlctl import __version__
+from mlctl.cli import _state
+from mlctl.cli.model import app as model_app
+from mlctl.cli.service import app as service_app
+from mlctl.cli.spec import app as spec_app
+from mlctl.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, MlctlError
+
+app = typer.Typer(
+    name="mlctl", no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Take a trained model to a tested web service, driven by declarative YAML specs.",
+    epilog="Exit codes: 0 ok, 1 unexpected, 2 usage, 3 spec, 4 not found, 5 conflict, 6 target, "
+           "7 deployment failed, 8 test failed, 9 timeout, 10 integrity, 130 interrupted.",
+)
+app.add_typer(model_app, name="model")
+app.add_typer(service_app, name="service")
+app.add_typer(spec_app, name="spec")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mlctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    output: _state.OutputFormat = typer.Option(
+        _state.OutputFormat.human, "--output", "-o", case_sensitive=False, envvar="MLCTL_OUTPUT",
+        help="human, or json: only the result document on stdout (progress and logs on stderr)."),
+    debug: bool = typer.Option(False, "--debug", envvar="MLCTL_DEBUG", help="Show tracebacks of errors."),
+    version: Optional[bool] = typer.Option(  # noqa: UP045 - Typer reads the annotation at runtime
+        None, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    _state.configure(output, debug)
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI with ``argv`` (without the program name); returns the exit code."""
+    try:
+        result = app(args=hoist_global_options(argv), prog_name="mlctl", standalone_mode=False)
+    except MlctlError as error:
+        return _report(error)
+    except (KeyboardInterrupt, typer.Abort):
+        return _interrupted()
+    except Exception as error:  # noqa: BLE001 - the one place unexpected errors are reported
+        return _unexpected_or_usage(error)
+    if result == EXIT_INTERRUPTED:
+        return _interrupted()
+    return result if isinstance(result, int) else 0
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move ``-o/--output VALUE`` and ``--debug`` to the front, so they work after the verb too
+    (``mlctl service show x -o json``), as in ``az`` and ``kubectl``. Stops at ``--``."""
+    front: list[str] = []
+    rest: list[str] = []
+    items = iter(argv)
+    for arg in items:
+        if arg == "--":
+            rest.extend([arg, *items])
+            break
+        if arg in ("-o", "--output"):
+            front.extend([arg, next(items, "")])
+        elif arg.startswith("--output=") or arg == "--debug":
+            front.append(arg)
+        else:
+            rest.append(arg)
+    return [*front, *rest] if front else argv
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run(sys.argv[1:]))
+
+
+def _report(error: MlctlError) -> int:
+    reporter = _state.reporter()
+    reporter.error(error.to_dict())
+    if reporter.debug:
+        reporter.traceback()
+    return error.exit_code
+
+
+def _interrupted() -> int:
+    _state.reporter().error({"error": "interrupted", "message": "interrupted; nothing was left half-done",
+                             "exit_code": EXIT_INTERRUPTED})
+    return EXIT_INTERRUPTED
+
+
+def _unexpected_or_usage(error: Exception) -> int:
+    show, code = getattr(error, "show", None), getattr(error, "exit_code", None)
+    if callable(show) and isinstance(code, int):  # Typer's usage errors: it prints them itself
+        show()
+        return code
+    reporter = _state.reporter()
+    reporter.error({"error": "unexpected", "exit_code": EXIT_UNEXPECTED,
+                    "message": f"unexpected {type(error).__name__}: {error}",
+                    "hint": "this is a bug in mlctl: rerun with --debug and report the traceback"})
+    if reporter.debug:
+        reporter.traceback()
+    return EXIT_UNEXPECTED

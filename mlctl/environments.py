@@ -1,0 +1,234 @@
+"""Python environments for the scoring server: isolated virtual environments cached by content.
+
+An environment is identified by the SHA-256 of (Python version, pip requirements, scoring
+runtime requirements). It is built in a temporary folder and renamed into place when complete,
+so an interrupted build leaves nothing half-made and two concurrent builds of one key are safe.
+
+Conda files (``conda_file``): their pip-installable part is installed with pip. Conda specs
+``name=1.2`` become ``name==1.2.*``; ``python`` and ``pip`` are not packages to install (Python is
+the running interpreter's; a different pinned version is reported as a warning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from mlctl.errors import DeploymentError, SpecError
+from mlctl.spec.records import EnvironmentSpec
+
+RUNTIME_PACKAGES = ("uvicorn", "uvloop", "httptools")
+_SKIP_CONDA = {"python", "pip", "setuptools", "wheel"}
+_PIP_TAIL = 25
+
+
+@dataclass(frozen=True)
+class PythonEnvironment:
+    """An interpreter ready to run ``python -m mlctl.serve``.
+
+    Attributes:
+        python: the interpreter.
+        pythonpath: folder holding the scoring runtime (``mlctl/serve``), or None when the
+            interpreter already imports mlctl (``current``).
+        key: the content hash, or ``current``.
+        requirements: the pip requirements installed (without the runtime's).
+        ready: whether it already exists (False: ``prepare`` will build it).
+    """
+
+    python: Path
+    pythonpath: Path | None
+    key: str
+    requirements: tuple[str, ...]
+    ready: bool
+
+
+def plan(spec: EnvironmentSpec, home: Path, warn: Callable[[str], None] = lambda _: None) -> PythonEnvironment:
+    """Work out which environment ``spec`` needs, without building anything.
+
+    Raises:
+        SpecError: the conda or requirements file cannot be parsed.
+    """
+    if spec.kind == "current":
+        return PythonEnvironment(Path(sys.executable), None, "current", (), True)
+    requirements = tuple(_requirements(spec, warn))
+    key = _key(requirements)
+    folder = home / "envs" / key
+    return PythonEnvironment(folder / "bin" / "python", runtime_dir(home), key, requirements,
+                             (folder / "bin" / "python").exists())
+
+
+def prepare(env: PythonEnvironment, home: Path, progress: Callable[[str], None]) -> PythonEnvironment:
+    """Build ``env`` if it does not exist yet; returns it ready.
+
+    Raises:
+        DeploymentError: phase ``environment``: venv creation or ``pip install`` failed (with
+            pip's last lines of output).
+    """
+    if env.pythonpath is not None:
+        install_runtime(home)
+    if env.ready:
+        return env
+    folder = env.python.parent.parent
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        progress("creating virtual environment")
+        _run([sys.executable, "-m", "venv", str(tmp)], tmp, "venv")
+        packages = [*env.requirements, *runtime_requirements()]
+        progress(f"pip install {len(packages)} package(s)")
+        _run([str(tmp / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+              "--no-input", *packages], tmp, "pip install", progress)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another build of the same key won the race: use it
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PythonEnvironment(env.python, env.pythonpath, env.key, env.requirements, True)
+
+
+def runtime_requirements() -> list[str]:
+    """The scoring runtime's packages, pinned to the versions mlctl itself runs with."""
+    pins = []
+    for name in RUNTIME_PACKAGES:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def runtime_dir(home: Path) -> Path:
+    """Folder (``home/runtime/<hash>``) holding a copy of ``mlctl/__init__.py`` and ``mlctl/serve``."""
+    return home / "runtime" / _runtime_hash()
+
+
+def install_runtime(home: Path) -> Path:
+    """Copy the scoring runtime to ``runtime_dir(home)`` if it is not there; returns that folder."""
+    dest = runtime_dir(home)
+    if dest.exists():
+        return dest
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+    for source, rel in _runtime_files():
+        target = tmp / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def conda_to_pip(text: str, source: str, warn: Callable[[str], None]) -> list[str]:
+    """The pip requirements of a conda environment file's content.
+
+    Raises:
+        SpecError: not a conda environment file.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        data = YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        raise SpecError(f"cannot parse conda file {source}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("dependencies", []), list):
+        raise SpecError(f"{source} is not a conda environment file (expected a 'dependencies' list)")
+    result: list[str] = []
+    for dep in data.get("dependencies", []):
+        if isinstance(dep, dict):
+            result.extend(str(p) for p in dep.get("pip", []))
+        elif isinstance(dep, str):
+            converted = _conda_spec(dep, source, warn)
+            if converted:
+                result.append(converted)
+    return result
+
+
+def _conda_spec(dep: str, source: str, warn: Callable[[str], None]) -> str | None:
+    dep = dep.split("::")[-1].strip()
+    match = re.match(r"^([A-Za-z0-9_.\-]+)\s*(.*)$", dep)
+    if not match:
+        return dep
+    name, constraint = match.group(1), match.group(2).strip()
+    if name.lower() == "python":
+        wanted = constraint.lstrip("=").split("=")[0]
+        running = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if wanted and not (running + ".").startswith(wanted.rstrip(".*") + "."):
+            warn(f"{source} asks for python {wanted}; the process target uses Python {running}")
+        return None
+    if name.lower() in _SKIP_CONDA:
+        return None
+    if not constraint:
+        return name
+    if constraint.startswith("=") and not constraint.startswith("=="):
+        ver = constraint[1:].split("=")[0]  # drop a build string: name=1.2=py_0
+        return f"{name}=={ver}" if ver.endswith("*") else f"{name}=={ver}.*"
+    if re.match(r"^[0-9]", constraint):
+        return f"{name}=={constraint.split()[0]}.*"
+    return f"{name}{constraint.replace(' ', '')}"
+
+
+def _requirements(spec: EnvironmentSpec, warn: Callable[[str], None]) -> list[str]:
+    if spec.file is None:
+        return []
+    text = spec.file.read_text(encoding="utf-8")
+    if spec.kind == "conda":
+        return conda_to_pip(text, str(spec.file), warn)
+    lines = (line.split(" #")[0].strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _key(requirements: tuple[str, ...]) -> str:
+    doc = {"python": sys.version.split()[0], "requirements": list(requirements),
+           "runtime": runtime_requirements(), "platform": sys.platform}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _runtime_files() -> list[tuple[Path, Path]]:
+    package = Path(__file__).parent
+    files = [(package / "__init__.py", Path("mlctl/__init__.py"))]
+    for path in sorted((package / "serve").rglob("*.py")):
+        files.append((path, Path("mlctl") / path.relative_to(package)))
+    return files
+
+
+def _runtime_hash() -> str:
+    digest = hashlib.sha256()
+    for source, rel in _runtime_files():
+        digest.update(str(rel).encode() + b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _run(command: list[str], tmp: Path, what: str, progress: Callable[[str], None] | None = None) -> None:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if progress and line.startswith(("Collecting", "Downloading", "Installing", "Building")):
+                progress(line.strip()[:80])
+    if proc.returncode != 0:
+        raise DeploymentError(f"{what} failed while building the service's Python environment",
+                              phase="environment", details=lines[-_PIP_TAIL:], hint=_pip_hint(lines))
+
+
+def _pip_hint(lines: list[str]) -> str:
+    missing = [m.group(1) for line in lines if (m := re.search(r"No matching distribution found for (\S+)", line))]
+    if missing:
+        return (f"pip cannot find {', '.join(missing)}: check the name and version; a conda-only package "
+                "cannot be installed by pip (use a pip package, or a base image with conda)")
+    return "fix the conda or requirements file; the pip output above names the failing package"

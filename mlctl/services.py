@@ -1,0 +1,141 @@
+"""Service operations shared by the CLI verbs: resolving a spec's models, finding a service's
+target, and testing a web service against the spec's expected output."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlctl.errors import NotFoundError, ServiceTestFailed
+from mlctl.output import Reporter
+from mlctl.registry import ModelVersion, Registry
+from mlctl.spec.records import ServiceSpec
+from mlctl.targets import TARGETS, Deployment, TargetDriver, driver_for
+
+
+def resolve_models(spec: ServiceSpec, registry: Registry, reporter: Reporter) -> tuple[ModelVersion, ...]:
+    """The model versions a service uses; model files are registered implicitly.
+
+    A model file registers as the model named after its stem; when its content equals that
+    model's latest version, that version is reused instead of adding one.
+
+    Raises:
+        NotFoundError: a registered model or version does not exist.
+    """
+    if spec.models:
+        return tuple(registry.get(ref) for ref in spec.models)
+    models = []
+    for path in spec.model_files:
+        model = registry.register(implicit_model_name(path), path, reuse_identical=True,
+                                  description=f"registered by service {spec.name}")
+        reporter.info(f"model {model.ref} <- {path.name}")
+        models.append(model)
+    return tuple(models)
+
+
+def implicit_model_name(path: Path) -> str:
+    """The model name for a model file: its stem, with characters outside ``[A-Za-z0-9_.-]`` as ``-``."""
+    stem = path.stem if path.is_file() else path.name
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", stem).strip("-._") or "model"
+
+
+def deployment_for(spec: ServiceSpec, registry: Registry, reporter: Reporter) -> Deployment:
+    """Resolve a spec into what a driver deploys."""
+    return Deployment(spec=spec, models=resolve_models(spec, registry, reporter))
+
+
+def driver_of_service(name: str, registry: Registry, home: Path) -> TargetDriver:
+    """The driver of the target that runs service ``name``.
+
+    Raises:
+        NotFoundError: no such service.
+    """
+    record = registry.service(name)
+    if record is None:
+        raise NotFoundError(f"service {name!r} does not exist", hint="`mlctl service list` shows services")
+    return driver_for(record["target"], registry=registry, home=home)
+
+
+def all_drivers(registry: Registry, home: Path) -> list[TargetDriver]:
+    """One driver per known target kind."""
+    return [driver_for(kind, registry=registry, home=home) for kind in TARGETS]
+
+
+@dataclass(frozen=True)
+class ScoringCase:
+    """A request body and, optionally, the expected JSON answer (``tolerance``: absolute, per number)."""
+
+    body: bytes
+    expected: Any = None
+    has_expected: bool = False
+    tolerance: float = 0.0
+
+
+def run_test(name: str, scoring_uri: str, case: ScoringCase, *, timeout_s: float = 60.0) -> dict[str, Any]:
+    """POST ``case.body`` to the scoring URI and compare the answer.
+
+    Returns the result document (``passed``: True/False, or None with no expected output).
+    Raises ServiceTestFailed (carrying the document as ``result``) when the answer is not 2xx
+    or differs from the expected output beyond the tolerance.
+    """
+    request_id = str(uuid.uuid4())
+    request = urllib.request.Request(scoring_uri, data=case.body, method="POST", headers={
+        "Content-Type": "application/json", "x-request-id": request_id})
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except OSError as exc:
+        raise ServiceTestFailed(f"service {name!r} did not answer at {scoring_uri}: {exc}",
+                                hint=f"check it with `mlctl service show {name}` and `mlctl service logs {name}`")
+    latency_ms = (time.perf_counter() - started) * 1000
+    answer = _decode(raw)
+    doc: dict[str, Any] = {"service": name, "scoring_uri": scoring_uri, "status_code": status,
+                           "request_id": request_id, "latency_ms": round(latency_ms, 2), "prediction": answer}
+    problems = [] if 200 <= status < 300 else [f"HTTP {status}: {json.dumps(answer)[:300]}"]
+    if case.has_expected and not problems:
+        problems = compare(case.expected, answer, case.tolerance)
+        doc.update(expected=case.expected, tolerance=case.tolerance)
+    doc["passed"] = not problems if (case.has_expected or problems) else None
+    if problems:
+        error = ServiceTestFailed(f"service {name!r} failed its test", details=problems[:20],
+                                  hint=f"see `mlctl service logs {name}`")
+        error.result = doc  # type: ignore[attr-defined]
+        raise error
+    return doc
+
+
+def compare(expected: Any, actual: Any, tolerance: float, path: str = "$") -> list[str]:
+    """Differences between two JSON values; numbers may differ by ``tolerance`` (absolute)."""
+    if _is_number(expected) and _is_number(actual):
+        diff = abs(float(expected) - float(actual))
+        return [] if diff <= tolerance else [f"{path}: expected {expected}, got {actual} (|diff| {diff:.3g})"]
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{path}: expected {len(expected)} items, got {len(actual)}"]
+        return [p for i, (e, a) in enumerate(zip(expected, actual)) for p in compare(e, a, tolerance, f"{path}[{i}]")]
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if set(expected) != set(actual):
+            return [f"{path}: expected keys {sorted(expected)}, got {sorted(actual)}"]
+        return [p for k in expected for p in compare(expected[k], actual[k], tolerance, f"{path}.{k}")]
+    return [] if expected == actual else [f"{path}: expected {json.dumps(expected)}, got {json.dumps(actual)}"]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")

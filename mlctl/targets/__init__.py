@@ -1,0 +1,114 @@
+"""Compute targets: one module per target kind, behind one Protocol, listed in one registry.
+
+Adding a target = one module here, one line in ``TARGETS``, one test file, one example spec;
+the Service schema's ``target`` enum must equal ``TARGETS``' keys (a test checks it).
+
+Driver contract (tested once for all drivers in ``tests/test_target_contract.py``):
+
+* ``render`` is pure: it returns what ``deploy`` would run or send, and touches nothing.
+* ``deploy`` blocks until the web service answers ``/readyz`` (unless ``wait`` is false), and on
+  any failure (or Ctrl-C) leaves nothing running and no record behind.
+* ``update`` keeps the old service serving until the new one is ready; a failed update leaves
+  the old one untouched.
+* ``status`` of an unknown service raises ``NotFoundError``; ``delete`` is idempotent and returns
+  whether something was deleted.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mlctl.output import Reporter
+from mlctl.registry import ModelVersion
+from mlctl.spec.records import ServiceSpec
+
+# kind -> module defining ``Driver``; imported lazily so `mlctl --help` loads no target SDK.
+TARGETS: dict[str, str] = {
+    "process": "mlctl.targets.process",
+}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Everything a driver needs: the validated spec and the resolved model versions."""
+
+    spec: ServiceSpec
+    models: tuple[ModelVersion, ...]
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What a target reports about one web service (``to_dict`` is the ``--output json`` form).
+
+    ``state``: ``running`` (process alive and ready), ``unhealthy`` (alive, not ready),
+    ``failed`` (no longer running).
+    """
+
+    name: str
+    target: str
+    state: str
+    scoring_uri: str
+    swagger_uri: str
+    models: tuple[str, ...]
+    environment: str
+    created_at: str
+    updated_at: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"name": self.name, "target": self.target, "state": self.state,
+                "scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
+                "models": list(self.models), "environment": self.environment,
+                "created_at": self.created_at, "updated_at": self.updated_at, **self.details}
+
+
+class TargetDriver(Protocol):
+    """One compute target kind (see the module docstring for the contract)."""
+
+    kind: str
+
+    def render(self, deployment: Deployment) -> dict[str, Any]:
+        """What ``deploy`` would run or send, as a JSON-ready dict. Pure."""
+        ...
+
+    def deploy(self, deployment: Deployment, reporter: Reporter, *, wait: bool, timeout_s: float) -> ServiceState:
+        """Create the web service. Raises TargetError, DeploymentError, WaitTimeout."""
+        ...
+
+    def update(self, deployment: Deployment, reporter: Reporter, *, wait: bool, timeout_s: float) -> ServiceState:
+        """Replace the running service with ``deployment`` without downtime."""
+        ...
+
+    def status(self, name: str) -> ServiceState:
+        """The service's current state. Raises NotFoundError."""
+        ...
+
+    def list(self) -> Sequence[ServiceState]:
+        """Every service this target runs."""
+        ...
+
+    def logs(self, name: str, *, follow: bool, tail: int | None) -> Iterator[str]:
+        """The service's log lines (``follow``: keep yielding new ones). Raises NotFoundError."""
+        ...
+
+    def delete(self, name: str, reporter: Reporter) -> bool:
+        """Stop and remove the service; False when there was nothing to delete."""
+        ...
+
+
+def driver_for(kind: str, **options: Any) -> TargetDriver:
+    """The driver of target ``kind``.
+
+    Raises:
+        TargetError: unknown kind.
+    """
+    from mlctl.errors import TargetError
+
+    if kind not in TARGETS:
+        raise TargetError(f"unknown compute target {kind!r}", hint=f"targets: {', '.join(TARGETS)}")
+    module = importlib.import_module(TARGETS[kind])
+    return module.Driver(**options)  # type: ignore[no-any-return]
