@@ -94,6 +94,7 @@ class Registry:
 
     @contextlib.contextmanager
     def _db(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        self.home.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row

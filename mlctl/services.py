@@ -93,7 +93,8 @@ def run_test(name: str, scoring_uri: str, case: ScoringCase, *, timeout_s: float
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
+        with exc:
+            status, raw = exc.code, exc.read()
     except OSError as exc:
         raise ServiceTestFailed(f"service {name!r} did not answer at {scoring_uri}: {exc}",
                                 hint=f"check it with `mlctl service show {name}` and `mlctl service logs {name}`")

@@ -150,7 +150,11 @@ def _test_case(name: str | None, file: Path | None, data: Path | None) -> tuple[
             stored = {"body": t.body, "expected": t.expected, "has_expected": t.has_expected,
                       "tolerance": t.tolerance}
     elif name is not None:
-        record = _state.registry().service(name) or {}
+        record = _state.registry().service(name)
+        if record is None:
+            from mlctl.errors import NotFoundError
+
+            raise NotFoundError(f"service {name!r} does not exist", hint="`mlctl service list` shows services")
         if record.get("test"):
             stored = dict(record["test"], body=base64.b64decode(record["test"]["body"]))
     else:

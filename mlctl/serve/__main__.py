@@ -1,11 +1,16 @@
 """``python -m mlctl.serve``: a pre-fork supervisor of uvicorn workers.
 
-The supervisor binds the listening socket(s) once, then forks ``--workers`` processes. Each
+The supervisor binds the listening socket once, then forks ``--workers`` processes. Each
 worker imports the entry script and calls ``init()`` in its main thread (Azure ML semantics:
-one ``init()`` per worker), then serves with uvicorn (uvloop + httptools when installed). The
-optional probe socket (``--status-file``) is a private 127.0.0.1 port that only this server
-answers, so a deployer can check *this* server's readiness while an older one still holds the
-public port (``--reuse-port``, for zero-downtime updates).
+one ``init()`` per worker), then serves with uvicorn (uvloop + httptools when installed).
+
+Zero-downtime updates hand the listening socket itself from the old server to the new one
+(as gunicorn's binary upgrade does): the old supervisor answers on ``--control-socket`` (a Unix
+socket) with its listening socket's file descriptor (SCM_RIGHTS); the deployer passes it to the
+new server as ``--listen-fd``. Both then accept from one queue, so when the old one stops, no
+queued connection is reset. To retire, the old server first gets SIGUSR1 (its workers stop
+accepting but finish every connection they hold), then SIGTERM. The probe socket (``--status-file``) is a private 127.0.0.1 port
+that only this server answers, so a deployer can check *this* server's readiness.
 
 Exit codes: 0 stopped by SIGTERM/SIGINT; 3 the entry script failed to load or ``init()`` raised;
 4 the port cannot be bound; 1 workers kept crashing.
@@ -14,15 +19,20 @@ Exit codes: 0 stopped by SIGTERM/SIGINT; 3 the entry script failed to load or ``
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 EXIT_INIT_FAILED = 3
 EXIT_BIND_FAILED = 4
@@ -41,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8890)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-request-bytes", type=int, default=100 * 1024 * 1024)
-    p.add_argument("--reuse-port", action="store_true", help="share the port with an older server (update)")
+    p.add_argument("--listen-fd", type=int, help="serve on this inherited listening socket instead of binding")
+    p.add_argument("--control-socket", type=Path, help="Unix socket that hands out the listening socket")
     p.add_argument("--status-file", type=Path, help="write {pid, port, probe_port} here once bound")
     p.add_argument("--debug", action="store_true", help="tracebacks in 500 responses")
     return p.parse_args(argv)
@@ -55,23 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_dir is not None:
         os.environ["AZUREML_MODEL_DIR"] = str(args.model_dir.resolve())
     try:
-        sockets = [_bind(args.host, args.port, reuse_port=args.reuse_port)]
+        public = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else _bind(args.host, args.port)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc.strerror or exc)
         return EXIT_BIND_FAILED
+    sockets = [public]
     if args.status_file is not None:
-        sockets.append(_bind("127.0.0.1", 0, reuse_port=False))
+        sockets.append(_bind("127.0.0.1", 0))
         _write_status(args.status_file, args.port, sockets[1].getsockname()[1])
     log.info("listening on http://%s:%d (%d worker(s))", args.host, args.port, args.workers)
-    return Supervisor(args, sockets).run()
+    control = _control_socket(args.control_socket) if args.control_socket else None
+    return Supervisor(args, sockets, control).run()
 
 
 class Supervisor:
     """Forks and watches workers; stops them all on SIGTERM/SIGINT or when one fails ``init()``."""
 
-    def __init__(self, args: argparse.Namespace, sockets: list[socket.socket]) -> None:
+    def __init__(self, args: argparse.Namespace, sockets: list[socket.socket],
+                 control: socket.socket | None = None) -> None:
         self.args = args
         self.sockets = sockets
+        self.control = control
         self.workers: set[int] = set()
         self.stopping = False
         self.restarts: list[float] = []
@@ -80,19 +95,34 @@ class Supervisor:
         """Supervise until stopped; returns the exit code."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGUSR1, self._stop_accepting)
         for _ in range(self.args.workers):
             self._spawn()
         code = 0
         while self.workers:
-            try:
-                pid, status = os.wait()
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-            self.workers.discard(pid)
-            code = self._reap(pid, os.waitstatus_to_exitcode(status), code)
+            self._serve_control(timeout_s=0.2)
+            while self.workers:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return code
+                if pid == 0:
+                    break
+                self.workers.discard(pid)
+                code = self._reap(pid, os.waitstatus_to_exitcode(status), code)
         return code
+
+    def _serve_control(self, *, timeout_s: float) -> None:
+        """Hand the public listening socket to whoever asks on the control socket (an update)."""
+        if self.control is None or self.stopping:
+            time.sleep(timeout_s)
+            return
+        ready, _, _ = select.select([self.control], [], [], timeout_s)
+        if ready:
+            conn, _ = self.control.accept()
+            with conn:
+                socket.send_fds(conn, [b"listen-fd"], [self.sockets[0].fileno()])
+            log.info("handed the listening socket to a new server")
 
     def _reap(self, pid: int, exit_code: int, code: int) -> int:
         if self.stopping:
@@ -116,8 +146,17 @@ class Supervisor:
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the server can drain
             os._exit(_worker(self.args, self.sockets))
         self.workers.add(pid)
+
+    def _stop_accepting(self, _signum: int, _frame: object) -> None:
+        log.info("received SIGUSR1; workers stop accepting connections (draining)")
+        self.stopping = True  # a drained server is retiring: no worker restarts
+        self.control = None
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
 
     def _stop(self, signum: int, _frame: object) -> None:
         if not self.stopping:
@@ -135,14 +174,17 @@ class Supervisor:
 
 
 def _worker(args: argparse.Namespace, sockets: list[socket.socket]) -> int:
-    from mlctl.serve.entry import EntryScript
+    from mlctl.serve.entry import EntryScript, EntryScriptError
 
     try:
         started = time.monotonic()
         entry = EntryScript(args.entry_script.resolve())
         entry.init()
         log.info("init() completed in %.2fs", time.monotonic() - started)
-    except BaseException:  # noqa: BLE001 - report anything init() raises, then exit 3
+    except EntryScriptError as exc:  # the script breaks the init()/run() contract: no traceback needed
+        log.error("entry script error: %s", exc)
+        return EXIT_INIT_FAILED
+    except BaseException:  # noqa: BLE001 - report anything the script raises, then exit 3
         log.error("entry script failed during load or init():\n%s", traceback.format_exc().rstrip())
         return EXIT_INIT_FAILED
     _serve(args, sockets, entry)
@@ -158,7 +200,33 @@ def _serve(args: argparse.Namespace, sockets: list[socket.socket], entry: object
     config = uvicorn.Config(app, loop=_loop(), http=_http(), lifespan="on", access_log=False,
                             log_level="warning", server_header=False, date_header=False,
                             timeout_graceful_shutdown=30, log_config=None)
-    uvicorn.Server(config).run(sockets=sockets)
+    _DrainableServer(config, app).run(sockets=sockets)
+
+
+def _drainable_server_class() -> type:
+    import uvicorn
+
+    class DrainableServer(uvicorn.Server):  # type: ignore[misc]
+        """uvicorn's server, plus SIGUSR1: stop accepting, keep serving open connections."""
+
+        def __init__(self, config: Any, app: Any) -> None:
+            super().__init__(config)
+            self.scoring_app = app
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.stop_accepting)
+
+        def stop_accepting(self) -> None:
+            self.scoring_app.draining = True
+            for server in self.servers:
+                server.close()
+
+    return DrainableServer
+
+
+def _DrainableServer(config: Any, app: Any) -> Any:  # noqa: N802 - reads as the class it builds
+    return _drainable_server_class()(config, app)
 
 
 def _loop() -> str:
@@ -177,22 +245,52 @@ def _http() -> str:
     return "httptools"
 
 
-def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """Listen on host:port. The socket always allows SO_REUSEPORT, so a later server (an update)
-    can share the port; unless ``reuse_port``, an exclusive trial bind first proves it is free."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if not reuse_port and port != 0:
-        with socket.socket(family, socket.SOCK_STREAM) as trial:
-            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            trial.bind((host, port))
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if hasattr(socket, "SO_REUSEPORT"):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+@contextlib.contextmanager
+def _short_unix_path(path: Path) -> Iterator[str]:
+    """``path`` spelled short enough for AF_UNIX (108 bytes): through /proc/self/fd/N of its folder."""
+    if len(str(path)) < 100:
+        yield str(path)
+        return
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
+
+
+def _control_socket(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with _short_unix_path(path) as short:
+        sock.bind(short)
+    os.chmod(path, 0o600)  # only this user may take the listening socket
+    sock.listen(4)
+    return sock
+
+
+def receive_listen_fd(path: Path, timeout_s: float = 5.0) -> int:
+    """Ask the server behind control socket ``path`` for its listening socket; returns a new fd.
+
+    Raises:
+        OSError: no server answers there.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        with _short_unix_path(path) as short:
+            sock.connect(short)
+        _msg, fds, _flags, _addr = socket.recv_fds(sock, 64, 1)
+    if not fds:
+        raise OSError(f"no socket received from {path}")
+    return fds[0]
 
 
 def _write_status(path: Path, port: int, probe_port: int) -> None:

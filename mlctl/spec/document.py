@@ -38,20 +38,21 @@ class Document:
         """The folder relative paths in this document resolve against."""
         return self.file.parent
 
-    def position(self, path: JsonPath) -> tuple[int, int]:
-        """1-based (line, column) of the value at ``path``, or of its nearest ancestor."""
+    def position(self, path: JsonPath, *, key: bool = False) -> tuple[int, int]:
+        """1-based (line, column) of the value at ``path`` (of its key, with ``key``), or of its
+        nearest ancestor."""
         node, line, col = self.node, *_start(self.node)
-        for part in path:
-            found = _child_position(node, part)
+        for i, part in enumerate(path):
+            found = _child_position(node, part, key=key and i == len(path) - 1)
             if found is None:
                 break
             line, col = found
             node = node[part]
         return line + 1, col + 1
 
-    def where(self, path: JsonPath) -> str:
+    def where(self, path: JsonPath, *, key: bool = False) -> str:
         """``FILE:LINE:COL: $.path`` for messages."""
-        line, col = self.position(path)
+        line, col = self.position(path, key=key)
         return f"{display_path(self.file)}:{line}:{col}: {json_path(path)}"
 
     def error(self, path: JsonPath, message: str, *, hint: str | None = None) -> SpecError:
@@ -116,7 +117,7 @@ def _start(node: Any) -> tuple[int, int]:
     return (lc.line, lc.col) if lc is not None and lc.line is not None else (0, 0)
 
 
-def _child_position(node: Any, part: str | int) -> tuple[int, int] | None:
+def _child_position(node: Any, part: str | int, *, key: bool = False) -> tuple[int, int] | None:
     lc = getattr(node, "lc", None)
     if lc is None:
         return None
@@ -124,7 +125,8 @@ def _child_position(node: Any, part: str | int) -> tuple[int, int] | None:
         if isinstance(part, int) and isinstance(node, list) and part < len(node):
             return lc.item(part)  # type: ignore[no-any-return]
         if isinstance(part, str) and isinstance(node, dict) and part in node:
-            return lc.value(part) if _is_scalar(node[part]) else lc.key(part)  # type: ignore[no-any-return]
+            use_value = _is_scalar(node[part]) and not key
+            return lc.value(part) if use_value else lc.key(part)  # type: ignore[no-any-return]
     except (KeyError, IndexError, TypeError):
         return None
     return None

@@ -48,7 +48,23 @@ def validate(doc: Document) -> list[str]:
     schema = schema_for(doc.data["kind"])
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(doc.data), key=lambda e: doc.position(list(e.absolute_path)))
-    return [line for error in errors for line in _describe(doc, error)]
+    suggested = {s for e in errors if e.validator == "additionalProperties" for s in _suggestions(e)}
+    return [line for error in errors if not _explained(error, suggested) for line in _describe(doc, error)]
+
+
+def _suggestions(error: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """(object path, key) for each key an unknown key was taken for ("did you mean")."""
+    known = list(error.schema.get("properties", {}))
+    found = []
+    for key in error.instance:
+        close = [] if key in known else difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        found.extend((tuple(error.absolute_path), c) for c in close)
+    return found
+
+
+def _explained(error: Any, suggested: set[tuple[tuple[Any, ...], str]]) -> bool:
+    """A missing required key is not worth a line when a misspelling of it was already reported."""
+    return error.validator == "required" and (tuple(error.absolute_path), _missing_key(error)) in suggested
 
 
 def check(docs: list[Document]) -> None:
@@ -112,7 +128,7 @@ def _unknown_keys(doc: Document, error: Any, path: list[Any]) -> list[str]:
             continue
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         fix = f"; did you mean {close[0]!r}?" if close else f"; allowed keys: {', '.join(known)}"
-        lines.append(f"{doc.where([*path, key])}: unknown key {key!r}{fix}")
+        lines.append(f"{doc.where([*path, key], key=True)}: unknown key {key!r}{fix}")
     return lines
 
 

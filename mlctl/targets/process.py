@@ -6,9 +6,10 @@ the server's status file and its log. The server runs in the environment the spe
 (an isolated, cached virtual environment, or the running interpreter), detached in its own
 session, listening on ``127.0.0.1:PORT``.
 
-Updates share the port (SO_REUSEPORT): the new server starts beside the old one, is probed on
-its private probe port, and only when ready is the old one stopped (SIGTERM, then SIGKILL after
-the grace period), so the scoring URI never stops answering.
+Updates keep the port: the old server hands its listening socket to the new one (see
+``mlctl.serve.__main__``), the new one is probed on its private probe port, and only when it is
+ready is the old one stopped (SIGTERM, then SIGKILL after the grace period). Both accept from
+the same queue meanwhile, so the scoring URI never refuses or resets a connection.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ from mlctl import environments
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
 from mlctl.output import Reporter
 from mlctl.registry import Registry
-from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED
+from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fd
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import Deployment, ServiceState
 
 HOST = "127.0.0.1"
 STOP_GRACE_S = 30.0
+DRAIN_S = 1.0  # after "stop accepting": lets connections accepted a moment ago send their request
 _LOG_TAIL = 30
+_CONTROL = "control.sock"
 
 
 class Driver:
@@ -68,7 +71,7 @@ class Driver:
         model_dir = "<deploy dir>/" + _model_dir_rel(deployment)
         return {"target": self.kind, "name": spec.name, "python": str(env.python),
                 "environment": env.key, "requirements": list(env.requirements),
-                "command": _command(spec, env.python, model_dir, "<deploy dir>/status.json", shared=False),
+                "command": _command(spec, env.python, model_dir, Path("<deploy dir>"), listen_fd=None),
                 "environment_variables": _server_env(spec, model_dir, env.pythonpath, base={}),
                 "models": [m.ref for m in deployment.models], "scoring_uri": _uri(spec.deployment.port)}
 
@@ -83,7 +86,7 @@ class Driver:
                 raise ConflictError(f"service {spec.name!r} already exists",
                                     hint=f"update it with `mlctl service update -f {spec.spec_file.name}`")
             _check_port_free(spec.deployment.port)
-            record = self._launch(deployment, reporter, shared=False, wait=wait, timeout_s=timeout_s)
+            record = self._launch(deployment, reporter, listen_fd=None, wait=wait, timeout_s=timeout_s)
             self._save(record, deployment)
         return self.status(spec.name)
 
@@ -97,14 +100,18 @@ class Driver:
             if old is None:
                 raise NotFoundError(f"service {spec.name!r} does not exist",
                                     hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`")
-            shared = old["port"] == spec.deployment.port and _alive(old)
-            if not shared:
+            inherited = _inherit_socket(old) if old["port"] == spec.deployment.port else None
+            if inherited is None:
                 _check_port_free(spec.deployment.port)
-            record = self._launch(deployment, reporter, shared=shared, wait=True, timeout_s=timeout_s)
+            try:
+                record = self._launch(deployment, reporter, listen_fd=inherited, wait=True, timeout_s=timeout_s)
+            finally:
+                if inherited is not None:
+                    os.close(inherited)
             record["created_at"] = old["created_at"]
             self._save(record, deployment)
-            with reporter.step("stopping the previous server"):
-                _stop(old)
+            with reporter.step("draining and stopping the previous server"):
+                _retire(old)
                 shutil.rmtree(old["deploy_dir"], ignore_errors=True)
         return self.status(spec.name)
 
@@ -162,7 +169,7 @@ class Driver:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
 
-    def _launch(self, deployment: Deployment, reporter: Reporter, *, shared: bool, wait: bool,
+    def _launch(self, deployment: Deployment, reporter: Reporter, *, listen_fd: int | None, wait: bool,
                 timeout_s: float) -> dict[str, Any]:
         spec = deployment.spec
         assert spec.inference is not None
@@ -177,7 +184,7 @@ class Driver:
             label = "using the current interpreter" if env.key == "current" else f"environment {env.key}"
             with reporter.step(label + ("" if env.ready else " (building)")) as progress:
                 env = environments.prepare(env, self.home, progress)
-            record = self._start(deployment, env, deploy_dir, deploy_id, shared=shared)
+            record = self._start(deployment, env, deploy_dir, deploy_id, listen_fd=listen_fd)
             if wait:
                 with reporter.step("waiting for init() and /readyz") as progress:
                     _wait_ready(record, timeout_s, progress)
@@ -189,15 +196,16 @@ class Driver:
             raise
 
     def _start(self, deployment: Deployment, env: environments.PythonEnvironment, deploy_dir: Path,
-               deploy_id: str, *, shared: bool) -> dict[str, Any]:
+               deploy_id: str, *, listen_fd: int | None) -> dict[str, Any]:
         spec = deployment.spec
         model_dir = str(deploy_dir / _model_dir_rel(deployment))
         status_file, log_file = deploy_dir / "status.json", deploy_dir / "server.log"
         deploy_dir.mkdir(parents=True, exist_ok=True)
-        command = _command(spec, env.python, model_dir, str(status_file), shared=shared)
+        command = _command(spec, env.python, model_dir, deploy_dir, listen_fd=listen_fd)
         with log_file.open("ab") as log:
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=deploy_dir, start_new_session=True,
+                                    pass_fds=() if listen_fd is None else (listen_fd,),
                                     env=_server_env(spec, model_dir, env.pythonpath, base=dict(os.environ)))
         now = _now()
         test = spec.test
@@ -205,6 +213,7 @@ class Driver:
             "name": spec.name, "target": self.kind, "pid": proc.pid, "pid_start": _start_time(proc.pid),
             "port": spec.deployment.port, "deploy_id": deploy_id, "deploy_dir": str(deploy_dir),
             "status_file": str(status_file), "log_file": str(log_file), "environment": env.key,
+            "control_socket": str(deploy_dir / _CONTROL),
             "python": str(env.python), "models": [m.ref for m in deployment.models],
             "spec_file": str(spec.spec_file), "created_at": now, "updated_at": now,
             "test": None if test is None else {
@@ -238,13 +247,25 @@ def _model_dir_rel(deployment: Deployment) -> str:
     return "azureml-models"
 
 
-def _command(spec: ServiceSpec, python: Path, model_dir: str, status_file: str, *, shared: bool) -> list[str]:
+def _command(spec: ServiceSpec, python: Path, model_dir: str, deploy_dir: Path, *,
+             listen_fd: int | None) -> list[str]:
     assert spec.inference is not None
     command = [str(python), "-m", "mlctl.serve", "--entry-script", str(spec.inference.entry_script),
                "--model-dir", model_dir, "--host", HOST, "--port", str(spec.deployment.port),
                "--workers", str(spec.deployment.workers),
-               "--max-request-bytes", str(spec.deployment.max_request_bytes), "--status-file", status_file]
-    return [*command, "--reuse-port"] if shared else command
+               "--max-request-bytes", str(spec.deployment.max_request_bytes),
+               "--status-file", str(deploy_dir / "status.json"), "--control-socket", str(deploy_dir / _CONTROL)]
+    return command if listen_fd is None else [*command, "--listen-fd", str(listen_fd)]
+
+
+def _inherit_socket(old: dict[str, Any]) -> int | None:
+    """The old server's listening socket (a new fd), or None when it is not running or cannot give it."""
+    if not _alive(old) or "control_socket" not in old:
+        return None
+    try:
+        return receive_listen_fd(Path(old["control_socket"]))
+    except OSError:
+        return None
 
 
 def _server_env(spec: ServiceSpec, model_dir: str, pythonpath: Path | None, *, base: dict[str, str]) -> dict[str, str]:
@@ -350,6 +371,15 @@ def _stop(record: dict[str, Any]) -> None:
         time.sleep(0.05)
     _signal_group(record["pid"], signal.SIGKILL)
     _exit_code(record["pid"])
+
+
+def _retire(record: dict[str, Any]) -> None:
+    """Stop a server that shares its listening socket with its successor: drain, then stop."""
+    if _alive(record):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record["pid"], signal.SIGUSR1)
+        time.sleep(DRAIN_S)
+    _stop(record)
 
 
 def _signal_group(pid: int, sig: int) -> None:

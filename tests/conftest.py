@@ -1,0 +1,179 @@
+"""Shared fixtures: every test gets its own MLCTL_HOME; the CLI runs as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "specs" / "examples"
+
+os.environ["MLCTL_TESTING"] = "1"  # the default home refuses to be used (mlctl.home)
+
+
+@dataclass
+class Result:
+    """A finished mlctl invocation."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture(autouse=True)
+def mlctl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh MLCTL_HOME per test; any web service left running is deleted afterwards."""
+    home = tmp_path / "mlctl-home"
+    monkeypatch.setenv("MLCTL_HOME", str(home))
+    monkeypatch.setenv("NO_COLOR", "1")
+    yield home
+    if (home / "registry.db").exists():
+        names = [s["name"] for s in mlctl("-o", "json", "service", "list").json()]
+        for name in names:
+            mlctl("service", "delete", name)
+
+
+def mlctl(*args: str, timeout: float = 600, cwd: Path | None = None, **env: str) -> Result:
+    """Run ``python -m mlctl ARGS`` as a subprocess and capture its output."""
+    proc = subprocess.run([sys.executable, "-m", "mlctl", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write(path: Path, text: str) -> Path:
+    """Write dedented ``text`` to ``path`` (creating folders); returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def post(url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """POST and return (status, lowercase headers, body), for any status."""
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    """GET and return (status, body), for any status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read()
+
+
+ECHO_SCORE = """
+import json, os
+
+model_text = None
+
+def init():
+    global model_text
+    with open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.txt")) as f:
+        model_text = f.read().strip()
+
+def run(raw_data):
+    data = json.loads(raw_data)
+    if data.get("fail"):
+        raise ValueError("asked to fail")
+    return {"model": model_text, "echo": data, "pid": os.getpid()}
+"""
+
+
+@pytest.fixture
+def echo_project(tmp_path: Path) -> Path:
+    """A folder with model.txt, an echo entry script and a Service spec (current interpreter)."""
+    project = tmp_path / "project"
+    write(project / "model.txt", "v1")
+    write(project / "score.py", ECHO_SCORE)
+    service_spec(project / "service.yaml", port=free_port())
+    return project
+
+
+def service_spec(path: Path, *, port: int, name: str = "echo", entry: str = "score.py",
+                 model: str = "model.txt", test_extra: str = "") -> Path:
+    """Write a Service spec deploying ``model`` with ``entry`` on the current interpreter.
+
+    ``test_extra``: more lines of the ``test`` block, each indented by two spaces.
+    """
+    text = textwrap.dedent(f"""\
+        apiVersion: mlctl/v1
+        kind: Service
+        name: {name}
+        model_files: [{model}]
+        inference_config:
+          entry_script: {entry}
+          environment: current
+        deployment_config:
+          port: {port}
+          workers: 1
+        test:
+          input: {{"x": 1}}
+        """)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + test_extra)
+    return path
+
+
+def serve_processes() -> list[str]:
+    """Command lines of running scoring servers started from this test's MLCTL_HOME."""
+    home = os.environ["MLCTL_HOME"]
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "mlctl.serve" in cmdline and home in cmdline and stat != "Z":
+            found.append(cmdline)
+    return found
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+@pytest.fixture(scope="session")
+def trained_examples() -> Path:
+    """Train the diabetes and digits examples (in their folders, as the README does)."""
+    for example in ("diabetes", "digits"):
+        subprocess.run([sys.executable, str(EXAMPLES / example / "train.py")], check=True,
+                       capture_output=True)
+    return EXAMPLES

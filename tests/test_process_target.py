@@ -1,0 +1,212 @@
+"""The process target through the real CLI: deploy, test, show, logs, update, delete, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from conftest import ECHO_SCORE, mlctl, post, serve_processes, service_spec, wait_for, write
+
+
+def _deploy(project: Path) -> dict[str, object]:
+    result = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"))
+    assert result.code == 0, result.err
+    return result.json()  # type: ignore[no-any-return]
+
+
+def test_deploy_test_show_logs_list_delete(echo_project: Path) -> None:
+    state = _deploy(echo_project)
+    assert state["state"] == "running" and state["models"] == ["model:1"]
+    uri = str(state["scoring_uri"])
+    status, _, body = post(uri, b'{"a": 1}')
+    assert status == 200 and json.loads(body)["model"] == "v1"
+
+    tested = mlctl("-o", "json", "service", "test", "echo")
+    assert tested.code == 0 and tested.json()["prediction"]["echo"] == {"x": 1} and tested.json()["passed"] is None
+    shown = mlctl("-o", "json", "service", "show", "echo").json()
+    assert shown["scoring_uri"] == uri and shown["environment"] == "current"
+    logs = mlctl("-o", "json", "service", "logs", "echo").json()
+    assert any("init() completed" in line for line in logs["lines"])
+    assert [s["name"] for s in mlctl("-o", "json", "service", "list").json()] == ["echo"]
+
+    deleted = mlctl("-o", "json", "service", "delete", "echo")
+    assert deleted.json() == {"name": "echo", "deleted": True}
+    assert serve_processes() == []
+    again = mlctl("-o", "json", "service", "delete", "echo")
+    assert again.code == 0 and again.json()["deleted"] is False
+
+
+def test_test_with_data_file_and_expected_output(echo_project: Path, tmp_path: Path) -> None:
+    spec = service_spec(echo_project / "service.yaml", port=_port(echo_project), test_extra=(
+        '  expected: {"model": "v1", "echo": {"x": 1}, "pid": 0}\n  tolerance: 100000000\n'))
+    _deploy(echo_project)
+    assert mlctl("service", "test", "-f", str(spec)).code == 0
+    data = write(tmp_path / "sample.json", '{"y": 2}')
+    assert mlctl("-o", "json", "service", "test", "echo", "--data", str(data)).json()["prediction"]["echo"] == {"y": 2}
+
+
+def test_mismatch_beyond_tolerance_exits_8_with_the_result_on_stdout(echo_project: Path) -> None:
+    service_spec(echo_project / "service.yaml", port=_port(echo_project), test_extra=(
+        '  expected: {"model": "v2", "echo": {"x": 1}, "pid": 0}\n  tolerance: 100000000\n'))
+    _deploy(echo_project)
+    result = mlctl("-o", "json", "service", "test", "echo")
+    assert result.code == 8
+    assert result.json()["passed"] is False
+    assert json.loads(result.err)["details"] == ['$.model: expected "v2", got "v1"']
+
+
+def test_update_switches_without_losing_a_request(echo_project: Path) -> None:
+    uri = str(_deploy(echo_project)["scoring_uri"])
+    old_pid = json.loads(post(uri, b"{}")[2])["pid"]
+    (echo_project / "model.txt").write_text("v2")
+    failures: list[str] = []
+    answers: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                status, _, body = post(uri, b"{}", timeout=10)
+            except OSError as error:
+                failures.append(repr(error))
+                continue
+            if status != 200:
+                failures.append(str(status))
+            else:
+                answers.add(json.loads(body)["model"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        result = mlctl("-o", "json", "service", "update", "-f", str(echo_project / "service.yaml"))
+    finally:
+        assert wait_for(lambda: "v2" in answers, 10)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert result.code == 0, result.err
+    assert result.json()["models"] == ["model:2"]
+    assert failures == []
+    assert answers == {"v1", "v2"}
+    assert json.loads(post(uri, b"{}")[2])["pid"] != old_pid
+    assert len(set(serve_processes())) == 1  # one server (supervisor and worker share a command line)
+
+
+def test_failed_update_keeps_the_old_service_serving(echo_project: Path) -> None:
+    uri = str(_deploy(echo_project)["scoring_uri"])
+    write(echo_project / "score.py", "def init():\n    raise RuntimeError('broken release')\ndef run(x):\n    return x\n")
+    result = mlctl("service", "update", "-f", str(echo_project / "service.yaml"))
+    assert result.code == 7
+    assert "RuntimeError: broken release" in result.err  # the new server's log is shown
+    status, _, body = post(uri, b"{}")
+    assert status == 200 and json.loads(body)["model"] == "v1"
+    assert mlctl("-o", "json", "service", "show", "echo").json()["state"] == "running"
+    assert len(set(serve_processes())) == 1  # one server (supervisor and worker share a command line)
+
+
+def test_init_failure_names_the_phase_prints_the_log_and_leaves_nothing(echo_project: Path) -> None:
+    write(echo_project / "score.py", "def init():\n    raise FileNotFoundError('weights.bin')\ndef run(x):\n    return x\n")
+    result = mlctl("-o", "json", "service", "deploy", "-f", str(echo_project / "service.yaml"))
+    assert result.code == 7 and result.out == ""
+    error = json.loads(result.err.strip().splitlines()[-1])
+    assert error["phase"] == "init" and any("FileNotFoundError: weights.bin" in d for d in error["details"])
+    assert serve_processes() == []
+    assert mlctl("-o", "json", "service", "list").json() == []
+    assert not any((Path(os.environ["MLCTL_HOME"]) / "services" / "echo").glob("*"))
+
+
+def test_entry_script_without_init_fails_the_deploy(echo_project: Path) -> None:
+    write(echo_project / "score.py", "def run(x):\n    return x\n")
+    result = mlctl("service", "deploy", "-f", str(echo_project / "service.yaml"))
+    assert result.code == 7 and "entry script error:" in result.err and "does not define init()" in result.err
+    assert "Traceback" not in result.err
+    assert serve_processes() == []
+
+
+def test_missing_entry_script_is_a_spec_error(echo_project: Path) -> None:
+    (echo_project / "score.py").unlink()
+    result = mlctl("service", "deploy", "-f", str(echo_project / "service.yaml"))
+    assert result.code == 3 and "$.inference_config.entry_script: file not found" in result.err
+
+
+def test_port_in_use_is_a_target_error(echo_project: Path) -> None:
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", _port(echo_project)))
+        busy.listen()
+        result = mlctl("service", "deploy", "-f", str(echo_project / "service.yaml"))
+    assert result.code == 6 and "already in use" in result.err and "deployment_config.port" in result.err
+
+
+def test_deploying_an_existing_name_is_a_conflict(echo_project: Path) -> None:
+    _deploy(echo_project)
+    result = mlctl("service", "deploy", "-f", str(echo_project / "service.yaml"))
+    assert result.code == 5 and "service update" in result.err
+
+
+def test_registered_model_that_does_not_exist(echo_project: Path) -> None:
+    spec = write(echo_project / "svc.yaml", (echo_project / "service.yaml").read_text()
+                 .replace("model_files: [model.txt]", "models: [ghost:3]"))
+    result = mlctl("service", "deploy", "-f", str(spec))
+    assert result.code == 4 and "model 'ghost' is not registered" in result.err
+
+
+def test_unknown_service_name_is_not_found() -> None:
+    for verb in ("show", "logs", "test"):
+        result = mlctl("service", verb, "nobody")
+        assert result.code == 4, verb
+        assert "service 'nobody' does not exist" in result.err
+
+
+def test_deploy_from_a_registered_model_and_refuse_its_deletion(echo_project: Path) -> None:
+    assert mlctl("model", "register", "--name", "echo-model", "--path", str(echo_project / "model.txt")).code == 0
+    spec = write(echo_project / "svc.yaml", (echo_project / "service.yaml").read_text()
+                 .replace("model_files: [model.txt]", "models: [echo-model@latest]"))
+    assert mlctl("-o", "json", "service", "deploy", "-f", str(spec)).json()["models"] == ["echo-model:1"]
+    assert mlctl("model", "delete", "echo-model:1").code == 5
+    assert mlctl("service", "delete", "echo").code == 0
+    assert mlctl("model", "delete", "echo-model:1").code == 0
+
+
+def test_slow_init_times_out_with_exit_9_and_nothing_left(echo_project: Path) -> None:
+    write(echo_project / "score.py", "import time\ndef init():\n    time.sleep(60)\ndef run(x):\n    return x\n")
+    result = mlctl("service", "deploy", "-f", str(echo_project / "service.yaml"), "--timeout", "2")
+    assert result.code == 9 and "not ready after 2s" in result.err
+    assert serve_processes() == []
+
+
+def test_ctrl_c_during_deploy_leaves_no_process_and_no_state(echo_project: Path) -> None:
+    write(echo_project / "score.py", "import time\ndef init():\n    time.sleep(60)\ndef run(x):\n    return x\n")
+    proc = subprocess.Popen([sys.executable, "-m", "mlctl", "service", "deploy", "-f",
+                             str(echo_project / "service.yaml")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ})
+    assert wait_for(lambda: len(serve_processes()) > 0, 30)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert wait_for(lambda: serve_processes() == [], 10)
+    assert mlctl("-o", "json", "service", "list").json() == []
+    assert not any((Path(os.environ["MLCTL_HOME"]) / "services" / "echo").glob("*"))
+
+
+def test_no_wait_returns_before_ready_and_show_catches_up(echo_project: Path) -> None:
+    result = mlctl("-o", "json", "service", "deploy", "-f", str(echo_project / "service.yaml"), "--no-wait")
+    assert result.code == 0, result.err
+    assert wait_for(lambda: mlctl("-o", "json", "service", "show", "echo").json()["state"] == "running", 30)
+
+
+def _port(project: Path) -> int:
+    text = (project / "service.yaml").read_text()
+    return int(text.split("port:")[1].split()[0])
+
+
+def test_echo_fixture_is_the_shared_script() -> None:
+    assert "def run(raw_data)" in ECHO_SCORE

@@ -1,0 +1,210 @@
+"""The scoring server (mlctl.serve) over real HTTP on 127.0.0.1, as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ECHO_SCORE, free_port, get, post, wait_for, write
+
+Server = Callable[..., str]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Server]:
+    """Start ``python -m mlctl.serve`` on an entry script; returns its base URL once ready."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(script: str, *args: str, model: str = "v1") -> str:
+        folder = tmp_path / f"srv{len(started)}"
+        write(folder / "model" / "model.txt", model)
+        entry = write(folder / "score.py", script)
+        port = free_port()
+        with (folder / "server.log").open("wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "mlctl.serve", "--entry-script", str(entry),
+                                     "--model-dir", str(folder / "model"), "--port", str(port), "--workers", "1",
+                                     "--status-file", str(folder / "status.json"), *args],
+                                    stdout=log, stderr=subprocess.STDOUT)
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: proc.poll() is not None or _ready(base), 30)
+        assert proc.poll() is None, (folder / "server.log").read_text()
+        return base
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+
+
+def _ready(base: str) -> bool:
+    try:
+        return get(base + "/readyz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
+def test_run_gets_the_raw_body_and_its_result_is_json(serve: Server) -> None:
+    base = serve(ECHO_SCORE)
+    status, headers, body = post(base + "/score", b'{"data": [1, 2]}')
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert json.loads(body)["echo"] == {"data": [1, 2]} and json.loads(body)["model"] == "v1"
+
+
+def test_probes_and_swagger(serve: Server) -> None:
+    base = serve(ECHO_SCORE)
+    assert get(base + "/") == (200, b"Healthy")
+    assert get(base + "/healthz")[0] == 200
+    assert json.loads(get(base + "/readyz")[1]) == {"status": "ready"}
+    swagger = json.loads(get(base + "/swagger.json")[1])
+    assert swagger["swagger"] == "2.0" and "/score" in swagger["paths"]
+
+
+def test_request_id_is_echoed_or_generated(serve: Server) -> None:
+    base = serve(ECHO_SCORE)
+    assert post(base + "/score", b"{}", {"x-request-id": "abc-123"})[1]["x-request-id"] == "abc-123"
+    generated = post(base + "/score", b"{}")[1]["x-request-id"]
+    assert len(generated) == 36 and generated.count("-") == 4
+    assert post(base + "/score", b"{}", {"x-request-id": "x" * 101})[0] == 431
+
+
+def test_run_raising_gives_500_naming_the_error_and_request_id_without_traceback(serve: Server) -> None:
+    base = serve(ECHO_SCORE)
+    status, _, body = post(base + "/score", b'{"fail": true}', {"x-request-id": "req-9"})
+    doc = json.loads(body)
+    assert status == 500 and doc["error"] == "ValueError" and doc["request_id"] == "req-9"
+    assert "traceback" not in doc and "asked to fail" not in body.decode()
+    assert post(base + "/score", b'{"x": 1}')[0] == 200  # the worker survives
+
+
+def test_debug_puts_the_traceback_in_the_500_body(serve: Server) -> None:
+    base = serve(ECHO_SCORE, "--debug")
+    doc = json.loads(post(base + "/score", b'{"fail": true}')[2])
+    assert doc["detail"] == "asked to fail" and any("ValueError" in line for line in doc["traceback"])
+
+
+def test_oversize_body_gets_413_wrong_method_405_unknown_route_404(serve: Server) -> None:
+    base = serve(ECHO_SCORE, "--max-request-bytes", "2048")
+    assert post(base + "/score", b"{" + b" " * 4096 + b"}")[0] == 413
+    assert post(base + "/score", b"{" + b" " * 1000 + b"}")[0] == 200
+    request = urllib.request.Request(base + "/score", data=b"{}", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    info.value.close()
+    assert info.value.code == 405
+    assert get(base + "/nope")[0] == 404
+    assert post(base + "/healthz", b"")[0] == 405
+
+
+def test_inference_schema_decorated_run_is_called_as_azure_ml_does(serve: Server) -> None:
+    base = serve("""
+        import numpy as np
+        from inference_schema.schema_decorators import input_schema, output_schema
+        from inference_schema.parameter_types.numpy_parameter_type import NumpyParameterType
+        from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+
+        def init():
+            pass
+
+        @input_schema("data", NumpyParameterType(np.array([[1.0, 2.0]])))
+        @input_schema("scale", StandardPythonParameterType(1.0))
+        @output_schema(NumpyParameterType(np.array([3.0])))
+        def run(data, scale=2.0):
+            assert isinstance(data, np.ndarray)
+            return (data.sum(axis=1) * scale).tolist()
+        """)
+    headers = {"Content-Type": "application/json"}
+    status, _, body = post(base + "/score", b'{"data": [[1, 2], [3, 4]], "scale": 10}', headers)
+    assert status == 200 and json.loads(body) == [30.0, 70.0]
+    assert json.loads(post(base + "/score", b'{"data": [[1, 2]]}', headers)[2]) == [6.0]  # default scale
+    assert post(base + "/score", b'{"scale": 1}', headers)[0] == 400
+    assert post(base + "/score", b'{"data": [[1, 2]]}', {"Content-Type": "text/plain"})[0] == 415
+    schema = json.loads(get(base + "/swagger.json")[1])["paths"]["/score"]["post"]
+    assert "data" in schema["parameters"][0]["schema"]["properties"]
+
+
+def test_rawhttp_scripts_get_the_request_and_may_answer_with_aml_response(serve: Server) -> None:
+    base = serve("""
+        from azureml.contrib.services.aml_request import AMLRequest, rawhttp
+        from azureml.contrib.services.aml_response import AMLResponse
+
+        def init():
+            pass
+
+        @rawhttp
+        def run(request):
+            if request.method != "POST":
+                return AMLResponse("bad method", 405)
+            body = request.get_data(cache=False)
+            return AMLResponse(body[::-1], 201, {"Content-Type": "image/x-test", "X-Kind": request.args.get("k")})
+        """)
+    status, headers, body = post(base + "/score?k=flip", b"\x00\x01\xff")
+    assert (status, body, headers["content-type"], headers["x-kind"]) == (201, b"\xff\x01\x00", "image/x-test", "flip")
+
+
+def test_request_headers_parameter_receives_the_headers(serve: Server) -> None:
+    base = serve("""
+        def init():
+            pass
+
+        def run(data, request_headers):
+            return {"data": data, "tenant": request_headers.get("x-tenant")}
+        """)
+    doc = json.loads(post(base + "/score", b"hello", {"X-Tenant": "t1"})[2])
+    assert doc == {"data": "hello", "tenant": "t1"}
+
+
+def _run_to_exit(tmp_path: Path, script: str, *args: str) -> tuple[int, str]:
+    entry = write(tmp_path / "score.py", script)
+    proc = subprocess.run([sys.executable, "-m", "mlctl.serve", "--entry-script", str(entry),
+                           "--port", str(free_port()), "--workers", "2", *args],
+                          capture_output=True, text=True, timeout=60)
+    return proc.returncode, proc.stderr
+
+
+def test_init_raising_stops_the_server_with_exit_3_and_the_traceback(tmp_path: Path) -> None:
+    code, log = _run_to_exit(tmp_path, "def init():\n    raise RuntimeError('no model here')\ndef run(x):\n    return x\n")
+    assert code == 3
+    assert "RuntimeError: no model here" in log and "failed during load or init()" in log
+
+
+@pytest.mark.parametrize("script, message", [
+    ("def run(x):\n    return x\n", "does not define init()"),
+    ("def init():\n    pass\n", "does not define run()"),
+    ("def init():\n    pass\ndef run(*args):\n    return 1\n", "cannot accept positional-only arguments, *args"),
+])
+def test_entry_script_without_the_contract_exits_3(tmp_path: Path, script: str, message: str) -> None:
+    code, log = _run_to_exit(tmp_path, script)
+    assert code == 3 and message in log
+
+
+def test_port_in_use_exits_4(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        entry = write(tmp_path / "score.py", ECHO_SCORE)
+        proc = subprocess.run([sys.executable, "-m", "mlctl.serve", "--entry-script", str(entry),
+                               "--port", str(busy.getsockname()[1])], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4 and "cannot listen" in proc.stderr
+
+
+def test_server_imports_none_of_the_cli_dependencies() -> None:
+    code = """
+import sys
+import mlctl.serve.__main__, mlctl.serve.app, mlctl.serve.entry, mlctl.serve.request, uvicorn
+banned = ("typer", "rich", "docker", "kubernetes", "azure", "ruamel", "jsonschema", "platformdirs")
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned)
+print(",".join(loaded))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == ""
