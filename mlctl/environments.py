@@ -63,8 +63,9 @@ def plan(spec: EnvironmentSpec, home: Path, warn: Callable[[str], None] = lambda
     requirements = tuple(_requirements(spec, warn))
     key = _key(requirements)
     folder = home / "envs" / key
-    return PythonEnvironment(folder / "bin" / "python", runtime_dir(home), key, requirements,
-                             (folder / "bin" / "python").exists())
+    return PythonEnvironment(
+        folder / "bin" / "python", runtime_dir(home), key, requirements, (folder / "bin" / "python").exists()
+    )
 
 
 def prepare(env: PythonEnvironment, home: Path, progress: Callable[[str], None]) -> PythonEnvironment:
@@ -85,8 +86,20 @@ def prepare(env: PythonEnvironment, home: Path, progress: Callable[[str], None])
         _run([sys.executable, "-m", "venv", str(tmp)], tmp, "venv")
         packages = [*env.requirements, *runtime_requirements()]
         progress(f"pip install {len(packages)} package(s)")
-        _run([str(tmp / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-              "--no-input", *packages], tmp, "pip install", progress)
+        _run(
+            [
+                str(tmp / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                *packages,
+            ],
+            tmp,
+            "pip install",
+            progress,
+        )
         try:
             os.rename(tmp, folder)
         except OSError:  # another build of the same key won the race: use it
@@ -191,8 +204,12 @@ def _requirements(spec: EnvironmentSpec, warn: Callable[[str], None]) -> list[st
 
 
 def _key(requirements: tuple[str, ...]) -> str:
-    doc = {"python": sys.version.split()[0], "requirements": list(requirements),
-           "runtime": runtime_requirements(), "platform": sys.platform}
+    doc = {
+        "python": sys.version.split()[0],
+        "requirements": list(requirements),
+        "runtime": runtime_requirements(),
+        "platform": sys.platform,
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -214,21 +231,28 @@ def _runtime_hash() -> str:
 def _run(command: list[str], tmp: Path, what: str, progress: Callable[[str], None] | None = None) -> None:
     tmp.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          stdin=subprocess.DEVNULL) as proc:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line.rstrip())
             if progress and line.startswith(("Collecting", "Downloading", "Installing", "Building")):
                 progress(line.strip()[:80])
     if proc.returncode != 0:
-        raise DeploymentError(f"{what} failed while building the service's Python environment",
-                              phase="environment", details=lines[-_PIP_TAIL:], hint=_pip_hint(lines))
+        raise DeploymentError(
+            f"{what} failed while building the service's Python environment",
+            phase="environment",
+            details=lines[-_PIP_TAIL:],
+            hint=_pip_hint(lines),
+        )
 
 
 def _pip_hint(lines: list[str]) -> str:
     missing = [m.group(1) for line in lines if (m := re.search(r"No matching distribution found for (\S+)", line))]
     if missing:
-        return (f"pip cannot find {', '.join(missing)}: check the name and version; a conda-only package "
-                "cannot be installed by pip (use a pip package, or a base image with conda)")
+        return (
+            f"pip cannot find {', '.join(missing)}: check the name and version; a conda-only package "
+            "cannot be installed by pip (use a pip package, or a base image with conda)"
+        )
     return "fix the conda or requirements file; the pip output above names the failing package"

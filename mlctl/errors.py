@@ -5,9 +5,9 @@ message on stderr and the exit code below. The table is repeated in the README.
 
 | code | class               | meaning                                                       |
 |------|---------------------|---------------------------------------------------------------|
-| 0    | -                   | success                                                       |
-| 1    | (unexpected)        | a bug in mlctl: rerun with ``--debug`` and report it          |
-| 2    | (usage)             | bad command line (unknown option, missing argument)           |
+| 0    | ok                  | success                                                       |
+| 1    | unexpected          | a bug in mlctl: rerun with ``--debug`` and report it          |
+| 2    | usage               | bad command line (unknown option, missing argument)           |
 | 3    | SpecError           | a spec file is unreadable or invalid                          |
 | 4    | NotFoundError       | a model, version, service or file does not exist              |
 | 5    | ConflictError       | refused: the object is in use or the state forbids it         |
@@ -16,7 +16,7 @@ message on stderr and the exit code below. The table is repeated in the README.
 | 8    | ServiceTestFailed   | the service answered, but not what the spec's test expects    |
 | 9    | WaitTimeout         | a wait ran out of time                                        |
 | 10   | IntegrityError      | stored content no longer matches its recorded hash            |
-| 130  | (interrupted)       | Ctrl-C; nothing half-done is left behind                      |
+| 130  | interrupted         | Ctrl-C; nothing half-done is left behind                      |
 """
 
 from __future__ import annotations
@@ -87,8 +87,7 @@ class DeploymentError(MlctlError):
     exit_code = 7
     kind = "deployment_failed"
 
-    def __init__(self, message: str, *, phase: str, hint: str | None = None,
-                 details: list[str] | None = None) -> None:
+    def __init__(self, message: str, *, phase: str, hint: str | None = None, details: list[str] | None = None) -> None:
         super().__init__(message, hint=hint, details=details)
         self.phase = phase
 

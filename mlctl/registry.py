@@ -110,8 +110,16 @@ class Registry:
             conn.close()
 
     # -- models -------------------------------------------------------------------------------
-    def register(self, name: str, path: Path, *, description: str = "", tags: dict[str, str] | None = None,
-                 properties: dict[str, str] | None = None, reuse_identical: bool = False) -> ModelVersion:
+    def register(
+        self,
+        name: str,
+        path: Path,
+        *,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        properties: dict[str, str] | None = None,
+        reuse_identical: bool = False,
+    ) -> ModelVersion:
         """Store ``path`` (a file or a folder) as the next version of model ``name``.
 
         With ``reuse_identical``, an unchanged latest version (same content hash) is returned
@@ -128,20 +136,42 @@ class Registry:
         content_hash = hashlib.sha256(manifest.encode()).hexdigest()
         with self._db(write=True) as db:
             if reuse_identical:
-                latest = db.execute("SELECT * FROM models WHERE name = ? ORDER BY version DESC LIMIT 1",
-                                    (name,)).fetchone()
+                latest = db.execute(
+                    "SELECT * FROM models WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+                ).fetchone()
                 if latest is not None and latest["content_hash"] == content_hash:
                     return _row_to_model(latest)
             row = db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name = ?", (name,))
             version = int(row.fetchone()[0])
             model = ModelVersion(
-                name=name, version=version, content_hash=content_hash,
-                source_name=path.name, is_folder=path.is_dir(), size=sum(f[2] for f in files),
-                description=description, tags=dict(tags or {}), properties=dict(properties or {}),
-                created_at=_now(), files=files)
-            db.execute("INSERT INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?)", (
-                name, version, model.content_hash, model.source_name, int(model.is_folder), model.size,
-                description, json.dumps(model.tags), json.dumps(model.properties), model.created_at, manifest))
+                name=name,
+                version=version,
+                content_hash=content_hash,
+                source_name=path.name,
+                is_folder=path.is_dir(),
+                size=sum(f[2] for f in files),
+                description=description,
+                tags=dict(tags or {}),
+                properties=dict(properties or {}),
+                created_at=_now(),
+                files=files,
+            )
+            db.execute(
+                "INSERT INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    name,
+                    version,
+                    model.content_hash,
+                    model.source_name,
+                    int(model.is_folder),
+                    model.size,
+                    description,
+                    json.dumps(model.tags),
+                    json.dumps(model.properties),
+                    model.created_at,
+                    manifest,
+                ),
+            )
         return model
 
     def get(self, ref: ModelRef) -> ModelVersion:
@@ -152,25 +182,31 @@ class Registry:
         """
         with self._db() as db:
             if ref.version is None:
-                row = db.execute("SELECT * FROM models WHERE name = ? ORDER BY version DESC LIMIT 1",
-                                 (ref.name,)).fetchone()
+                row = db.execute(
+                    "SELECT * FROM models WHERE name = ? ORDER BY version DESC LIMIT 1", (ref.name,)
+                ).fetchone()
             else:
-                row = db.execute("SELECT * FROM models WHERE name = ? AND version = ?",
-                                 (ref.name, ref.version)).fetchone()
+                row = db.execute(
+                    "SELECT * FROM models WHERE name = ? AND version = ?", (ref.name, ref.version)
+                ).fetchone()
             versions = [r[0] for r in db.execute("SELECT version FROM models WHERE name = ?", (ref.name,))]
         if row is None:
             if not versions:
-                raise NotFoundError(f"model {ref.name!r} is not registered",
-                                    hint="`mlctl model list` shows registered models")
-            raise NotFoundError(f"model {ref.name!r} has no version {ref.version}",
-                                hint=f"versions: {', '.join(map(str, sorted(versions)))}")
+                raise NotFoundError(
+                    f"model {ref.name!r} is not registered", hint="`mlctl model list` shows registered models"
+                )
+            raise NotFoundError(
+                f"model {ref.name!r} has no version {ref.version}",
+                hint=f"versions: {', '.join(map(str, sorted(versions)))}",
+            )
         return _row_to_model(row)
 
-    def list(self, *, name: str | None = None, tags: dict[str, str] | None = None) -> list[ModelVersion]:
+    def models(self, *, name: str | None = None, tags: dict[str, str] | None = None) -> list[ModelVersion]:
         """All model versions, by name then version, filtered by ``name`` and ``tags`` (all must match)."""
         with self._db() as db:
-            rows = db.execute("SELECT * FROM models WHERE (? IS NULL OR name = ?) ORDER BY name, version",
-                              (name, name)).fetchall()
+            rows = db.execute(
+                "SELECT * FROM models WHERE (? IS NULL OR name = ?) ORDER BY name, version", (name, name)
+            ).fetchall()
         models = [_row_to_model(r) for r in rows]
         return [m for m in models if all(m.tags.get(k) == v for k, v in (tags or {}).items())]
 
@@ -183,11 +219,17 @@ class Registry:
         """
         model = self.get(ref)
         with self._db(write=True) as db:
-            users = [r[0] for r in db.execute(
-                "SELECT service FROM service_models WHERE model = ? AND version = ?", (model.name, model.version))]
+            users = [
+                r[0]
+                for r in db.execute(
+                    "SELECT service FROM service_models WHERE model = ? AND version = ?", (model.name, model.version)
+                )
+            ]
             if users and not force:
-                raise ConflictError(f"model {model.ref} is used by service(s) {', '.join(users)}",
-                                    hint="delete those services first, or pass --force")
+                raise ConflictError(
+                    f"model {model.ref} is used by service(s) {', '.join(users)}",
+                    hint="delete those services first, or pass --force",
+                )
             db.execute("DELETE FROM models WHERE name = ? AND version = ?", (model.name, model.version))
         self._collect_garbage()
         return model
@@ -221,17 +263,17 @@ class Registry:
     def save_service(self, name: str, target: str, record: dict[str, Any], models: list[ModelVersion]) -> None:
         """Insert or replace a service record and the model versions it uses, atomically."""
         with self._db(write=True) as db:
-            db.execute("INSERT OR REPLACE INTO services VALUES (?,?,?,?)",
-                       (name, target, json.dumps(record), _now()))
+            db.execute("INSERT OR REPLACE INTO services VALUES (?,?,?,?)", (name, target, json.dumps(record), _now()))
             db.execute("DELETE FROM service_models WHERE service = ?", (name,))
-            db.executemany("INSERT OR IGNORE INTO service_models VALUES (?,?,?)",
-                           [(name, m.name, m.version) for m in models])
+            db.executemany(
+                "INSERT OR IGNORE INTO service_models VALUES (?,?,?)", [(name, m.name, m.version) for m in models]
+            )
 
     def service(self, name: str) -> dict[str, Any] | None:
         """A service record, or None."""
         with self._db() as db:
             row = db.execute("SELECT record FROM services WHERE name = ?", (name,)).fetchone()
-        return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]
+        return None if row is None else json.loads(row[0])
 
     def services(self) -> list[dict[str, Any]]:
         """Every service record, by name."""
@@ -270,11 +312,15 @@ class Registry:
     def _verified_blob(self, model: ModelVersion, digest: str) -> Path:
         blob = self._blob_path(digest)
         if not blob.exists():
-            raise IntegrityError(f"model {model.ref}: blob {digest[:12]} is missing from {self.blob_root}",
-                                 hint="register the model again")
+            raise IntegrityError(
+                f"model {model.ref}: blob {digest[:12]} is missing from {self.blob_root}",
+                hint="register the model again",
+            )
         if _hash_file(blob) != digest:
-            raise IntegrityError(f"model {model.ref}: blob {digest[:12]} is corrupt (its SHA-256 changed)",
-                                 hint="the stored copy was modified; register the model again")
+            raise IntegrityError(
+                f"model {model.ref}: blob {digest[:12]} is corrupt (its SHA-256 changed)",
+                hint="the stored copy was modified; register the model again",
+            )
         return blob
 
     def _collect_garbage(self) -> None:
@@ -333,10 +379,18 @@ def _copy(blob: Path, target: Path) -> None:
 
 def _row_to_model(row: sqlite3.Row) -> ModelVersion:
     return ModelVersion(
-        name=row["name"], version=row["version"], content_hash=row["content_hash"],
-        source_name=row["source_name"], is_folder=bool(row["is_folder"]), size=row["size"],
-        description=row["description"], tags=json.loads(row["tags"]), properties=json.loads(row["properties"]),
-        created_at=row["created_at"], files=tuple(tuple(f) for f in json.loads(row["manifest"])))
+        name=row["name"],
+        version=row["version"],
+        content_hash=row["content_hash"],
+        source_name=row["source_name"],
+        is_folder=bool(row["is_folder"]),
+        size=row["size"],
+        description=row["description"],
+        tags=json.loads(row["tags"]),
+        properties=json.loads(row["properties"]),
+        created_at=row["created_at"],
+        files=tuple(tuple(f) for f in json.loads(row["manifest"])),
+    )
 
 
 def _now() -> str:

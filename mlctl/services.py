@@ -33,8 +33,9 @@ def resolve_models(spec: ServiceSpec, registry: Registry, reporter: Reporter) ->
         return tuple(registry.get(ref) for ref in spec.models)
     models = []
     for path in spec.model_files:
-        model = registry.register(implicit_model_name(path), path, reuse_identical=True,
-                                  description=f"registered by service {spec.name}")
+        model = registry.register(
+            implicit_model_name(path), path, reuse_identical=True, description=f"registered by service {spec.name}"
+        )
         reporter.info(f"model {model.ref} <- {path.name}")
         models.append(model)
     return tuple(models)
@@ -86,8 +87,12 @@ def run_test(name: str, scoring_uri: str, case: ScoringCase, *, timeout_s: float
     or differs from the expected output beyond the tolerance.
     """
     request_id = str(uuid.uuid4())
-    request = urllib.request.Request(scoring_uri, data=case.body, method="POST", headers={
-        "Content-Type": "application/json", "x-request-id": request_id})
+    request = urllib.request.Request(
+        scoring_uri,
+        data=case.body,
+        method="POST",
+        headers={"Content-Type": "application/json", "x-request-id": request_id},
+    )
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
@@ -96,20 +101,29 @@ def run_test(name: str, scoring_uri: str, case: ScoringCase, *, timeout_s: float
         with exc:
             status, raw = exc.code, exc.read()
     except OSError as exc:
-        raise ServiceTestFailed(f"service {name!r} did not answer at {scoring_uri}: {exc}",
-                                hint=f"check it with `mlctl service show {name}` and `mlctl service logs {name}`")
+        raise ServiceTestFailed(
+            f"service {name!r} did not answer at {scoring_uri}: {exc}",
+            hint=f"check it with `mlctl service show {name}` and `mlctl service logs {name}`",
+        ) from None
     latency_ms = (time.perf_counter() - started) * 1000
     answer = _decode(raw)
-    doc: dict[str, Any] = {"service": name, "scoring_uri": scoring_uri, "status_code": status,
-                           "request_id": request_id, "latency_ms": round(latency_ms, 2), "prediction": answer}
+    doc: dict[str, Any] = {
+        "service": name,
+        "scoring_uri": scoring_uri,
+        "status_code": status,
+        "request_id": request_id,
+        "latency_ms": round(latency_ms, 2),
+        "prediction": answer,
+    }
     problems = [] if 200 <= status < 300 else [f"HTTP {status}: {json.dumps(answer)[:300]}"]
     if case.has_expected and not problems:
         problems = compare(case.expected, answer, case.tolerance)
         doc.update(expected=case.expected, tolerance=case.tolerance)
     doc["passed"] = not problems if (case.has_expected or problems) else None
     if problems:
-        error = ServiceTestFailed(f"service {name!r} failed its test", details=problems[:20],
-                                  hint=f"see `mlctl service logs {name}`")
+        error = ServiceTestFailed(
+            f"service {name!r} failed its test", details=problems[:20], hint=f"see `mlctl service logs {name}`"
+        )
         error.result = doc  # type: ignore[attr-defined]
         raise error
     return doc
@@ -123,7 +137,11 @@ def compare(expected: Any, actual: Any, tolerance: float, path: str = "$") -> li
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
             return [f"{path}: expected {len(expected)} items, got {len(actual)}"]
-        return [p for i, (e, a) in enumerate(zip(expected, actual)) for p in compare(e, a, tolerance, f"{path}[{i}]")]
+        return [
+            p
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for p in compare(e, a, tolerance, f"{path}[{i}]")
+        ]
     if isinstance(expected, dict) and isinstance(actual, dict):
         if set(expected) != set(actual):
             return [f"{path}: expected keys {sorted(expected)}, got {sorted(actual)}"]

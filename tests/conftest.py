@@ -50,8 +50,15 @@ def mlctl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 
 def mlctl(*args: str, timeout: float = 600, cwd: Path | None = None, **env: str) -> Result:
     """Run ``python -m mlctl ARGS`` as a subprocess and capture its output."""
-    proc = subprocess.run([sys.executable, "-m", "mlctl", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -69,7 +76,9 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def post(url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+def post(
+    url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
     """POST and return (status, lowercase headers, body), for any status."""
     request = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
     try:
@@ -118,8 +127,15 @@ def echo_project(tmp_path: Path) -> Path:
     return project
 
 
-def service_spec(path: Path, *, port: int, name: str = "echo", entry: str = "score.py",
-                 model: str = "model.txt", test_extra: str = "") -> Path:
+def service_spec(
+    path: Path,
+    *,
+    port: int,
+    name: str = "echo",
+    entry: str = "score.py",
+    model: str = "model.txt",
+    test_extra: str = "",
+) -> Path:
     """Write a Service spec deploying ``model`` with ``entry`` on the current interpreter.
 
     ``test_extra``: more lines of the ``test`` block, each indented by two spaces.
@@ -174,6 +190,5 @@ def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> bo
 def trained_examples() -> Path:
     """Train the diabetes and digits examples (in their folders, as the README does)."""
     for example in ("diabetes", "digits"):
-        subprocess.run([sys.executable, str(EXAMPLES / example / "train.py")], check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, str(EXAMPLES / example / "train.py")], check=True, capture_output=True)
     return EXAMPLES

@@ -43,8 +43,11 @@ def test_deploy_test_show_logs_list_delete(echo_project: Path) -> None:
 
 
 def test_test_with_data_file_and_expected_output(echo_project: Path, tmp_path: Path) -> None:
-    spec = service_spec(echo_project / "service.yaml", port=_port(echo_project), test_extra=(
-        '  expected: {"model": "v1", "echo": {"x": 1}, "pid": 0}\n  tolerance: 100000000\n'))
+    spec = service_spec(
+        echo_project / "service.yaml",
+        port=_port(echo_project),
+        test_extra=('  expected: {"model": "v1", "echo": {"x": 1}, "pid": 0}\n  tolerance: 100000000\n'),
+    )
     _deploy(echo_project)
     assert mlctl("service", "test", "-f", str(spec)).code == 0
     data = write(tmp_path / "sample.json", '{"y": 2}')
@@ -52,8 +55,11 @@ def test_test_with_data_file_and_expected_output(echo_project: Path, tmp_path: P
 
 
 def test_mismatch_beyond_tolerance_exits_8_with_the_result_on_stdout(echo_project: Path) -> None:
-    service_spec(echo_project / "service.yaml", port=_port(echo_project), test_extra=(
-        '  expected: {"model": "v2", "echo": {"x": 1}, "pid": 0}\n  tolerance: 100000000\n'))
+    service_spec(
+        echo_project / "service.yaml",
+        port=_port(echo_project),
+        test_extra=('  expected: {"model": "v2", "echo": {"x": 1}, "pid": 0}\n  tolerance: 100000000\n'),
+    )
     _deploy(echo_project)
     result = mlctl("-o", "json", "service", "test", "echo")
     assert result.code == 8
@@ -101,7 +107,9 @@ def test_update_switches_without_losing_a_request(echo_project: Path) -> None:
 
 def test_failed_update_keeps_the_old_service_serving(echo_project: Path) -> None:
     uri = str(_deploy(echo_project)["scoring_uri"])
-    write(echo_project / "score.py", "def init():\n    raise RuntimeError('broken release')\ndef run(x):\n    return x\n")
+    write(
+        echo_project / "score.py", "def init():\n    raise RuntimeError('broken release')\ndef run(x):\n    return x\n"
+    )
     result = mlctl("service", "update", "-f", str(echo_project / "service.yaml"))
     assert result.code == 7
     assert "RuntimeError: broken release" in result.err  # the new server's log is shown
@@ -112,7 +120,10 @@ def test_failed_update_keeps_the_old_service_serving(echo_project: Path) -> None
 
 
 def test_init_failure_names_the_phase_prints_the_log_and_leaves_nothing(echo_project: Path) -> None:
-    write(echo_project / "score.py", "def init():\n    raise FileNotFoundError('weights.bin')\ndef run(x):\n    return x\n")
+    write(
+        echo_project / "score.py",
+        "def init():\n    raise FileNotFoundError('weights.bin')\ndef run(x):\n    return x\n",
+    )
     result = mlctl("-o", "json", "service", "deploy", "-f", str(echo_project / "service.yaml"))
     assert result.code == 7 and result.out == ""
     error = json.loads(result.err.strip().splitlines()[-1])
@@ -152,8 +163,10 @@ def test_deploying_an_existing_name_is_a_conflict(echo_project: Path) -> None:
 
 
 def test_registered_model_that_does_not_exist(echo_project: Path) -> None:
-    spec = write(echo_project / "svc.yaml", (echo_project / "service.yaml").read_text()
-                 .replace("model_files: [model.txt]", "models: [ghost:3]"))
+    spec = write(
+        echo_project / "svc.yaml",
+        (echo_project / "service.yaml").read_text().replace("model_files: [model.txt]", "models: [ghost:3]"),
+    )
     result = mlctl("service", "deploy", "-f", str(spec))
     assert result.code == 4 and "model 'ghost' is not registered" in result.err
 
@@ -167,8 +180,10 @@ def test_unknown_service_name_is_not_found() -> None:
 
 def test_deploy_from_a_registered_model_and_refuse_its_deletion(echo_project: Path) -> None:
     assert mlctl("model", "register", "--name", "echo-model", "--path", str(echo_project / "model.txt")).code == 0
-    spec = write(echo_project / "svc.yaml", (echo_project / "service.yaml").read_text()
-                 .replace("model_files: [model.txt]", "models: [echo-model@latest]"))
+    spec = write(
+        echo_project / "svc.yaml",
+        (echo_project / "service.yaml").read_text().replace("model_files: [model.txt]", "models: [echo-model@latest]"),
+    )
     assert mlctl("-o", "json", "service", "deploy", "-f", str(spec)).json()["models"] == ["echo-model:1"]
     assert mlctl("model", "delete", "echo-model:1").code == 5
     assert mlctl("service", "delete", "echo").code == 0
@@ -184,9 +199,13 @@ def test_slow_init_times_out_with_exit_9_and_nothing_left(echo_project: Path) ->
 
 def test_ctrl_c_during_deploy_leaves_no_process_and_no_state(echo_project: Path) -> None:
     write(echo_project / "score.py", "import time\ndef init():\n    time.sleep(60)\ndef run(x):\n    return x\n")
-    proc = subprocess.Popen([sys.executable, "-m", "mlctl", "service", "deploy", "-f",
-                             str(echo_project / "service.yaml")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlctl", "service", "deploy", "-f", str(echo_project / "service.yaml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     assert wait_for(lambda: len(serve_processes()) > 0, 30)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)

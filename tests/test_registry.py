@@ -17,8 +17,20 @@ from mlctl.spec.records import ModelRef
 
 def test_register_versions_one_two_three_with_tags_and_description(tmp_path: Path) -> None:
     model = write(tmp_path / "m.pkl", "weights")
-    first = mlctl("-o", "json", "model", "register", "--name", "m", "--path", str(model),
-                  "--tag", "stage=dev", "--description", "first")
+    first = mlctl(
+        "-o",
+        "json",
+        "model",
+        "register",
+        "--name",
+        "m",
+        "--path",
+        str(model),
+        "--tag",
+        "stage=dev",
+        "--description",
+        "first",
+    )
     assert first.code == 0, first.err
     assert first.json()["version"] == 1 and first.json()["tags"] == {"stage": "dev"}
     second = mlctl("-o", "json", "model", "register", "--name", "m", "--path", str(model))
@@ -33,14 +45,17 @@ def test_register_versions_one_two_three_with_tags_and_description(tmp_path: Pat
 def test_register_from_spec_file_and_folder_models(tmp_path: Path) -> None:
     write(tmp_path / "folder" / "weights.bin", "w")
     write(tmp_path / "folder" / "sub" / "vocab.txt", "a b c")
-    spec = write(tmp_path / "model.yaml", """
+    spec = write(
+        tmp_path / "model.yaml",
+        """
         apiVersion: mlctl/v1
         kind: Model
         name: bert
         path: folder
         tags: {lang: en}
         properties: {layers: 12}
-        """)
+        """,
+    )
     result = mlctl("-o", "json", "model", "register", "-f", str(spec))
     assert result.code == 0, result.err
     (doc,) = result.json()
@@ -74,8 +89,9 @@ def test_corrupt_blob_is_reported_never_served(tmp_path: Path, mlctl_home: Path)
     assert not (tmp_path / "out2" / "m.pkl").exists()
 
 
-def test_interrupted_register_leaves_no_version(tmp_path: Path, mlctl_home: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_register_leaves_no_version(
+    tmp_path: Path, mlctl_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "model"
     for i in range(3):
         write(folder / f"part{i}.bin", f"part {i}")
@@ -92,7 +108,7 @@ def test_interrupted_register_leaves_no_version(tmp_path: Path, mlctl_home: Path
     reg = Registry(mlctl_home)
     with pytest.raises(KeyboardInterrupt):
         reg.register("m", folder)
-    assert reg.list() == []
+    assert reg.models() == []
     assert list((mlctl_home / "blobs" / "tmp").iterdir()) == []  # no stray temporary file
     monkeypatch.setattr(registry_module, "_copy_hashing", real_copy)
     assert reg.register("m", folder).version == 1
@@ -114,7 +130,7 @@ def test_concurrent_registers_get_distinct_versions(tmp_path: Path, mlctl_home: 
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    versions = [m.version for m in Registry(mlctl_home).list(name="shared")]
+    versions = [m.version for m in Registry(mlctl_home).models(name="shared")]
     assert versions == list(range(1, 16))
 
 
@@ -139,7 +155,7 @@ def test_delete_is_refused_while_a_service_uses_the_version(tmp_path: Path, mlct
     result = mlctl("model", "delete", "m:1")
     assert result.code == 5 and "--force" in result.err
     assert mlctl("model", "delete", "m:1", "--force").code == 0
-    assert reg.list() == []
+    assert reg.models() == []
 
 
 def test_bad_cli_usage_exits_2(tmp_path: Path) -> None:

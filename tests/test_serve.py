@@ -28,10 +28,26 @@ def serve(tmp_path: Path) -> Iterator[Server]:
         entry = write(folder / "score.py", script)
         port = free_port()
         with (folder / "server.log").open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "mlctl.serve", "--entry-script", str(entry),
-                                     "--model-dir", str(folder / "model"), "--port", str(port), "--workers", "1",
-                                     "--status-file", str(folder / "status.json"), *args],
-                                    stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mlctl.serve",
+                    "--entry-script",
+                    str(entry),
+                    "--model-dir",
+                    str(folder / "model"),
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--status-file",
+                    str(folder / "status.json"),
+                    *args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         started.append(proc)
         base = f"http://127.0.0.1:{port}"
         assert wait_for(lambda: proc.poll() is not None or _ready(base), 30)
@@ -164,23 +180,42 @@ def test_request_headers_parameter_receives_the_headers(serve: Server) -> None:
 
 def _run_to_exit(tmp_path: Path, script: str, *args: str) -> tuple[int, str]:
     entry = write(tmp_path / "score.py", script)
-    proc = subprocess.run([sys.executable, "-m", "mlctl.serve", "--entry-script", str(entry),
-                           "--port", str(free_port()), "--workers", "2", *args],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlctl.serve",
+            "--entry-script",
+            str(entry),
+            "--port",
+            str(free_port()),
+            "--workers",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return proc.returncode, proc.stderr
 
 
 def test_init_raising_stops_the_server_with_exit_3_and_the_traceback(tmp_path: Path) -> None:
-    code, log = _run_to_exit(tmp_path, "def init():\n    raise RuntimeError('no model here')\ndef run(x):\n    return x\n")
+    code, log = _run_to_exit(
+        tmp_path, "def init():\n    raise RuntimeError('no model here')\ndef run(x):\n    return x\n"
+    )
     assert code == 3
     assert "RuntimeError: no model here" in log and "failed during load or init()" in log
 
 
-@pytest.mark.parametrize("script, message", [
-    ("def run(x):\n    return x\n", "does not define init()"),
-    ("def init():\n    pass\n", "does not define run()"),
-    ("def init():\n    pass\ndef run(*args):\n    return 1\n", "cannot accept positional-only arguments, *args"),
-])
+@pytest.mark.parametrize(
+    "script, message",
+    [
+        ("def run(x):\n    return x\n", "does not define init()"),
+        ("def init():\n    pass\n", "does not define run()"),
+        ("def init():\n    pass\ndef run(*args):\n    return 1\n", "cannot accept positional-only arguments, *args"),
+    ],
+)
 def test_entry_script_without_the_contract_exits_3(tmp_path: Path, script: str, message: str) -> None:
     code, log = _run_to_exit(tmp_path, script)
     assert code == 3 and message in log
@@ -193,8 +228,12 @@ def test_port_in_use_exits_4(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         entry = write(tmp_path / "score.py", ECHO_SCORE)
-        proc = subprocess.run([sys.executable, "-m", "mlctl.serve", "--entry-script", str(entry),
-                               "--port", str(busy.getsockname()[1])], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlctl.serve", "--entry-script", str(entry), "--port", str(busy.getsockname()[1])],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 4 and "cannot listen" in proc.stderr
 
 

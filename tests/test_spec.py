@@ -50,8 +50,10 @@ def test_misspelled_key_names_line_column_path_and_suggestion(tmp_path: Path) ->
     spec_file = _service(tmp_path, VALID.replace("entry_script", "entry_scirpt"))
     result = mlctl("spec", "validate", str(spec_file))
     assert result.code == 3
-    assert "service.yaml:6:3: $.inference_config.entry_scirpt: unknown key 'entry_scirpt'; " \
-           "did you mean 'entry_script'?" in result.err
+    assert (
+        "service.yaml:6:3: $.inference_config.entry_scirpt: unknown key 'entry_scirpt'; "
+        "did you mean 'entry_script'?" in result.err
+    )
     assert "Traceback" not in result.err
 
 
@@ -91,8 +93,9 @@ def test_exactly_one_source_is_required(tmp_path: Path) -> None:
 
 
 def test_conda_file_and_requirements_are_exclusive(tmp_path: Path) -> None:
-    body = VALID.replace("entry_script: score.py", "entry_script: score.py\n      conda_file: a.yml\n"
-                                                   "      requirements: r.txt")
+    body = VALID.replace(
+        "entry_script: score.py", "entry_script: score.py\n      conda_file: a.yml\n      requirements: r.txt"
+    )
     result = mlctl("spec", "validate", str(_service(tmp_path, body)))
     assert "'conda_file' and 'requirements' cannot both be given; keep one" in result.err
 
@@ -105,7 +108,10 @@ def test_missing_model_file_points_at_its_line(tmp_path: Path) -> None:
 
 
 def test_every_error_of_every_document_is_reported(tmp_path: Path) -> None:
-    body = textwrap.dedent(VALID).replace("port: 9000", "port: nine") + "---\napiVersion: mlctl/v1\nkind: Model\nname: m\npth: x\n"
+    body = (
+        textwrap.dedent(VALID).replace("port: 9000", "port: nine")
+        + "---\napiVersion: mlctl/v1\nkind: Model\nname: m\npth: x\n"
+    )
     result = mlctl("-o", "json", "spec", "validate", str(_service(tmp_path, body)))
     assert result.code == 3
     doc = result.json()

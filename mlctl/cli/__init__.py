@@ -19,10 +19,12 @@ from mlctl.cli.spec import app as spec_app
 from mlctl.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, MlctlError
 
 app = typer.Typer(
-    name="mlctl", no_args_is_help=True, pretty_exceptions_enable=False,
+    name="mlctl",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Take a trained model to a tested web service, driven by declarative YAML specs.",
     epilog="Exit codes: 0 ok, 1 unexpected, 2 usage, 3 spec, 4 not found, 5 conflict, 6 target, "
-           "7 deployment failed, 8 test failed, 9 timeout, 10 integrity, 130 interrupted.",
+    "7 deployment failed, 8 test failed, 9 timeout, 10 integrity, 130 interrupted.",
 )
 app.add_typer(model_app, name="model")
 app.add_typer(service_app, name="service")
@@ -38,11 +40,17 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     output: _state.OutputFormat = typer.Option(
-        _state.OutputFormat.human, "--output", "-o", case_sensitive=False, envvar="MLCTL_OUTPUT",
-        help="human, or json: only the result document on stdout (progress and logs on stderr)."),
+        _state.OutputFormat.human,
+        "--output",
+        "-o",
+        case_sensitive=False,
+        envvar="MLCTL_OUTPUT",
+        help="human, or json: only the result document on stdout (progress and logs on stderr).",
+    ),
     debug: bool = typer.Option(False, "--debug", envvar="MLCTL_DEBUG", help="Show tracebacks of errors."),
     version: Optional[bool] = typer.Option(  # noqa: UP045 - Typer reads the annotation at runtime
-        None, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+        None, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     _state.configure(output, debug)
 
@@ -95,8 +103,9 @@ def _report(error: MlctlError) -> int:
 
 
 def _interrupted() -> int:
-    _state.reporter().error({"error": "interrupted", "message": "interrupted; nothing was left half-done",
-                             "exit_code": EXIT_INTERRUPTED})
+    _state.reporter().error(
+        {"error": "interrupted", "message": "interrupted; nothing was left half-done", "exit_code": EXIT_INTERRUPTED}
+    )
     return EXIT_INTERRUPTED
 
 
@@ -106,9 +115,14 @@ def _unexpected_or_usage(error: Exception) -> int:
         show()
         return code
     reporter = _state.reporter()
-    reporter.error({"error": "unexpected", "exit_code": EXIT_UNEXPECTED,
-                    "message": f"unexpected {type(error).__name__}: {error}",
-                    "hint": "this is a bug in mlctl: rerun with --debug and report the traceback"})
+    reporter.error(
+        {
+            "error": "unexpected",
+            "exit_code": EXIT_UNEXPECTED,
+            "message": f"unexpected {type(error).__name__}: {error}",
+            "hint": "this is a bug in mlctl: rerun with --debug and report the traceback",
+        }
+    )
     if reporter.debug:
         reporter.traceback()
     return EXIT_UNEXPECTED

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlctl.output import Reporter
-from mlctl.registry import Registry
+
+if TYPE_CHECKING:
+    from mlctl.registry import Registry
 
 
 class OutputFormat(str, Enum):
@@ -22,7 +25,7 @@ _reporter = Reporter()
 def configure(output: OutputFormat, debug: bool) -> None:
     """Set the output mode for this invocation (called by the root callback)."""
     global _reporter
-    _reporter = Reporter(output.value, debug=debug)  # type: ignore[arg-type]
+    _reporter = Reporter("json" if output is OutputFormat.json else "human", debug=debug)
 
 
 def reporter() -> Reporter:
@@ -39,6 +42,8 @@ def home() -> Path:
 
 def registry() -> Registry:
     """The registry under ``MLCTL_HOME``."""
+    from mlctl.registry import Registry
+
     return Registry(home())
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from mlctl.cli import _state
-from mlctl.registry import ModelVersion
+
+if TYPE_CHECKING:
+    from mlctl.registry import ModelVersion
 
 app = typer.Typer(help="Register and manage models (versioned 1, 2, 3... per name).", no_args_is_help=True)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
@@ -38,17 +40,25 @@ def register(
         specs = [r for r in load([file]) if isinstance(r, ModelSpec)]
         if not specs:
             raise typer.BadParameter(f"{file} has no `kind: Model` document", param_hint="-f")
-        models = [registry.register(s.name, s.path, description=s.description, tags=dict(s.tags),
-                                    properties=dict(s.properties)) for s in specs]
-        _state.reporter().result([m.to_dict() for m in models], lambda _: [_print_registered(m) for m in models])
+        models = [
+            registry.register(
+                s.name, s.path, description=s.description, tags=dict(s.tags), properties=dict(s.properties)
+            )
+            for s in specs
+        ]
+        _state.reporter().result([m.to_dict() for m in models], lambda _: _print_all_registered(models))
         return
     if not name or path is None:
         raise typer.BadParameter("give -f SPEC, or both --name and --path", param_hint="--name/--path")
     if not _NAME.match(name):
-        raise typer.BadParameter("letters, digits, '-', '_', '.'; starting with a letter or digit",
-                                 param_hint="--name")
-    model = registry.register(name, path, description=description, tags=_state.pairs(tag, "--tag"),
-                              properties=_state.pairs(prop, "--property"))
+        raise typer.BadParameter("letters, digits, '-', '_', '.'; starting with a letter or digit", param_hint="--name")
+    model = registry.register(
+        name,
+        path,
+        description=description,
+        tags=_state.pairs(tag, "--tag"),
+        properties=_state.pairs(prop, "--property"),
+    )
     _state.reporter().result(model.to_dict(), lambda _: _print_registered(model))
 
 
@@ -58,10 +68,14 @@ def list_models(
     tag: list[str] = typer.Option([], "--tag", help="KEY=VALUE that must match; repeatable."),
 ) -> None:
     """List registered model versions."""
-    models = _state.registry().list(name=name, tags=_state.pairs(tag, "--tag"))
+    models = _state.registry().models(name=name, tags=_state.pairs(tag, "--tag"))
     rows = [_summary(m) for m in models]
-    _state.reporter().result(rows, lambda _: _state.reporter().table(
-        rows, ["name", "version", "size", "tags", "created_at"], empty="no models registered"))
+    _state.reporter().result(
+        rows,
+        lambda _: _state.reporter().table(
+            rows, ["name", "version", "size", "tags", "created_at"], empty="no models registered"
+        ),
+    )
 
 
 @app.command("show")
@@ -69,10 +83,22 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@latest.
     """Show one model version (the latest without a version)."""
     model = _state.registry().get(_ref(ref))
     doc = model.to_dict()
-    _state.reporter().result(doc, lambda _: _state.reporter().fields([
-        ("name", model.name), ("version", model.version), ("description", model.description or None),
-        ("tags", model.tags), ("properties", model.properties), ("content_hash", model.content_hash),
-        ("size", _size(model.size)), ("files", len(model.files)), ("created_at", model.created_at)]))
+    _state.reporter().result(
+        doc,
+        lambda _: _state.reporter().fields(
+            [
+                ("name", model.name),
+                ("version", model.version),
+                ("description", model.description or None),
+                ("tags", model.tags),
+                ("properties", model.properties),
+                ("content_hash", model.content_hash),
+                ("size", _size(model.size)),
+                ("files", len(model.files)),
+                ("created_at", model.created_at),
+            ]
+        ),
+    )
 
 
 @app.command("download")
@@ -112,14 +138,28 @@ def _ref(text: str) -> Any:
 
 
 def _summary(model: ModelVersion) -> dict[str, Any]:
-    return {"name": model.name, "version": model.version, "size": _size(model.size), "size_bytes": model.size,
-            "tags": model.tags, "description": model.description, "content_hash": model.content_hash,
-            "created_at": model.created_at}
+    return {
+        "name": model.name,
+        "version": model.version,
+        "size": _size(model.size),
+        "size_bytes": model.size,
+        "tags": model.tags,
+        "description": model.description,
+        "content_hash": model.content_hash,
+        "created_at": model.created_at,
+    }
+
+
+def _print_all_registered(models: list[ModelVersion]) -> None:
+    for model in models:
+        _print_registered(model)
 
 
 def _print_registered(model: ModelVersion) -> None:
-    _state.reporter().ok(f"registered model {model.ref} ({len(model.files)} file(s), {_size(model.size)}, "
-                         f"sha256 {model.content_hash[:12]})")
+    _state.reporter().ok(
+        f"registered model {model.ref} ({len(model.files)} file(s), {_size(model.size)}, "
+        f"sha256 {model.content_hash[:12]})"
+    )
 
 
 def _size(size: int) -> str:

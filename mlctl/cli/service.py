@@ -12,8 +12,9 @@ import typer
 from mlctl.cli import _state
 from mlctl.errors import ServiceTestFailed
 
-app = typer.Typer(help="Deploy a model as a web service, test it, update it, read its logs, delete it.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Deploy a model as a web service, test it, update it, read its logs, delete it.", no_args_is_help=True
+)
 
 _SPEC = typer.Option(..., "--file", "-f", help="A spec file with one `kind: Service` document.")
 _TIMEOUT = typer.Option(300.0, "--timeout", help="Seconds to wait for readiness.")
@@ -91,8 +92,9 @@ def logs(
         reporter.result({"service": name, "lines": [line.rstrip("\n") for line in lines]})
         return
     for line in lines:
-        reporter.raw(json.dumps({"service": name, "line": line.rstrip("\n")}) + "\n"
-                     if reporter.mode == "json" else line)
+        reporter.raw(
+            json.dumps({"service": name, "line": line.rstrip("\n")}) + "\n" if reporter.mode == "json" else line
+        )
 
 
 @app.command("list")
@@ -102,8 +104,10 @@ def list_services() -> None:
 
     states = [s.to_dict() for d in services.all_drivers(_state.registry(), _state.home()) for s in d.list()]
     reporter = _state.reporter()
-    reporter.result(states, lambda rows: reporter.table(
-        rows, ["name", "target", "state", "scoring_uri", "models"], empty="no services"))
+    reporter.result(
+        states,
+        lambda rows: reporter.table(rows, ["name", "target", "state", "scoring_uri", "models"], empty="no services"),
+    )
 
 
 @app.command("show")
@@ -132,8 +136,7 @@ def delete(name: str = typer.Argument(..., help="Service name.")) -> None:
 
 
 def _load_service(file: Path) -> Any:
-    from mlctl.spec import ServiceSpec
-    from mlctl.spec import load_one
+    from mlctl.spec import ServiceSpec, load_one
 
     return load_one([file], ServiceSpec)
 
@@ -147,8 +150,7 @@ def _test_case(name: str | None, file: Path | None, data: Path | None) -> tuple[
         name = spec.name
         if spec.test is not None:
             t = spec.test
-            stored = {"body": t.body, "expected": t.expected, "has_expected": t.has_expected,
-                      "tolerance": t.tolerance}
+            stored = {"body": t.body, "expected": t.expected, "has_expected": t.has_expected, "tolerance": t.tolerance}
     elif name is not None:
         record = _state.registry().service(name)
         if record is None:
@@ -164,16 +166,18 @@ def _test_case(name: str | None, file: Path | None, data: Path | None) -> tuple[
             raise typer.BadParameter(f"{data} is not a file", param_hint="--data")
         return name, ScoringCase(body=data.read_bytes())
     if stored is None:
-        raise typer.BadParameter("no sample input: pass --data FILE, or add `test.input` to the spec",
-                                 param_hint="--data")
+        raise typer.BadParameter(
+            "no sample input: pass --data FILE, or add `test.input` to the spec", param_hint="--data"
+        )
     return name, ScoringCase(**stored)
 
 
 def _print_deployed(doc: dict[str, Any], verb: str) -> None:
     reporter = _state.reporter()
     reporter.ok(f"{verb} service {doc['name']} ({doc['state']}) on target {doc['target']}")
-    reporter.fields([("scoring_uri", doc["scoring_uri"]), ("swagger_uri", doc["swagger_uri"]),
-                     ("models", doc["models"])])
+    reporter.fields(
+        [("scoring_uri", doc["scoring_uri"]), ("swagger_uri", doc["swagger_uri"]), ("models", doc["models"])]
+    )
     reporter.info(f"test it: mlctl service test {doc['name']}")
 
 

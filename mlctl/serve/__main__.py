@@ -9,8 +9,9 @@ Zero-downtime updates hand the listening socket itself from the old server to th
 socket) with its listening socket's file descriptor (SCM_RIGHTS); the deployer passes it to the
 new server as ``--listen-fd``. Both then accept from one queue, so when the old one stops, no
 queued connection is reset. To retire, the old server first gets SIGUSR1 (its workers stop
-accepting but finish every connection they hold), then SIGTERM. The probe socket (``--status-file``) is a private 127.0.0.1 port
-that only this server answers, so a deployer can check *this* server's readiness.
+accepting but finish every connection they hold), then SIGTERM. The probe socket
+(``--status-file``) is a private 127.0.0.1 port that only this server answers, so a deployer
+can check *this* server's readiness.
 
 Exit codes: 0 stopped by SIGTERM/SIGINT; 3 the entry script failed to load or ``init()`` raised;
 4 the port cannot be bound; 1 workers kept crashing.
@@ -61,8 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit code."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s [%(process)d] %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s [%(process)d] %(message)s"
+    )
     if args.model_dir is not None:
         os.environ["AZUREML_MODEL_DIR"] = str(args.model_dir.resolve())
     try:
@@ -82,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 class Supervisor:
     """Forks and watches workers; stops them all on SIGTERM/SIGINT or when one fails ``init()``."""
 
-    def __init__(self, args: argparse.Namespace, sockets: list[socket.socket],
-                 control: socket.socket | None = None) -> None:
+    def __init__(
+        self, args: argparse.Namespace, sockets: list[socket.socket], control: socket.socket | None = None
+    ) -> None:
         self.args = args
         self.sockets = sockets
         self.control = control
@@ -197,16 +200,25 @@ def _serve(args: argparse.Namespace, sockets: list[socket.socket], entry: object
     from mlctl.serve.app import ScoringApp
 
     app = ScoringApp(entry, max_request_bytes=args.max_request_bytes, debug=args.debug)  # type: ignore[arg-type]
-    config = uvicorn.Config(app, loop=_loop(), http=_http(), lifespan="on", access_log=False,
-                            log_level="warning", server_header=False, date_header=False,
-                            timeout_graceful_shutdown=30, log_config=None)
+    config = uvicorn.Config(
+        app,
+        loop=_loop(),
+        http=_http(),
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=30,
+        log_config=None,
+    )
     _DrainableServer(config, app).run(sockets=sockets)
 
 
 def _drainable_server_class() -> type:
     import uvicorn
 
-    class DrainableServer(uvicorn.Server):  # type: ignore[misc]
+    class DrainableServer(uvicorn.Server):
         """uvicorn's server, plus SIGUSR1: stop accepting, keep serving open connections."""
 
         def __init__(self, config: Any, app: Any) -> None:

@@ -20,7 +20,8 @@ import json
 import logging
 import traceback
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from mlctl.serve.entry import BadInput, EntryScript
 from mlctl.serve.request import Request
@@ -114,8 +115,9 @@ class ScoringApp:
             else:
                 result = self.entry.call(_request(scope, body))
         except BadInput as exc:
-            await _send(send, exc.status, json.dumps({"error": str(exc), "request_id": request_id}).encode(),
-                        rid, _JSON)
+            await _send(
+                send, exc.status, json.dumps({"error": str(exc), "request_id": request_id}).encode(), rid, _JSON
+            )
             return
         except Exception as exc:  # noqa: BLE001 - any error of run() becomes a 500
             await self._run_failed(send, exc, request_id, rid)
@@ -133,12 +135,21 @@ class ScoringApp:
             return
         await _send(send, 200, payload, rid, _JSON)
 
-    async def _run_failed(self, send: Send, exc: BaseException, request_id: str, rid: bytes,
-                          what: str = "run() raised") -> None:
-        log.error("request %s: %s %s\n%s", request_id, what, type(exc).__name__,
-                  "".join(traceback.format_exception(exc)).rstrip())
-        doc: dict[str, Any] = {"error": type(exc).__name__, "message": f"{what} {type(exc).__name__}; "
-                               "see the service logs", "request_id": request_id}
+    async def _run_failed(
+        self, send: Send, exc: BaseException, request_id: str, rid: bytes, what: str = "run() raised"
+    ) -> None:
+        log.error(
+            "request %s: %s %s\n%s",
+            request_id,
+            what,
+            type(exc).__name__,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+        doc: dict[str, Any] = {
+            "error": type(exc).__name__,
+            "message": f"{what} {type(exc).__name__}; see the service logs",
+            "request_id": request_id,
+        }
         if self.debug:
             doc["detail"] = str(exc)
             doc["traceback"] = traceback.format_exception(exc)
@@ -184,8 +195,9 @@ def _request(scope: Scope, body: bytes) -> Request:
     return Request(scope["method"], scope["path"], scope.get("query_string", b""), scope["headers"], body)
 
 
-async def _send(send: Send, status: int, body: bytes, rid: bytes, content_type: tuple[bytes, bytes],
-                *extra: tuple[bytes, bytes]) -> None:
+async def _send(
+    send: Send, status: int, body: bytes, rid: bytes, content_type: tuple[bytes, bytes], *extra: tuple[bytes, bytes]
+) -> None:
     headers = [content_type, (b"content-length", str(len(body)).encode())]
     if rid:
         headers.append((b"x-request-id", rid))
@@ -203,8 +215,9 @@ async def _send_response(send: Send, response: Any, rid: bytes) -> None:
     body = body.encode() if isinstance(body, str) else bytes(body)
     pairs = response.headers.items() if hasattr(response.headers, "items") else response.headers
     skip = {"content-length", "x-request-id"}
-    headers = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in pairs
-               if str(k).lower() not in skip]
+    headers = [
+        (str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in pairs if str(k).lower() not in skip
+    ]
     headers += [(b"content-length", str(len(body)).encode()), (b"x-request-id", rid)]
     await send({"type": "http.response.start", "status": int(response.status_code), "headers": headers})
     await send({"type": "http.response.body", "body": body})

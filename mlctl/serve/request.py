@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 class Headers(dict):  # type: ignore[type-arg]
     """Case-insensitive, read-only view of request headers (keys stored lowercase)."""
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         """The header value, or ``default``."""
         return super().get(key.lower(), default)
 
@@ -45,8 +45,9 @@ class Args(dict):  # type: ignore[type-arg]
 class Request:
     """One HTTP request. ``body`` is the full request body (bytes)."""
 
-    def __init__(self, method: str, path: str, query_string: bytes, headers: list[tuple[bytes, bytes]],
-                 body: bytes) -> None:
+    def __init__(
+        self, method: str, path: str, query_string: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
         self.method = method
         self.path = path
         self.query_string = query_string
@@ -103,8 +104,14 @@ class Response:
         run_function_failed: sets ``x-ms-run-function-failed``.
     """
 
-    def __init__(self, message: Any, status_code: int, response_headers: dict[str, str] | None = None,
-                 json_str: bool = False, run_function_failed: bool = False) -> None:
+    def __init__(
+        self,
+        message: Any,
+        status_code: int,
+        response_headers: dict[str, str] | None = None,
+        json_str: bool = False,
+        run_function_failed: bool = False,
+    ) -> None:
         self.status_code = int(status_code)
         headers = dict(response_headers or {})
         if message is None or json_str:

@@ -24,20 +24,37 @@ def swagger_document(entry: Any) -> dict[str, Any]:
         response_schema = get_output_schema(entry.run) or response_schema
     return {
         "swagger": "2.0",
-        "info": {"title": "mlctl web service", "version": __version__,
-                 "description": "Scoring API of an mlctl web service (Azure ML entry-script contract)."},
+        "info": {
+            "title": "mlctl web service",
+            "version": __version__,
+            "description": "Scoring API of an mlctl web service (Azure ML entry-script contract).",
+        },
         "schemes": ["http"],
         "consumes": ["application/json"],
         "produces": ["application/json"],
         "paths": {
-            "/": {"get": {"operationId": "ServiceHealthCheck", "description": "Liveness (Azure ML).",
-                          "responses": {"200": {"description": "Healthy"}}}},
-            "/score": {"post": {
-                "operationId": "RunMLService", "description": "Run the model on the request body.",
-                "parameters": [{"name": "serviceInputPayload", "in": "body", "required": True,
-                                "schema": request_schema}],
-                "responses": {"200": {"description": "The prediction", "schema": response_schema},
-                              "default": {"description": "An error", "schema": {
-                                  "type": "object", "properties": {"error": {"type": "string"}}}}}}},
+            "/": {
+                "get": {
+                    "operationId": "ServiceHealthCheck",
+                    "description": "Liveness (Azure ML).",
+                    "responses": {"200": {"description": "Healthy"}},
+                }
+            },
+            "/score": {
+                "post": {
+                    "operationId": "RunMLService",
+                    "description": "Run the model on the request body.",
+                    "parameters": [
+                        {"name": "serviceInputPayload", "in": "body", "required": True, "schema": request_schema}
+                    ],
+                    "responses": {
+                        "200": {"description": "The prediction", "schema": response_schema},
+                        "default": {
+                            "description": "An error",
+                            "schema": {"type": "object", "properties": {"error": {"type": "string"}}},
+                        },
+                    },
+                }
+            },
         },
     }

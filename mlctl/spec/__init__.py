@@ -25,8 +25,20 @@ from mlctl.spec.records import (
 from mlctl.spec.schema import check
 
 __all__ = [
-    "DeploymentConfig", "Document", "EnvironmentSpec", "ImageSpec", "InferenceConfig", "ModelRef",
-    "ModelSpec", "Record", "ServiceSpec", "ServiceTest", "load", "load_documents",
+    "DeploymentConfig",
+    "Document",
+    "build",
+    "load_file",
+    "EnvironmentSpec",
+    "ImageSpec",
+    "InferenceConfig",
+    "ModelRef",
+    "ModelSpec",
+    "Record",
+    "ServiceSpec",
+    "ServiceTest",
+    "load",
+    "load_documents",
 ]
 
 
@@ -63,6 +75,8 @@ def load_one(files: Iterable[Path], kind: type[Record]) -> Record:
     label = kind.__name__.removesuffix("Spec")
     if len(records) != 1:
         names = ", ".join(str(f) for f in files)
-        raise SpecError(f"expected exactly one {label} document in {names}, found {len(records)}",
-                        hint=f"put one `kind: {label}` document in the file, or pass the right file")
+        raise SpecError(
+            f"expected exactly one {label} document in {names}, found {len(records)}",
+            hint=f"put one `kind: {label}` document in the file, or pass the right file",
+        )
     return records[0]

@@ -88,8 +88,9 @@ def load_file(file: Path) -> list[Document]:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{display_path(file)}:{mark.line + 1}:{mark.column + 1}" if mark else display_path(file)
-        raise SpecError(f"YAML syntax error in {display_path(file)}",
-                        details=[f"{where}: {exc.problem or exc.context}"]) from None
+        raise SpecError(
+            f"YAML syntax error in {display_path(file)}", details=[f"{where}: {exc.problem or exc.context}"]
+        ) from None
     except YAMLError as exc:
         raise SpecError(f"YAML error in {display_path(file)}: {exc}") from None
     documents = [Document(file, i, node, _plain(node)) for i, node in enumerate(nodes)]

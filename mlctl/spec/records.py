@@ -171,8 +171,13 @@ def _existing(doc: Document, path: list[str | int], *, folder_ok: bool = True) -
 
 def _model(doc: Document) -> ModelSpec:
     d = doc.data
-    return ModelSpec(name=d["name"], path=_existing(doc, ["path"]), description=d.get("description", ""),
-                     tags=_frozen_map(d.get("tags")), properties=_frozen_map(d.get("properties")))
+    return ModelSpec(
+        name=d["name"],
+        path=_existing(doc, ["path"]),
+        description=d.get("description", ""),
+        tags=_frozen_map(d.get("tags")),
+        properties=_frozen_map(d.get("properties")),
+    )
 
 
 def _inference(doc: Document, base: list[str | int]) -> InferenceConfig:
@@ -194,30 +199,45 @@ def _inference(doc: Document, base: list[str | int]) -> InferenceConfig:
 
 def _image(doc: Document) -> ImageSpec:
     d = doc.data
-    return ImageSpec(name=d["name"], models=tuple(ModelRef.parse(m) for m in d["models"]),
-                     inference=_inference(doc, []), base_image=d.get("base_image", "python:3.11-slim"),
-                     description=d.get("description", ""), tags=_frozen_map(d.get("tags")))
+    return ImageSpec(
+        name=d["name"],
+        models=tuple(ModelRef.parse(m) for m in d["models"]),
+        inference=_inference(doc, []),
+        base_image=d.get("base_image", "python:3.11-slim"),
+        description=d.get("description", ""),
+        tags=_frozen_map(d.get("tags")),
+    )
 
 
 def _service(doc: Document) -> ServiceSpec:
     d = doc.data
     files = tuple(_existing(doc, ["model_files", i]) for i in range(len(d.get("model_files", []))))
     return ServiceSpec(
-        name=d["name"], target=d.get("target", "process"), spec_file=doc.file, model_files=files,
-        models=tuple(ModelRef.parse(m) for m in d.get("models", [])), image=d.get("image"),
+        name=d["name"],
+        target=d.get("target", "process"),
+        spec_file=doc.file,
+        model_files=files,
+        models=tuple(ModelRef.parse(m) for m in d.get("models", [])),
+        image=d.get("image"),
         inference=_inference(doc, ["inference_config"]) if "inference_config" in d else None,
-        deployment=_deployment(d.get("deployment_config", {})), test=_test(doc),
-        description=d.get("description", ""), tags=_frozen_map(d.get("tags")))
+        deployment=_deployment(d.get("deployment_config", {})),
+        test=_test(doc),
+        description=d.get("description", ""),
+        tags=_frozen_map(d.get("tags")),
+    )
 
 
 def _deployment(d: dict[str, Any]) -> DeploymentConfig:
     defaults = DeploymentConfig()
     return DeploymentConfig(
-        port=d.get("port", defaults.port), workers=d.get("workers", defaults.workers),
-        cpu_cores=d.get("cpu_cores", defaults.cpu_cores), memory_gb=d.get("memory_gb", defaults.memory_gb),
+        port=d.get("port", defaults.port),
+        workers=d.get("workers", defaults.workers),
+        cpu_cores=d.get("cpu_cores", defaults.cpu_cores),
+        memory_gb=d.get("memory_gb", defaults.memory_gb),
         auth_enabled=d.get("auth_enabled", False),
         max_request_bytes=d.get("max_request_bytes", defaults.max_request_bytes),
-        environment_variables=_frozen_map(d.get("environment_variables")))
+        environment_variables=_frozen_map(d.get("environment_variables")),
+    )
 
 
 def _test(doc: Document) -> ServiceTest | None:
@@ -230,5 +250,6 @@ def _test(doc: Document) -> ServiceTest | None:
         body = json.dumps(t["input"]).encode()
     else:
         raise doc.error(["test"], "a test needs 'input' or 'input_file'")
-    return ServiceTest(body=body, expected=t.get("expected"), has_expected="expected" in t,
-                       tolerance=float(t.get("tolerance", 0.0)))
+    return ServiceTest(
+        body=body, expected=t.get("expected"), has_expected="expected" in t, tolerance=float(t.get("tolerance", 0.0))
+    )

@@ -31,8 +31,10 @@ def schema_for(kind: str, api_version: str = API_VERSION) -> dict[str, Any]:
     """
     if kind not in KINDS:
         close = difflib.get_close_matches(kind, KINDS, n=1)
-        raise NotFoundError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}",
-                            hint=f"did you mean {close[0]!r}?" if close else None)
+        raise NotFoundError(
+            f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}",
+            hint=f"did you mean {close[0]!r}?" if close else None,
+        )
     folder = api_version.split("/")[-1]
     text = resources.files("mlctl").joinpath("schemas", folder, KINDS[kind]).read_text(encoding="utf-8")
     return json.loads(text)  # type: ignore[no-any-return]
@@ -55,7 +57,7 @@ def validate(doc: Document) -> list[str]:
 def _suggestions(error: Any) -> list[tuple[tuple[Any, ...], str]]:
     """(object path, key) for each key an unknown key was taken for ("did you mean")."""
     known = list(error.schema.get("properties", {}))
-    found = []
+    found: list[tuple[tuple[Any, ...], str]] = []
     for key in error.instance:
         close = [] if key in known else difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         found.extend((tuple(error.absolute_path), c) for c in close)
@@ -76,8 +78,11 @@ def check(docs: list[Document]) -> None:
     problems = [line for doc in docs for line in validate(doc)]
     if problems:
         files = sorted({display_path(d.file) for d in docs})
-        raise SpecError(f"invalid spec {', '.join(files)} ({len(problems)} problem(s))", details=problems,
-                        hint="fix the lines above; `mlctl spec schema KIND` prints the schema")
+        raise SpecError(
+            f"invalid spec {', '.join(files)} ({len(problems)} problem(s))",
+            details=problems,
+            hint="fix the lines above; `mlctl spec schema KIND` prints the schema",
+        )
 
 
 def _check_header(doc: Document) -> list[str]:

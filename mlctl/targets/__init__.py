@@ -60,10 +60,18 @@ class ServiceState:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"name": self.name, "target": self.target, "state": self.state,
-                "scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
-                "models": list(self.models), "environment": self.environment,
-                "created_at": self.created_at, "updated_at": self.updated_at, **self.details}
+        return {
+            "name": self.name,
+            "target": self.target,
+            "state": self.state,
+            "scoring_uri": self.scoring_uri,
+            "swagger_uri": self.swagger_uri,
+            "models": list(self.models),
+            "environment": self.environment,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            **self.details,
+        }
 
 
 class TargetDriver(Protocol):

@@ -69,37 +69,49 @@ class Driver:
         assert spec.inference is not None
         env = environments.plan(spec.inference.environment, self.home)
         model_dir = "<deploy dir>/" + _model_dir_rel(deployment)
-        return {"target": self.kind, "name": spec.name, "python": str(env.python),
-                "environment": env.key, "requirements": list(env.requirements),
-                "command": _command(spec, env.python, model_dir, Path("<deploy dir>"), listen_fd=None),
-                "environment_variables": _server_env(spec, model_dir, env.pythonpath, base={}),
-                "models": [m.ref for m in deployment.models], "scoring_uri": _uri(spec.deployment.port)}
+        return {
+            "target": self.kind,
+            "name": spec.name,
+            "python": str(env.python),
+            "environment": env.key,
+            "requirements": list(env.requirements),
+            "command": _command(spec, env.python, model_dir, Path("<deploy dir>"), listen_fd=None),
+            "environment_variables": _server_env(spec, model_dir, env.pythonpath, base={}),
+            "models": [m.ref for m in deployment.models],
+            "scoring_uri": _uri(spec.deployment.port),
+        }
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def deploy(self, deployment: Deployment, reporter: Reporter, *, wait: bool = True,
-               timeout_s: float = 300.0) -> ServiceState:
+    def deploy(
+        self, deployment: Deployment, reporter: Reporter, *, wait: bool = True, timeout_s: float = 300.0
+    ) -> ServiceState:
         """Start a new web service; see ``mlctl.targets`` for the contract."""
         spec = deployment.spec
         _preflight(spec)
         with self._lock(spec.name):
             if self.registry.service(spec.name) is not None:
-                raise ConflictError(f"service {spec.name!r} already exists",
-                                    hint=f"update it with `mlctl service update -f {spec.spec_file.name}`")
+                raise ConflictError(
+                    f"service {spec.name!r} already exists",
+                    hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
+                )
             _check_port_free(spec.deployment.port)
             record = self._launch(deployment, reporter, listen_fd=None, wait=wait, timeout_s=timeout_s)
             self._save(record, deployment)
         return self.status(spec.name)
 
-    def update(self, deployment: Deployment, reporter: Reporter, *, wait: bool = True,
-               timeout_s: float = 300.0) -> ServiceState:
+    def update(
+        self, deployment: Deployment, reporter: Reporter, *, wait: bool = True, timeout_s: float = 300.0
+    ) -> ServiceState:
         """Replace the service without downtime; the old one is stopped only once the new is ready."""
         spec = deployment.spec
         _preflight(spec)
         with self._lock(spec.name):
             old = self.registry.service(spec.name)
             if old is None:
-                raise NotFoundError(f"service {spec.name!r} does not exist",
-                                    hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`")
+                raise NotFoundError(
+                    f"service {spec.name!r} does not exist",
+                    hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`",
+                )
             inherited = _inherit_socket(old) if old["port"] == spec.deployment.port else None
             if inherited is None:
                 _check_port_free(spec.deployment.port)
@@ -123,11 +135,17 @@ class Driver:
         else:
             state = "running" if _ready(record, timeout_s=1.0) else "unhealthy"
         return ServiceState(
-            name=record["name"], target=self.kind, state=state, scoring_uri=_uri(record["port"]),
-            swagger_uri=_uri(record["port"], "/swagger.json"), models=tuple(record["models"]),
-            environment=record["environment"], created_at=record["created_at"],
+            name=record["name"],
+            target=self.kind,
+            state=state,
+            scoring_uri=_uri(record["port"]),
+            swagger_uri=_uri(record["port"], "/swagger.json"),
+            models=tuple(record["models"]),
+            environment=record["environment"],
+            created_at=record["created_at"],
             updated_at=record["updated_at"],
-            details={"pid": record["pid"], "port": record["port"], "log_file": record["log_file"]})
+            details={"pid": record["pid"], "port": record["port"], "log_file": record["log_file"]},
+        )
 
     def list(self) -> Sequence[ServiceState]:
         """Every service deployed on this target."""
@@ -169,8 +187,9 @@ class Driver:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
 
-    def _launch(self, deployment: Deployment, reporter: Reporter, *, listen_fd: int | None, wait: bool,
-                timeout_s: float) -> dict[str, Any]:
+    def _launch(
+        self, deployment: Deployment, reporter: Reporter, *, listen_fd: int | None, wait: bool, timeout_s: float
+    ) -> dict[str, Any]:
         spec = deployment.spec
         assert spec.inference is not None
         deploy_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S-") + uuid.uuid4().hex[:6]
@@ -195,30 +214,58 @@ class Driver:
             shutil.rmtree(deploy_dir, ignore_errors=True)
             raise
 
-    def _start(self, deployment: Deployment, env: environments.PythonEnvironment, deploy_dir: Path,
-               deploy_id: str, *, listen_fd: int | None) -> dict[str, Any]:
+    def _start(
+        self,
+        deployment: Deployment,
+        env: environments.PythonEnvironment,
+        deploy_dir: Path,
+        deploy_id: str,
+        *,
+        listen_fd: int | None,
+    ) -> dict[str, Any]:
         spec = deployment.spec
         model_dir = str(deploy_dir / _model_dir_rel(deployment))
         status_file, log_file = deploy_dir / "status.json", deploy_dir / "server.log"
         deploy_dir.mkdir(parents=True, exist_ok=True)
         command = _command(spec, env.python, model_dir, deploy_dir, listen_fd=listen_fd)
         with log_file.open("ab") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=deploy_dir, start_new_session=True,
-                                    pass_fds=() if listen_fd is None else (listen_fd,),
-                                    env=_server_env(spec, model_dir, env.pythonpath, base=dict(os.environ)))
+            proc = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=deploy_dir,
+                start_new_session=True,
+                pass_fds=() if listen_fd is None else (listen_fd,),
+                env=_server_env(spec, model_dir, env.pythonpath, base=dict(os.environ)),
+            )
         now = _now()
         test = spec.test
         return {
-            "name": spec.name, "target": self.kind, "pid": proc.pid, "pid_start": _start_time(proc.pid),
-            "port": spec.deployment.port, "deploy_id": deploy_id, "deploy_dir": str(deploy_dir),
-            "status_file": str(status_file), "log_file": str(log_file), "environment": env.key,
+            "name": spec.name,
+            "target": self.kind,
+            "pid": proc.pid,
+            "pid_start": _start_time(proc.pid),
+            "port": spec.deployment.port,
+            "deploy_id": deploy_id,
+            "deploy_dir": str(deploy_dir),
+            "status_file": str(status_file),
+            "log_file": str(log_file),
+            "environment": env.key,
             "control_socket": str(deploy_dir / _CONTROL),
-            "python": str(env.python), "models": [m.ref for m in deployment.models],
-            "spec_file": str(spec.spec_file), "created_at": now, "updated_at": now,
-            "test": None if test is None else {
-                "body": base64.b64encode(test.body).decode(), "expected": test.expected,
-                "has_expected": test.has_expected, "tolerance": test.tolerance},
+            "python": str(env.python),
+            "models": [m.ref for m in deployment.models],
+            "spec_file": str(spec.spec_file),
+            "created_at": now,
+            "updated_at": now,
+            "test": None
+            if test is None
+            else {
+                "body": base64.b64encode(test.body).decode(),
+                "expected": test.expected,
+                "has_expected": test.has_expected,
+                "tolerance": test.tolerance,
+            },
         }
 
     def _save(self, record: dict[str, Any], deployment: Deployment) -> None:
@@ -232,11 +279,14 @@ class Driver:
 
 def _preflight(spec: ServiceSpec) -> None:
     if spec.image is not None:
-        raise TargetError("the process target runs model files or registered models, not images",
-                          hint="use `model_files:` or `models:` with an `inference_config`")
+        raise TargetError(
+            "the process target runs model files or registered models, not images",
+            hint="use `model_files:` or `models:` with an `inference_config`",
+        )
     if spec.deployment.auth_enabled:
-        raise TargetError("auth_enabled is not supported by this mlctl version",
-                          hint="set deployment_config.auth_enabled: false")
+        raise TargetError(
+            "auth_enabled is not supported by this mlctl version", hint="set deployment_config.auth_enabled: false"
+        )
 
 
 def _model_dir_rel(deployment: Deployment) -> str:
@@ -247,14 +297,29 @@ def _model_dir_rel(deployment: Deployment) -> str:
     return "azureml-models"
 
 
-def _command(spec: ServiceSpec, python: Path, model_dir: str, deploy_dir: Path, *,
-             listen_fd: int | None) -> list[str]:
+def _command(spec: ServiceSpec, python: Path, model_dir: str, deploy_dir: Path, *, listen_fd: int | None) -> list[str]:
     assert spec.inference is not None
-    command = [str(python), "-m", "mlctl.serve", "--entry-script", str(spec.inference.entry_script),
-               "--model-dir", model_dir, "--host", HOST, "--port", str(spec.deployment.port),
-               "--workers", str(spec.deployment.workers),
-               "--max-request-bytes", str(spec.deployment.max_request_bytes),
-               "--status-file", str(deploy_dir / "status.json"), "--control-socket", str(deploy_dir / _CONTROL)]
+    command = [
+        str(python),
+        "-m",
+        "mlctl.serve",
+        "--entry-script",
+        str(spec.inference.entry_script),
+        "--model-dir",
+        model_dir,
+        "--host",
+        HOST,
+        "--port",
+        str(spec.deployment.port),
+        "--workers",
+        str(spec.deployment.workers),
+        "--max-request-bytes",
+        str(spec.deployment.max_request_bytes),
+        "--status-file",
+        str(deploy_dir / "status.json"),
+        "--control-socket",
+        str(deploy_dir / _CONTROL),
+    ]
     return command if listen_fd is None else [*command, "--listen-fd", str(listen_fd)]
 
 
@@ -270,8 +335,13 @@ def _inherit_socket(old: dict[str, Any]) -> int | None:
 
 def _server_env(spec: ServiceSpec, model_dir: str, pythonpath: Path | None, *, base: dict[str, str]) -> dict[str, str]:
     assert spec.inference is not None
-    env = {**base, **spec.deployment.environment_variables, "AZUREML_MODEL_DIR": model_dir,
-           "AZUREML_ENTRY_SCRIPT": spec.inference.entry_script.name, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **base,
+        **spec.deployment.environment_variables,
+        "AZUREML_MODEL_DIR": model_dir,
+        "AZUREML_ENTRY_SCRIPT": spec.inference.entry_script.name,
+        "PYTHONUNBUFFERED": "1",
+    }
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return env
@@ -283,9 +353,10 @@ def _check_port_free(port: int) -> None:
         try:
             sock.bind((HOST, port))
         except OSError:
-            raise TargetError(f"port {port} on {HOST} is already in use",
-                              hint="set deployment_config.port to a free port, or delete the service "
-                                   "using it (`mlctl service list`)") from None
+            raise TargetError(
+                f"port {port} on {HOST} is already in use",
+                hint="set deployment_config.port to a free port, or delete the service using it (`mlctl service list`)",
+            ) from None
 
 
 def _wait_ready(record: dict[str, Any], timeout_s: float, progress: Any) -> None:
@@ -298,19 +369,29 @@ def _wait_ready(record: dict[str, Any], timeout_s: float, progress: Any) -> None
             return
         progress(f"pid {record['pid']}")
         time.sleep(0.1)
-    raise WaitTimeout(f"service {record['name']!r} was not ready after {timeout_s:.0f}s",
-                      details=_tail(record["log_file"]), hint="init() may be slow: raise --timeout")
+    raise WaitTimeout(
+        f"service {record['name']!r} was not ready after {timeout_s:.0f}s",
+        details=_tail(record["log_file"]),
+        hint="init() may be slow: raise --timeout",
+    )
 
 
 def _raise_exited(record: dict[str, Any], code: int) -> None:
     lines = _tail(record["log_file"])
     if code == EXIT_BIND_FAILED:
-        raise TargetError(f"port {record['port']} on {HOST} is already in use", details=lines,
-                          hint="set deployment_config.port to a free port")
+        raise TargetError(
+            f"port {record['port']} on {HOST} is already in use",
+            details=lines,
+            hint="set deployment_config.port to a free port",
+        )
     phase = "init" if code == EXIT_INIT_FAILED else "start"
     what = "the entry script failed to load or init() raised" if phase == "init" else f"the server exited ({code})"
-    raise DeploymentError(f"service {record['name']!r} did not start: {what}", phase=phase, details=lines,
-                          hint=f"fix the entry script; full log: {record['log_file']}")
+    raise DeploymentError(
+        f"service {record['name']!r} did not start: {what}",
+        phase=phase,
+        details=lines,
+        hint=f"fix the entry script; full log: {record['log_file']}",
+    )
 
 
 def _ready(record: dict[str, Any], *, timeout_s: float) -> bool:

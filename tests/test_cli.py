@@ -1,0 +1,74 @@
+"""CLI-wide behaviour: exit codes, JSON output, error reporting, lazy imports."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, mlctl
+
+from mlctl import __version__, errors
+
+
+def test_version() -> None:
+    result = mlctl("--version")
+    assert result.code == 0 and result.out.strip() == f"mlctl {__version__}"
+
+
+def test_output_option_works_after_the_verb_too(tmp_path: Path) -> None:
+    assert mlctl("model", "list", "-o", "json").json() == []
+    assert mlctl("model", "list", "--output=json").json() == []
+
+
+def test_errors_under_json_are_one_json_document_on_stderr_and_nothing_on_stdout() -> None:
+    result = mlctl("-o", "json", "model", "show", "ghost:1")
+    assert result.code == 4 and result.out == ""
+    doc = json.loads(result.err)
+    assert doc == {
+        "error": "not_found",
+        "message": "model 'ghost' is not registered",
+        "exit_code": 4,
+        "hint": "`mlctl model list` shows registered models",
+    }
+
+
+def test_unexpected_error_exits_1_without_traceback_unless_debug(mlctl_home: Path) -> None:
+    mlctl_home.mkdir(parents=True)
+    (mlctl_home / "registry.db").write_bytes(b"this is not an sqlite database" * 100)
+    result = mlctl("model", "list")
+    assert result.code == 1
+    assert "unexpected DatabaseError" in result.err and "rerun with --debug" in result.err
+    assert "Traceback" not in result.err
+    debug = mlctl("--debug", "model", "list")
+    assert debug.code == 1 and "Traceback" in debug.err
+    (mlctl_home / "registry.db").unlink()
+
+
+def test_usage_errors_exit_2() -> None:
+    assert mlctl("service", "deploy").code == 2
+    assert mlctl("nonsense").code == 2
+    assert mlctl("-o", "yaml", "model", "list").code == 2
+
+
+def test_readme_exit_code_table_matches_the_error_classes() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = dict(re.findall(r"^\| (\d+) +\| `?(\w+)`? ", readme, flags=re.MULTILINE))
+    classes = {
+        str(c.exit_code): c.__name__
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.MlctlError) and c is not errors.MlctlError
+    }
+    assert {code: table.get(code) for code in classes} == classes
+    assert {"0", "1", "2", "130"} <= set(table)
+
+
+def test_importing_the_cli_loads_no_sdk_or_validator() -> None:
+    code = (
+        "import sys, mlctl.cli; banned = ('docker', 'kubernetes', 'azure', 'jsonschema', 'ruamel', "
+        "'uvicorn', 'sqlite3'); print(sorted(m for m in sys.modules if m.split('.')[0] in banned))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

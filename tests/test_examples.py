@@ -1,0 +1,82 @@
+"""The README's main job on the real examples: isolated environments built with pip, real models.
+
+These build real virtual environments (scikit-learn from the package index), so they are the
+slowest tests; the environment is cached by content, so both examples share one build.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from conftest import EXAMPLES, mlctl, post
+
+pytestmark = pytest.mark.slow
+
+DIABETES_ROWS = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]
+
+
+@pytest.fixture(scope="module")
+def env_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MLCTL_HOME/envs shared by this module's tests (linked in), so the env is built once."""
+    return tmp_path_factory.mktemp("envs")
+
+
+def _share_envs(home: Path, envs: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "envs").symlink_to(envs, target_is_directory=True)
+
+
+def test_diabetes_from_model_file_returns_exactly_the_in_process_predictions(
+    trained_examples: Path, mlctl_home: Path, env_cache: Path
+) -> None:
+    _share_envs(mlctl_home, env_cache)
+    spec = EXAMPLES / "diabetes" / "service.yaml"
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec))
+    assert deployed.code == 0, deployed.err
+    state = deployed.json()
+    assert state["environment"] != "current"  # an isolated environment from the conda file
+
+    tested = mlctl("-o", "json", "service", "test", "diabetes")
+    assert tested.code == 0, tested.err
+    assert tested.json()["passed"] is True
+
+    model = joblib.load(EXAMPLES / "diabetes" / "sklearn_regression_model.pkl")
+    in_process = model.predict(np.array(DIABETES_ROWS)).tolist()
+    status, _, body = post(state["scoring_uri"], json.dumps({"data": DIABETES_ROWS}).encode())
+    assert status == 200 and json.loads(body) == in_process  # bit for bit, through JSON
+
+    log_file = Path(mlctl("-o", "json", "service", "show", "diabetes").json()["log_file"])
+    assert "init() completed" in log_file.read_text()
+    assert mlctl("service", "delete", "diabetes").code == 0
+
+
+def test_digits_registered_first_then_deployed_from_the_registry(
+    trained_examples: Path, mlctl_home: Path, env_cache: Path
+) -> None:
+    _share_envs(mlctl_home, env_cache)
+    registered = mlctl("-o", "json", "model", "register", "-f", str(EXAMPLES / "digits" / "model.yaml"))
+    assert registered.code == 0, registered.err
+    assert registered.json()[0]["name"] == "digits" and registered.json()[0]["version"] == 1
+
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(EXAMPLES / "digits" / "service.yaml"))
+    assert deployed.code == 0, deployed.err
+    assert deployed.json()["models"] == ["digits:1"]
+    tested = mlctl("-o", "json", "service", "test", "-f", str(EXAMPLES / "digits" / "service.yaml"))
+    assert tested.code == 0, tested.err
+    assert tested.json()["prediction"] == [0, 1, 7]
+
+
+def test_example_pins_match_the_training_requirements() -> None:
+    train = {
+        line
+        for line in (EXAMPLES / "requirements-train.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    digits = set((EXAMPLES / "digits" / "requirements.txt").read_text().split())
+    conda = (EXAMPLES / "diabetes" / "environment.yml").read_text()
+    assert train == digits
+    assert all(pin in conda for pin in train)
