@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint completions clean
+.PHONY: install demo test lint completions docs generated bench clean
 
 $(STAMP): pyproject.toml specs/examples/requirements-train.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,22 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check mlctl tests
+	$(BIN)/ruff check mlctl tests bench
 	$(BIN)/mypy
+
+# Generated files (tests/test_cli.py checks they are current): shell completions, command reference.
+completions: install
+	for shell in bash zsh fish; do _MLCTL_COMPLETE=source_$$shell $(BIN)/mlctl > completions/mlctl.$$shell; done
+
+docs: install
+	$(BIN)/typer mlctl.cli utils docs --name mlctl --title "mlctl command reference" --output docs/cli.md
+
+generated: completions docs
+
+# Benchmarks print numbers (they are not tests); results go in docs/benchmarks.md.
+bench: install
+	$(BIN)/python bench/startup.py
+	bash bench/serving.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

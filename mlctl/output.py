@@ -1,8 +1,9 @@
 """All terminal output: the only module that imports rich.
 
-Results go to stdout (one JSON document under ``--output json``); progress, logs, warnings and
-errors go to stderr, so a pipeline can parse stdout whatever else happens. rich is imported
-lazily, on first use, to keep ``mlctl --help`` fast.
+Results go to stdout (one document under ``--output json`` or ``yaml``); progress, logs, warnings
+and errors go to stderr, so a pipeline can parse stdout whatever else happens. No colour and no
+spinner when stdout is not a terminal or ``NO_COLOR`` is set; ``--quiet`` keeps only results and
+errors. rich is imported lazily, on first use, to keep ``mlctl --help`` fast.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
-OutputMode = Literal["human", "json"]
+OutputMode = Literal["table", "json", "yaml"]
 _PIPE_WIDTH = 1000
 
 
@@ -23,13 +24,16 @@ class Reporter:
     """Progress and result sink handed to every command, driver and builder.
 
     Args:
-        mode: ``human`` (rich text) or ``json`` (only the result document on stdout).
+        mode: ``table`` (text for people), ``json`` or ``yaml`` (only the result document on stdout).
         debug: show tracebacks for unexpected errors.
+        quiet: no progress, info or warnings on stderr (results and errors only).
     """
 
-    def __init__(self, mode: OutputMode = "human", *, debug: bool = False) -> None:
+    def __init__(self, mode: OutputMode = "table", *, debug: bool = False, quiet: bool = False) -> None:
         self.mode = mode
         self.debug = debug
+        self.quiet = quiet
+        self.machine = mode != "table"
         self._err_console: Any = None
         self._out_console: Any = None
 
@@ -40,7 +44,7 @@ class Reporter:
         if self._err_console is None:
             from rich.console import Console
 
-            self._err_console = Console(stderr=True, highlight=False, no_color=_no_color(), soft_wrap=True)
+            self._err_console = Console(stderr=True, highlight=False, no_color=_plain(), soft_wrap=True)
         return self._err_console
 
     @property
@@ -49,9 +53,9 @@ class Reporter:
         if self._out_console is None:
             from rich.console import Console
 
-            console = Console(highlight=False, no_color=_no_color(), soft_wrap=True)
+            console = Console(highlight=False, no_color=_plain(), soft_wrap=True)
             if not console.is_terminal:  # a pipe or file: never truncate table cells
-                console = Console(highlight=False, no_color=_no_color(), soft_wrap=True, width=_PIPE_WIDTH)
+                console = Console(highlight=False, no_color=True, soft_wrap=True, width=_PIPE_WIDTH)
             self._out_console = console
         return self._out_console
 
@@ -63,7 +67,10 @@ class Reporter:
         On a terminal this is a spinner; elsewhere one line when it starts and one when it ends.
         """
         started = time.monotonic()
-        if self.err.is_terminal:
+        if self.quiet:
+            yield lambda detail: None
+            return
+        if self.err.is_terminal and not _plain():
             with self.err.status(text) as status:
                 yield lambda detail: status.update(f"{text} [dim]{_escape(detail)}[/]")
         else:
@@ -73,7 +80,8 @@ class Reporter:
 
     def info(self, text: str) -> None:
         """A line of progress on stderr."""
-        self.err.print(text)
+        if not self.quiet:
+            self.err.print(_escape(text))
 
     def log_lines(self, lines: Sequence[str], *, title: str) -> None:
         """Lines copied from a service or tool log, shown dimmed under ``title``."""
@@ -87,7 +95,8 @@ class Reporter:
 
     def warn(self, text: str) -> None:
         """A warning on stderr."""
-        self.err.print(f"[yellow]warning:[/] {_escape(text)}")
+        if not self.quiet:
+            self.err.print(f"[yellow]warning:[/] {_escape(text)}")
 
     def raw(self, text: str) -> None:
         """Text written as-is to stdout (log streaming), flushed at once."""
@@ -96,9 +105,9 @@ class Reporter:
 
     # -- results ----------------------------------------------------------------------------
     def result(self, doc: Any, human: Callable[[Any], None] | None = None) -> None:
-        """Print a command's result: ``doc`` as JSON, or through ``human`` for people."""
-        if self.mode == "json":
-            sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        """Print a command's result: ``doc`` as JSON or YAML, or through ``human`` for people."""
+        if self.machine:
+            sys.stdout.write(_serialise(doc, self.mode, indent=2))
         elif human is not None:
             human(doc)
         else:
@@ -126,8 +135,8 @@ class Reporter:
 
     def error(self, doc: dict[str, Any]) -> None:
         """Report an error document (see ``MlctlError.to_dict``) on stderr, in the output mode."""
-        if self.mode == "json":
-            sys.stderr.write(json.dumps(doc) + "\n")
+        if self.machine:
+            sys.stderr.write(_serialise(doc, self.mode))
             return
         self.err.print(f"[bold red]error:[/] {_escape(str(doc['message']))}")
         for line in doc.get("details", []):
@@ -156,5 +165,21 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-def _no_color() -> bool:
-    return "NO_COLOR" in os.environ
+def _plain() -> bool:
+    """No colour, no animation: NO_COLOR is set (https://no-color.org) or stdout is not a terminal."""
+    return "NO_COLOR" in os.environ or not sys.stdout.isatty()
+
+
+def _serialise(doc: Any, mode: OutputMode, indent: int | None = None) -> str:
+    text = json.dumps(doc, indent=indent, default=str)
+    if mode == "json":
+        return text + "\n"
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    out = StringIO()
+    yaml.dump(json.loads(text), out)  # through JSON: plain types only, same content as json
+    return out.getvalue()

@@ -174,6 +174,13 @@ class Registry:
             )
         return model
 
+    def latest(self, name: str) -> ModelVersion | None:
+        """The highest version of ``name``, or None when it is not registered."""
+        try:
+            return self.get(ModelRef(name, None))
+        except NotFoundError:
+            return None
+
     def get(self, ref: ModelRef) -> ModelVersion:
         """The version ``ref`` names (``@latest``: the highest).
 
@@ -210,8 +217,10 @@ class Registry:
         models = [_row_to_model(r) for r in rows]
         return [m for m in models if all(m.tags.get(k) == v for k, v in (tags or {}).items())]
 
-    def delete(self, ref: ModelRef, *, force: bool = False) -> ModelVersion:
+    def delete(self, ref: ModelRef, *, force: bool = False, dry_run: bool = False) -> ModelVersion:
         """Remove one model version from the index (its blobs stay while other versions use them).
+
+        ``dry_run``: every check, no change.
 
         Raises:
             NotFoundError: no such version.
@@ -230,6 +239,8 @@ class Registry:
                     f"model {model.ref} is used by service(s) {', '.join(users)}",
                     hint="delete those services first, or pass --force",
                 )
+            if dry_run:
+                return model
             db.execute("DELETE FROM models WHERE name = ? AND version = ?", (model.name, model.version))
         self._collect_garbage()
         return model
@@ -334,6 +345,19 @@ class Registry:
         for blob in self.blob_root.glob("*/*"):
             if blob.name not in live and blob.stat().st_mtime < cutoff:
                 blob.unlink(missing_ok=True)
+
+
+def content_hash(path: Path) -> str:
+    """The ``content_hash`` that registering ``path`` would record (reads, stores nothing).
+
+    Raises:
+        NotFoundError: ``path`` does not exist.
+    """
+    path = path.resolve()
+    if not path.exists():
+        raise NotFoundError(f"model path not found: {path}", hint="give an existing file or folder")
+    files = [(rel, _hash_file(p), p.stat().st_size) for rel, p in _walk(path)]
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()
 
 
 def _walk(path: Path) -> list[tuple[str, Path]]:

@@ -3,13 +3,14 @@ target, and testing a web service against the spec's expected output."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from mlctl.errors import NotFoundError, ServiceTestFailed
 from mlctl.output import Reporter
 from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.records import ServiceSpec
-from mlctl.targets import TARGETS, Deployment, TargetDriver, driver_for
+from mlctl.targets import TARGETS, Deployment, TargetDriver, driver_of_kind
 
 
 def resolve_models(spec: ServiceSpec, registry: Registry, reporter: Reporter) -> tuple[ModelVersion, ...]:
@@ -47,9 +48,44 @@ def implicit_model_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", stem).strip("-._") or "model"
 
 
-def deployment_for(spec: ServiceSpec, registry: Registry, reporter: Reporter) -> Deployment:
-    """Resolve a spec into what a driver deploys."""
-    return Deployment(spec=spec, models=resolve_models(spec, registry, reporter))
+def deployment_for(spec: ServiceSpec, registry: Registry, reporter: Reporter, driver: TargetDriver) -> Deployment:
+    """Resolve a spec into what ``driver`` deploys (registering model files), with its fingerprint."""
+    models = resolve_models(spec, registry, reporter)
+    deployment = Deployment(spec=spec, models=models)
+    return Deployment(spec=spec, models=models, fingerprint=fingerprint(deployment, driver))
+
+
+def fingerprint(deployment: Deployment, driver: TargetDriver) -> dict[str, str]:
+    """SHA-256 per component of what a deployment runs; a differing component is a reason to update.
+
+    Components: ``target`` (the driver's rendered plan), ``models`` (refs and content hashes),
+    ``source`` (the ``*.py`` files beside the entry script), ``environment`` (the conda or
+    requirements file), ``test`` and ``metadata`` (description, tags).
+    """
+    spec = deployment.spec
+    # Models are their own component: render with their versions neutralised, so a new model
+    # version does not also show up as a changed target plan (through its folder's path).
+    neutral = tuple(replace(m, version=0, content_hash="") for m in deployment.models)
+    rendered = {k: v for k, v in driver.render(replace(deployment, models=neutral)).items() if k != "models"}
+    env_file = spec.inference.environment.file if spec.inference else None
+    parts: dict[str, Any] = {
+        "target": {"kind": driver.kind, "plan": rendered},
+        "models": [(m.ref, m.content_hash) for m in deployment.models],
+        "source": _source_digest(spec.inference.entry_script) if spec.inference else spec.image,
+        "environment": hashlib.sha256(env_file.read_bytes()).hexdigest() if env_file else None,
+        "test": None if spec.test is None else [spec.test.body.hex(), spec.test.expected, spec.test.tolerance],
+        "metadata": [spec.description, dict(spec.tags)],
+    }
+    return {
+        k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest() for k, v in parts.items()
+    }
+
+
+def _source_digest(entry_script: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(entry_script.parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def driver_of_service(name: str, registry: Registry, home: Path) -> TargetDriver:
@@ -61,12 +97,12 @@ def driver_of_service(name: str, registry: Registry, home: Path) -> TargetDriver
     record = registry.service(name)
     if record is None:
         raise NotFoundError(f"service {name!r} does not exist", hint="`mlctl service list` shows services")
-    return driver_for(record["target"], registry=registry, home=home)
+    return driver_of_kind(record["target"], registry=registry, home=home, options=record.get("target_options", {}))
 
 
 def all_drivers(registry: Registry, home: Path) -> list[TargetDriver]:
     """One driver per known target kind."""
-    return [driver_for(kind, registry=registry, home=home) for kind in TARGETS]
+    return [driver_of_kind(kind, registry=registry, home=home) for kind in TARGETS]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def test_unexpected_error_exits_1_without_traceback_unless_debug(mlctl_home: Pat
 def test_usage_errors_exit_2() -> None:
     assert mlctl("service", "deploy").code == 2
     assert mlctl("nonsense").code == 2
-    assert mlctl("-o", "yaml", "model", "list").code == 2
+    assert mlctl("-o", "xml", "model", "list").code == 2
 
 
 def test_readme_exit_code_table_matches_the_error_classes() -> None:
@@ -72,3 +73,37 @@ def test_importing_the_cli_loads_no_sdk_or_validator() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_committed_shell_completions_are_current() -> None:
+    for shell in ("bash", "zsh", "fish"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlctl"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "_MLCTL_COMPLETE": f"source_{shell}"},
+        )
+        committed = (REPO / "completions" / f"mlctl.{shell}").read_text()
+        assert proc.stdout == committed, f"run `make completions` ({shell} is stale)"
+
+
+def test_committed_command_reference_is_current(tmp_path: Path) -> None:
+    typer_cli = Path(sys.executable).parent / "typer"
+    out = tmp_path / "cli.md"
+    subprocess.run(
+        [
+            str(typer_cli),
+            "mlctl.cli",
+            "utils",
+            "docs",
+            "--name",
+            "mlctl",
+            "--title",
+            "mlctl command reference",
+            "--output",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert out.read_text() == (REPO / "docs" / "cli.md").read_text(), "run `make docs`"

@@ -229,3 +229,57 @@ def _port(project: Path) -> int:
 
 def test_echo_fixture_is_the_shared_script() -> None:
     assert "def run(raw_data)" in ECHO_SCORE
+
+
+def test_several_models_are_laid_out_as_azure_ml_does(echo_project: Path, tmp_path: Path) -> None:
+    write(tmp_path / "a" / "weights.txt", "A")
+    write(tmp_path / "b" / "vocab" / "words.txt", "B")
+    for name, path in (("alpha", tmp_path / "a" / "weights.txt"), ("beta", tmp_path / "b" / "vocab")):
+        assert mlctl("model", "register", "--name", name, "--path", str(path)).code == 0
+    assert mlctl("model", "register", "--name", "alpha", "--path", str(tmp_path / "a" / "weights.txt")).code == 0
+    write(
+        echo_project / "score.py",
+        """
+        import os
+
+        def init():
+            pass
+
+        def run(raw_data):
+            root = os.environ["AZUREML_MODEL_DIR"]
+            return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+        """,
+    )
+    spec = write(
+        echo_project / "svc.yaml",
+        (echo_project / "service.yaml")
+        .read_text()
+        .replace("model_files: [model.txt]", "models: [alpha@latest, beta:1]"),
+    )
+    state = mlctl("-o", "json", "service", "deploy", "-f", str(spec)).json()
+    assert state["models"] == ["alpha:2", "beta:1"]
+    files = json.loads(post(state["scoring_uri"], b"{}")[2])
+    assert files == ["alpha/2/weights.txt", "beta/1/vocab/words.txt"]
+
+
+def test_logs_follow_streams_new_lines_and_ends_when_the_service_is_deleted(echo_project: Path) -> None:
+    uri = str(_deploy(echo_project)["scoring_uri"])
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "mlctl", "service", "logs", "echo", "--follow", "--tail", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = follower.stdout.readline()  # the --tail line: the follower is running
+        assert first
+        post(uri, b'{"fail": true}', {"x-request-id": "follow-me"})
+        seen = [follower.stdout.readline() for _ in range(2)]
+        assert any("request follow-me: run() raised ValueError" in line for line in seen)
+        assert mlctl("service", "delete", "echo").code == 0
+        assert follower.wait(10) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+        follower.communicate()

@@ -27,7 +27,7 @@ def test_status_of_an_unknown_service_raises_not_found(driver) -> None:  # type:
 
 
 def test_delete_is_idempotent(driver) -> None:  # type: ignore[no-untyped-def]
-    assert driver.delete("nobody", Reporter("json")) is False
+    assert driver.delete("nobody", Reporter("json", quiet=True)) is False
     assert list(driver.list()) == []
 
 

@@ -7,16 +7,17 @@ stderr (JSON under ``--output json``) and the class's exit code. Tracebacks only
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 
 from mlctl import __version__
 from mlctl.cli import _state
+from mlctl.cli.apply import apply, diff
 from mlctl.cli.model import app as model_app
 from mlctl.cli.service import app as service_app
 from mlctl.cli.spec import app as spec_app
-from mlctl.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, MlctlError
+from mlctl.cli.target import app as target_app
+from mlctl.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USAGE, MlctlError
 
 app = typer.Typer(
     name="mlctl",
@@ -29,6 +30,9 @@ app = typer.Typer(
 app.add_typer(model_app, name="model")
 app.add_typer(service_app, name="service")
 app.add_typer(spec_app, name="spec")
+app.add_typer(target_app, name="target")
+app.command("apply")(apply)
+app.command("diff")(diff)
 
 
 def _print_version(value: bool) -> None:
@@ -40,19 +44,20 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     output: _state.OutputFormat = typer.Option(
-        _state.OutputFormat.human,
+        _state.OutputFormat.table,
         "--output",
         "-o",
         case_sensitive=False,
         envvar="MLCTL_OUTPUT",
-        help="human, or json: only the result document on stdout (progress and logs on stderr).",
+        help="table (for people), json or yaml: only the result document on stdout; progress on stderr.",
     ),
     debug: bool = typer.Option(False, "--debug", envvar="MLCTL_DEBUG", help="Show tracebacks of errors."),
-    version: Optional[bool] = typer.Option(  # noqa: UP045 - Typer reads the annotation at runtime
+    quiet: bool = typer.Option(False, "--quiet", "-q", envvar="MLCTL_QUIET", help="No progress or info on stderr."),
+    version: bool | None = typer.Option(
         None, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    _state.configure(output, debug)
+    _state.configure(output, debug=debug, quiet=quiet)
 
 
 def run(argv: list[str]) -> int:
@@ -64,14 +69,16 @@ def run(argv: list[str]) -> int:
     except (KeyboardInterrupt, typer.Abort):
         return _interrupted()
     except Exception as error:  # noqa: BLE001 - the one place unexpected errors are reported
-        return _unexpected_or_usage(error)
+        code = _unexpected_or_usage(error)
+        # `mlctl diff` exits 1 only for "changes" (diff's convention): a bug there is 2, "trouble"
+        return EXIT_USAGE if code == EXIT_UNEXPECTED and "diff" in argv else code
     if result == EXIT_INTERRUPTED:
         return _interrupted()
     return result if isinstance(result, int) else 0
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:
-    """Move ``-o/--output VALUE`` and ``--debug`` to the front, so they work after the verb too
+    """Move ``-o/--output VALUE``, ``--debug`` and ``-q/--quiet`` to the front, so they work after the verb too
     (``mlctl service show x -o json``), as in ``az`` and ``kubectl``. Stops at ``--``."""
     front: list[str] = []
     rest: list[str] = []
@@ -82,7 +89,7 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             break
         if arg in ("-o", "--output"):
             front.extend([arg, next(items, "")])
-        elif arg.startswith("--output=") or arg == "--debug":
+        elif arg.startswith("--output=") or arg in ("--debug", "--quiet", "-q"):
             front.append(arg)
         else:
             rest.append(arg)

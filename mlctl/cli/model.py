@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -19,12 +19,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 @app.command("register")
 def register(
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="A spec file with `kind: Model` documents."),  # noqa: UP045
-    name: Optional[str] = typer.Option(None, "--name", help="Model name (without -f)."),  # noqa: UP045
-    path: Optional[Path] = typer.Option(None, "--path", help="Model file or folder (without -f)."),  # noqa: UP045
+    file: Path | None = typer.Option(None, "--file", "-f", help="A spec file with `kind: Model` documents."),
+    name: str | None = typer.Option(None, "--name", help="Model name (without -f)."),
+    path: Path | None = typer.Option(None, "--path", help="Model file or folder (without -f)."),
     tag: list[str] = typer.Option([], "--tag", help="KEY=VALUE; repeatable."),
     prop: list[str] = typer.Option([], "--property", help="KEY=VALUE; repeatable."),
     description: str = typer.Option("", "--description", help="Free text."),
+    set_: list[str] = typer.Option([], "--set", help=_state.SET_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the version it would create; change nothing."),
 ) -> None:
     """Register a model file or folder as the next version of its name.
 
@@ -37,9 +39,12 @@ def register(
             raise typer.BadParameter("give either -f or --name/--path, not both", param_hint="-f")
         from mlctl.spec import ModelSpec, load
 
-        specs = [r for r in load([file]) if isinstance(r, ModelSpec)]
+        specs = [r for r in load([file], _state.overrides(set_)) if isinstance(r, ModelSpec)]
         if not specs:
             raise typer.BadParameter(f"{file} has no `kind: Model` document", param_hint="-f")
+        if dry_run:
+            _dry_run(specs, registry)
+            return
         models = [
             registry.register(
                 s.name, s.path, description=s.description, tags=dict(s.tags), properties=dict(s.properties)
@@ -52,6 +57,12 @@ def register(
         raise typer.BadParameter("give -f SPEC, or both --name and --path", param_hint="--name/--path")
     if not _NAME.match(name):
         raise typer.BadParameter("letters, digits, '-', '_', '.'; starting with a letter or digit", param_hint="--name")
+    if dry_run:
+        from mlctl.spec import ModelSpec
+
+        tags, props = _state.pairs(tag, "--tag"), _state.pairs(prop, "--property")
+        _dry_run([ModelSpec(name, path.resolve(), description, tags, props)], registry)
+        return
     model = registry.register(
         name,
         path,
@@ -64,7 +75,7 @@ def register(
 
 @app.command("list")
 def list_models(
-    name: Optional[str] = typer.Option(None, "--name", help="Only this model."),  # noqa: UP045
+    name: str | None = typer.Option(None, "--name", help="Only this model."),
     tag: list[str] = typer.Option([], "--tag", help="KEY=VALUE that must match; repeatable."),
 ) -> None:
     """List registered model versions."""
@@ -79,7 +90,9 @@ def list_models(
 
 
 @app.command("show")
-def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@latest.")) -> None:
+def show(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@latest.", autocompletion=_state.complete_models),
+) -> None:
     """Show one model version (the latest without a version)."""
     model = _state.registry().get(_ref(ref))
     doc = model.to_dict()
@@ -103,7 +116,7 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@latest.
 
 @app.command("download")
 def download(
-    ref: str = typer.Argument(..., help="NAME:VERSION or NAME@latest."),
+    ref: str = typer.Argument(..., help="NAME:VERSION or NAME@latest.", autocompletion=_state.complete_models),
     to: Path = typer.Option(Path("."), "--to", help="Folder to write the model file or folder into."),
 ) -> None:
     """Write a model version's file or folder into a local folder (verifying its hashes)."""
@@ -116,16 +129,32 @@ def download(
 
 @app.command("delete")
 def delete(
-    ref: str = typer.Argument(..., help="NAME:VERSION."),
+    ref: str = typer.Argument(..., help="NAME:VERSION.", autocompletion=_state.complete_models),
     force: bool = typer.Option(False, "--force", help="Delete even while a service uses it."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and show; delete nothing."),
 ) -> None:
     """Delete one model version (refused while a service uses it, unless --force)."""
     parsed = _ref(ref)
     if parsed.version is None:
         raise typer.BadParameter("name the version to delete: NAME:VERSION", param_hint="REF")
-    model = _state.registry().delete(parsed, force=force)
+    model = _state.registry().delete(parsed, force=force, dry_run=dry_run)
+    if dry_run:
+        from mlctl.cli.apply import report
+
+        report(
+            [{"kind": "Model", "name": model.name, "action": "delete", "reasons": [], "version": model.version}],
+            dry_run=True,
+        )
+        return
     doc = {"model": model.ref, "deleted": True}
     _state.reporter().result(doc, lambda _: _state.reporter().ok(f"deleted model {model.ref}"))
+
+
+def _dry_run(specs: list[Any], registry: Any) -> None:
+    from mlctl import plan
+    from mlctl.cli.apply import report
+
+    report([plan.plan_model(spec, registry)[0].to_dict() for spec in specs], dry_run=True)
 
 
 def _ref(text: str) -> Any:

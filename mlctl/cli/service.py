@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -17,7 +17,9 @@ app = typer.Typer(
 )
 
 _SPEC = typer.Option(..., "--file", "-f", help="A spec file with one `kind: Service` document.")
+_SET = typer.Option([], "--set", help=_state.SET_HELP)
 _TIMEOUT = typer.Option(300.0, "--timeout", help="Seconds to wait for readiness.")
+_DRY_RUN = typer.Option(False, "--dry-run", help="Show what would change and the plan; change nothing.")
 
 
 @app.command("deploy")
@@ -25,36 +27,43 @@ def deploy(
     file: Path = _SPEC,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the service is ready."),
     timeout: float = _TIMEOUT,
+    set_: list[str] = _SET,
+    dry_run: bool = _DRY_RUN,
 ) -> None:
     """Deploy a web service from model files, registered models or an image."""
-    from mlctl import services
-    from mlctl.targets import driver_for
-
-    spec = _load_service(file)
-    registry, home, reporter = _state.registry(), _state.home(), _state.reporter()
-    driver = driver_for(spec.target, registry=registry, home=home)
-    state = driver.deploy(services.deployment_for(spec, registry, reporter), reporter, wait=wait, timeout_s=timeout)
-    reporter.result(state.to_dict(), lambda _: _print_deployed(state.to_dict(), "deployed"))
+    spec, driver = _spec_and_driver(file, set_)
+    if dry_run:
+        _dry_run(spec, driver)
+        return
+    _deployed(driver.deploy, spec, driver, wait=wait, timeout=timeout, verb="deployed")
 
 
 @app.command("update")
-def update(file: Path = _SPEC, timeout: float = _TIMEOUT) -> None:
+def update(
+    file: Path = _SPEC,
+    wait: bool = typer.Option(
+        True,
+        "--wait/--no-wait",
+        help="Wait for the new version (the process target always waits: it must retire the old).",
+    ),
+    timeout: float = _TIMEOUT,
+    set_: list[str] = _SET,
+    dry_run: bool = _DRY_RUN,
+) -> None:
     """Update a web service to a new spec; the old one serves until the new one is ready."""
-    from mlctl import services
-    from mlctl.targets import driver_for
-
-    spec = _load_service(file)
-    registry, home, reporter = _state.registry(), _state.home(), _state.reporter()
-    driver = driver_for(spec.target, registry=registry, home=home)
-    state = driver.update(services.deployment_for(spec, registry, reporter), reporter, wait=True, timeout_s=timeout)
-    reporter.result(state.to_dict(), lambda _: _print_deployed(state.to_dict(), "updated"))
+    spec, driver = _spec_and_driver(file, set_)
+    if dry_run:
+        _dry_run(spec, driver)
+        return
+    _deployed(driver.update, spec, driver, wait=wait, timeout=timeout, verb="updated")
 
 
 @app.command("test")
 def test(
-    name: Optional[str] = typer.Argument(None, help="Service name (or give -f)."),  # noqa: UP045
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Service spec: its name and test block."),  # noqa: UP045
-    data: Optional[Path] = typer.Option(None, "--data", help="File whose content is the request body."),  # noqa: UP045
+    name: str | None = typer.Argument(None, help="Service name (or give -f).", autocompletion=_state.complete_services),
+    file: Path | None = typer.Option(None, "--file", "-f", help="Service spec: its name and test block."),
+    data: Path | None = typer.Option(None, "--data", help="File whose content is the request body."),
+    set_: list[str] = _SET,
 ) -> None:
     """Send sample data to a web service and print the prediction.
 
@@ -63,7 +72,7 @@ def test(
     """
     from mlctl import services
 
-    name, case = _test_case(name, file, data)
+    name, case = _test_case(name, file, data, set_)
     registry, home, reporter = _state.registry(), _state.home(), _state.reporter()
     state = services.driver_of_service(name, registry, home).status(name)
     try:
@@ -78,9 +87,9 @@ def test(
 
 @app.command("logs")
 def logs(
-    name: str = typer.Argument(..., help="Service name."),
+    name: str = typer.Argument(..., help="Service name.", autocompletion=_state.complete_services),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C to stop)."),
-    tail: Optional[int] = typer.Option(None, "--tail", min=1, help="Only the last N lines."),  # noqa: UP045
+    tail: int | None = typer.Option(None, "--tail", min=1, help="Only the last N lines."),
 ) -> None:
     """Print a web service's logs (JSON: {"service", "lines"}; with -f, one JSON object per line)."""
     from mlctl import services
@@ -88,13 +97,11 @@ def logs(
     reporter = _state.reporter()
     driver = services.driver_of_service(name, _state.registry(), _state.home())
     lines = driver.logs(name, follow=follow, tail=tail)
-    if reporter.mode == "json" and not follow:
+    if reporter.machine and not follow:
         reporter.result({"service": name, "lines": [line.rstrip("\n") for line in lines]})
         return
     for line in lines:
-        reporter.raw(
-            json.dumps({"service": name, "line": line.rstrip("\n")}) + "\n" if reporter.mode == "json" else line
-        )
+        reporter.raw(json.dumps({"service": name, "line": line.rstrip("\n")}) + "\n" if reporter.machine else line)
 
 
 @app.command("list")
@@ -111,7 +118,7 @@ def list_services() -> None:
 
 
 @app.command("show")
-def show(name: str = typer.Argument(..., help="Service name.")) -> None:
+def show(name: str = typer.Argument(..., help="Service name.", autocompletion=_state.complete_services)) -> None:
     """Show a web service: state, scoring URI, models, environment."""
     from mlctl import services
 
@@ -121,32 +128,71 @@ def show(name: str = typer.Argument(..., help="Service name.")) -> None:
 
 
 @app.command("delete")
-def delete(name: str = typer.Argument(..., help="Service name.")) -> None:
+def delete(
+    name: str = typer.Argument(..., help="Service name.", autocompletion=_state.complete_services),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the service has stopped."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to let it finish requests before killing it."),
+    dry_run: bool = _DRY_RUN,
+) -> None:
     """Stop and remove a web service (succeeds when it does not exist)."""
     from mlctl import services
     from mlctl.errors import NotFoundError
 
     registry, reporter = _state.registry(), _state.reporter()
     try:
-        deleted = services.driver_of_service(name, registry, _state.home()).delete(name, reporter)
+        driver = services.driver_of_service(name, registry, _state.home())
     except NotFoundError:
-        deleted = False
+        driver = None
+    if dry_run:
+        from mlctl.cli.apply import report
+
+        action = "delete" if driver is not None else "unchanged"
+        report([{"kind": "Service", "name": name, "action": action, "reasons": []}], dry_run=True)
+        return
+    deleted = driver is not None and driver.delete(name, reporter, wait=wait, timeout_s=timeout)
     message = f"deleted service {name}" if deleted else f"service {name} does not exist; nothing to delete"
     reporter.result({"name": name, "deleted": deleted}, lambda _: reporter.ok(message))
 
 
-def _load_service(file: Path) -> Any:
+def _spec_and_driver(file: Path, set_: list[str]) -> tuple[Any, Any]:
+    from mlctl.targets import driver_for
+
+    spec = _load_service(file, set_)
+    return spec, driver_for(spec.target, registry=_state.registry(), home=_state.home())
+
+
+def _deployed(action: Any, spec: Any, driver: Any, *, wait: bool, timeout: float, verb: str) -> None:
+    """Run the driver's deploy or update ``action`` and print the resulting state."""
+    from mlctl import services
+
+    registry, reporter = _state.registry(), _state.reporter()
+    state = action(services.deployment_for(spec, registry, reporter, driver), reporter, wait=wait, timeout_s=timeout)
+    reporter.result(state.to_dict(), lambda _: _print_deployed(state.to_dict(), verb))
+
+
+def _dry_run(spec: Any, driver: Any) -> None:
+    from mlctl import plan
+    from mlctl.cli.apply import report
+    from mlctl.targets import Deployment
+
+    registry = _state.registry()
+    change = plan.plan_service(spec, registry, _state.home())
+    rendered = driver.render(Deployment(spec, plan.predicted_models(spec, registry, {})))
+    report([change.to_dict()], dry_run=True, extra={"plan": rendered})
+
+
+def _load_service(file: Path, set_: list[str] | None = None) -> Any:
     from mlctl.spec import ServiceSpec, load_one
 
-    return load_one([file], ServiceSpec)
+    return load_one([file], ServiceSpec, _state.overrides(set_ or []))
 
 
-def _test_case(name: str | None, file: Path | None, data: Path | None) -> tuple[str, Any]:
+def _test_case(name: str | None, file: Path | None, data: Path | None, set_: list[str]) -> tuple[str, Any]:
     from mlctl.services import ScoringCase
 
     stored: dict[str, Any] | None = None
     if file is not None:
-        spec = _load_service(file)
+        spec = _load_service(file, set_)
         name = spec.name
         if spec.test is not None:
             t = spec.test

@@ -14,7 +14,10 @@ app = typer.Typer(help="Validate spec files; print the JSON Schema of a kind.", 
 
 
 @app.command("validate")
-def validate(files: list[Path] = typer.Argument(..., help="Spec files (YAML, several documents each).")) -> None:
+def validate(
+    files: list[Path] = typer.Argument(..., help="Spec files (YAML, several documents each)."),
+    set_: list[str] = typer.Option([], "--set", help=_state.SET_HELP),
+) -> None:
     """Check spec files against the schemas and that every file they name exists (exit 3 if not)."""
     from mlctl.spec import build, load_file
     from mlctl.spec.schema import validate as schema_validate
@@ -23,7 +26,7 @@ def validate(files: list[Path] = typer.Argument(..., help="Spec files (YAML, sev
     for file in files:
         entry: dict[str, object] = {"file": str(file), "documents": [], "errors": []}
         try:
-            docs = load_file(file)
+            docs = load_file(file, overrides=_state.overrides(set_))
             errors = [line for doc in docs for line in schema_validate(doc)]
             if not errors:
                 for doc in docs:
@@ -37,6 +40,54 @@ def validate(files: list[Path] = typer.Argument(..., help="Spec files (YAML, sev
     _state.reporter().result({"valid": not problems, "files": results}, _print_validation)
     if problems:
         raise SpecError(f"{len(problems)} problem(s) in {len(files)} file(s)", details=problems)
+
+
+@app.command("migrate")
+def migrate(
+    files: list[Path] = typer.Argument(..., help="Spec files of an older apiVersion."),
+    write: bool = typer.Option(False, "--write", help="Rewrite the files in place (otherwise print the result)."),
+) -> None:
+    """Upgrade specs to the current apiVersion, keeping comments and key order."""
+    import os
+
+    from mlctl.errors import NotFoundError
+    from mlctl.spec.migrate import migrate_text
+    from mlctl.spec.schema import API_VERSION
+
+    if not write and len(files) != 1:
+        raise typer.BadParameter("give one file, or --write to rewrite several in place", param_hint="FILES")
+    results = []
+    for file in files:
+        if not file.is_file():
+            raise NotFoundError(f"spec file not found: {file}")
+        text, upgraded = migrate_text(file.read_text(encoding="utf-8"))
+        if write and upgraded:
+            tmp = file.with_name(f".{file.name}.migrating")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, file)
+        results.append(
+            {
+                "file": str(file),
+                "from": upgraded,
+                "to": API_VERSION,
+                "changed": bool(upgraded),
+                "written": write and bool(upgraded),
+                **({} if write else {"content": text}),
+            }
+        )
+    reporter = _state.reporter()
+    reporter.result({"files": results}, lambda doc: _print_migration(doc["files"], write))
+
+
+def _print_migration(results: list[dict[str, object]], write: bool) -> None:
+    reporter = _state.reporter()
+    if not write:
+        content = str(results[0]["content"])
+        reporter.raw(content if content.endswith("\n") else content + "\n")
+        return
+    for entry in results:
+        state = f"migrated from {', '.join(entry['from'])}" if entry["changed"] else "already current"  # type: ignore[arg-type]
+        reporter.ok(f"{entry['file']}: {state}")
 
 
 @app.command("schema")

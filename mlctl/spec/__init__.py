@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mlctl.errors import SpecError
 from mlctl.spec.document import Document, load_file
+from mlctl.spec.overlay import Override
 from mlctl.spec.records import (
     DeploymentConfig,
     EnvironmentSpec,
@@ -27,6 +28,7 @@ from mlctl.spec.schema import check
 __all__ = [
     "DeploymentConfig",
     "Document",
+    "Override",
     "build",
     "load_file",
     "EnvironmentSpec",
@@ -42,36 +44,36 @@ __all__ = [
 ]
 
 
-def load_documents(files: Iterable[Path]) -> list[Document]:
-    """Parse and schema-check every document of ``files``.
+def load_documents(files: Iterable[Path], overrides: Sequence[Override] = ()) -> list[Document]:
+    """Parse and schema-check every document of ``files`` (with ``${VAR}`` and ``--set`` applied).
 
     Raises:
         NotFoundError: a file does not exist.
         SpecError: syntax or schema errors (all of them, in one error).
     """
-    docs = [doc for file in files for doc in load_file(file)]
+    docs = [doc for file in files for doc in load_file(file, overrides=overrides)]
     check(docs)
     return docs
 
 
-def load(files: Iterable[Path]) -> list[Record]:
+def load(files: Iterable[Path], overrides: Sequence[Override] = ()) -> list[Record]:
     """Load ``files`` into records, in file and document order.
 
     Raises:
         NotFoundError: a file does not exist.
         SpecError: syntax, schema or missing-file errors.
     """
-    return [build(doc) for doc in load_documents(files)]
+    return [build(doc) for doc in load_documents(files, overrides)]
 
 
-def load_one(files: Iterable[Path], kind: type[Record]) -> Record:
+def load_one(files: Iterable[Path], kind: type[Record], overrides: Sequence[Override] = ()) -> Record:
     """The single record of type ``kind`` in ``files``.
 
     Raises:
         SpecError: there is none, or more than one.
     """
     files = list(files)
-    records = [r for r in load(files) if isinstance(r, kind)]
+    records = [r for r in load(files, overrides) if isinstance(r, kind)]
     label = kind.__name__.removesuffix("Spec")
     if len(records) != 1:
         names = ", ".join(str(f) for f in files)

@@ -7,12 +7,14 @@ sequence item; ``Document.position`` maps a JSON path back to it, so every error
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlctl.errors import NotFoundError, SpecError
+from mlctl.spec.overlay import Override, apply_overrides, interpolate
 
 JsonPath = Sequence["str | int"]
 
@@ -65,8 +67,13 @@ class Document:
         return (self.folder / relative).resolve()
 
 
-def load_file(file: Path) -> list[Document]:
+def load_file(
+    file: Path, *, env: Mapping[str, str] | None = None, overrides: Sequence[Override] = ()
+) -> list[Document]:
     """Parse every YAML document in ``file``; empty documents are skipped.
+
+    ``${VAR}`` references are replaced from ``env`` (default: the process environment) before
+    parsing, and ``overrides`` (``--set``) applied after (see ``mlctl.spec.overlay``).
 
     Raises:
         NotFoundError: the file does not exist.
@@ -82,6 +89,7 @@ def load_file(file: Path) -> list[Document]:
         raise NotFoundError(f"spec file not found: {file}", hint="check the path given to -f") from None
     except (IsADirectoryError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {file}: {exc}") from None
+    text = interpolate(text, file, os.environ if env is None else env)
     yaml = YAML(typ="rt")
     try:
         nodes = [node for node in yaml.load_all(text) if node is not None]
@@ -97,7 +105,15 @@ def load_file(file: Path) -> list[Document]:
     for doc in documents:
         if not isinstance(doc.data, dict):
             raise doc.error([], "a spec document must be a mapping with apiVersion and kind")
+        if overrides:
+            apply_overrides(doc.data, doc.node, overrides, _kind_keys(doc.data.get("kind")))
     return documents
+
+
+def _kind_keys(kind: Any) -> list[str]:
+    from mlctl.spec.schema import KINDS, schema_for
+
+    return list(schema_for(kind)["properties"]) if isinstance(kind, str) and kind in KINDS else []
 
 
 def json_path(path: JsonPath) -> str:

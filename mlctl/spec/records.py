@@ -116,7 +116,7 @@ class ServiceSpec:
     """A ``kind: Service`` document. Exactly one of ``model_files``, ``models``, ``image`` is set."""
 
     name: str
-    target: str
+    target: str | None
     spec_file: Path
     model_files: tuple[Path, ...] = ()
     models: tuple[ModelRef, ...] = ()
@@ -214,7 +214,7 @@ def _service(doc: Document) -> ServiceSpec:
     files = tuple(_existing(doc, ["model_files", i]) for i in range(len(d.get("model_files", []))))
     return ServiceSpec(
         name=d["name"],
-        target=d.get("target", "process"),
+        target=d.get("target"),
         spec_file=doc.file,
         model_files=files,
         models=tuple(ModelRef.parse(m) for m in d.get("models", [])),

@@ -90,6 +90,13 @@ def _check_header(doc: Document) -> list[str]:
     api = data.get("apiVersion")
     if api not in SUPPORTED_API_VERSIONS:
         where = doc.where(["apiVersion"])
+        from mlctl.spec.migrate import is_older
+
+        if is_older(api):
+            return [
+                f"{where}: apiVersion {api!r} is older than this mlctl reads ({API_VERSION}); "
+                f"upgrade the file with `mlctl spec migrate --write {doc.file.name}`"
+            ]
         found = "missing apiVersion" if api is None else f"unknown apiVersion {api!r}"
         return [f"{where}: {found}; this mlctl reads {', '.join(SUPPORTED_API_VERSIONS)}"]
     kind = data.get("kind")

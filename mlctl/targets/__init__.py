@@ -17,12 +17,13 @@ Driver contract (tested once for all drivers in ``tests/test_target_contract.py`
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from mlctl.output import Reporter
-from mlctl.registry import ModelVersion
+from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.records import ServiceSpec
 
 # kind -> module defining ``Driver``; imported lazily so `mlctl --help` loads no target SDK.
@@ -33,10 +34,15 @@ TARGETS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Deployment:
-    """Everything a driver needs: the validated spec and the resolved model versions."""
+    """Everything a driver needs: the validated spec and the resolved model versions.
+
+    ``fingerprint`` (component -> SHA-256, see ``mlctl.services.fingerprint``) is stored with the
+    service, so ``apply``/``diff`` can tell an unchanged spec from a changed one.
+    """
 
     spec: ServiceSpec
     models: tuple[ModelVersion, ...]
+    fingerprint: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class ServiceState:
     created_at: str
     updated_at: str
     details: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -103,20 +110,46 @@ class TargetDriver(Protocol):
         """The service's log lines (``follow``: keep yielding new ones). Raises NotFoundError."""
         ...
 
-    def delete(self, name: str, reporter: Reporter) -> bool:
-        """Stop and remove the service; False when there was nothing to delete."""
+    def delete(self, name: str, reporter: Reporter, *, wait: bool = True, timeout_s: float = 30.0) -> bool:
+        """Stop and remove the service; False when there was nothing to delete. ``timeout_s``: the
+        grace period for in-flight requests before it is killed; ``wait``: block until it is gone."""
         ...
 
 
-def driver_for(kind: str, **options: Any) -> TargetDriver:
-    """The driver of target ``kind``.
+def driver_for(target: str | None, *, registry: Registry, home: Path) -> TargetDriver:
+    """The driver of compute target ``target``: a configured name, a kind, or None (the default).
 
     Raises:
-        TargetError: unknown kind.
+        TargetError: unknown target, or options its kind does not take.
+    """
+    from mlctl import config
+
+    resolved = config.load().resolve(target)
+    return driver_of_kind(resolved.kind, registry=registry, home=home, options=resolved.options)
+
+
+def driver_of_kind(
+    kind: str, *, registry: Registry, home: Path, options: Mapping[str, str] | None = None
+) -> TargetDriver:
+    """The driver of target kind ``kind`` with ``options`` (see ``options_of``).
+
+    Raises:
+        TargetError: unknown kind or option.
     """
     from mlctl.errors import TargetError
 
     if kind not in TARGETS:
-        raise TargetError(f"unknown compute target {kind!r}", hint=f"targets: {', '.join(TARGETS)}")
+        raise TargetError(f"unknown compute target kind {kind!r}", hint=f"kinds: {', '.join(TARGETS)}")
+    unknown = sorted(set(options or {}) - set(options_of(kind)))
+    if unknown:
+        raise TargetError(
+            f"target kind {kind!r} has no option {unknown[0]!r}",
+            hint=f"options: {', '.join(options_of(kind)) or 'none'}",
+        )
     module = importlib.import_module(TARGETS[kind])
-    return module.Driver(**options)  # type: ignore[no-any-return]
+    return module.Driver(registry, home, **dict(options or {}))  # type: ignore[no-any-return]
+
+
+def options_of(kind: str) -> dict[str, str]:
+    """The options target kind ``kind`` takes: name -> description (its module's ``OPTIONS``)."""
+    return dict(importlib.import_module(TARGETS[kind]).OPTIONS)

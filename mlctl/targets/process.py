@@ -41,6 +41,7 @@ from mlctl.spec.records import ServiceSpec
 from mlctl.targets import Deployment, ServiceState
 
 HOST = "127.0.0.1"
+OPTIONS = {"host": "address web services listen on: 127.0.0.1 (default) or 0.0.0.0 for every interface"}
 STOP_GRACE_S = 30.0
 DRAIN_S = 1.0  # after "stop accepting": lets connections accepted a moment ago send their request
 _LOG_TAIL = 30
@@ -53,13 +54,15 @@ class Driver:
     Args:
         registry: the model registry, which also stores service records.
         home: ``MLCTL_HOME``.
+        host: the ``host`` option: the address services listen on.
     """
 
     kind = "process"
 
-    def __init__(self, registry: Registry, home: Path) -> None:
+    def __init__(self, registry: Registry, home: Path, host: str = HOST) -> None:
         self.registry = registry
         self.home = home
+        self.host = host
 
     # -- rendering ------------------------------------------------------------------------------
     def render(self, deployment: Deployment) -> dict[str, Any]:
@@ -75,10 +78,10 @@ class Driver:
             "python": str(env.python),
             "environment": env.key,
             "requirements": list(env.requirements),
-            "command": _command(spec, env.python, model_dir, Path("<deploy dir>"), listen_fd=None),
+            "command": _command(spec, env.python, model_dir, Path("<deploy dir>"), host=self.host, listen_fd=None),
             "environment_variables": _server_env(spec, model_dir, env.pythonpath, base={}),
             "models": [m.ref for m in deployment.models],
-            "scoring_uri": _uri(spec.deployment.port),
+            "scoring_uri": _uri(self.host, spec.deployment.port),
         }
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -94,7 +97,7 @@ class Driver:
                     f"service {spec.name!r} already exists",
                     hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
                 )
-            _check_port_free(spec.deployment.port)
+            _check_port_free(self.host, spec.deployment.port)
             record = self._launch(deployment, reporter, listen_fd=None, wait=wait, timeout_s=timeout_s)
             self._save(record, deployment)
         return self.status(spec.name)
@@ -102,9 +105,17 @@ class Driver:
     def update(
         self, deployment: Deployment, reporter: Reporter, *, wait: bool = True, timeout_s: float = 300.0
     ) -> ServiceState:
-        """Replace the service without downtime; the old one is stopped only once the new is ready."""
+        """Replace the service without downtime; the old one is stopped only once the new is ready.
+
+        Raises TargetError with ``wait`` false: this target has no controller to finish the switch."""
         spec = deployment.spec
         _preflight(spec)
+        if not wait:
+            raise TargetError(
+                "the process target cannot update without waiting: mlctl itself retires the old "
+                "server once the new one is ready",
+                hint="drop --no-wait",
+            )
         with self._lock(spec.name):
             old = self.registry.service(spec.name)
             if old is None:
@@ -114,7 +125,7 @@ class Driver:
                 )
             inherited = _inherit_socket(old) if old["port"] == spec.deployment.port else None
             if inherited is None:
-                _check_port_free(spec.deployment.port)
+                _check_port_free(self.host, spec.deployment.port)
             try:
                 record = self._launch(deployment, reporter, listen_fd=inherited, wait=True, timeout_s=timeout_s)
             finally:
@@ -138,13 +149,14 @@ class Driver:
             name=record["name"],
             target=self.kind,
             state=state,
-            scoring_uri=_uri(record["port"]),
-            swagger_uri=_uri(record["port"], "/swagger.json"),
+            scoring_uri=_uri(record.get("host", HOST), record["port"]),
+            swagger_uri=_uri(record.get("host", HOST), record["port"], "/swagger.json"),
             models=tuple(record["models"]),
             environment=record["environment"],
             created_at=record["created_at"],
             updated_at=record["updated_at"],
             details={"pid": record["pid"], "port": record["port"], "log_file": record["log_file"]},
+            fingerprint=record.get("fingerprint", {}),
         )
 
     def list(self) -> Sequence[ServiceState]:
@@ -160,14 +172,20 @@ class Driver:
         if follow:
             yield from _follow(self.registry, name, log_file)
 
-    def delete(self, name: str, reporter: Reporter) -> bool:
-        """Stop the server and remove its files and record; False when there was no such service."""
+    def delete(self, name: str, reporter: Reporter, *, wait: bool = True, timeout_s: float = STOP_GRACE_S) -> bool:
+        """Stop the server and remove its files and record; False when there was no such service.
+
+        Without ``wait``, the server gets SIGTERM and finishes its requests on its own (it exits
+        within its 30 s graceful-shutdown limit)."""
         with self._lock(name):
             record = self.registry.service(name)
             if record is None:
                 return False
             with reporter.step(f"stopping {name}"):
-                _stop(record)
+                if wait:
+                    _stop(record, grace_s=timeout_s)
+                elif _alive(record):
+                    _signal_group(record["pid"], signal.SIGTERM)
             shutil.rmtree(self.home / "services" / name, ignore_errors=True)
             self.registry.forget_service(name)
         return True
@@ -227,7 +245,7 @@ class Driver:
         model_dir = str(deploy_dir / _model_dir_rel(deployment))
         status_file, log_file = deploy_dir / "status.json", deploy_dir / "server.log"
         deploy_dir.mkdir(parents=True, exist_ok=True)
-        command = _command(spec, env.python, model_dir, deploy_dir, listen_fd=listen_fd)
+        command = _command(spec, env.python, model_dir, deploy_dir, host=self.host, listen_fd=listen_fd)
         with log_file.open("ab") as log:
             proc = subprocess.Popen(
                 command,
@@ -247,6 +265,8 @@ class Driver:
             "pid": proc.pid,
             "pid_start": _start_time(proc.pid),
             "port": spec.deployment.port,
+            "host": self.host,
+            "target_options": {"host": self.host},
             "deploy_id": deploy_id,
             "deploy_dir": str(deploy_dir),
             "status_file": str(status_file),
@@ -258,6 +278,7 @@ class Driver:
             "spec_file": str(spec.spec_file),
             "created_at": now,
             "updated_at": now,
+            "fingerprint": deployment.fingerprint,
             "test": None
             if test is None
             else {
@@ -297,7 +318,9 @@ def _model_dir_rel(deployment: Deployment) -> str:
     return "azureml-models"
 
 
-def _command(spec: ServiceSpec, python: Path, model_dir: str, deploy_dir: Path, *, listen_fd: int | None) -> list[str]:
+def _command(
+    spec: ServiceSpec, python: Path, model_dir: str, deploy_dir: Path, *, host: str, listen_fd: int | None
+) -> list[str]:
     assert spec.inference is not None
     command = [
         str(python),
@@ -308,7 +331,7 @@ def _command(spec: ServiceSpec, python: Path, model_dir: str, deploy_dir: Path, 
         "--model-dir",
         model_dir,
         "--host",
-        HOST,
+        host,
         "--port",
         str(spec.deployment.port),
         "--workers",
@@ -347,14 +370,14 @@ def _server_env(spec: ServiceSpec, model_dir: str, pythonpath: Path | None, *, b
     return env
 
 
-def _check_port_free(port: int) -> None:
+def _check_port_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((HOST, port))
+            sock.bind((host, port))
         except OSError:
             raise TargetError(
-                f"port {port} on {HOST} is already in use",
+                f"port {port} on {host} is already in use",
                 hint="set deployment_config.port to a free port, or delete the service using it (`mlctl service list`)",
             ) from None
 
@@ -380,7 +403,7 @@ def _raise_exited(record: dict[str, Any], code: int) -> None:
     lines = _tail(record["log_file"])
     if code == EXIT_BIND_FAILED:
         raise TargetError(
-            f"port {record['port']} on {HOST} is already in use",
+            f"port {record['port']} on {record.get('host', HOST)} is already in use",
             details=lines,
             hint="set deployment_config.port to a free port",
         )
@@ -439,13 +462,13 @@ def _alive(record: dict[str, Any]) -> bool:
     return _pid_alive(pid) and _start_time(pid) == record.get("pid_start")
 
 
-def _stop(record: dict[str, Any]) -> None:
-    """SIGTERM the server's process group, SIGKILL after the grace period, reap if ours."""
+def _stop(record: dict[str, Any], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the server's process group, SIGKILL after ``grace_s`` seconds, reap if ours."""
     if not _alive(record):
         _exit_code(record["pid"])
         return
     _signal_group(record["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
+    deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if _exit_code(record["pid"]) is not None or not _pid_alive(record["pid"]):
             return
@@ -493,8 +516,10 @@ def _tail(log_file: str, lines: int = _LOG_TAIL) -> list[str]:
         return []
 
 
-def _uri(port: int, path: str = "/score") -> str:
-    return f"http://{HOST}:{port}{path}"
+def _uri(host: str, port: int, path: str = "/score") -> str:
+    """The URI clients use: a wildcard bind address is reached through loopback here."""
+    reachable = HOST if host in ("0.0.0.0", "::", "") else host
+    return f"http://{reachable}:{port}{path}"
 
 
 def _now() -> str:

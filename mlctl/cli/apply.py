@@ -1,0 +1,109 @@
+"""``mlctl apply`` and ``mlctl diff``: make the registry and targets match spec files, idempotently."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mlctl.cli import _state
+
+FILES = typer.Option(..., "--file", "-f", help="Spec file or folder (*.yaml, *.yml, recursively); repeatable.")
+SET = typer.Option([], "--set", help=_state.SET_HELP)
+_SPEC_LINE = re.compile(r"^apiVersion:\s*['\"]?mlctl/", re.MULTILINE)
+_SYMBOL = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
+DRY_RUN = typer.Option(False, "--dry-run", help="Only show what would change; change nothing.")
+
+
+def apply(
+    files: list[Path] = FILES,
+    set_: list[str] = SET,
+    dry_run: bool = DRY_RUN,
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until new services are ready."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for each service's readiness."),
+) -> None:
+    """Register models and deploy or update services so they match the specs (models first).
+
+    An unchanged spec changes nothing and says so.
+    """
+    from mlctl import plan, services
+    from mlctl.spec import ModelSpec, ServiceSpec
+    from mlctl.targets import driver_for
+
+    records = plan.ordered(_load(files, set_))
+    registry, home, reporter = _state.registry(), _state.home(), _state.reporter()
+    changes = plan.plan(records, registry, home)
+    if not dry_run:
+        for record, change in zip(records, changes, strict=True):
+            if not change.changed:
+                continue
+            if isinstance(record, ModelSpec):
+                registry.register(
+                    record.name,
+                    record.path,
+                    description=record.description,
+                    tags=dict(record.tags),
+                    properties=dict(record.properties),
+                )
+            elif isinstance(record, ServiceSpec):
+                driver = driver_for(record.target, registry=registry, home=home)
+                deployment = services.deployment_for(record, registry, reporter, driver)
+                verb = driver.deploy if change.action == "create" else driver.update
+                verb(deployment, reporter, wait=wait or change.action == "update", timeout_s=timeout)
+    report([c.to_dict() for c in changes], dry_run=dry_run)
+
+
+def diff(files: list[Path] = FILES, set_: list[str] = SET) -> None:
+    """Show what `apply` would change. Exit 0: nothing; 1: changes; 2 or more: an error (as diff)."""
+    from mlctl import plan
+
+    changes = plan.plan(plan.ordered(_load(files, set_)), _state.registry(), _state.home())
+    report([c.to_dict() for c in changes], dry_run=True)
+    if any(c.changed for c in changes):
+        raise typer.Exit(1)
+
+
+def spec_files(paths: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to their mlctl spec files (``*.yaml``/``*.yml`` with an
+    ``apiVersion: mlctl/...`` line; other YAML, such as conda files, is not a spec), sorted, recursive."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            candidates = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            found.extend(p for p in candidates if _SPEC_LINE.search(p.read_text(errors="replace")))
+        else:
+            found.append(path)
+    return found
+
+
+def _load(files: list[Path], set_: list[str]) -> list[Any]:
+    from mlctl.spec import load
+
+    expanded = spec_files(files)
+    if not expanded:
+        raise typer.BadParameter("no *.yaml or *.yml files found", param_hint="-f")
+    return load(expanded, _state.overrides(set_))
+
+
+def report(changes: list[dict[str, Any]], *, dry_run: bool, extra: dict[str, Any] | None = None) -> None:
+    """Print planned or applied changes: ``{"changed", "dry_run", "changes": [...], **extra}``."""
+    reporter = _state.reporter()
+    doc = {
+        "changed": any(c["action"] != "unchanged" for c in changes),
+        "dry_run": dry_run,
+        "changes": changes,
+        **(extra or {}),
+    }
+
+    def human(_: Any) -> None:
+        for c in changes:
+            why = f" ({', '.join(c['reasons'])})" if c["reasons"] and c["action"] == "update" else ""
+            reporter.out.print(f"{_SYMBOL[c['action']]} {c['kind']} {c['name']}: {c['action']}{why}", markup=False)
+        if not doc["changed"]:
+            reporter.ok("no changes")
+        elif dry_run:
+            reporter.info("dry run: nothing was changed")
+
+    reporter.result(doc, human)

@@ -1,0 +1,87 @@
+"""``mlctl target``: named compute targets and the default one (stored in the configuration)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any
+
+import typer
+
+from mlctl.cli import _state
+
+app = typer.Typer(help="Name compute targets with their options; choose the default.", no_args_is_help=True)
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="Target name: lowercase letters, digits, '-'."),
+    kind: str = typer.Option(..., "--kind", help="Target kind, e.g. process."),
+    option: list[str] = typer.Option([], "--option", help="KEY=VALUE driver option; repeatable."),
+    default: bool = typer.Option(False, "--default", help="Make it the default target."),
+) -> None:
+    """Add a named compute target (refused when the name exists)."""
+    from mlctl import config
+    from mlctl.errors import ConflictError
+    from mlctl.targets import driver_of_kind
+
+    if not _NAME.match(name):
+        raise typer.BadParameter("lowercase letters, digits and '-', starting with a letter", param_hint="NAME")
+    options = _state.pairs(option, "--option")
+    driver_of_kind(kind, registry=_state.registry(), home=_state.home(), options=options)  # validates both
+    current = config.load()
+    if name in current.targets:
+        raise ConflictError(f"target {name!r} already exists", hint=f"remove it first: `mlctl target remove {name}`")
+    target = config.TargetConfig(name, kind, options)
+    path = config.save(
+        replace(current, targets={**current.targets, name: target}), stored_default=name if default else None
+    )
+    doc = {**target.to_dict(), "default": default, "config_file": str(path)}
+    _state.reporter().result(doc, lambda _: _state.reporter().ok(f"added target {name} ({kind})"))
+
+
+@app.command("list")
+def list_targets() -> None:
+    """List configured targets (and the target kinds, usable by name)."""
+    from mlctl import config
+    from mlctl.targets import TARGETS
+
+    current = config.load()
+    rows = [_row(t, current.default_target) for t in current.targets.values()]
+    rows += [_row(config.TargetConfig(k, k), current.default_target) for k in TARGETS if k not in current.targets]
+    reporter = _state.reporter()
+    reporter.result(rows, lambda _: reporter.table(rows, ["name", "kind", "options", "default"], empty="no targets"))
+
+
+@app.command("show")
+def show(name: str = typer.Argument(None, help="Target name (default: the default target).")) -> None:
+    """Show a target: its kind, options and the options its kind takes."""
+    from mlctl import config
+    from mlctl.targets import options_of
+
+    current = config.load()
+    target = current.resolve(name)
+    doc = {**_row(target, current.default_target), "available_options": options_of(target.kind)}
+    reporter = _state.reporter()
+    reporter.result(doc, lambda d: reporter.fields(list(d.items())))
+
+
+@app.command("remove")
+def remove(name: str = typer.Argument(..., help="Target name.")) -> None:
+    """Remove a configured target (succeeds when it does not exist). Services keep running."""
+    from mlctl import config
+
+    current = config.load()
+    removed = name in current.targets
+    if removed:
+        targets = {k: v for k, v in current.targets.items() if k != name}
+        stored_default = config.DEFAULT_TARGET if current.default_target == name else None
+        config.save(replace(current, targets=targets), stored_default=stored_default)
+    message = f"removed target {name}" if removed else f"target {name} does not exist; nothing to remove"
+    reporter = _state.reporter()
+    reporter.result({"name": name, "removed": removed}, lambda _: reporter.ok(message))
+
+
+def _row(target: Any, default_target: str) -> dict[str, Any]:
+    return {**target.to_dict(), "default": target.name == default_target}
