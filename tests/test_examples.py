@@ -7,12 +7,15 @@ slowest tests; the environment is cached by content, so both examples share one 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
-from conftest import EXAMPLES, mlctl, post
+from conftest import EXAMPLES, free_port, mlctl, post
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +28,12 @@ def env_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("envs")
 
 
+def _free_port_for(service: str, *, selector: bool = False) -> list[str]:
+    """``--set`` moving an example off its fixed port (a running `make demo` may hold it)."""
+    prefix = f"Service/{service}:" if selector else ""
+    return ["--set", f"{prefix}deployment_config.port={free_port()}"]
+
+
 def _share_envs(home: Path, envs: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "envs").symlink_to(envs, target_is_directory=True)
@@ -35,7 +44,7 @@ def test_diabetes_from_model_file_returns_exactly_the_in_process_predictions(
 ) -> None:
     _share_envs(mlctl_home, env_cache)
     spec = EXAMPLES / "diabetes" / "service.yaml"
-    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec))
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec), *_free_port_for("diabetes"))
     assert deployed.code == 0, deployed.err
     state = deployed.json()
     assert state["environment"] != "current"  # an isolated environment from the conda file
@@ -62,10 +71,12 @@ def test_digits_registered_first_then_deployed_from_the_registry(
     assert registered.code == 0, registered.err
     assert registered.json()[0]["name"] == "digits" and registered.json()[0]["version"] == 1
 
-    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(EXAMPLES / "digits" / "service.yaml"))
+    deployed = mlctl(
+        "-o", "json", "service", "deploy", "-f", str(EXAMPLES / "digits" / "service.yaml"), *_free_port_for("digits")
+    )
     assert deployed.code == 0, deployed.err
     assert deployed.json()["models"] == ["digits:1"]
-    tested = mlctl("-o", "json", "service", "test", "-f", str(EXAMPLES / "digits" / "service.yaml"))
+    tested = mlctl("-o", "json", "service", "test", "digits")
     assert tested.code == 0, tested.err
     assert tested.json()["prediction"] == [0, 1, 7]
 
@@ -80,3 +91,42 @@ def test_example_pins_match_the_training_requirements() -> None:
     conda = (EXAMPLES / "diabetes" / "environment.yml").read_text()
     assert train == digits
     assert all(pin in conda for pin in train)
+
+
+def test_pipeline_script_uses_only_json_and_exit_codes(
+    trained_examples: Path, mlctl_home: Path, env_cache: Path
+) -> None:
+    _share_envs(mlctl_home, env_cache)
+    env = {**os.environ, "MLCTL": f"{sys.executable} -m mlctl"}
+    proc = subprocess.run(
+        [
+            "bash",
+            str(EXAMPLES / "pipeline.sh"),
+            str(EXAMPLES / "diabetes" / "service.yaml"),
+            *_free_port_for("diabetes"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "running", "True"]
+    assert proc.stderr == ""  # --quiet: nothing but results
+
+
+def test_applying_the_examples_twice_changes_nothing_the_second_time(
+    trained_examples: Path, mlctl_home: Path, env_cache: Path
+) -> None:
+    _share_envs(mlctl_home, env_cache)
+    ports = [*_free_port_for("diabetes", selector=True), *_free_port_for("digits", selector=True)]
+    first = mlctl("-o", "json", "apply", "-f", str(EXAMPLES), *ports)
+    assert first.code == 0, first.err
+    assert {(c["kind"], c["name"], c["action"]) for c in first.json()["changes"]} == {
+        ("Model", "digits", "create"),
+        ("Service", "diabetes", "create"),
+        ("Service", "digits", "create"),
+    }
+    second = mlctl("-o", "json", "apply", "-f", str(EXAMPLES), *ports)
+    assert second.json()["changed"] is False
+    assert mlctl("-o", "json", "service", "test", "digits").json()["passed"] is True
