@@ -217,3 +217,17 @@ def test_names_complete_from_the_registry(tmp_path: Path) -> None:
     env = {**os.environ, "_MLCTL_COMPLETE": "complete_bash", "COMP_WORDS": "mlctl model show di", "COMP_CWORD": "3"}
     proc = subprocess.run([sys.executable, "-m", "mlctl"], capture_output=True, text=True, env=env)
     assert set(proc.stdout.split()) == {"digits:1", "digits@latest"}
+
+
+def test_target_dry_runs_and_schema_as_yaml() -> None:
+    assert mlctl("-o", "json", "target", "add", "t1", "--kind", "process", "--dry-run").json()["dry_run"] is True
+    assert [r["name"] for r in mlctl("-o", "json", "target", "list").json()] == ["process"]
+    assert mlctl("target", "add", "t1", "--kind", "process").code == 0
+    assert mlctl("-o", "json", "target", "remove", "t1", "--dry-run").json() == {
+        "name": "t1",
+        "removed": True,
+        "dry_run": True,
+    }
+    assert "t1" in [r["name"] for r in mlctl("-o", "json", "target", "list").json()]
+    schema = YAML(typ="safe").load(mlctl("-o", "yaml", "spec", "schema", "Model").out)
+    assert schema["title"] == "mlctl Model (v1)"

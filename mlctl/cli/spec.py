@@ -92,10 +92,11 @@ def _print_migration(results: list[dict[str, object]], write: bool) -> None:
 
 @app.command("schema")
 def schema(kind: str = typer.Argument(..., help="Model, Image or Service.")) -> None:
-    """Print the JSON Schema of KIND (usable as `$schema` in editors)."""
+    """Print the JSON Schema of KIND (usable as `$schema` in editors; JSON unless -o yaml)."""
     from mlctl.spec.schema import schema_for
 
-    typer.echo(json.dumps(schema_for(kind), indent=2))
+    document = schema_for(kind)
+    _state.reporter().result(document, lambda doc: typer.echo(json.dumps(doc, indent=2)))
 
 
 def _print_validation(doc: dict[str, object]) -> None:

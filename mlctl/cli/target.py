@@ -20,6 +20,7 @@ def add(
     kind: str = typer.Option(..., "--kind", help="Target kind, e.g. process."),
     option: list[str] = typer.Option([], "--option", help="KEY=VALUE driver option; repeatable."),
     default: bool = typer.Option(False, "--default", help="Make it the default target."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and show; change nothing."),
 ) -> None:
     """Add a named compute target (refused when the name exists)."""
     from mlctl import config
@@ -34,11 +35,13 @@ def add(
     if name in current.targets:
         raise ConflictError(f"target {name!r} already exists", hint=f"remove it first: `mlctl target remove {name}`")
     target = config.TargetConfig(name, kind, options)
-    path = config.save(
-        replace(current, targets={**current.targets, name: target}), stored_default=name if default else None
-    )
-    doc = {**target.to_dict(), "default": default, "config_file": str(path)}
-    _state.reporter().result(doc, lambda _: _state.reporter().ok(f"added target {name} ({kind})"))
+    path = config.config_path()
+    if not dry_run:
+        targets = {**current.targets, name: target}
+        config.save(replace(current, targets=targets), stored_default=name if default else None)
+    doc = {**target.to_dict(), "default": default, "config_file": str(path), "dry_run": dry_run}
+    verb = "would add" if dry_run else "added"
+    _state.reporter().result(doc, lambda _: _state.reporter().ok(f"{verb} target {name} ({kind})"))
 
 
 @app.command("list")
@@ -68,19 +71,26 @@ def show(name: str = typer.Argument(None, help="Target name (default: the defaul
 
 
 @app.command("remove")
-def remove(name: str = typer.Argument(..., help="Target name.")) -> None:
+def remove(
+    name: str = typer.Argument(..., help="Target name."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show; change nothing."),
+) -> None:
     """Remove a configured target (succeeds when it does not exist). Services keep running."""
     from mlctl import config
 
     current = config.load()
     removed = name in current.targets
-    if removed:
+    if removed and not dry_run:
         targets = {k: v for k, v in current.targets.items() if k != name}
         stored_default = config.DEFAULT_TARGET if current.default_target == name else None
         config.save(replace(current, targets=targets), stored_default=stored_default)
-    message = f"removed target {name}" if removed else f"target {name} does not exist; nothing to remove"
+    message = (
+        f"{'would remove' if dry_run else 'removed'} target {name}"
+        if removed
+        else (f"target {name} does not exist; nothing to remove")
+    )
     reporter = _state.reporter()
-    reporter.result({"name": name, "removed": removed}, lambda _: reporter.ok(message))
+    reporter.result({"name": name, "removed": removed, "dry_run": dry_run}, lambda _: reporter.ok(message))
 
 
 def _row(target: Any, default_target: str) -> dict[str, Any]:
