@@ -247,3 +247,60 @@ print(",".join(loaded))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == ""
+
+
+SLOW_SCORE = """
+import json, time
+
+def init():
+    pass
+
+def run(raw_data):
+    time.sleep(json.loads(raw_data).get("sleep", 0))
+    return {"slept": True}
+"""
+
+
+def test_run_over_the_timeout_gets_504_and_the_worker_keeps_serving(serve: Server) -> None:
+    base = serve(SLOW_SCORE, "--timeout-ms", "300")  # inline run(), SIGALRM timer
+    status, _, body = post(base + "/score", b'{"sleep": 5}', {"x-request-id": "slow-1"})
+    assert status == 504 and json.loads(body)["request_id"] == "slow-1"
+    assert post(base + "/score", b'{"sleep": 0}')[0] == 200
+
+
+def test_thread_pool_mode_times_out_and_refuses_beyond_its_queue_with_503(serve: Server) -> None:
+    import concurrent.futures
+
+    base = serve(SLOW_SCORE, "--concurrency", "2", "--queue", "1", "--timeout-ms", "3000")
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        slow = [pool.submit(post, base + "/score", b'{"sleep": 1.5}') for _ in range(3)]
+        __import__("time").sleep(0.5)  # two running, one queued: the worker is full
+        status, headers, _ = post(base + "/score", b'{"sleep": 0}')
+        assert (status, headers.get("retry-after")) == (503, "1")
+        assert sorted(f.result()[0] for f in slow) == [200, 200, 200]
+    assert post(base + "/score", b'{"sleep": 0}')[0] == 200  # capacity is back
+    assert post(base + "/score", b'{"sleep": 4}')[0] == 504
+
+
+def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    entry = write(tmp_path / "score.py", SLOW_SCORE)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlctl.serve", "--entry-script", str(entry), "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _ready(base), 30)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(post, base + "/score", b'{"sleep": 1}')
+            __import__("time").sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            assert in_flight.result()[0] == 200
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8890)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-request-bytes", type=int, default=100 * 1024 * 1024)
+    p.add_argument("--concurrency", type=int, default=1, help="threads calling run() at once, per worker")
+    p.add_argument("--queue", type=int, default=64, help="requests waiting beyond those, per worker (then 503)")
+    p.add_argument("--timeout-ms", type=int, default=60000, help="run() time limit (then 504); 0: none")
     p.add_argument("--listen-fd", type=int, help="serve on this inherited listening socket instead of binding")
     p.add_argument("--control-socket", type=Path, help="Unix socket that hands out the listening socket")
     p.add_argument("--status-file", type=Path, help="write {pid, port, probe_port} here once bound")
@@ -199,7 +202,10 @@ def _serve(args: argparse.Namespace, sockets: list[socket.socket], entry: object
 
     from mlctl.serve.app import ScoringApp
 
-    app = ScoringApp(entry, max_request_bytes=args.max_request_bytes, debug=args.debug)  # type: ignore[arg-type]
+    from mlctl.serve.runner import Runner
+
+    runner = Runner(concurrency=args.concurrency, queue=args.queue, timeout_s=args.timeout_ms / 1000)
+    app = ScoringApp(entry, max_request_bytes=args.max_request_bytes, debug=args.debug, runner=runner)  # type: ignore[arg-type]
     config = uvicorn.Config(
         app,
         loop=_loop(),

@@ -10,7 +10,8 @@ Routes (Azure ML's plus Kubernetes-style probes):
 
 Statuses: 400/415 bad input, 404 unknown route, 405 wrong method, 413 body over the limit,
 431 ``x-request-id`` over 100 characters (as Azure ML), 500 ``run()`` raised (JSON body naming the
-error type and the request id; the traceback goes to the log, and to the body only in debug).
+error type and the request id; the traceback goes to the log, and to the body only in debug),
+503 with ``Retry-After`` when the worker's queue is full, 504 when ``run()`` exceeds the timeout.
 Every answer carries ``x-request-id``: the client's, or a new UUID4.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from mlctl.serve.entry import BadInput, EntryScript
 from mlctl.serve.request import Request
+from mlctl.serve.runner import Overloaded, Runner, TimedOut
 from mlctl.serve.swagger import swagger_document
 
 Scope = dict[str, Any]
@@ -36,6 +38,7 @@ _JSON = (b"content-type", b"application/json")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _REQUEST_ID_LIMIT = 100
 _SCORE_METHODS = {"POST", "GET"}
+_OVERLOADED = b'{"error":"overloaded: too many requests waiting; retry after the Retry-After delay"}'
 
 
 class _TooLarge(Exception):
@@ -53,10 +56,14 @@ class ScoringApp:
         entry: the entry script, after ``init()`` succeeded.
         max_request_bytes: largest accepted body, in bytes (413 beyond).
         debug: put tracebacks of ``run()`` errors in the response body.
+        runner: concurrency, queue and timeout of ``run()`` calls (503 when full, 504 past the timeout).
     """
 
-    def __init__(self, entry: EntryScript, *, max_request_bytes: int, debug: bool = False) -> None:
+    def __init__(
+        self, entry: EntryScript, *, max_request_bytes: int, debug: bool = False, runner: Runner | None = None
+    ) -> None:
         self.entry = entry
+        self.runner = runner or Runner()
         self.max_request_bytes = max_request_bytes
         self.debug = debug
         self.draining = False
@@ -102,6 +109,15 @@ class ScoringApp:
 
     async def _score(self, scope: Scope, receive: Receive, send: Send, request_id: str, rid: bytes) -> None:
         try:
+            async with self.runner.slot() as slot:
+                await self._score_admitted(slot, scope, receive, send, request_id, rid)
+        except Overloaded:
+            await _send(send, 503, _OVERLOADED, rid, _JSON, (b"retry-after", b"1"))
+
+    async def _score_admitted(
+        self, slot: Any, scope: Scope, receive: Receive, send: Send, request_id: str, rid: bytes
+    ) -> None:
+        try:
             body = await self._read_body(scope, receive)
         except _TooLarge:
             msg = f'{{"error":"request body exceeds {self.max_request_bytes} bytes"}}'.encode()
@@ -111,9 +127,17 @@ class ScoringApp:
             return
         try:
             if self.entry.fast and scope["method"] == "POST":
-                result = self.entry.call_body(body)
+                result = await slot.run(self.entry.call_body, body)
             else:
-                result = self.entry.call(_request(scope, body))
+                result = await slot.run(self.entry.call, _request(scope, body))
+        except TimedOut:
+            doc = {
+                "error": "timeout",
+                "message": f"run() did not finish within {self.runner.timeout_s:g} s",
+                "request_id": request_id,
+            }
+            await _send(send, 504, json.dumps(doc).encode(), rid, _JSON)
+            return
         except BadInput as exc:
             await _send(
                 send, exc.status, json.dumps({"error": str(exc), "request_id": request_id}).encode(), rid, _JSON

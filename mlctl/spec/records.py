@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -90,10 +90,14 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class DeploymentConfig:
-    """Deployment configuration. Units: ``cpu_cores`` in cores, ``memory_gb`` in GB, bytes for sizes."""
+    """Deployment configuration. Units: ``cpu_cores`` in cores, ``memory_gb`` in GB, bytes for sizes,
+    ``scoring_timeout_ms`` in milliseconds (Azure ML's name); concurrency and queue are per worker."""
 
     port: int = 8890
     workers: int = 2
+    concurrency_per_worker: int = 1
+    max_queue_per_worker: int = 64
+    scoring_timeout_ms: int = 60000
     cpu_cores: float = 0.1
     memory_gb: float = 0.5
     auth_enabled: bool = False
@@ -228,16 +232,10 @@ def _service(doc: Document) -> ServiceSpec:
 
 
 def _deployment(d: dict[str, Any]) -> DeploymentConfig:
-    defaults = DeploymentConfig()
-    return DeploymentConfig(
-        port=d.get("port", defaults.port),
-        workers=d.get("workers", defaults.workers),
-        cpu_cores=d.get("cpu_cores", defaults.cpu_cores),
-        memory_gb=d.get("memory_gb", defaults.memory_gb),
-        auth_enabled=d.get("auth_enabled", False),
-        max_request_bytes=d.get("max_request_bytes", defaults.max_request_bytes),
-        environment_variables=_frozen_map(d.get("environment_variables")),
-    )
+    # the schema already checked every key and type: take what is given, defaults for the rest
+    given = {f.name: d[f.name] for f in fields(DeploymentConfig) if f.name in d}
+    given["environment_variables"] = _frozen_map(d.get("environment_variables"))
+    return DeploymentConfig(**given)
 
 
 def _test(doc: Document) -> ServiceTest | None:
