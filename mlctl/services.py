@@ -115,7 +115,9 @@ class ScoringCase:
     tolerance: float = 0.0
 
 
-def run_test(name: str, scoring_uri: str, case: ScoringCase, *, timeout_s: float = 60.0) -> dict[str, Any]:
+def run_test(
+    name: str, scoring_uri: str, case: ScoringCase, *, timeout_s: float = 60.0, key: str | None = None
+) -> dict[str, Any]:
     """POST ``case.body`` to the scoring URI and compare the answer.
 
     Returns the result document (``passed``: True/False, or None with no expected output).
@@ -123,12 +125,10 @@ def run_test(name: str, scoring_uri: str, case: ScoringCase, *, timeout_s: float
     or differs from the expected output beyond the tolerance.
     """
     request_id = str(uuid.uuid4())
-    request = urllib.request.Request(
-        scoring_uri,
-        data=case.body,
-        method="POST",
-        headers={"Content-Type": "application/json", "x-request-id": request_id},
-    )
+    headers = {"Content-Type": "application/json", "x-request-id": request_id}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(scoring_uri, data=case.body, method="POST", headers=headers)
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:

@@ -283,3 +283,38 @@ def test_logs_follow_streams_new_lines_and_ends_when_the_service_is_deleted(echo
         if follower.poll() is None:
             follower.kill()
         follower.communicate()
+
+
+def test_auth_enabled_needs_a_bearer_key_that_can_be_rotated(echo_project: Path) -> None:
+    text = (echo_project / "service.yaml").read_text().replace("workers: 1", "workers: 1\n  auth_enabled: true")
+    (echo_project / "service.yaml").write_text(text)
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(echo_project / "service.yaml"))
+    assert deployed.code == 0, deployed.err
+    uri = deployed.json()["scoring_uri"]
+    assert deployed.json()["auth_enabled"] is True
+
+    shown = mlctl("-o", "json", "service", "keys", "echo")
+    assert "primary_key" not in shown.json() and len(shown.json()["primary"]["sha256"]) == 16
+    keys = mlctl("-o", "json", "service", "keys", "echo", "--reveal").json()
+    primary, secondary = keys["primary_key"], keys["secondary_key"]
+    for secret in (primary, secondary):  # no other output shows a key
+        for verb in (["service", "show", "echo"], ["service", "list"], ["service", "logs", "echo"]):
+            assert secret not in mlctl("-o", "json", *verb).out
+    assert oct(Path(keys["keys_file"]).stat().st_mode)[-3:] == "600"
+
+    assert post(uri, b"{}")[0] == 401
+    assert post(uri, b"{}", {"Authorization": "Bearer wrong"})[0] == 401
+    assert post(uri, b"{}", {"Authorization": f"Bearer {primary}"})[0] == 200
+    assert post(uri, b"{}", {"Authorization": f"Bearer {secondary}"})[0] == 200
+    assert mlctl("service", "test", "echo").code == 0  # the CLI sends the primary key itself
+
+    rotated = mlctl("-o", "json", "service", "keys", "echo", "--regenerate", "primary", "--reveal").json()
+    assert rotated["primary_key"] != primary and rotated["secondary_key"] == secondary
+    assert wait_for(lambda: post(uri, b"{}", {"Authorization": f"Bearer {primary}"})[0] == 401, 5)
+    assert post(uri, b"{}", {"Authorization": f"Bearer {rotated['primary_key']}"})[0] == 200
+    assert mlctl("service", "keys", "echo", "--regenerate", "tertiary").code == 2
+
+
+def test_keys_of_a_service_without_auth_is_a_conflict(echo_project: Path) -> None:
+    _deploy(echo_project)
+    assert mlctl("service", "keys", "echo").code == 5

@@ -70,19 +70,55 @@ def test(
     With an expected output (spec `test.expected`), exits 8 when the answer differs beyond the
     tolerance; the JSON result is printed either way.
     """
-    from mlctl import services
+    from mlctl import keys, services
 
     name, case = _test_case(name, file, data, set_)
     registry, home, reporter = _state.registry(), _state.home(), _state.reporter()
     state = services.driver_of_service(name, registry, home).status(name)
+    keys_file = state.details.get("keys_file")
+    key = keys.read(Path(keys_file))["primary"] if keys_file else None
     try:
-        doc = services.run_test(name, state.scoring_uri, case)
+        doc = services.run_test(name, state.scoring_uri, case, key=key)
     except ServiceTestFailed as error:
         result = getattr(error, "result", None)
         if result is not None:
             reporter.result(result, lambda d: reporter.fields([("prediction", json.dumps(d["prediction"]))]))
         raise
     reporter.result(doc, lambda d: _print_test(d))
+
+
+@app.command("keys")
+def keys_(
+    name: str = typer.Argument(..., help="Service name.", autocompletion=_state.complete_services),
+    regenerate: str | None = typer.Option(None, "--regenerate", help="primary or secondary: replace that key."),
+    reveal: bool = typer.Option(False, "--reveal", help="Print the key values (secrets!) instead of fingerprints."),
+) -> None:
+    """Show (fingerprints) or regenerate the authentication keys of an auth_enabled service.
+
+    Clients send `Authorization: Bearer KEY`; both keys are valid, so rotate one at a time. A new
+    key is valid at once (the server re-reads the key file), the old one stops working.
+    """
+    from mlctl import keys, services
+    from mlctl.errors import ConflictError
+
+    state = services.driver_of_service(name, _state.registry(), _state.home()).status(name)
+    keys_file = state.details.get("keys_file")
+    if not keys_file:
+        raise ConflictError(
+            f"service {name!r} does not use keys",
+            hint="set deployment_config.auth_enabled: true and update the service",
+        )
+    path = Path(keys_file)
+    if regenerate is not None:
+        if regenerate not in keys.KEY_NAMES:
+            raise typer.BadParameter("primary or secondary", param_hint="--regenerate")
+        keys.regenerate(path, regenerate)
+    values = keys.read(path)
+    doc: dict[str, Any] = {"name": name, "keys_file": str(path), "regenerated": regenerate, **keys.describe(path)}
+    if reveal:
+        doc.update(primary_key=values["primary"], secondary_key=values["secondary"])
+    reporter = _state.reporter()
+    reporter.result(doc, lambda d: reporter.fields(list(d.items())))
 
 
 @app.command("logs")

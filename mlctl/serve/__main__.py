@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--listen-fd", type=int, help="serve on this inherited listening socket instead of binding")
     p.add_argument("--control-socket", type=Path, help="Unix socket that hands out the listening socket")
     p.add_argument("--status-file", type=Path, help="write {pid, port, probe_port} here once bound")
+    p.add_argument("--keys-file", type=Path, help="JSON {primary, secondary}: /score then needs a Bearer key")
     p.add_argument("--debug", action="store_true", help="tracebacks in 500 responses")
     return p.parse_args(argv)
 
@@ -187,25 +188,37 @@ def _worker(args: argparse.Namespace, sockets: list[socket.socket]) -> int:
         entry = EntryScript(args.entry_script.resolve())
         entry.init()
         log.info("init() completed in %.2fs", time.monotonic() - started)
+        keys = _keys(args.keys_file)
     except EntryScriptError as exc:  # the script breaks the init()/run() contract: no traceback needed
         log.error("entry script error: %s", exc)
         return EXIT_INIT_FAILED
     except BaseException:  # noqa: BLE001 - report anything the script raises, then exit 3
         log.error("entry script failed during load or init():\n%s", traceback.format_exc().rstrip())
         return EXIT_INIT_FAILED
-    _serve(args, sockets, entry)
+    _serve(args, sockets, entry, keys)
     return 0
 
 
-def _serve(args: argparse.Namespace, sockets: list[socket.socket], entry: object) -> None:
+def _keys(path: Path | None) -> object:
+    from mlctl.serve.auth import KeyStore
+    from mlctl.serve.entry import EntryScriptError
+
+    if path is None:
+        return None
+    try:
+        return KeyStore(path)
+    except (OSError, ValueError) as exc:
+        raise EntryScriptError(f"cannot read the keys file {path}: {exc}") from None
+
+
+def _serve(args: argparse.Namespace, sockets: list[socket.socket], entry: object, keys: object) -> None:
     import uvicorn
 
     from mlctl.serve.app import ScoringApp
-
     from mlctl.serve.runner import Runner
 
     runner = Runner(concurrency=args.concurrency, queue=args.queue, timeout_s=args.timeout_ms / 1000)
-    app = ScoringApp(entry, max_request_bytes=args.max_request_bytes, debug=args.debug, runner=runner)  # type: ignore[arg-type]
+    app = ScoringApp(entry, max_request_bytes=args.max_request_bytes, debug=args.debug, runner=runner, keys=keys)  # type: ignore[arg-type]
     config = uvicorn.Config(
         app,
         loop=_loop(),

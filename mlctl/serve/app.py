@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mlctl.serve.auth import KeyStore
 from mlctl.serve.entry import BadInput, EntryScript
 from mlctl.serve.request import Request
 from mlctl.serve.runner import Overloaded, Runner, TimedOut
@@ -38,6 +39,7 @@ _JSON = (b"content-type", b"application/json")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _REQUEST_ID_LIMIT = 100
 _SCORE_METHODS = {"POST", "GET"}
+_UNAUTHORIZED = b'{"error":"unauthorized: send Authorization: Bearer KEY (see `mlctl service keys`)"}'
 _OVERLOADED = b'{"error":"overloaded: too many requests waiting; retry after the Retry-After delay"}'
 
 
@@ -57,12 +59,20 @@ class ScoringApp:
         max_request_bytes: largest accepted body, in bytes (413 beyond).
         debug: put tracebacks of ``run()`` errors in the response body.
         runner: concurrency, queue and timeout of ``run()`` calls (503 when full, 504 past the timeout).
+        keys: when given, ``/score`` needs ``Authorization: Bearer KEY`` (401 otherwise).
     """
 
     def __init__(
-        self, entry: EntryScript, *, max_request_bytes: int, debug: bool = False, runner: Runner | None = None
+        self,
+        entry: EntryScript,
+        *,
+        max_request_bytes: int,
+        debug: bool = False,
+        runner: Runner | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.entry = entry
+        self.keys = keys
         self.runner = runner or Runner()
         self.max_request_bytes = max_request_bytes
         self.debug = debug
@@ -83,7 +93,9 @@ class ScoringApp:
         rid = request_id.encode("latin-1")
         path, method = scope["path"], scope["method"]
         if path == "/score":
-            if method in _SCORE_METHODS:
+            if self.keys is not None and method != "OPTIONS" and not self.keys.allows(_header(scope, b"authorization")):
+                await _send(send, 401, _UNAUTHORIZED, rid, _JSON, (b"www-authenticate", b"Bearer"))
+            elif method in _SCORE_METHODS:
                 await self._score(scope, receive, send, request_id, rid)
             elif method == "OPTIONS":
                 await _send(send, 200, b"", rid, _TEXT)
@@ -206,6 +218,13 @@ class ScoringApp:
                 self.draining = True
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlctl import environments
+from mlctl import environments, keys
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
 from mlctl.output import Reporter
 from mlctl.registry import Registry
@@ -78,7 +78,15 @@ class Driver:
             "python": str(env.python),
             "environment": env.key,
             "requirements": list(env.requirements),
-            "command": _command(spec, env.python, model_dir, Path("<deploy dir>"), host=self.host, listen_fd=None),
+            "command": _command(
+                spec,
+                env.python,
+                model_dir,
+                Path("<deploy dir>"),
+                host=self.host,
+                listen_fd=None,
+                keys_file=keys.keys_path(self.home, spec.name) if spec.deployment.auth_enabled else None,
+            ),
             "environment_variables": _server_env(spec, model_dir, env.pythonpath, base={}),
             "models": [m.ref for m in deployment.models],
             "scoring_uri": _uri(self.host, spec.deployment.port),
@@ -98,8 +106,9 @@ class Driver:
                     hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
                 )
             _check_port_free(self.host, spec.deployment.port)
-            record = self._launch(deployment, reporter, listen_fd=None, wait=wait, timeout_s=timeout_s)
-            self._save(record, deployment)
+            with self._keys(spec):
+                record = self._launch(deployment, reporter, listen_fd=None, wait=wait, timeout_s=timeout_s)
+                self._save(record, deployment)
         return self.status(spec.name)
 
     def update(
@@ -127,7 +136,8 @@ class Driver:
             if inherited is None:
                 _check_port_free(self.host, spec.deployment.port)
             try:
-                record = self._launch(deployment, reporter, listen_fd=inherited, wait=True, timeout_s=timeout_s)
+                with self._keys(spec):
+                    record = self._launch(deployment, reporter, listen_fd=inherited, wait=True, timeout_s=timeout_s)
             finally:
                 if inherited is not None:
                     os.close(inherited)
@@ -155,7 +165,13 @@ class Driver:
             environment=record["environment"],
             created_at=record["created_at"],
             updated_at=record["updated_at"],
-            details={"pid": record["pid"], "port": record["port"], "log_file": record["log_file"]},
+            details={
+                "pid": record["pid"],
+                "port": record["port"],
+                "log_file": record["log_file"],
+                "auth_enabled": bool(record.get("keys_file")),
+                "keys_file": record.get("keys_file"),
+            },
             fingerprint=record.get("fingerprint", {}),
         )
 
@@ -191,6 +207,18 @@ class Driver:
         return True
 
     # -- internals ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _keys(self, spec: ServiceSpec) -> Iterator[None]:
+        """Keys for an ``auth_enabled`` service: created if missing, removed again if the deploy fails."""
+        path = keys.keys_path(self.home, spec.name)
+        created = keys.ensure(path) if spec.deployment.auth_enabled else False
+        try:
+            yield
+        except BaseException:
+            if created:
+                path.unlink(missing_ok=True)
+            raise
+
     def _record(self, name: str) -> dict[str, Any]:
         record = self.registry.service(name)
         if record is None or record.get("target") != self.kind:
@@ -245,7 +273,10 @@ class Driver:
         model_dir = str(deploy_dir / _model_dir_rel(deployment))
         status_file, log_file = deploy_dir / "status.json", deploy_dir / "server.log"
         deploy_dir.mkdir(parents=True, exist_ok=True)
-        command = _command(spec, env.python, model_dir, deploy_dir, host=self.host, listen_fd=listen_fd)
+        keys_file = keys.keys_path(self.home, spec.name) if spec.deployment.auth_enabled else None
+        command = _command(
+            spec, env.python, model_dir, deploy_dir, host=self.host, listen_fd=listen_fd, keys_file=keys_file
+        )
         with log_file.open("ab") as log:
             proc = subprocess.Popen(
                 command,
@@ -273,6 +304,7 @@ class Driver:
             "log_file": str(log_file),
             "environment": env.key,
             "control_socket": str(deploy_dir / _CONTROL),
+            "keys_file": str(keys_file) if keys_file else None,
             "python": str(env.python),
             "models": [m.ref for m in deployment.models],
             "spec_file": str(spec.spec_file),
@@ -304,10 +336,6 @@ def _preflight(spec: ServiceSpec) -> None:
             "the process target runs model files or registered models, not images",
             hint="use `model_files:` or `models:` with an `inference_config`",
         )
-    if spec.deployment.auth_enabled:
-        raise TargetError(
-            "auth_enabled is not supported by this mlctl version", hint="set deployment_config.auth_enabled: false"
-        )
 
 
 def _model_dir_rel(deployment: Deployment) -> str:
@@ -319,7 +347,14 @@ def _model_dir_rel(deployment: Deployment) -> str:
 
 
 def _command(
-    spec: ServiceSpec, python: Path, model_dir: str, deploy_dir: Path, *, host: str, listen_fd: int | None
+    spec: ServiceSpec,
+    python: Path,
+    model_dir: str,
+    deploy_dir: Path,
+    *,
+    host: str,
+    listen_fd: int | None,
+    keys_file: Path | None,
 ) -> list[str]:
     assert spec.inference is not None
     command = [
@@ -349,6 +384,8 @@ def _command(
         "--control-socket",
         str(deploy_dir / _CONTROL),
     ]
+    if keys_file is not None:
+        command += ["--keys-file", str(keys_file)]
     return command if listen_fd is None else [*command, "--listen-fd", str(listen_fd)]
 
 
