@@ -304,3 +304,47 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_metrics_sum_every_worker_and_the_access_log_has_request_ids(tmp_path: Path) -> None:
+    entry = write(tmp_path / "score.py", "import os\ndef init():\n    pass\ndef run(raw):\n    return os.getpid()\n")
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlctl.serve",
+                "--entry-script",
+                str(entry),
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--access-log",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _ready(base), 30)
+        pids = set()
+        for i in range(40):
+            status, _, body = post(base + "/score", b"{}", {"x-request-id": f"m-{i}"})
+            assert status == 200
+            pids.add(json.loads(body))
+        assert len(pids) == 2  # both workers answered: the counts below are their sum
+        post(base + "/score", b"{}", {"Content-Type": "application/json", "x-request-id": "x" * 101})
+        metrics = get(base + "/metrics")[1].decode()
+        assert 'mlctl_requests_total{route="/score",status="200"} 40' in metrics
+        assert 'mlctl_requests_total{route="/score",status="431"} 1' in metrics
+        assert 'mlctl_request_duration_seconds_count{route="/score",status="200"} 40' in metrics
+        assert metrics.count("mlctl_init_duration_seconds{worker=") == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    logged = {line["request_id"]: line for line in lines}
+    assert logged["m-7"]["status"] == 200 and logged["m-7"]["path"] == "/score" and logged["m-7"]["ms"] > 0

@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--listen-fd", type=int, help="serve on this inherited listening socket instead of binding")
     p.add_argument("--control-socket", type=Path, help="Unix socket that hands out the listening socket")
     p.add_argument("--status-file", type=Path, help="write {pid, port, probe_port} here once bound")
+    p.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=False, help="one JSON line per request on stdout"
+    )
     p.add_argument("--keys-file", type=Path, help="JSON {primary, secondary}: /score then needs a Bearer key")
     p.add_argument("--debug", action="store_true", help="tracebacks in 500 responses")
     return p.parse_args(argv)
@@ -91,9 +94,13 @@ class Supervisor:
     def __init__(
         self, args: argparse.Namespace, sockets: list[socket.socket], control: socket.socket | None = None
     ) -> None:
+        from mlctl.serve.metrics import SharedMetrics
+
         self.args = args
         self.sockets = sockets
         self.control = control
+        self.metrics = SharedMetrics(args.workers)  # mapped before forking: shared by every worker
+        self.slots: dict[int, int] = {}  # worker pid -> its metrics slot
         self.workers: set[int] = set()
         self.stopping = False
         self.restarts: list[float] = []
@@ -103,8 +110,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGUSR1, self._stop_accepting)
-        for _ in range(self.args.workers):
-            self._spawn()
+        for slot in range(self.args.workers):
+            self._spawn(slot)
         code = 0
         while self.workers:
             self._serve_control(timeout_s=0.2)
@@ -145,17 +152,19 @@ class Supervisor:
             self._stop_workers()
             return EXIT_CRASHING
         log.warning("worker %d exited with %d; starting a new one", pid, exit_code)
-        self._spawn()
+        self._spawn(self.slots.pop(pid, 0))  # the new worker continues the old one's counters
         return code
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: int) -> None:
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the server can drain
-            os._exit(_worker(self.args, self.sockets))
+            self.metrics.use_slot(slot)
+            os._exit(_worker(self.args, self.sockets, self.metrics))
         self.workers.add(pid)
+        self.slots[pid] = slot
 
     def _stop_accepting(self, _signum: int, _frame: object) -> None:
         log.info("received SIGUSR1; workers stop accepting connections (draining)")
@@ -180,7 +189,7 @@ class Supervisor:
                 self.workers.discard(pid)
 
 
-def _worker(args: argparse.Namespace, sockets: list[socket.socket]) -> int:
+def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any) -> int:
     from mlctl.serve.entry import EntryScript, EntryScriptError
 
     try:
@@ -188,6 +197,7 @@ def _worker(args: argparse.Namespace, sockets: list[socket.socket]) -> int:
         entry = EntryScript(args.entry_script.resolve())
         entry.init()
         log.info("init() completed in %.2fs", time.monotonic() - started)
+        metrics.set_init_seconds(time.monotonic() - started)
         keys = _keys(args.keys_file)
     except EntryScriptError as exc:  # the script breaks the init()/run() contract: no traceback needed
         log.error("entry script error: %s", exc)
@@ -195,7 +205,7 @@ def _worker(args: argparse.Namespace, sockets: list[socket.socket]) -> int:
     except BaseException:  # noqa: BLE001 - report anything the script raises, then exit 3
         log.error("entry script failed during load or init():\n%s", traceback.format_exc().rstrip())
         return EXIT_INIT_FAILED
-    _serve(args, sockets, entry, keys)
+    _serve(args, sockets, entry, keys, metrics)
     return 0
 
 
@@ -211,14 +221,24 @@ def _keys(path: Path | None) -> object:
         raise EntryScriptError(f"cannot read the keys file {path}: {exc}") from None
 
 
-def _serve(args: argparse.Namespace, sockets: list[socket.socket], entry: object, keys: object) -> None:
+def _serve(
+    args: argparse.Namespace, sockets: list[socket.socket], entry: object, keys: object, metrics: object
+) -> None:
     import uvicorn
 
     from mlctl.serve.app import ScoringApp
     from mlctl.serve.runner import Runner
 
     runner = Runner(concurrency=args.concurrency, queue=args.queue, timeout_s=args.timeout_ms / 1000)
-    app = ScoringApp(entry, max_request_bytes=args.max_request_bytes, debug=args.debug, runner=runner, keys=keys)  # type: ignore[arg-type]
+    app = ScoringApp(
+        entry,  # type: ignore[arg-type]
+        max_request_bytes=args.max_request_bytes,
+        debug=args.debug,
+        runner=runner,
+        keys=keys,  # type: ignore[arg-type]
+        metrics=metrics,  # type: ignore[arg-type]
+        access_log=args.access_log,
+    )
     config = uvicorn.Config(
         app,
         loop=_loop(),

@@ -7,6 +7,7 @@ Routes (Azure ML's plus Kubernetes-style probes):
 * ``GET /`` (Azure ML liveness, body ``Healthy``), ``GET /healthz`` (liveness), ``GET /readyz``
   (readiness: 200 once this worker's ``init()`` succeeded, 503 while it drains on shutdown).
 * ``GET /swagger.json``: from ``inference-schema`` decorators when present, else a minimal document.
+* ``GET /metrics``: Prometheus metrics of every worker (see ``mlctl.serve.metrics``).
 
 Statuses: 400/415 bad input, 404 unknown route, 405 wrong method, 413 body over the limit,
 431 ``x-request-id`` over 100 characters (as Azure ML), 500 ``run()`` raised (JSON body naming the
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,6 +29,7 @@ from typing import Any
 
 from mlctl.serve.auth import KeyStore
 from mlctl.serve.entry import BadInput, EntryScript
+from mlctl.serve.metrics import SharedMetrics
 from mlctl.serve.request import Request
 from mlctl.serve.runner import Overloaded, Runner, TimedOut
 from mlctl.serve.swagger import swagger_document
@@ -60,6 +64,8 @@ class ScoringApp:
         debug: put tracebacks of ``run()`` errors in the response body.
         runner: concurrency, queue and timeout of ``run()`` calls (503 when full, 504 past the timeout).
         keys: when given, ``/score`` needs ``Authorization: Bearer KEY`` (401 otherwise).
+        metrics: shared counters behind ``GET /metrics`` (Prometheus).
+        access_log: one JSON line per request on stdout (request id, route, status, latency).
     """
 
     def __init__(
@@ -70,9 +76,13 @@ class ScoringApp:
         debug: bool = False,
         runner: Runner | None = None,
         keys: KeyStore | None = None,
+        metrics: SharedMetrics | None = None,
+        access_log: bool = False,
     ) -> None:
         self.entry = entry
         self.keys = keys
+        self.metrics = metrics
+        self.access_log = access_log
         self.runner = runner or Runner()
         self.max_request_bytes = max_request_bytes
         self.debug = debug
@@ -86,6 +96,41 @@ class ScoringApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.metrics is None and not self.access_log:
+            await self._dispatch(scope, receive, send)
+            return
+        started, answer = time.perf_counter(), {"status": 0, "headers": []}
+
+        async def recording_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer.update(message)
+            await send(message)
+
+        if self.metrics is not None:
+            self.metrics.in_flight(1)
+        try:
+            await self._dispatch(scope, receive, recording_send)
+        finally:
+            self._record(scope, answer, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, answer: dict[str, Any], seconds: float) -> None:
+        path, status = scope["path"], answer["status"]
+        if self.metrics is not None:
+            self.metrics.in_flight(-1)
+            self.metrics.observe(path, status, seconds)
+        if self.access_log:
+            rid = _header(answer, b"x-request-id")  # the id the client got, theirs or generated
+            line = {
+                "ts": round(time.time(), 3),
+                "request_id": rid.decode("latin-1") if rid else None,
+                "method": scope["method"],
+                "path": path,
+                "status": status,
+                "ms": round(seconds * 1000, 3),
+            }
+            sys.stdout.write(json.dumps(line) + "\n")
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _request_id(scope["headers"])
         if request_id is None:
             await _send(send, 431, b'{"error":"x-request-id must not exceed 100 characters"}', b"", _JSON)
@@ -105,7 +150,7 @@ class ScoringApp:
         await self._probe(path, method, send, rid)
 
     async def _probe(self, path: str, method: str, send: Send, rid: bytes) -> None:
-        if path not in ("/", "/healthz", "/readyz", "/swagger.json"):
+        if path not in ("/", "/healthz", "/readyz", "/swagger.json", "/metrics"):
             await _send(send, 404, b'{"error":"not found; POST /score"}', rid, _JSON)
         elif method not in ("GET", "HEAD"):
             await _send(send, 405, b'{"error":"method not allowed; use GET"}', rid, _JSON)
@@ -116,6 +161,9 @@ class ScoringApp:
         elif path == "/readyz":
             status, body = (503, b'{"status":"draining"}') if self.draining else (200, b'{"status":"ready"}')
             await _send(send, status, body, rid, _JSON)
+        elif path == "/metrics":
+            body = self.metrics.render() if self.metrics is not None else b""
+            await _send(send, 200, body, rid, (b"content-type", b"text/plain; version=0.0.4"))
         else:
             await _send(send, 200, self._swagger, rid, _JSON)
 

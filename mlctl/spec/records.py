@@ -98,6 +98,7 @@ class DeploymentConfig:
     concurrency_per_worker: int = 1
     max_queue_per_worker: int = 64
     scoring_timeout_ms: int = 60000
+    access_log: bool = False
     cpu_cores: float = 0.1
     memory_gb: float = 0.5
     auth_enabled: bool = False

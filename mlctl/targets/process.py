@@ -386,6 +386,8 @@ def _command(
     ]
     if keys_file is not None:
         command += ["--keys-file", str(keys_file)]
+    if spec.deployment.access_log:
+        command.append("--access-log")
     return command if listen_fd is None else [*command, "--listen-fd", str(listen_fd)]
 
 

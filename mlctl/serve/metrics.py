@@ -1,0 +1,114 @@
+"""Prometheus metrics shared by all workers of one server, without a metrics library.
+
+The supervisor maps one anonymous shared memory block (``mmap``) before forking; each worker
+writes only its own slot (8-byte float stores, so no locks), and ``GET /metrics`` on any worker
+sums every slot. A restarted worker takes over its predecessor's slot, so counters stay monotonic.
+
+Series (Prometheus text format 0.0.4):
+
+* ``mlctl_requests_total{route,status}``: counter.
+* ``mlctl_request_duration_seconds{route,status}``: histogram.
+* ``mlctl_requests_in_flight``: gauge.
+* ``mlctl_init_duration_seconds{worker}``: gauge, how long ``init()`` took.
+* ``mlctl_workers``: gauge.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from bisect import bisect_left
+
+ROUTES = ("/score", "/", "/healthz", "/readyz", "/swagger.json", "/metrics", "other")
+STATUSES = (200, 201, 204, 400, 401, 404, 405, 413, 415, 431, 500, 503, 504, 0)  # 0: any other
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_ROUTE = {r: i for i, r in enumerate(ROUTES)}
+_STATUS = {s: i for i, s in enumerate(STATUSES)}
+_SERIES = len(BUCKETS) + 3  # one count per bucket, then +Inf count, sum, total count
+_CELLS = len(ROUTES) * len(STATUSES) * _SERIES
+_SLOT = _CELLS + 2  # ... then in-flight and init seconds
+_DOUBLE = struct.Struct("d")
+
+
+class SharedMetrics:
+    """Counters for ``workers`` slots in shared memory (create before forking)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.memory = mmap.mmap(-1, workers * _SLOT * 8)
+        self.values = memoryview(self.memory).cast("d")
+        self.slot = 0
+
+    def use_slot(self, slot: int) -> None:
+        """Make this process write to ``slot`` (a worker's index)."""
+        self.slot = slot
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        """Record one finished request."""
+        base = self.slot * _SLOT + (_ROUTE.get(route, 6) * len(STATUSES) + _STATUS.get(status, 13)) * _SERIES
+        values = self.values
+        values[base + bisect_left(BUCKETS, seconds)] += 1  # its own bucket; cumulated when rendered
+        values[base + _SERIES - 2] += seconds
+        values[base + _SERIES - 1] += 1
+
+    def in_flight(self, delta: int) -> None:
+        """Add ``delta`` to this worker's in-flight requests."""
+        self.values[self.slot * _SLOT + _CELLS] += delta
+
+    def set_init_seconds(self, seconds: float) -> None:
+        """Record how long this worker's ``init()`` took."""
+        self.values[self.slot * _SLOT + _CELLS + 1] = seconds
+
+    def render(self) -> bytes:
+        """All slots summed, in the Prometheus text format."""
+        lines = [
+            "# HELP mlctl_requests_total Requests answered, by route and status.",
+            "# TYPE mlctl_requests_total counter",
+        ]
+        histogram = [
+            "# HELP mlctl_request_duration_seconds Time to answer a request.",
+            "# TYPE mlctl_request_duration_seconds histogram",
+        ]
+        for r, route in enumerate(ROUTES):
+            for s, status in enumerate(STATUSES):
+                cells = self._summed((r * len(STATUSES) + s) * _SERIES)
+                if cells[-1] == 0:
+                    continue
+                labels = f'route="{route}",status="{status or "other"}"'
+                lines.append(f"mlctl_requests_total{{{labels}}} {cells[-1]:.0f}")
+                histogram.extend(_histogram(labels, cells))
+        lines += histogram
+        lines += [
+            "# HELP mlctl_requests_in_flight Requests being answered now.",
+            "# TYPE mlctl_requests_in_flight gauge",
+            f"mlctl_requests_in_flight {sum(self._slot_value(w, _CELLS) for w in range(self.workers)):.0f}",
+            "# HELP mlctl_init_duration_seconds How long init() took, per worker.",
+            "# TYPE mlctl_init_duration_seconds gauge",
+        ]
+        lines += [
+            f'mlctl_init_duration_seconds{{worker="{w}"}} {self._slot_value(w, _CELLS + 1):.6f}'
+            for w in range(self.workers)
+        ]
+        lines += [
+            "# HELP mlctl_workers Worker processes.",
+            "# TYPE mlctl_workers gauge",
+            f"mlctl_workers {self.workers}",
+        ]
+        return ("\n".join(lines) + "\n").encode()
+
+    def _summed(self, offset: int) -> list[float]:
+        return [sum(self.values[w * _SLOT + offset + i] for w in range(self.workers)) for i in range(_SERIES)]
+
+    def _slot_value(self, worker: int, index: int) -> float:
+        return float(self.values[worker * _SLOT + index])
+
+
+def _histogram(labels: str, cells: list[float]) -> list[str]:
+    out, cumulative = [], 0.0
+    for bound, count in zip((*BUCKETS, float("inf")), cells[: len(BUCKETS) + 1], strict=True):
+        cumulative += count
+        le = "+Inf" if bound == float("inf") else f"{bound:g}"
+        out.append(f'mlctl_request_duration_seconds_bucket{{{labels},le="{le}"}} {cumulative:.0f}')
+    out.append(f"mlctl_request_duration_seconds_sum{{{labels}}} {cells[-2]:.6f}")
+    out.append(f"mlctl_request_duration_seconds_count{{{labels}}} {cells[-1]:.0f}")
+    return out
