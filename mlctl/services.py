@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -116,7 +117,13 @@ class ScoringCase:
 
 
 def run_test(
-    name: str, scoring_uri: str, case: ScoringCase, *, timeout_s: float = 60.0, key: str | None = None
+    name: str,
+    scoring_uri: str,
+    case: ScoringCase,
+    *,
+    timeout_s: float = 60.0,
+    key: str | None = None,
+    tls_cert: str | None = None,
 ) -> dict[str, Any]:
     """POST ``case.body`` to the scoring URI and compare the answer.
 
@@ -131,7 +138,7 @@ def run_test(
     request = urllib.request.Request(scoring_uri, data=case.body, method="POST", headers=headers)
     started = time.perf_counter()
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=_tls_context(tls_cert)) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         with exc:
@@ -163,6 +170,15 @@ def run_test(
         error.result = doc  # type: ignore[attr-defined]
         raise error
     return doc
+
+
+def _tls_context(cert: str | None) -> ssl.SSLContext | None:
+    """The system's trust store, plus the service's own certificate (so a self-signed one works)."""
+    if cert is None:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cert)
+    return context
 
 
 def compare(expected: Any, actual: Any, tolerance: float, path: str = "$") -> list[str]:

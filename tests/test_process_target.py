@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from conftest import ECHO_SCORE, mlctl, post, serve_processes, service_spec, wait_for, write
 
 
@@ -318,3 +319,62 @@ def test_auth_enabled_needs_a_bearer_key_that_can_be_rotated(echo_project: Path)
 def test_keys_of_a_service_without_auth_is_a_conflict(echo_project: Path) -> None:
     _deploy(echo_project)
     assert mlctl("service", "keys", "echo").code == 5
+
+
+def test_tls_serves_https_with_the_given_certificate(echo_project: Path) -> None:
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(echo_project / "key.pem"),
+            "-out",
+            str(echo_project / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    text = (
+        (echo_project / "service.yaml")
+        .read_text()
+        .replace("workers: 1", "workers: 1\n  ssl_cert_pem_file: cert.pem\n  ssl_key_pem_file: key.pem")
+    )
+    (echo_project / "service.yaml").write_text(text)
+    state = mlctl("-o", "json", "service", "deploy", "-f", str(echo_project / "service.yaml"))
+    assert state.code == 0, state.err
+    uri = state.json()["scoring_uri"]
+    assert uri.startswith("https://127.0.0.1:")
+    assert mlctl("-o", "json", "service", "test", "echo").json()["prediction"]["model"] == "v1"
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(echo_project / "cert.pem"))
+    request = urllib.request.Request(uri, data=b"{}", method="POST")
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        assert response.status == 200
+    with pytest.raises(OSError):  # plain HTTP is not served
+        post(uri.replace("https", "http"), b"{}", timeout=3)
+
+
+def test_an_unusable_certificate_fails_the_deploy_clearly(echo_project: Path) -> None:
+    write(echo_project / "cert.pem", "not a certificate")
+    write(echo_project / "key.pem", "not a key")
+    text = (
+        (echo_project / "service.yaml")
+        .read_text()
+        .replace("workers: 1", "workers: 1\n  ssl_cert_pem_file: cert.pem\n  ssl_key_pem_file: key.pem")
+    )
+    (echo_project / "service.yaml").write_text(text)
+    result = mlctl("service", "deploy", "-f", str(echo_project / "service.yaml"))
+    assert result.code == 7 and "cannot use the TLS certificate and key" in result.err
+    assert serve_processes() == []

@@ -78,7 +78,7 @@ def test(
     keys_file = state.details.get("keys_file")
     key = keys.read(Path(keys_file))["primary"] if keys_file else None
     try:
-        doc = services.run_test(name, state.scoring_uri, case, key=key)
+        doc = services.run_test(name, state.scoring_uri, case, key=key, tls_cert=state.details.get("tls_cert"))
     except ServiceTestFailed as error:
         result = getattr(error, "result", None)
         if result is not None:

@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=False, help="one JSON line per request on stdout"
     )
+    p.add_argument("--ssl-certfile", type=Path, help="TLS certificate (PEM); with --ssl-keyfile: https")
+    p.add_argument("--ssl-keyfile", type=Path, help="TLS private key (PEM)")
     p.add_argument("--keys-file", type=Path, help="JSON {primary, secondary}: /score then needs a Bearer key")
     p.add_argument("--debug", action="store_true", help="tracebacks in 500 responses")
     return p.parse_args(argv)
@@ -199,6 +201,7 @@ def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any
         log.info("init() completed in %.2fs", time.monotonic() - started)
         metrics.set_init_seconds(time.monotonic() - started)
         keys = _keys(args.keys_file)
+        _check_tls(args)
     except EntryScriptError as exc:  # the script breaks the init()/run() contract: no traceback needed
         log.error("entry script error: %s", exc)
         return EXIT_INIT_FAILED
@@ -207,6 +210,22 @@ def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any
         return EXIT_INIT_FAILED
     _serve(args, sockets, entry, keys, metrics)
     return 0
+
+
+def _check_tls(args: argparse.Namespace) -> None:
+    """Fail like a broken entry script (exit 3, clear message) when the certificate cannot be used."""
+    import ssl
+
+    from mlctl.serve.entry import EntryScriptError
+
+    if args.ssl_certfile is None and args.ssl_keyfile is None:
+        return
+    if args.ssl_certfile is None or args.ssl_keyfile is None:
+        raise EntryScriptError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise EntryScriptError(f"cannot use the TLS certificate and key: {exc}") from None
 
 
 def _keys(path: Path | None) -> object:
@@ -239,6 +258,7 @@ def _serve(
         metrics=metrics,  # type: ignore[arg-type]
         access_log=args.access_log,
     )
+    tls = {"ssl_certfile": str(args.ssl_certfile), "ssl_keyfile": str(args.ssl_keyfile)} if args.ssl_certfile else {}
     config = uvicorn.Config(
         app,
         loop=_loop(),
@@ -249,6 +269,7 @@ def _serve(
         server_header=False,
         date_header=False,
         timeout_graceful_shutdown=30,
+        **tls,  # type: ignore[arg-type]
         log_config=None,
     )
     _DrainableServer(config, app).run(sockets=sockets)

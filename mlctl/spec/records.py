@@ -99,6 +99,8 @@ class DeploymentConfig:
     max_queue_per_worker: int = 64
     scoring_timeout_ms: int = 60000
     access_log: bool = False
+    ssl_cert_pem_file: Path | None = None
+    ssl_key_pem_file: Path | None = None
     cpu_cores: float = 0.1
     memory_gb: float = 0.5
     auth_enabled: bool = False
@@ -225,17 +227,21 @@ def _service(doc: Document) -> ServiceSpec:
         models=tuple(ModelRef.parse(m) for m in d.get("models", [])),
         image=d.get("image"),
         inference=_inference(doc, ["inference_config"]) if "inference_config" in d else None,
-        deployment=_deployment(d.get("deployment_config", {})),
+        deployment=_deployment(doc),
         test=_test(doc),
         description=d.get("description", ""),
         tags=_frozen_map(d.get("tags")),
     )
 
 
-def _deployment(d: dict[str, Any]) -> DeploymentConfig:
+def _deployment(doc: Document) -> DeploymentConfig:
     # the schema already checked every key and type: take what is given, defaults for the rest
+    d = doc.data.get("deployment_config", {})
     given = {f.name: d[f.name] for f in fields(DeploymentConfig) if f.name in d}
     given["environment_variables"] = _frozen_map(d.get("environment_variables"))
+    for name in ("ssl_cert_pem_file", "ssl_key_pem_file"):
+        if name in d:
+            given[name] = _existing(doc, ["deployment_config", name], folder_ok=False)
     return DeploymentConfig(**given)
 
 

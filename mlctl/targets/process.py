@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -89,7 +90,7 @@ class Driver:
             ),
             "environment_variables": _server_env(spec, model_dir, env.pythonpath, base={}),
             "models": [m.ref for m in deployment.models],
-            "scoring_uri": _uri(self.host, spec.deployment.port),
+            "scoring_uri": _uri(self.host, spec.deployment.port, tls=spec.deployment.ssl_cert_pem_file is not None),
         }
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -159,8 +160,10 @@ class Driver:
             name=record["name"],
             target=self.kind,
             state=state,
-            scoring_uri=_uri(record.get("host", HOST), record["port"]),
-            swagger_uri=_uri(record.get("host", HOST), record["port"], "/swagger.json"),
+            scoring_uri=_uri(record.get("host", HOST), record["port"], tls=bool(record.get("tls_cert"))),
+            swagger_uri=_uri(
+                record.get("host", HOST), record["port"], "/swagger.json", tls=bool(record.get("tls_cert"))
+            ),
             models=tuple(record["models"]),
             environment=record["environment"],
             created_at=record["created_at"],
@@ -170,6 +173,7 @@ class Driver:
                 "port": record["port"],
                 "log_file": record["log_file"],
                 "auth_enabled": bool(record.get("keys_file")),
+                "tls_cert": record.get("tls_cert"),
                 "keys_file": record.get("keys_file"),
             },
             fingerprint=record.get("fingerprint", {}),
@@ -305,6 +309,7 @@ class Driver:
             "environment": env.key,
             "control_socket": str(deploy_dir / _CONTROL),
             "keys_file": str(keys_file) if keys_file else None,
+            "tls_cert": str(spec.deployment.ssl_cert_pem_file) if spec.deployment.ssl_cert_pem_file else None,
             "python": str(env.python),
             "models": [m.ref for m in deployment.models],
             "spec_file": str(spec.spec_file),
@@ -388,6 +393,13 @@ def _command(
         command += ["--keys-file", str(keys_file)]
     if spec.deployment.access_log:
         command.append("--access-log")
+    if spec.deployment.ssl_cert_pem_file and spec.deployment.ssl_key_pem_file:
+        command += [
+            "--ssl-certfile",
+            str(spec.deployment.ssl_cert_pem_file),
+            "--ssl-keyfile",
+            str(spec.deployment.ssl_key_pem_file),
+        ]
     return command if listen_fd is None else [*command, "--listen-fd", str(listen_fd)]
 
 
@@ -465,7 +477,12 @@ def _raise_exited(record: dict[str, Any], code: int) -> None:
 def _ready(record: dict[str, Any], *, timeout_s: float) -> bool:
     try:
         probe_port = json.loads(Path(record["status_file"]).read_text())["probe_port"]
-        with urllib.request.urlopen(f"http://{HOST}:{probe_port}/readyz", timeout=timeout_s) as response:
+        scheme, context = "http", None
+        if record.get("tls_cert"):  # our own server on loopback: its certificate needs no check here
+            scheme, context = "https", ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        url = f"{scheme}://{HOST}:{probe_port}/readyz"
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as response:
             return response.status == 200  # type: ignore[no-any-return]
     except (OSError, ValueError, KeyError, urllib.error.URLError):
         return False
@@ -561,10 +578,10 @@ def _tail(log_file: str, lines: int = _LOG_TAIL) -> list[str]:
         return []
 
 
-def _uri(host: str, port: int, path: str = "/score") -> str:
+def _uri(host: str, port: int, path: str = "/score", *, tls: bool = False) -> str:
     """The URI clients use: a wildcard bind address is reached through loopback here."""
     reachable = HOST if host in ("0.0.0.0", "::", "") else host
-    return f"http://{reachable}:{port}{path}"
+    return f"{'https' if tls else 'http'}://{reachable}:{port}{path}"
 
 
 def _now() -> str:
