@@ -378,3 +378,12 @@ def test_an_unusable_certificate_fails_the_deploy_clearly(echo_project: Path) ->
     result = mlctl("service", "deploy", "-f", str(echo_project / "service.yaml"))
     assert result.code == 7 and "cannot use the TLS certificate and key" in result.err
     assert serve_processes() == []
+
+
+def test_key_regeneration_dry_run_changes_nothing(echo_project: Path) -> None:
+    text = (echo_project / "service.yaml").read_text().replace("workers: 1", "workers: 1\n  auth_enabled: true")
+    (echo_project / "service.yaml").write_text(text)
+    assert mlctl("service", "deploy", "-f", str(echo_project / "service.yaml")).code == 0
+    before = mlctl("-o", "json", "service", "keys", "echo").json()["primary"]
+    planned = mlctl("-o", "json", "service", "keys", "echo", "--regenerate", "primary", "--dry-run").json()
+    assert planned["dry_run"] is True and planned["primary"] == before

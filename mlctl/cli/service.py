@@ -92,6 +92,7 @@ def keys_(
     name: str = typer.Argument(..., help="Service name.", autocompletion=_state.complete_services),
     regenerate: str | None = typer.Option(None, "--regenerate", help="primary or secondary: replace that key."),
     reveal: bool = typer.Option(False, "--reveal", help="Print the key values (secrets!) instead of fingerprints."),
+    dry_run: bool = _DRY_RUN,
 ) -> None:
     """Show (fingerprints) or regenerate the authentication keys of an auth_enabled service.
 
@@ -112,9 +113,16 @@ def keys_(
     if regenerate is not None:
         if regenerate not in keys.KEY_NAMES:
             raise typer.BadParameter("primary or secondary", param_hint="--regenerate")
-        keys.regenerate(path, regenerate)
+        if not dry_run:
+            keys.regenerate(path, regenerate)
     values = keys.read(path)
-    doc: dict[str, Any] = {"name": name, "keys_file": str(path), "regenerated": regenerate, **keys.describe(path)}
+    doc: dict[str, Any] = {
+        "name": name,
+        "keys_file": str(path),
+        "regenerated": regenerate,
+        "dry_run": dry_run,
+        **keys.describe(path),
+    }
     if reveal:
         doc.update(primary_key=values["primary"], secondary_key=values["secondary"])
     reporter = _state.reporter()
