@@ -348,3 +348,42 @@ def test_metrics_sum_every_worker_and_the_access_log_has_request_ids(tmp_path: P
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     logged = {line["request_id"]: line for line in lines}
     assert logged["m-7"]["status"] == 200 and logged["m-7"]["path"] == "/score" and logged["m-7"]["ms"] > 0
+
+
+BATCH_SCORE = """
+import json, os, time
+
+def init():
+    pass
+
+def run(raw_data):
+    return run_batch([raw_data])[0]
+
+def run_batch(raw_data_list):
+    time.sleep(0.05)  # a model call that costs the same for 1 or 32 rows
+    items = [json.loads(raw) for raw in raw_data_list]
+    if any(item.get("fail") for item in items):
+        raise ValueError("bad batch")
+    return [{"x": item["x"], "batch": len(items)} for item in items]
+"""
+
+
+def test_micro_batching_answers_each_request_with_its_own_result(serve: Server) -> None:
+    import concurrent.futures
+
+    base = serve(BATCH_SCORE, "--batch-size", "8")
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: post(base + "/score", json.dumps({"x": i}).encode()), range(48)))
+    results = [json.loads(body) for status, _, body in answers if status == 200]
+    assert len(results) == 48 and [r["x"] for r in results] == list(range(48))
+    sizes = [r["batch"] for r in results]
+    assert max(sizes) > 1 and max(sizes) <= 8  # requests that waited were scored together
+    lone = json.loads(post(base + "/score", b'{"x": 99}')[2])
+    assert lone == {"x": 99, "batch": 1}  # alone: no waiting for company
+    status, _, body = post(base + "/score", b'{"x": 1, "fail": true}')
+    assert status == 500 and json.loads(body)["error"] == "ValueError"
+
+
+def test_batching_without_run_batch_stops_the_server(tmp_path: Path) -> None:
+    code, log = _run_to_exit(tmp_path, "def init():\n    pass\ndef run(x):\n    return x\n", "--batch-size", "4")
+    assert code == 3 and "does not define run_batch" in log

@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=False, help="one JSON line per request on stdout"
     )
+    p.add_argument("--batch-size", type=int, default=0, help="micro-batching: largest batch (0: off; needs run_batch)")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0, help="micro-batching: longest wait to fill a batch")
     p.add_argument("--ssl-certfile", type=Path, help="TLS certificate (PEM); with --ssl-keyfile: https")
     p.add_argument("--ssl-keyfile", type=Path, help="TLS private key (PEM)")
     p.add_argument("--keys-file", type=Path, help="JSON {primary, secondary}: /score then needs a Bearer key")
@@ -202,14 +204,23 @@ def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any
         metrics.set_init_seconds(time.monotonic() - started)
         keys = _keys(args.keys_file)
         _check_tls(args)
+        batcher = _batcher(args, entry)
     except EntryScriptError as exc:  # the script breaks the init()/run() contract: no traceback needed
         log.error("entry script error: %s", exc)
         return EXIT_INIT_FAILED
     except BaseException:  # noqa: BLE001 - report anything the script raises, then exit 3
         log.error("entry script failed during load or init():\n%s", traceback.format_exc().rstrip())
         return EXIT_INIT_FAILED
-    _serve(args, sockets, entry, keys, metrics)
+    _serve(args, sockets, entry, keys, metrics, batcher)
     return 0
+
+
+def _batcher(args: argparse.Namespace, entry: Any) -> object:
+    from mlctl.serve.batching import Batcher
+
+    if args.batch_size <= 0:
+        return None
+    return Batcher(entry, max_batch_size=args.batch_size, max_wait_ms=args.batch_wait_ms)
 
 
 def _check_tls(args: argparse.Namespace) -> None:
@@ -241,7 +252,12 @@ def _keys(path: Path | None) -> object:
 
 
 def _serve(
-    args: argparse.Namespace, sockets: list[socket.socket], entry: object, keys: object, metrics: object
+    args: argparse.Namespace,
+    sockets: list[socket.socket],
+    entry: object,
+    keys: object,
+    metrics: object,
+    batcher: object,
 ) -> None:
     import uvicorn
 
@@ -257,6 +273,7 @@ def _serve(
         keys=keys,  # type: ignore[arg-type]
         metrics=metrics,  # type: ignore[arg-type]
         access_log=args.access_log,
+        batcher=batcher,  # type: ignore[arg-type]
     )
     tls = {"ssl_certfile": str(args.ssl_certfile), "ssl_keyfile": str(args.ssl_keyfile)} if args.ssl_certfile else {}
     config = uvicorn.Config(

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mlctl.serve.auth import KeyStore
+from mlctl.serve.batching import Batcher, BatchFailed
 from mlctl.serve.entry import BadInput, EntryScript
 from mlctl.serve.metrics import SharedMetrics
 from mlctl.serve.request import Request
@@ -66,6 +67,7 @@ class ScoringApp:
         keys: when given, ``/score`` needs ``Authorization: Bearer KEY`` (401 otherwise).
         metrics: shared counters behind ``GET /metrics`` (Prometheus).
         access_log: one JSON line per request on stdout (request id, route, status, latency).
+        batcher: when given, POST bodies are scored in adaptive micro-batches (``run_batch``).
     """
 
     def __init__(
@@ -78,8 +80,10 @@ class ScoringApp:
         keys: KeyStore | None = None,
         metrics: SharedMetrics | None = None,
         access_log: bool = False,
+        batcher: Batcher | None = None,
     ) -> None:
         self.entry = entry
+        self.batcher = batcher
         self.keys = keys
         self.metrics = metrics
         self.access_log = access_log
@@ -186,7 +190,9 @@ class ScoringApp:
         except _Disconnected:
             return
         try:
-            if self.entry.fast and scope["method"] == "POST":
+            if self.batcher is not None and scope["method"] == "POST":
+                result = await self.batcher.submit(body)
+            elif self.entry.fast and scope["method"] == "POST":
                 result = await slot.run(self.entry.call_body, body)
             else:
                 result = await slot.run(self.entry.call, _request(scope, body))
@@ -202,6 +208,9 @@ class ScoringApp:
             await _send(
                 send, exc.status, json.dumps({"error": str(exc), "request_id": request_id}).encode(), rid, _JSON
             )
+            return
+        except BatchFailed as exc:
+            await self._run_failed(send, exc.__cause__ or exc, request_id, rid, what="run_batch() failed:")
             return
         except Exception as exc:  # noqa: BLE001 - any error of run() becomes a 500
             await self._run_failed(send, exc, request_id, rid)

@@ -99,6 +99,8 @@ class DeploymentConfig:
     max_queue_per_worker: int = 64
     scoring_timeout_ms: int = 60000
     access_log: bool = False
+    batch_size: int = 0  # micro-batching off
+    batch_wait_ms: float = 0.0
     ssl_cert_pem_file: Path | None = None
     ssl_key_pem_file: Path | None = None
     cpu_cores: float = 0.1
@@ -239,6 +241,10 @@ def _deployment(doc: Document) -> DeploymentConfig:
     d = doc.data.get("deployment_config", {})
     given = {f.name: d[f.name] for f in fields(DeploymentConfig) if f.name in d}
     given["environment_variables"] = _frozen_map(d.get("environment_variables"))
+    if "batching" in d:
+        given.pop("batching", None)
+        given["batch_size"] = d["batching"].get("max_batch_size", 32)
+        given["batch_wait_ms"] = float(d["batching"].get("max_wait_ms", 0))
     for name in ("ssl_cert_pem_file", "ssl_key_pem_file"):
         if name in d:
             given[name] = _existing(doc, ["deployment_config", name], folder_ok=False)

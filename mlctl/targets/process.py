@@ -393,6 +393,13 @@ def _command(
         command += ["--keys-file", str(keys_file)]
     if spec.deployment.access_log:
         command.append("--access-log")
+    if spec.deployment.batch_size:
+        command += [
+            "--batch-size",
+            str(spec.deployment.batch_size),
+            "--batch-wait-ms",
+            str(spec.deployment.batch_wait_ms),
+        ]
     if spec.deployment.ssl_cert_pem_file and spec.deployment.ssl_key_pem_file:
         command += [
             "--ssl-certfile",
