@@ -371,7 +371,7 @@ def run_batch(raw_data_list):
 def test_micro_batching_answers_each_request_with_its_own_result(serve: Server) -> None:
     import concurrent.futures
 
-    base = serve(BATCH_SCORE, "--batch-size", "8")
+    base = serve(BATCH_SCORE, "--batch-size", "8", "--batch-wait-ms", "30")
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda i: post(base + "/score", json.dumps({"x": i}).encode()), range(48)))
     results = [json.loads(body) for status, _, body in answers if status == 200]
