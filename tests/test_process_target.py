@@ -68,7 +68,10 @@ def test_mismatch_beyond_tolerance_exits_8_with_the_result_on_stdout(echo_projec
     assert json.loads(result.err)["details"] == ['$.model: expected "v2", got "v1"']
 
 
-def test_update_switches_without_losing_a_request(echo_project: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_update_switches_without_losing_a_request(echo_project: Path, workers: int) -> None:
+    spec = echo_project / "service.yaml"
+    spec.write_text(spec.read_text().replace("workers: 1", f"workers: {workers}"))
     uri = str(_deploy(echo_project)["scoring_uri"])
     old_pid = json.loads(post(uri, b"{}")[2])["pid"]
     (echo_project / "model.txt").write_text("v2")

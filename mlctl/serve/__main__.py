@@ -1,14 +1,16 @@
 """``python -m mlctl.serve``: a pre-fork supervisor of uvicorn workers.
 
-The supervisor binds the listening socket once, then forks ``--workers`` processes. Each
-worker imports the entry script and calls ``init()`` in its main thread (Azure ML semantics:
+The supervisor binds one listening socket per worker on the same port (``SO_REUSEPORT``, so the
+kernel spreads new connections evenly: with one shared socket, a burst of keep-alive
+connections can all land on one worker), then forks ``--workers`` processes. Each worker imports
+the entry script and calls ``init()`` in its main thread (Azure ML semantics:
 one ``init()`` per worker), then serves with uvicorn (uvloop + httptools when installed).
 
-Zero-downtime updates hand the listening socket itself from the old server to the new one
+Zero-downtime updates hand the listening sockets themselves from the old server to the new one
 (as gunicorn's binary upgrade does): the old supervisor answers on ``--control-socket`` (a Unix
-socket) with its listening socket's file descriptor (SCM_RIGHTS); the deployer passes it to the
-new server as ``--listen-fd``. Both then accept from one queue, so when the old one stops, no
-queued connection is reset. To retire, the old server first gets SIGUSR1 (its workers stop
+socket) with its listening sockets' file descriptors (SCM_RIGHTS); the deployer passes them to
+the new server as ``--listen-fd``. Both then accept from the same queues, so when the old one
+stops, no queued connection is reset. To retire, the old server first gets SIGUSR1 (its workers stop
 accepting but finish every connection they hold), then SIGTERM. The probe socket
 (``--status-file``) is a private 127.0.0.1 port that only this server answers, so a deployer
 can check *this* server's readiness.
@@ -55,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=1, help="threads calling run() at once, per worker")
     p.add_argument("--queue", type=int, default=64, help="requests waiting beyond those, per worker (then 503)")
     p.add_argument("--timeout-ms", type=int, default=60000, help="run() time limit (then 504); 0: none")
-    p.add_argument("--listen-fd", type=int, help="serve on this inherited listening socket instead of binding")
+    p.add_argument("--listen-fd", type=int, action="append", help="inherited listening socket (repeatable)")
     p.add_argument("--control-socket", type=Path, help="Unix socket that hands out the listening socket")
     p.add_argument("--status-file", type=Path, help="write {pid, port, probe_port} here once bound")
     p.add_argument(
@@ -79,29 +81,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_dir is not None:
         os.environ["AZUREML_MODEL_DIR"] = str(args.model_dir.resolve())
     try:
-        public = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else _bind(args.host, args.port)
+        public = _public_sockets(args)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc.strerror or exc)
         return EXIT_BIND_FAILED
-    sockets = [public]
+    probe = None
     if args.status_file is not None:
-        sockets.append(_bind("127.0.0.1", 0))
-        _write_status(args.status_file, args.port, sockets[1].getsockname()[1])
+        probe = _bind("127.0.0.1", 0, reuse_port=False)
+        _write_status(args.status_file, args.port, probe.getsockname()[1])
     log.info("listening on http://%s:%d (%d worker(s))", args.host, args.port, args.workers)
     control = _control_socket(args.control_socket) if args.control_socket else None
-    return Supervisor(args, sockets, control).run()
+    return Supervisor(args, public, probe, control).run()
+
+
+def _public_sockets(args: argparse.Namespace) -> list[socket.socket]:
+    """The inherited listening sockets, plus new ones on the same port until there is one per worker.
+
+    A fresh server first proves the port free with an exclusive bind: SO_REUSEPORT alone would let
+    it share the port with another server of the same user."""
+    inherited = [socket.socket(fileno=fd) for fd in args.listen_fd or []]
+    if not inherited:
+        _bind(args.host, args.port, reuse_port=False).close()
+    missing = max(0, args.workers - len(inherited))
+    return inherited + [_bind(args.host, args.port, reuse_port=True) for _ in range(missing)]
 
 
 class Supervisor:
     """Forks and watches workers; stops them all on SIGTERM/SIGINT or when one fails ``init()``."""
 
     def __init__(
-        self, args: argparse.Namespace, sockets: list[socket.socket], control: socket.socket | None = None
+        self,
+        args: argparse.Namespace,
+        public: list[socket.socket],
+        probe: socket.socket | None,
+        control: socket.socket | None = None,
     ) -> None:
         from mlctl.serve.metrics import SharedMetrics
 
         self.args = args
-        self.sockets = sockets
+        self.public = public
+        self.probe = probe
         self.control = control
         self.metrics = SharedMetrics(args.workers)  # mapped before forking: shared by every worker
         self.slots: dict[int, int] = {}  # worker pid -> its metrics slot
@@ -139,8 +158,8 @@ class Supervisor:
         if ready:
             conn, _ = self.control.accept()
             with conn:
-                socket.send_fds(conn, [b"listen-fd"], [self.sockets[0].fileno()])
-            log.info("handed the listening socket to a new server")
+                socket.send_fds(conn, [b"listen-fds"], [s.fileno() for s in self.public])
+            log.info("handed the listening sockets to a new server")
 
     def _reap(self, pid: int, exit_code: int, code: int) -> int:
         if self.stopping:
@@ -166,9 +185,14 @@ class Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the server can drain
             self.metrics.use_slot(slot)
-            os._exit(_worker(self.args, self.sockets, self.metrics))
+            os._exit(_worker(self.args, self._sockets_of(slot), self.metrics))
         self.workers.add(pid)
         self.slots[pid] = slot
+
+    def _sockets_of(self, slot: int) -> list[socket.socket]:
+        """The public sockets worker ``slot`` accepts on (every one has a worker), and the probe."""
+        mine = [s for i, s in enumerate(self.public) if i % self.args.workers == slot]
+        return mine + ([self.probe] if self.probe is not None else [])
 
     def _stop_accepting(self, _signum: int, _frame: object) -> None:
         log.info("received SIGUSR1; workers stop accepting connections (draining)")
@@ -334,9 +358,11 @@ def _http() -> str:
     return "httptools"
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -366,8 +392,8 @@ def _control_socket(path: Path) -> socket.socket:
     return sock
 
 
-def receive_listen_fd(path: Path, timeout_s: float = 5.0) -> int:
-    """Ask the server behind control socket ``path`` for its listening socket; returns a new fd.
+def receive_listen_fds(path: Path, timeout_s: float = 5.0) -> list[int]:
+    """Ask the server behind control socket ``path`` for its listening sockets; returns new fds.
 
     Raises:
         OSError: no server answers there.
@@ -376,10 +402,10 @@ def receive_listen_fd(path: Path, timeout_s: float = 5.0) -> int:
         sock.settimeout(timeout_s)
         with _short_unix_path(path) as short:
             sock.connect(short)
-        _msg, fds, _flags, _addr = socket.recv_fds(sock, 64, 1)
+        _msg, fds, _flags, _addr = socket.recv_fds(sock, 64, 64)
     if not fds:
         raise OSError(f"no socket received from {path}")
-    return fds[0]
+    return list(fds)
 
 
 def _write_status(path: Path, port: int, probe_port: int) -> None:

@@ -37,7 +37,7 @@ from mlctl import environments, keys
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
 from mlctl.output import Reporter
 from mlctl.registry import Registry
-from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fd
+from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fds
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import Deployment, ServiceState
 
@@ -85,7 +85,7 @@ class Driver:
                 model_dir,
                 Path("<deploy dir>"),
                 host=self.host,
-                listen_fd=None,
+                listen_fds=(),
                 keys_file=keys.keys_path(self.home, spec.name) if spec.deployment.auth_enabled else None,
             ),
             "environment_variables": _server_env(spec, model_dir, env.pythonpath, base={}),
@@ -108,7 +108,7 @@ class Driver:
                 )
             _check_port_free(self.host, spec.deployment.port)
             with self._keys(spec):
-                record = self._launch(deployment, reporter, listen_fd=None, wait=wait, timeout_s=timeout_s)
+                record = self._launch(deployment, reporter, listen_fds=(), wait=wait, timeout_s=timeout_s)
                 self._save(record, deployment)
         return self.status(spec.name)
 
@@ -133,15 +133,15 @@ class Driver:
                     f"service {spec.name!r} does not exist",
                     hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`",
                 )
-            inherited = _inherit_socket(old) if old["port"] == spec.deployment.port else None
-            if inherited is None:
+            inherited = _inherit_sockets(old) if old["port"] == spec.deployment.port else ()
+            if not inherited:
                 _check_port_free(self.host, spec.deployment.port)
             try:
                 with self._keys(spec):
-                    record = self._launch(deployment, reporter, listen_fd=inherited, wait=True, timeout_s=timeout_s)
+                    record = self._launch(deployment, reporter, listen_fds=inherited, wait=True, timeout_s=timeout_s)
             finally:
-                if inherited is not None:
-                    os.close(inherited)
+                for fd in inherited:
+                    os.close(fd)
             record["created_at"] = old["created_at"]
             self._save(record, deployment)
             with reporter.step("draining and stopping the previous server"):
@@ -238,7 +238,7 @@ class Driver:
             yield
 
     def _launch(
-        self, deployment: Deployment, reporter: Reporter, *, listen_fd: int | None, wait: bool, timeout_s: float
+        self, deployment: Deployment, reporter: Reporter, *, listen_fds: tuple[int, ...], wait: bool, timeout_s: float
     ) -> dict[str, Any]:
         spec = deployment.spec
         assert spec.inference is not None
@@ -253,7 +253,7 @@ class Driver:
             label = "using the current interpreter" if env.key == "current" else f"environment {env.key}"
             with reporter.step(label + ("" if env.ready else " (building)")) as progress:
                 env = environments.prepare(env, self.home, progress)
-            record = self._start(deployment, env, deploy_dir, deploy_id, listen_fd=listen_fd)
+            record = self._start(deployment, env, deploy_dir, deploy_id, listen_fds=listen_fds)
             if wait:
                 with reporter.step("waiting for init() and /readyz") as progress:
                     _wait_ready(record, timeout_s, progress)
@@ -271,7 +271,7 @@ class Driver:
         deploy_dir: Path,
         deploy_id: str,
         *,
-        listen_fd: int | None,
+        listen_fds: tuple[int, ...],
     ) -> dict[str, Any]:
         spec = deployment.spec
         model_dir = str(deploy_dir / _model_dir_rel(deployment))
@@ -279,7 +279,7 @@ class Driver:
         deploy_dir.mkdir(parents=True, exist_ok=True)
         keys_file = keys.keys_path(self.home, spec.name) if spec.deployment.auth_enabled else None
         command = _command(
-            spec, env.python, model_dir, deploy_dir, host=self.host, listen_fd=listen_fd, keys_file=keys_file
+            spec, env.python, model_dir, deploy_dir, host=self.host, listen_fds=listen_fds, keys_file=keys_file
         )
         with log_file.open("ab") as log:
             proc = subprocess.Popen(
@@ -289,7 +289,7 @@ class Driver:
                 stdin=subprocess.DEVNULL,
                 cwd=deploy_dir,
                 start_new_session=True,
-                pass_fds=() if listen_fd is None else (listen_fd,),
+                pass_fds=listen_fds,
                 env=_server_env(spec, model_dir, env.pythonpath, base=dict(os.environ)),
             )
         now = _now()
@@ -358,7 +358,7 @@ def _command(
     deploy_dir: Path,
     *,
     host: str,
-    listen_fd: int | None,
+    listen_fds: tuple[int, ...],
     keys_file: Path | None,
 ) -> list[str]:
     assert spec.inference is not None
@@ -407,17 +407,17 @@ def _command(
             "--ssl-keyfile",
             str(spec.deployment.ssl_key_pem_file),
         ]
-    return command if listen_fd is None else [*command, "--listen-fd", str(listen_fd)]
+    return command + [arg for fd in listen_fds for arg in ("--listen-fd", str(fd))]
 
 
-def _inherit_socket(old: dict[str, Any]) -> int | None:
-    """The old server's listening socket (a new fd), or None when it is not running or cannot give it."""
+def _inherit_sockets(old: dict[str, Any]) -> tuple[int, ...]:
+    """The old server's listening sockets (new fds); none when it is not running or cannot give them."""
     if not _alive(old) or "control_socket" not in old:
-        return None
+        return ()
     try:
-        return receive_listen_fd(Path(old["control_socket"]))
+        return tuple(receive_listen_fds(Path(old["control_socket"])))
     except OSError:
-        return None
+        return ()
 
 
 def _server_env(spec: ServiceSpec, model_dir: str, pythonpath: Path | None, *, base: dict[str, str]) -> dict[str, str]:
