@@ -18,3 +18,7 @@ export BENCH_VENV="$VENV" SKIP_INSTALL=1 OUT_DIR="$REPO/bench/results"
 export CANDIDATE_CMD="$VENV/bin/python -m mlctl.serve --entry-script {entry} --model-dir {model_dir} --port {port} --workers ${WORKERS:-2}"
 export SERVERS=${SERVERS:-ref_asgi,azml_default,azml_w2_gthread_quiet,candidate}
 bash "$SHARED/run_peers.sh"
+# print the key cell (ratios to the anchor) and the goal table's inputs
+report=$(ls -t "$OUT_DIR"/serving-*.md | head -n 1)
+sed -n '/^## Key cell/,/^## All cells/p' "$report" | grep '^|'
+grep -E '^\| [a-z_0-9]+ \| body(2|100) \| 64 \|' "$report"
