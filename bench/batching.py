@@ -14,13 +14,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from _server import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = {
@@ -50,9 +49,7 @@ def main() -> None:
 
 
 def measure(work: Path, extra: list[str], args: argparse.Namespace) -> tuple[float, float, float]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -73,7 +70,7 @@ def measure(work: Path, extra: list[str], args: argparse.Namespace) -> tuple[flo
         env={**os.environ},
     )
     try:
-        _wait_ready(port)
+        wait_ready(port)
         out = subprocess.run(
             [
                 "wrk",
@@ -99,17 +96,6 @@ def measure(work: Path, extra: list[str], args: argparse.Namespace) -> tuple[flo
 def _latency(out: str, percentile: str) -> float:
     value, unit = re.search(rf"{re.escape(percentile)}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def _wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("the server did not become ready")
 
 
 if __name__ == "__main__":

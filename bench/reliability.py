@@ -16,12 +16,12 @@ import asyncio
 import collections
 import json
 import random
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from _server import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_BODY = 65536
@@ -138,9 +138,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--time-limit", type=float, default=900.0)
     args = parser.parse_args()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -161,7 +159,7 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_ready(port)
+        wait_ready(port)
         asyncio.run(load(port, 2000, args.concurrency, time.monotonic() + 60))  # warm-up
         pids_before, rss_before = tree(server.pid), rss_mib(tree(server.pid))
         started = time.monotonic()
@@ -178,17 +176,6 @@ def main() -> None:
     print(f"wrong statuses or connection errors: {wrong}")
     print(f"workers crashed: {len(set(pids_before) ^ set(pids_after)) // 2} (pids {pids_before} -> {pids_after})")
     print(f"RSS of the server tree: {rss_before:.1f} MiB -> {rss_after:.1f} MiB ({rss_after - rss_before:+.1f} MiB)")
-
-
-def _wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("the server did not become ready")
 
 
 if __name__ == "__main__":

@@ -11,14 +11,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mlctl.errors import NotFoundError, ServiceTestFailed
 from mlctl.output import Reporter
 from mlctl.registry import ModelVersion, Registry
-from mlctl.spec.records import ServiceSpec
+from mlctl.spec.records import ServiceSpec, ServiceTest
 from mlctl.targets import TARGETS, Deployment, TargetDriver, driver_of_kind
 
 
@@ -106,20 +106,10 @@ def all_drivers(registry: Registry, home: Path) -> list[TargetDriver]:
     return [driver_of_kind(kind, registry=registry, home=home) for kind in TARGETS]
 
 
-@dataclass(frozen=True)
-class ScoringCase:
-    """A request body and, optionally, the expected JSON answer (``tolerance``: absolute, per number)."""
-
-    body: bytes
-    expected: Any = None
-    has_expected: bool = False
-    tolerance: float = 0.0
-
-
 def run_test(
     name: str,
     scoring_uri: str,
-    case: ScoringCase,
+    case: ServiceTest,
     *,
     timeout_s: float = 60.0,
     key: str | None = None,

@@ -232,7 +232,7 @@ def _load_service(file: Path, set_: list[str] | None = None) -> Any:
 
 
 def _test_case(name: str | None, file: Path | None, data: Path | None, set_: list[str]) -> tuple[str, Any]:
-    from mlctl.services import ScoringCase
+    from mlctl.spec.records import ServiceTest
 
     stored: dict[str, Any] | None = None
     if file is not None:
@@ -254,12 +254,12 @@ def _test_case(name: str | None, file: Path | None, data: Path | None, set_: lis
     if data is not None:
         if not data.is_file():
             raise typer.BadParameter(f"{data} is not a file", param_hint="--data")
-        return name, ScoringCase(body=data.read_bytes())
+        return name, ServiceTest(body=data.read_bytes())
     if stored is None:
         raise typer.BadParameter(
             "no sample input: pass --data FILE, or add `test.input` to the spec", param_hint="--data"
         )
-    return name, ScoringCase(**stored)
+    return name, ServiceTest(**stored)
 
 
 def _print_deployed(doc: dict[str, Any], verb: str) -> None:
