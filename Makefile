@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint completions docs generated bench clean
+.PHONY: install demo test docker-up lint completions docs generated bench clean
 
 $(STAMP): pyproject.toml specs/examples/requirements-train.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ demo: install
 	$(BIN)/mlctl service deploy -f specs/examples/diabetes/service.yaml
 	$(BIN)/mlctl service test diabetes
 
-test: install
+# Docker engine + base image for the image tests (needs root; without it those tests skip, saying why).
+docker-up:
+	-bash scripts/docker-up.sh
+
+test: install docker-up
 	$(BIN)/python -m pytest -q
 
 lint: install

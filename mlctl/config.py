@@ -8,7 +8,8 @@ Stored as YAML in ``$MLCTL_CONFIG``, else ``$MLCTL_HOME/config.yaml``::
       local: {kind: process, options: {host: 127.0.0.1}}
 
 Every setting can be overridden by an environment variable: ``default_target`` by
-``MLCTL_DEFAULT_TARGET``; the output format by ``MLCTL_OUTPUT`` (and ``MLCTL_QUIET``,
+``MLCTL_DEFAULT_TARGET``; ``base_image`` (of Image specs that name none) by
+``MLCTL_BASE_IMAGE``; the output format by ``MLCTL_OUTPUT`` (and ``MLCTL_QUIET``,
 ``MLCTL_DEBUG``, ``MLCTL_HOME``, ``MLCTL_CONFIG``). A target kind's name (``process``) is always a
 valid target, with default options.
 """
@@ -25,6 +26,7 @@ from typing import Any
 from mlctl.errors import SpecError, TargetError
 
 DEFAULT_TARGET = "process"
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,12 @@ class Config:
             f"unknown compute target {wanted!r}; known: {', '.join(known)}",
             hint=f"did you mean {close[0]!r}?" if close else "add one with `mlctl target add`",
         )
+
+
+def base_image() -> str:
+    """The base image of specs that name none: ``MLCTL_BASE_IMAGE``, else the configuration's
+    ``base_image``, else a standard public Python image."""
+    return os.environ.get("MLCTL_BASE_IMAGE") or str(_read(config_path()).get("base_image") or DEFAULT_BASE_IMAGE)
 
 
 def config_path() -> Path:

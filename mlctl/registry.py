@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS models (
     created_at TEXT NOT NULL, manifest TEXT NOT NULL, PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS services (
     name TEXT PRIMARY KEY, target TEXT NOT NULL, record TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    name TEXT NOT NULL, version INTEGER NOT NULL, image_id TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS service_models (
     service TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
     PRIMARY KEY (service, model, version));
@@ -297,6 +300,46 @@ class Registry:
         with self._db(write=True) as db:
             db.execute("DELETE FROM services WHERE name = ?", (name,))
             db.execute("DELETE FROM service_models WHERE service = ?", (name,))
+
+    # -- images -------------------------------------------------------------------------------
+    def add_image(self, name: str, image_id: str, record: dict[str, Any]) -> int:
+        """Record a built image as the next version of ``name``; returns the version (atomic)."""
+        with self._db(write=True) as db:
+            version = int(
+                db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM images WHERE name = ?", (name,)).fetchone()[0]
+            )
+            doc = {**record, "name": name, "version": version, "image_id": image_id, "created_at": _now()}
+            db.execute("INSERT INTO images VALUES (?,?,?,?)", (name, version, image_id, json.dumps(doc)))
+        return version
+
+    def image(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """An image record (the latest version without ``version``).
+
+        Raises:
+            NotFoundError: no such image or version.
+        """
+        with self._db() as db:
+            row = db.execute(
+                "SELECT record FROM images WHERE name = ? AND (? IS NULL OR version = ?) ORDER BY version DESC LIMIT 1",
+                (name, version, version),
+            ).fetchone()
+        if row is None:
+            what = f"image {name}:{version}" if version else f"image {name!r}"
+            raise NotFoundError(f"{what} does not exist", hint="`mlctl image list` shows built images")
+        return json.loads(row[0])  # type: ignore[no-any-return]
+
+    def images(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Image records, by name then version."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT record FROM images WHERE (? IS NULL OR name = ?) ORDER BY name, version", (name, name)
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def forget_image(self, name: str, version: int) -> None:
+        """Remove an image record (no error if absent)."""
+        with self._db(write=True) as db:
+            db.execute("DELETE FROM images WHERE name = ? AND version = ?", (name, version))
 
     # -- blobs --------------------------------------------------------------------------------
     def _blob_path(self, digest: str) -> Path:

@@ -13,6 +13,7 @@ import typer
 from mlctl import __version__
 from mlctl.cli import _state
 from mlctl.cli.apply import apply, diff
+from mlctl.cli.image import app as image_app
 from mlctl.cli.model import app as model_app
 from mlctl.cli.service import app as service_app
 from mlctl.cli.spec import app as spec_app
@@ -28,6 +29,7 @@ app = typer.Typer(
     "7 deployment failed, 8 test failed, 9 timeout, 10 integrity, 130 interrupted.",
 )
 app.add_typer(model_app, name="model")
+app.add_typer(image_app, name="image")
 app.add_typer(service_app, name="service")
 app.add_typer(spec_app, name="spec")
 app.add_typer(target_app, name="target")

@@ -144,7 +144,7 @@ class ImageSpec:
     name: str
     models: tuple[ModelRef, ...]
     inference: InferenceConfig
-    base_image: str = "python:3.11-slim"
+    base_image: str | None = None  # None: the configured default (mlctl.config.base_image)
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -212,7 +212,7 @@ def _image(doc: Document) -> ImageSpec:
         name=d["name"],
         models=tuple(ModelRef.parse(m) for m in d["models"]),
         inference=_inference(doc, []),
-        base_image=d.get("base_image", "python:3.11-slim"),
+        base_image=d.get("base_image"),
         description=d.get("description", ""),
         tags=_frozen_map(d.get("tags")),
     )

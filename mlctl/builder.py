@@ -1,0 +1,97 @@
+"""Build images through the Docker Engine API (the docker SDK), streaming the build output.
+
+A build runs under a temporary tag; only a successful build gets the next version (``NAME:N``,
+recorded in the registry with its image id), so a failed or interrupted build leaves no version.
+Builds use host networking, so pip reaches the package index where bridge networking cannot.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlctl.errors import DeploymentError, TargetError
+from mlctl.images import ContextPlan, write_context
+from mlctl.registry import Registry
+
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_TAIL = 25
+
+
+def docker_client() -> Any:
+    """A docker SDK client from the environment (``DOCKER_HOST``, or the local socket).
+
+    Raises:
+        TargetError: the Docker daemon does not answer.
+    """
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        raise TargetError(
+            f"the Docker daemon is unreachable: {exc}",
+            hint="is it running? try `docker info`; DOCKER_HOST selects another daemon",
+        ) from None
+    return client
+
+
+def build(plan: ContextPlan, registry: Registry, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Build ``plan`` and record it as the next version of its name; returns the image record.
+
+    Raises:
+        TargetError: Docker is unreachable.
+        DeploymentError: phase ``image build``: a Dockerfile step failed (its last log lines in
+            ``details``, the step named in the message).
+    """
+    client = docker_client()
+    temporary = f"{plan.name}:building-{uuid.uuid4().hex[:12]}"
+    with tempfile.TemporaryDirectory(prefix="mlctl-context-") as tmp:
+        context = write_context(plan, Path(tmp) / "context", registry)
+        _stream(
+            client.api.build(
+                path=str(context), tag=temporary, rm=True, forcerm=True, decode=True, network_mode="host", pull=False
+            ),
+            progress,
+        )
+    image = client.images.get(temporary)
+    try:
+        record = {
+            "base_image": plan.base_image,
+            "models": [m.ref for m in plan.models],
+            "requirements": list(plan.requirements),
+            "labels": plan.labels,
+            "size": image.attrs.get("Size"),
+        }
+        version = registry.add_image(plan.name, image.id, record)
+        image.tag(plan.name, str(version))
+    finally:
+        client.images.remove(temporary, noprune=True)
+    return registry.image(plan.name, version)
+
+
+def _stream(chunks: Any, progress: Callable[[str], None]) -> None:
+    lines: list[str] = []
+    step = ""
+    for chunk in chunks:
+        for line in str(chunk.get("stream", "")).splitlines():
+            if line.strip():
+                lines.append(line.rstrip())
+                match = _STEP.match(line.strip())
+                if match:
+                    step = f"step {match.group(1)}/{match.group(2)} ({match.group(3)[:60]})"
+                    progress(step)
+        if "error" in chunk:
+            lines.append(str(chunk["error"]).rstrip())
+            raise DeploymentError(
+                f"the image build failed at {step or 'its start'}",
+                phase="image build",
+                details=lines[-_TAIL:],
+                hint="the lines above end with the failing command's output (a pip error names the package)",
+            )

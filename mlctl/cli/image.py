@@ -1,0 +1,131 @@
+"""``mlctl image``: build container images of web services (versioned NAME:1, NAME:2, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mlctl.cli import _state
+
+app = typer.Typer(help="Build container images of web services (versioned NAME:1, NAME:2, ...).", no_args_is_help=True)
+
+
+@app.command("build")
+def build(
+    file: Path = typer.Option(..., "--file", "-f", help="An Image spec, or a Service spec (its image part)."),
+    set_: list[str] = typer.Option([], "--set", help=_state.SET_HELP),
+    context_only: Path | None = typer.Option(None, "--context-only", help="Write the build context here; no build."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the Dockerfile and what goes in; build nothing."),
+) -> None:
+    """Build the next version of an image through the Docker engine (or only write its context)."""
+    from mlctl import builder, images
+
+    registry, reporter = _state.registry(), _state.reporter()
+    plan = _plan(file, set_, registry, reporter)
+    if dry_run:
+        doc = {
+            "name": plan.name,
+            "base_image": plan.base_image,
+            "models": [m.ref for m in plan.models],
+            "requirements": list(plan.requirements),
+            "dockerfile": plan.dockerfile(),
+            "dry_run": True,
+        }
+        reporter.result(doc, lambda d: reporter.raw(d["dockerfile"]))
+        return
+    if context_only is not None:
+        written = images.write_context(plan, context_only, registry)
+        doc = {"name": plan.name, "context": str(written.resolve())}
+        reporter.result(doc, lambda _: reporter.ok(f"wrote the build context of {plan.name} to {written}"))
+        return
+    with reporter.step(f"building image {plan.name}") as progress:
+        record = builder.build(plan, registry, progress)
+    reporter.result(record, lambda r: reporter.ok(f"built image {r['name']}:{r['version']} ({r['image_id'][:19]})"))
+
+
+@app.command("list")
+def list_images(name: str | None = typer.Option(None, "--name", help="Only this image.")) -> None:
+    """List built image versions."""
+    rows = _state.registry().images(name)
+    reporter = _state.reporter()
+    reporter.result(
+        rows,
+        lambda _: reporter.table(
+            rows, ["name", "version", "models", "base_image", "created_at"], empty="no images built"
+        ),
+    )
+
+
+@app.command("show")
+def show(ref: str = typer.Argument(..., help="NAME or NAME:VERSION.")) -> None:
+    """Show one image version (the latest without a version)."""
+    name, version = _ref(ref)
+    record = _state.registry().image(name, version)
+    reporter = _state.reporter()
+    reporter.result(record, lambda d: reporter.fields([(k, v) for k, v in d.items() if k != "requirements"]))
+
+
+@app.command("delete")
+def delete(ref: str = typer.Argument(..., help="NAME:VERSION.")) -> None:
+    """Delete an image version from the Docker engine and the registry."""
+    from docker.errors import ImageNotFound
+
+    from mlctl import builder
+
+    name, version = _ref(ref)
+    if version is None:
+        raise typer.BadParameter("name the version to delete: NAME:VERSION", param_hint="REF")
+    registry = _state.registry()
+    record = registry.image(name, version)
+    try:
+        builder.docker_client().images.remove(f"{name}:{version}")
+    except ImageNotFound:
+        pass  # already gone from the engine: forget the record all the same
+    registry.forget_image(name, version)
+    reporter = _state.reporter()
+    reporter.result(
+        {"image": f"{name}:{version}", "image_id": record["image_id"], "deleted": True},
+        lambda _: reporter.ok(f"deleted image {name}:{version}"),
+    )
+
+
+def _plan(file: Path, set_: list[str], registry: Any, reporter: Any) -> Any:
+    from mlctl import config, images, services
+    from mlctl.errors import SpecError
+    from mlctl.spec import ImageSpec, ServiceSpec, load
+
+    records = load([file], _state.overrides(set_))
+    image_specs = [r for r in records if isinstance(r, ImageSpec)]
+    service_specs = [r for r in records if isinstance(r, ServiceSpec) and r.inference is not None]
+    if len(image_specs) == 1:
+        spec = image_specs[0]
+        models = tuple(registry.get(ref) for ref in spec.models)
+        base = spec.base_image or config.base_image()
+        return images.plan_context(
+            spec.name, spec.inference, models, base_image=base, description=spec.description, warn=reporter.warn
+        )
+    if not image_specs and len(service_specs) == 1:
+        service = service_specs[0]
+        assert service.inference is not None  # selected above
+        models = services.resolve_models(service, registry, reporter)
+        return images.plan_context(
+            service.name,
+            service.inference,
+            models,
+            base_image=config.base_image(),
+            description=service.description,
+            warn=reporter.warn,
+        )
+    raise SpecError(
+        f"{file}: expected one Image document, or one Service document with an inference_config",
+        hint="put exactly one of them in the file",
+    )
+
+
+def _ref(text: str) -> tuple[str, int | None]:
+    name, _, version = text.partition(":")
+    if not name or (version and not version.isdigit()):
+        raise typer.BadParameter(f"{text!r} is not NAME or NAME:VERSION", param_hint="REF")
+    return name, int(version) if version else None

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Build the local Python base image that tests and CI use instead of a public one (no Docker Hub
+# here): Debian bookworm minbase with python3, venv, pip and ca-certificates, the machine's CA
+# bundle copied in (outbound TLS is intercepted on this network), then `docker import`.
+#
+#   bash scripts/base-image.sh [IMAGE]        # default mlctl-test/python:bookworm; no-op if present
+set -euo pipefail
+IMAGE=${1:-mlctl-test/python:bookworm}
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  echo "$IMAGE is present"
+  exit 0
+fi
+# The Debian mirror this machine's apt uses (deb822 .sources first, then sources.list).
+mirror=$(grep -hoP '^URIs:\s*\K\S+' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n 1 || true)
+if [ -z "$mirror" ]; then
+  mirror=$(grep -hoP '^deb\s+(\[[^]]*\]\s+)?\K\S+(?=\s+bookworm\s)' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n 1 || true)
+fi
+[ -n "$mirror" ] || { echo "no Debian mirror found in the apt sources" >&2; exit 1; }
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates bookworm "$root" "$mirror"
+cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+tar -C "$root" -c . | docker import \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$IMAGE"
+echo "built $IMAGE"
