@@ -192,3 +192,20 @@ def trained_examples() -> Path:
     for example in ("diabetes", "digits"):
         subprocess.run([sys.executable, str(EXAMPLES / example / "train.py")], check=True, capture_output=True)
     return EXAMPLES
+
+
+BASE_IMAGE = os.environ.get("MLCTL_TEST_BASE_IMAGE", "mlctl-test/python:bookworm")
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The Docker engine with the tests' base image (skips, saying why, where none can be started)."""
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.ping()
+        client.images.get(BASE_IMAGE)
+    except Exception as error:  # noqa: BLE001 - any failure means: no engine to test against
+        pytest.skip(f"no Docker engine with {BASE_IMAGE} (run `make docker-up` as root): {error}")
+    monkeypatch.setenv("MLCTL_BASE_IMAGE", BASE_IMAGE)
+    return client

@@ -13,6 +13,7 @@ from conftest import ECHO_SCORE, free_port, mlctl, post, serve_processes, servic
 from ruamel.yaml import YAML
 
 from mlctl.registry import Registry
+from mlctl.targets import TARGETS
 
 
 def _project(tmp_path: Path, *, with_model_doc: bool = False) -> Path:
@@ -153,7 +154,7 @@ def test_named_targets_with_options_and_environment_override(tmp_path: Path) -> 
     assert mlctl("target", "add", "bad", "--kind", "process", "--option", "colour=red").code == 6
     assert mlctl("target", "add", "bad", "--kind", "mainframe").code == 6
     rows = mlctl("-o", "json", "target", "list").json()
-    assert {r["name"]: r["default"] for r in rows} == {"loop2": True, "process": False}
+    assert {r["name"]: r["default"] for r in rows} == {"loop2": True, **{kind: False for kind in TARGETS}}
 
     project = _project(tmp_path)  # names no target: the default (loop2) applies
     state = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml")).json()
@@ -221,7 +222,7 @@ def test_names_complete_from_the_registry(tmp_path: Path) -> None:
 
 def test_target_dry_runs_and_schema_as_yaml() -> None:
     assert mlctl("-o", "json", "target", "add", "t1", "--kind", "process", "--dry-run").json()["dry_run"] is True
-    assert [r["name"] for r in mlctl("-o", "json", "target", "list").json()] == ["process"]
+    assert [r["name"] for r in mlctl("-o", "json", "target", "list").json()] == list(TARGETS)
     assert mlctl("target", "add", "t1", "--kind", "process").code == 0
     assert mlctl("-o", "json", "target", "remove", "t1", "--dry-run").json() == {
         "name": "t1",

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, mlctl, post, wait_for, write
+from conftest import BASE_IMAGE, free_port, mlctl, post, wait_for, write
 
-BASE_IMAGE = os.environ.get("MLCTL_TEST_BASE_IMAGE", "mlctl-test/python:bookworm")
 SCORE = """
 import json, os
 
@@ -23,19 +21,6 @@ def init():
 def run(raw_data):
     return {"model": text, "echo": json.loads(raw_data), "uid": os.getuid()}
 """
-
-
-@pytest.fixture
-def engine() -> object:
-    """The Docker engine (tests skip, saying why, where none can be started)."""
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get(BASE_IMAGE)
-    except Exception as error:  # noqa: BLE001 - any failure means: no engine to test against
-        pytest.skip(f"no Docker engine with {BASE_IMAGE} (run `make docker-up` as root): {error}")
-    return client
 
 
 @pytest.fixture

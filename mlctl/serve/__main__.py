@@ -59,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout-ms", type=int, default=60000, help="run() time limit (then 504); 0: none")
     p.add_argument("--listen-fd", type=int, action="append", help="inherited listening socket (repeatable)")
     p.add_argument("--control-socket", type=Path, help="Unix socket that hands out the listening socket")
+    p.add_argument(
+        "--inherit-from",
+        type=Path,
+        help="control socket of the server this one replaces: take its listening sockets (containers)",
+    )
     p.add_argument("--status-file", type=Path, help="write {pid, port, probe_port} here once bound")
     p.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=False, help="one JSON line per request on stdout"
@@ -99,7 +104,10 @@ def _public_sockets(args: argparse.Namespace) -> list[socket.socket]:
 
     A fresh server first proves the port free with an exclusive bind: SO_REUSEPORT alone would let
     it share the port with another server of the same user."""
-    inherited = [socket.socket(fileno=fd) for fd in args.listen_fd or []]
+    fds = list(args.listen_fd or [])
+    if args.inherit_from is not None and args.inherit_from.exists():
+        fds += receive_listen_fds(args.inherit_from)  # from a server in another container, same kernel
+    inherited = [socket.socket(fileno=fd) for fd in fds]
     if not inherited:
         _bind(args.host, args.port, reuse_port=False).close()
     missing = max(0, args.workers - len(inherited))

@@ -29,6 +29,7 @@ from mlctl.spec.records import ServiceSpec
 # kind -> module defining ``Driver``; imported lazily so `mlctl --help` loads no target SDK.
 TARGETS: dict[str, str] = {
     "process": "mlctl.targets.process",
+    "docker": "mlctl.targets.docker",
 }
 
 
@@ -114,6 +115,21 @@ class TargetDriver(Protocol):
         """Stop and remove the service; False when there was nothing to delete. ``timeout_s``: the
         grace period for in-flight requests before it is killed; ``wait``: block until it is gone."""
         ...
+
+
+def test_record(spec: ServiceSpec) -> dict[str, Any] | None:
+    """The spec's ``test`` block as stored with a service record (``mlctl service test NAME`` reads it)."""
+    import base64
+
+    test = spec.test
+    if test is None:
+        return None
+    return {
+        "body": base64.b64encode(test.body).decode(),
+        "expected": test.expected,
+        "has_expected": test.has_expected,
+        "tolerance": test.tolerance,
+    }
 
 
 def driver_for(target: str | None, *, registry: Registry, home: Path) -> TargetDriver:

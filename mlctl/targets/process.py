@@ -14,7 +14,6 @@ the same queue meanwhile, so the scoring URI never refuses or resets a connectio
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
@@ -39,7 +38,7 @@ from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fds
 from mlctl.spec.records import ServiceSpec
-from mlctl.targets import Deployment, ServiceState
+from mlctl.targets import Deployment, ServiceState, test_record
 
 HOST = "127.0.0.1"
 OPTIONS = {"host": "address web services listen on: 127.0.0.1 (default) or 0.0.0.0 for every interface"}
@@ -293,7 +292,6 @@ class Driver:
                 env=_server_env(spec, model_dir, env.pythonpath, base=dict(os.environ)),
             )
         now = _now()
-        test = spec.test
         return {
             "name": spec.name,
             "target": self.kind,
@@ -316,14 +314,7 @@ class Driver:
             "created_at": now,
             "updated_at": now,
             "fingerprint": deployment.fingerprint,
-            "test": None
-            if test is None
-            else {
-                "body": base64.b64encode(test.body).decode(),
-                "expected": test.expected,
-                "has_expected": test.has_expected,
-                "tolerance": test.tolerance,
-            },
+            "test": test_record(spec),
         }
 
     def _save(self, record: dict[str, Any], deployment: Deployment) -> None:

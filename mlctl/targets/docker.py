@@ -1,0 +1,379 @@
+"""The ``docker`` compute target: the web service as a container on a local Docker engine
+(Azure ML's ``LocalWebservice``).
+
+Deploys from model files or registered models (building the image ``NAME:N`` first) or from a
+built image. The container uses host networking: the scoring server inside binds HOST:PORT
+itself (127.0.0.1 by default), which lets an update hand the listening sockets from the old
+container to the new one exactly as the process target does: both mount their deploy folder
+(``MLCTL_HOME/services/NAME/DEPLOY_ID`` -> ``/run/mlctl``), the new server takes the sockets
+through the old one's control socket (SCM_RIGHTS works across containers: one kernel), is probed
+on its private port, and only then is the old container drained and removed.
+
+Containers carry ``mlctl.*`` labels; ``list``, ``status`` and ``logs`` read the engine (the
+labels are the source of truth). ``cpu_cores`` and ``memory_gb`` become container limits.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mlctl import config, images
+from mlctl.builder import build, docker_client
+from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
+from mlctl.output import Reporter
+from mlctl.registry import Registry
+from mlctl.spec.records import ServiceSpec
+from mlctl.targets import Deployment, ServiceState, test_record
+from mlctl.targets.process import _check_port_free, _ready, _uri
+
+HOST = "127.0.0.1"
+OPTIONS = {"host": "address the containers' scoring servers listen on (host networking): 127.0.0.1 (default)"}
+LABEL = "mlctl.service"
+MOUNT = "/run/mlctl"
+OLD_MOUNT = "/run/mlctl-old"
+STOP_GRACE_S = 30
+DRAIN_S = 1.0
+
+
+class Driver:
+    """The docker target driver.
+
+    Args:
+        registry: the model registry (also records images and, for look-ups, services).
+        home: ``MLCTL_HOME``.
+        host: the ``host`` option.
+    """
+
+    kind = "docker"
+
+    def __init__(self, registry: Registry, home: Path, host: str = HOST) -> None:
+        self.registry = registry
+        self.home = home
+        self.host = host
+
+    def render(self, deployment: Deployment) -> dict[str, Any]:
+        """The container that ``deploy`` would run (pure: the image is named, not built)."""
+        spec = deployment.spec
+        _preflight(spec)
+        image = spec.image or f"{spec.name}:<next version>"
+        return {
+            "target": self.kind,
+            "name": spec.name,
+            "image": image,
+            "models": [m.ref for m in deployment.models],
+            **self._container(spec, image, entry=_entry_name(spec), deploy_dir=Path("<deploy dir>"), old=None),
+            "scoring_uri": _uri(self.host, spec.deployment.port),
+        }
+
+    def deploy(
+        self, deployment: Deployment, reporter: Reporter, *, wait: bool = True, timeout_s: float = 300.0
+    ) -> ServiceState:
+        """Run the service's container; see ``mlctl.targets`` for the contract."""
+        spec = deployment.spec
+        _preflight(spec)
+        if self._containers(spec.name):
+            raise ConflictError(
+                f"service {spec.name!r} already exists",
+                hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
+            )
+        _check_port_free(self.host, spec.deployment.port)
+        container, _ = self._launch(deployment, reporter, old=None, wait=wait, timeout_s=timeout_s)
+        self._save(deployment, container)
+        return self.status(spec.name)
+
+    def update(
+        self, deployment: Deployment, reporter: Reporter, *, wait: bool = True, timeout_s: float = 300.0
+    ) -> ServiceState:
+        """Replace the container without downtime (the new one takes the old one's sockets)."""
+        spec = deployment.spec
+        _preflight(spec)
+        if not wait:
+            raise TargetError(
+                "the docker target cannot update without waiting: mlctl retires the old container "
+                "once the new one is ready",
+                hint="drop --no-wait",
+            )
+        old = self._containers(spec.name)
+        if not old:
+            raise NotFoundError(
+                f"service {spec.name!r} does not exist",
+                hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`",
+            )
+        same_port = int(old[0].labels.get("mlctl.port", 0)) == spec.deployment.port
+        if not same_port:
+            _check_port_free(self.host, spec.deployment.port)
+        container, _ = self._launch(
+            deployment, reporter, old=old[0] if same_port else None, wait=True, timeout_s=timeout_s
+        )
+        self._save(deployment, container)
+        with reporter.step("draining and removing the previous container"):
+            for previous in old:
+                _retire(previous)
+        return self.status(spec.name)
+
+    def status(self, name: str) -> ServiceState:
+        """The service's state from its container's labels and a readiness probe. Raises NotFoundError."""
+        found = self._containers(name)
+        if not found:
+            raise NotFoundError(f"service {name!r} does not exist", hint="`mlctl service list` shows services")
+        return self._state(found[0])
+
+    def list(self) -> Sequence[ServiceState]:
+        """Every mlctl service container on the engine."""
+        try:
+            client = docker_client()
+        except TargetError:
+            return []  # no engine, no docker services: other targets can still be listed
+        seen: dict[str, Any] = {}
+        for container in client.containers.list(all=True, filters={"label": LABEL}):
+            seen.setdefault(container.labels[LABEL], container)
+        return [self._state(c) for _, c in sorted(seen.items())]
+
+    def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """The container's output (``follow``: streamed until it stops). Raises NotFoundError."""
+        found = self._containers(name)
+        if not found:
+            raise NotFoundError(f"service {name!r} does not exist", hint="`mlctl service list` shows services")
+        options: dict[str, Any] = {"stream": True, "follow": follow, "tail": tail if tail else "all"}
+        buffer = ""
+        for chunk in found[0].logs(**options):
+            buffer += chunk.decode(errors="replace")
+            *lines, buffer = buffer.split("\n")
+            yield from (line + "\n" for line in lines)
+        if buffer:
+            yield buffer
+
+    def delete(self, name: str, reporter: Reporter, *, wait: bool = True, timeout_s: float = STOP_GRACE_S) -> bool:
+        """Stop and remove the service's containers and files; False when there were none."""
+        found = self._containers(name)
+        with reporter.step(f"removing {name}"):
+            for container in found:
+                if wait:
+                    container.stop(timeout=int(timeout_s))
+                container.remove(force=True)
+        shutil.rmtree(self.home / "services" / name, ignore_errors=True)
+        self.registry.forget_service(name)
+        return bool(found)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _containers(self, name: str) -> builtins.list[Any]:
+        client = docker_client()
+        found = client.containers.list(all=True, filters={"label": f"{LABEL}={name}"})
+        return sorted(found, key=lambda c: c.labels.get("mlctl.created", ""), reverse=True)
+
+    def _image(self, deployment: Deployment, reporter: Reporter) -> str:
+        spec = deployment.spec
+        if spec.image is not None:
+            name, _, version = spec.image.partition(":")
+            self.registry.image(name, int(version))  # NotFoundError when it was never built
+            return spec.image
+        assert spec.inference is not None
+        plan = images.plan_context(
+            spec.name,
+            spec.inference,
+            deployment.models,
+            base_image=config.base_image(),
+            description=spec.description,
+            warn=reporter.warn,
+        )
+        with reporter.step(f"building image {spec.name}") as progress:
+            record = build(plan, self.registry, progress)
+        return f"{record['name']}:{record['version']}"
+
+    def _launch(
+        self, deployment: Deployment, reporter: Reporter, *, old: Any, wait: bool, timeout_s: float
+    ) -> tuple[Any, Path]:
+        spec = deployment.spec
+        image = self._image(deployment, reporter)
+        deploy_dir = self.home / "services" / spec.name / (time.strftime("%Y%m%d%H%M%S-") + uuid.uuid4().hex[:6])
+        deploy_dir.mkdir(parents=True)
+        os.chown(deploy_dir, 1000, 1000) if os.geteuid() == 0 else None  # the image's user writes here
+        container = None
+        try:
+            config_ = self._container(spec, image, entry=_entry_name(spec, image), deploy_dir=deploy_dir, old=old)
+            labels = {
+                **config_.pop("labels"),
+                "mlctl.image": image,
+                "mlctl.models": ",".join(m.ref for m in deployment.models),
+                "mlctl.fingerprint": json.dumps(deployment.fingerprint),
+                "mlctl.deploy_dir": str(deploy_dir),
+            }
+            with reporter.step(f"starting a container of {image}"):
+                container = docker_client().containers.run(image, detach=True, labels=labels, **config_)
+            if wait:
+                with reporter.step("waiting for init() and /readyz") as progress:
+                    _wait_ready(container, deploy_dir, timeout_s, progress)
+            return container, deploy_dir
+        except BaseException:
+            if container is not None:
+                container.remove(force=True)
+            shutil.rmtree(deploy_dir, ignore_errors=True)
+            raise
+
+    def _container(self, spec: ServiceSpec, image: str, *, entry: str, deploy_dir: Path, old: Any) -> dict[str, Any]:
+        d = spec.deployment
+        command = [
+            "/opt/mlctl/venv/bin/python",
+            "-m",
+            "mlctl.serve",
+            "--entry-script",
+            f"{images.APP_ROOT}/{entry}",
+            "--host",
+            self.host,
+            "--port",
+            str(d.port),
+            "--workers",
+            str(d.workers),
+            "--concurrency",
+            str(d.concurrency_per_worker),
+            "--queue",
+            str(d.max_queue_per_worker),
+            "--timeout-ms",
+            str(d.scoring_timeout_ms),
+            "--max-request-bytes",
+            str(d.max_request_bytes),
+            "--status-file",
+            f"{MOUNT}/status.json",
+            "--control-socket",
+            f"{MOUNT}/control.sock",
+        ]
+        volumes = {str(deploy_dir): {"bind": MOUNT, "mode": "rw"}}
+        if old is not None:
+            command += ["--inherit-from", f"{OLD_MOUNT}/control.sock"]
+            volumes[old.labels["mlctl.deploy_dir"]] = {"bind": OLD_MOUNT, "mode": "rw"}
+        if d.access_log:
+            command.append("--access-log")
+        probe = f"import urllib.request; urllib.request.urlopen('http://{_reachable(self.host)}:{d.port}/', timeout=3)"
+        healthcheck = {
+            "test": ["CMD", "/opt/mlctl/venv/bin/python", "-c", probe],
+            "interval": 10 * 10**9,
+            "timeout": 5 * 10**9,
+            "start_period": 60 * 10**9,
+        }
+        return {
+            "command": command,
+            "network_mode": "host",
+            "volumes": volumes,
+            "healthcheck": healthcheck,
+            "environment": dict(d.environment_variables),
+            "nano_cpus": int(d.cpu_cores * 1e9),
+            "mem_limit": f"{max(6, int(d.memory_gb * 1024))}m",
+            "restart_policy": {"Name": "unless-stopped"},
+            "name": f"mlctl-{spec.name}-{uuid.uuid4().hex[:6]}",
+            "labels": {
+                LABEL: spec.name,
+                "mlctl.port": str(d.port),
+                "mlctl.host": self.host,
+                "mlctl.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        }
+
+    def _save(self, deployment: Deployment, container: Any) -> None:
+        # The engine's labels are the truth; this record only lets `mlctl service ...` find the
+        # target of a name and refuse to delete models in use.
+        self.registry.save_service(
+            deployment.spec.name,
+            self.kind,
+            {
+                "name": deployment.spec.name,
+                "target": self.kind,
+                "target_options": {"host": self.host},
+                "container": container.id,
+                "test": test_record(deployment.spec),
+            },
+            list(deployment.models),
+        )
+
+    def _state(self, container: Any) -> ServiceState:
+        container.reload()
+        labels = container.labels
+        host, port = labels.get("mlctl.host", HOST), int(labels.get("mlctl.port", 0))
+        record = {"status_file": str(Path(labels.get("mlctl.deploy_dir", "/nonexistent")) / "status.json")}
+        running = container.status == "running"
+        state = "failed" if not running else ("running" if _ready(record, timeout_s=1.0) else "unhealthy")
+        return ServiceState(
+            name=labels[LABEL],
+            target=self.kind,
+            state=state,
+            scoring_uri=_uri(host, port),
+            swagger_uri=_uri(host, port, "/swagger.json"),
+            models=tuple(filter(None, labels.get("mlctl.models", "").split(","))),
+            environment=labels.get("mlctl.image", ""),
+            created_at=labels.get("mlctl.created", ""),
+            updated_at=labels.get("mlctl.created", ""),
+            details={
+                "container": container.name,
+                "image": labels.get("mlctl.image"),
+                "port": port,
+                "auth_enabled": False,
+                "keys_file": None,
+                "tls_cert": None,
+            },
+            fingerprint=json.loads(labels.get("mlctl.fingerprint", "{}")),
+        )
+
+
+def _reachable(host: str) -> str:
+    return HOST if host in ("0.0.0.0", "::", "") else host
+
+
+def _preflight(spec: ServiceSpec) -> None:
+    d = spec.deployment
+    if d.auth_enabled or d.ssl_cert_pem_file or d.batch_size:
+        raise TargetError(
+            "auth_enabled, TLS and batching are not available on the docker target yet",
+            hint="use target: process for them, or leave them out",
+        )
+
+
+def _entry_name(spec: ServiceSpec, image: str | None = None) -> str:
+    if spec.inference is not None:
+        return spec.inference.entry_script.name
+    if image is None:
+        return "<entry script of the image>"
+    env = docker_client().images.get(image).attrs["Config"].get("Env") or []
+    return next((e.split("=", 1)[1] for e in env if e.startswith("AZUREML_ENTRY_SCRIPT=")), "score.py")
+
+
+def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: Any) -> None:
+    record = {"status_file": str(deploy_dir / "status.json")}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0) > 0:
+            lines = container.logs(tail=30).decode(errors="replace").splitlines()
+            raise DeploymentError(
+                f"container {container.name} did not start: the entry script failed to load or init() raised",
+                phase="init",
+                details=lines,
+                hint=f"fix the entry script; `docker logs {container.name}` shows all",
+            )
+        if _ready(record, timeout_s=1.0):
+            return
+        progress(container.status)
+        time.sleep(0.2)
+    raise WaitTimeout(
+        f"container {container.name} was not ready after {timeout_s:.0f}s",
+        details=container.logs(tail=30).decode(errors="replace").splitlines(),
+        hint="init() may be slow: raise --timeout",
+    )
+
+
+def _retire(container: Any) -> None:
+    """Drain (stop accepting; the new container holds the sockets), then stop and remove."""
+    try:
+        container.kill(signal="SIGUSR1")
+        time.sleep(DRAIN_S)
+        container.stop(timeout=STOP_GRACE_S)
+    finally:
+        container.remove(force=True)
+        shutil.rmtree(container.labels.get("mlctl.deploy_dir", ""), ignore_errors=True)

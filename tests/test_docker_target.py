@@ -1,0 +1,157 @@
+"""The docker target on a real Docker engine: deploy, test, update without loss, logs, delete."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ECHO_SCORE, EXAMPLES, free_port, mlctl, post, service_spec, wait_for, write
+
+
+def _docker_project(tmp_path: Path, *, name: str = "echo") -> Path:
+    project = tmp_path / "project"
+    write(project / "model.txt", "v1")
+    write(project / "score.py", ECHO_SCORE)
+    write(project / "requirements.txt", "# only the scoring runtime\n")
+    spec = service_spec(project / "service.yaml", port=free_port(), name=name)
+    text = spec.read_text().replace("environment: current", "requirements: requirements.txt")
+    spec.write_text(
+        text.replace("kind: Service\n", "kind: Service\ntarget: docker\n").replace("workers: 1", "workers: 2")
+    )
+    return project
+
+
+def _containers(engine: Any, name: str) -> list[Any]:
+    return engine.containers.list(all=True, filters={"label": f"mlctl.service={name}"})
+
+
+def test_deploy_test_update_without_loss_logs_and_delete(tmp_path: Path, engine: Any) -> None:
+    project = _docker_project(tmp_path)
+    spec = str(project / "service.yaml")
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", spec)
+    assert deployed.code == 0, deployed.err
+    state = deployed.json()
+    assert state["target"] == "docker" and state["state"] == "running" and state["image"] == "echo:1"
+    uri = state["scoring_uri"]
+    (container,) = _containers(engine, "echo")
+    assert container.labels["mlctl.models"] == "model:1" and container.attrs["HostConfig"]["NanoCpus"] == 10**8
+    assert json.loads(post(uri, b"{}")[2])["model"] == "v1"
+    assert mlctl("-o", "json", "service", "test", "echo").json()["prediction"]["echo"] == {"x": 1}
+    assert any("init() completed" in line for line in mlctl("-o", "json", "service", "logs", "echo").json()["lines"])
+    assert [s["name"] for s in mlctl("-o", "json", "service", "list").json()] == ["echo"]
+
+    (project / "model.txt").write_text("v2")
+    failures: list[str] = []
+    answers: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                status, _, body = post(uri, b"{}", timeout=10)
+            except OSError as error:
+                failures.append(repr(error))
+                continue
+            if status != 200:
+                failures.append(str(status))
+            else:
+                answers.add(json.loads(body)["model"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        updated = mlctl("-o", "json", "service", "update", "-f", spec)
+    finally:
+        wait_for(lambda: "v2" in answers, 10)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert updated.code == 0, updated.err
+    assert updated.json()["models"] == ["model:2"] and updated.json()["image"] == "echo:2"
+    assert failures == [] and answers == {"v1", "v2"}
+    assert len(_containers(engine, "echo")) == 1
+
+    assert mlctl("-o", "json", "service", "delete", "echo").json()["deleted"] is True
+    assert _containers(engine, "echo") == []
+    assert mlctl("-o", "json", "service", "delete", "echo").json()["deleted"] is False
+
+
+def test_deploy_from_a_built_image(tmp_path: Path, engine: Any) -> None:
+    project = _docker_project(tmp_path, name="from-image")
+    assert mlctl("model", "register", "--name", "m", "--path", str(project / "model.txt")).code == 0
+    write(
+        project / "image.yaml",
+        "apiVersion: mlctl/v1\nkind: Image\nname: from-image-img\nmodels: [m:1]\n"
+        "entry_script: score.py\nrequirements: requirements.txt\n",
+    )
+    built = mlctl("-o", "json", "image", "build", "-f", str(project / "image.yaml"))
+    assert built.code == 0, built.err
+    port = free_port()
+    write(
+        project / "svc.yaml",
+        f"apiVersion: mlctl/v1\nkind: Service\nname: from-image\ntarget: docker\n"
+        f"image: from-image-img:1\ndeployment_config:\n  port: {port}\n",
+    )
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "svc.yaml"))
+    assert deployed.code == 0, deployed.err
+    assert json.loads(post(deployed.json()["scoring_uri"], b'{"y": 2}')[2])["echo"] == {"y": 2}
+    assert mlctl("service", "delete", "from-image").code == 0
+    engine.images.remove("from-image-img:1", force=True)
+
+
+def test_init_failure_shows_the_container_log_and_leaves_no_container(tmp_path: Path, engine: Any) -> None:
+    project = _docker_project(tmp_path, name="broken")
+    write(
+        project / "score.py",
+        "def init():\n    raise RuntimeError('no weights in the image')\ndef run(x):\n    return x\n",
+    )
+    result = mlctl("service", "deploy", "-f", str(project / "service.yaml"))
+    assert result.code == 7 and "RuntimeError: no weights in the image" in result.err
+    assert _containers(engine, "broken") == []
+
+
+def test_port_in_use_is_a_target_error(tmp_path: Path, engine: Any) -> None:
+    project = _docker_project(tmp_path, name="busy")
+    port = int((project / "service.yaml").read_text().split("port:")[1].split()[0])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        result = mlctl("service", "deploy", "-f", str(project / "service.yaml"))
+    assert result.code == 6 and "already in use" in result.err
+    assert _containers(engine, "busy") == []
+
+
+@pytest.mark.slow
+def test_examples_answer_on_docker_exactly_as_on_the_process_target(trained_examples: Path, engine: Any) -> None:
+    for example, service in (("diabetes", "diabetes"), ("digits", "digits")):
+        if example == "digits":
+            assert mlctl("model", "register", "-f", str(EXAMPLES / "digits" / "model.yaml")).code == 0
+        spec = str(EXAMPLES / example / "service.yaml")
+        answers = []
+        for target in ("process", "docker"):
+            deployed = mlctl(
+                "-o",
+                "json",
+                "service",
+                "deploy",
+                "-f",
+                spec,
+                "--set",
+                f"target={target}",
+                "--set",
+                f"deployment_config.port={free_port()}",
+                timeout=900,
+            )
+            assert deployed.code == 0, deployed.err
+            tested = mlctl("-o", "json", "service", "test", service)
+            assert tested.code == 0 and tested.json()["passed"] is True, tested.err
+            answers.append(tested.json()["prediction"])
+            assert mlctl("service", "delete", service).code == 0
+        assert answers[0] == answers[1]
+    for image in engine.images.list(name="diabetes") + engine.images.list(name="digits"):
+        engine.images.remove(image.id, force=True)
