@@ -76,6 +76,74 @@ def build(plan: ContextPlan, registry: Registry, progress: Callable[[str], None]
     return registry.image(plan.name, version)
 
 
+def push(registry: Registry, name: str, version: int, target: str, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Tag ``name:version`` as ``target/name:version`` and push it; records where it went.
+
+    Credentials: the Docker configuration (``docker login``), or ``MLCTL_REGISTRY_USERNAME`` and
+    ``MLCTL_REGISTRY_PASSWORD``; they are never printed.
+
+    Raises:
+        TargetError: the registry refused the push (unreachable, authentication).
+    """
+    client = docker_client()
+    repository = f"{target}/{name}"
+    client.images.get(f"{name}:{version}").tag(repository, str(version))
+    auth = _auth_from_environment()
+    for chunk in client.api.push(repository, tag=str(version), stream=True, decode=True, auth_config=auth):
+        if "error" in chunk:
+            raise TargetError(
+                f"pushing {repository}:{version} failed: {chunk['error']}",
+                hint="is the registry reachable, and are you logged in (`docker login`, or "
+                "MLCTL_REGISTRY_USERNAME/MLCTL_REGISTRY_PASSWORD)?",
+            )
+        if chunk.get("status"):
+            progress(str(chunk["status"])[:60])
+    digest = client.images.get_registry_data(f"{repository}:{version}", auth_config=auth).id
+    registry.update_image(name, version, {"pushed": f"{repository}:{version}", "digest": digest})
+    return registry.image(name, version)
+
+
+def pull(registry: Registry, name: str, version: int) -> None:
+    """Make ``name:version`` local again from where it was pushed.
+
+    Raises:
+        NotFoundError: it is neither local nor pushed.
+        TargetError: the pull failed.
+    """
+    from docker.errors import APIError, ImageNotFound
+
+    from mlctl.errors import NotFoundError
+
+    client = docker_client()
+    try:
+        client.images.get(f"{name}:{version}")
+        return
+    except ImageNotFound:
+        pass
+    pushed = registry.image(name, version).get("pushed")
+    if not pushed:
+        raise NotFoundError(
+            f"image {name}:{version} is not in the Docker engine and was never pushed",
+            hint="build it again: `mlctl image build`",
+        )
+    repository, _, tag = pushed.rpartition(":")
+    try:
+        image = client.images.pull(repository, tag=tag, auth_config=_auth_from_environment())
+    except APIError as exc:
+        raise TargetError(
+            f"pulling {pushed} failed: {exc.explanation or exc}",
+            hint="is the registry reachable, and are you logged in (`docker login`)?",
+        ) from None
+    image.tag(name, str(version))
+
+
+def _auth_from_environment() -> dict[str, str] | None:
+    import os
+
+    user, password = os.environ.get("MLCTL_REGISTRY_USERNAME"), os.environ.get("MLCTL_REGISTRY_PASSWORD")
+    return {"username": user, "password": password} if user and password else None
+
+
 def _stream(chunks: Any, progress: Callable[[str], None]) -> None:
     lines: list[str] = []
     step = ""

@@ -9,7 +9,9 @@ Stored as YAML in ``$MLCTL_CONFIG``, else ``$MLCTL_HOME/config.yaml``::
 
 Every setting can be overridden by an environment variable: ``default_target`` by
 ``MLCTL_DEFAULT_TARGET``; ``base_image`` (of Image specs that name none) by
-``MLCTL_BASE_IMAGE``; the output format by ``MLCTL_OUTPUT`` (and ``MLCTL_QUIET``,
+``MLCTL_BASE_IMAGE``; ``registry`` (where ``image build --push`` pushes) by ``MLCTL_REGISTRY``,
+with credentials from the Docker configuration or ``MLCTL_REGISTRY_USERNAME``/``_PASSWORD``;
+the output format by ``MLCTL_OUTPUT`` (and ``MLCTL_QUIET``,
 ``MLCTL_DEBUG``, ``MLCTL_HOME``, ``MLCTL_CONFIG``). A target kind's name (``process``) is always a
 valid target, with default options.
 """
@@ -74,6 +76,13 @@ def base_image() -> str:
     """The base image of specs that name none: ``MLCTL_BASE_IMAGE``, else the configuration's
     ``base_image``, else a standard public Python image."""
     return os.environ.get("MLCTL_BASE_IMAGE") or str(_read(config_path()).get("base_image") or DEFAULT_BASE_IMAGE)
+
+
+def image_registry() -> str | None:
+    """The OCI registry images are pushed to (``host[:port]``): ``MLCTL_REGISTRY``, else the
+    configuration's ``registry``; None when neither is set."""
+    value = os.environ.get("MLCTL_REGISTRY") or _read(config_path()).get("registry")
+    return str(value).rstrip("/") if value else None
 
 
 def config_path() -> Path:

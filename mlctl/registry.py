@@ -336,6 +336,16 @@ class Registry:
             ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    def update_image(self, name: str, version: int, fields: dict[str, Any]) -> None:
+        """Merge ``fields`` into an image record."""
+        with self._db(write=True) as db:
+            row = db.execute("SELECT record FROM images WHERE name = ? AND version = ?", (name, version)).fetchone()
+            if row is not None:
+                doc = {**json.loads(row[0]), **fields}
+                db.execute(
+                    "UPDATE images SET record = ? WHERE name = ? AND version = ?", (json.dumps(doc), name, version)
+                )
+
     def forget_image(self, name: str, version: int) -> None:
         """Remove an image record (no error if absent)."""
         with self._db(write=True) as db:

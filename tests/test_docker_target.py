@@ -12,6 +12,25 @@ import pytest
 from conftest import ECHO_SCORE, EXAMPLES, free_port, mlctl, post, service_spec, wait_for, write
 
 
+@pytest.fixture(autouse=True)
+def _remove_new_images(request: pytest.FixtureRequest) -> Any:
+    """Images a test builds (named after its services) are removed after it."""
+    if "engine" not in request.fixturenames:
+        yield
+        return
+    engine = request.getfixturevalue("engine")
+    before = {i.id for i in engine.images.list()}
+    yield
+    from docker.errors import APIError
+
+    for image in engine.images.list():
+        if image.id not in before:
+            try:
+                engine.images.remove(image.id, force=True)
+            except APIError:  # removed already, with another of its tags
+                pass
+
+
 def _docker_project(tmp_path: Path, *, name: str = "echo") -> Path:
     project = tmp_path / "project"
     write(project / "model.txt", "v1")
@@ -100,8 +119,10 @@ def test_deploy_from_a_built_image(tmp_path: Path, engine: Any) -> None:
     deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "svc.yaml"))
     assert deployed.code == 0, deployed.err
     assert json.loads(post(deployed.json()["scoring_uri"], b'{"y": 2}')[2])["echo"] == {"y": 2}
+    refused = mlctl("image", "delete", "from-image-img:1")
+    assert refused.code == 5 and "from-image" in refused.err
     assert mlctl("service", "delete", "from-image").code == 0
-    engine.images.remove("from-image-img:1", force=True)
+    assert mlctl("-o", "json", "image", "delete", "from-image-img:1").json()["deleted"] is True
 
 
 def test_init_failure_shows_the_container_log_and_leaves_no_container(tmp_path: Path, engine: Any) -> None:
@@ -155,3 +176,93 @@ def test_examples_answer_on_docker_exactly_as_on_the_process_target(trained_exam
         assert answers[0] == answers[1]
     for image in engine.images.list(name="diabetes") + engine.images.list(name="digits"):
         engine.images.remove(image.id, force=True)
+
+
+@pytest.fixture
+def oci_registry(tmp_path: Path) -> Any:
+    """Debian's docker-registry on 127.0.0.1 (a real OCI registry), stopped by PID afterwards."""
+    import shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.skip("no docker-registry (run `make docker-up` as root)")
+    port = free_port()
+    config = write(
+        tmp_path / "registry.yml",
+        f"""
+        version: 0.1
+        storage:
+          filesystem:
+            rootdirectory: {tmp_path / "registry-data"}
+          delete:
+            enabled: true
+        http:
+          addr: 127.0.0.1:{port}
+        """,
+    )
+    with (tmp_path / "registry.log").open("wb") as log:
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_pushed_image_deleted_locally_is_pulled_back_and_answers(
+    tmp_path: Path, engine: Any, oci_registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLCTL_REGISTRY", oci_registry)
+    project = _docker_project(tmp_path, name="pushed")
+    assert mlctl("model", "register", "--name", "m", "--path", str(project / "model.txt")).code == 0
+    name = f"pushed-img-{free_port()}"
+    write(
+        project / "image.yaml",
+        f"apiVersion: mlctl/v1\nkind: Image\nname: {name}\nmodels: [m:1]\n"
+        "entry_script: score.py\nrequirements: requirements.txt\n",
+    )
+    built = mlctl("-o", "json", "image", "build", "-f", str(project / "image.yaml"), "--push")
+    assert built.code == 0, built.err
+    assert built.json()["pushed"] == f"{oci_registry}/{name}:1" and built.json()["digest"].startswith("sha256:")
+    for tag in (f"{name}:1", f"{oci_registry}/{name}:1"):
+        engine.images.remove(tag, force=True)
+    port = free_port()
+    write(
+        project / "svc.yaml",
+        f"apiVersion: mlctl/v1\nkind: Service\nname: pushed\ntarget: docker\n"
+        f"image: {name}:1\ndeployment_config:\n  port: {port}\n",
+    )
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "svc.yaml"))
+    assert deployed.code == 0, deployed.err
+    assert json.loads(post(deployed.json()["scoring_uri"], b'{"z": 3}')[2])["echo"] == {"z": 3}
+    assert mlctl("service", "delete", "pushed").code == 0
+    for image_id in {i.id for i in engine.images.list(name=name) + engine.images.list(name=f"{oci_registry}/{name}")}:
+        engine.images.remove(image_id, force=True)
+
+
+def test_push_without_a_registry_says_how_to_set_one(
+    tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLCTL_REGISTRY", raising=False)
+    result = mlctl("image", "push", "nothing:1")
+    assert result.code == 4  # the image does not exist: checked first
+    project = _docker_project(tmp_path, name="nopush")
+    write(
+        project / "image.yaml",
+        "apiVersion: mlctl/v1\nkind: Image\nname: nopush-img\nmodels: [m:1]\n"
+        "entry_script: score.py\nrequirements: requirements.txt\n",
+    )
+    assert mlctl("model", "register", "--name", "m", "--path", str(project / "model.txt")).code == 0
+    refused = mlctl("image", "build", "-f", str(project / "image.yaml"), "--push")
+    assert refused.code == 6 and "MLCTL_REGISTRY" in refused.err
+    assert mlctl("-o", "json", "image", "list").json() == []  # refused before building

@@ -18,6 +18,7 @@ def build(
     set_: list[str] = typer.Option([], "--set", help=_state.SET_HELP),
     context_only: Path | None = typer.Option(None, "--context-only", help="Write the build context here; no build."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the Dockerfile and what goes in; build nothing."),
+    push_: bool = typer.Option(False, "--push", help="Push it to the configured registry (MLCTL_REGISTRY)."),
 ) -> None:
     """Build the next version of an image through the Docker engine (or only write its context)."""
     from mlctl import builder, images
@@ -40,9 +41,41 @@ def build(
         doc = {"name": plan.name, "context": str(written.resolve())}
         reporter.result(doc, lambda _: reporter.ok(f"wrote the build context of {plan.name} to {written}"))
         return
+    target = _push_target() if push_ else None
     with reporter.step(f"building image {plan.name}") as progress:
         record = builder.build(plan, registry, progress)
+    if target is not None:
+        with reporter.step(f"pushing to {target}") as progress:
+            record = builder.push(registry, record["name"], record["version"], target, progress)
     reporter.result(record, lambda r: reporter.ok(f"built image {r['name']}:{r['version']} ({r['image_id'][:19]})"))
+
+
+@app.command("push")
+def push(ref: str = typer.Argument(..., help="NAME:VERSION.")) -> None:
+    """Push a built image version to the configured registry (MLCTL_REGISTRY or `registry` in the config)."""
+    from mlctl import builder
+
+    name, version = _ref(ref)
+    if version is None:
+        raise typer.BadParameter("name the version to push: NAME:VERSION", param_hint="REF")
+    registry, reporter = _state.registry(), _state.reporter()
+    registry.image(name, version)
+    target = _push_target()
+    with reporter.step(f"pushing {name}:{version} to {target}") as progress:
+        record = builder.push(registry, name, version, target, progress)
+    reporter.result(record, lambda r: reporter.ok(f"pushed {r['pushed']} ({r['digest'][:19]})"))
+
+
+def _push_target() -> str:
+    from mlctl import config
+    from mlctl.errors import TargetError
+
+    target = config.image_registry()
+    if target is None:
+        raise TargetError(
+            "no registry to push to", hint="set MLCTL_REGISTRY=host:port, or `registry:` in the configuration"
+        )
+    return target
 
 
 @app.command("list")
@@ -68,8 +101,11 @@ def show(ref: str = typer.Argument(..., help="NAME or NAME:VERSION.")) -> None:
 
 
 @app.command("delete")
-def delete(ref: str = typer.Argument(..., help="NAME:VERSION.")) -> None:
-    """Delete an image version from the Docker engine and the registry."""
+def delete(
+    ref: str = typer.Argument(..., help="NAME:VERSION."),
+    force: bool = typer.Option(False, "--force", help="Delete even while a service's container uses it."),
+) -> None:
+    """Delete an image version from the Docker engine and the registry (refused while in use)."""
     from docker.errors import ImageNotFound
 
     from mlctl import builder
@@ -79,8 +115,18 @@ def delete(ref: str = typer.Argument(..., help="NAME:VERSION.")) -> None:
         raise typer.BadParameter("name the version to delete: NAME:VERSION", param_hint="REF")
     registry = _state.registry()
     record = registry.image(name, version)
+    client = builder.docker_client()
+    users = client.containers.list(all=True, filters={"label": f"mlctl.image={name}:{version}"})
+    if users and not force:
+        from mlctl.errors import ConflictError
+
+        services = sorted({c.labels.get("mlctl.service", c.name) for c in users})
+        raise ConflictError(
+            f"image {name}:{version} is used by service(s) {', '.join(services)}",
+            hint="delete those services first, or pass --force",
+        )
     try:
-        builder.docker_client().images.remove(f"{name}:{version}")
+        client.images.remove(f"{name}:{version}", force=force)
     except ImageNotFound:
         pass  # already gone from the engine: forget the record all the same
     registry.forget_image(name, version)

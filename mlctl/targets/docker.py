@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mlctl import config, images
-from mlctl.builder import build, docker_client
+from mlctl.builder import build, docker_client, pull
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
 from mlctl.output import Reporter
 from mlctl.registry import Registry
@@ -175,6 +175,8 @@ class Driver:
         if spec.image is not None:
             name, _, version = spec.image.partition(":")
             self.registry.image(name, int(version))  # NotFoundError when it was never built
+            with reporter.step(f"finding image {spec.image}"):
+                pull(self.registry, name, int(version))  # from where it was pushed, if not local
             return spec.image
         assert spec.inference is not None
         plan = images.plan_context(
