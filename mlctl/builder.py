@@ -42,8 +42,11 @@ def docker_client() -> Any:
     return client
 
 
-def build(plan: ContextPlan, registry: Registry, progress: Callable[[str], None]) -> dict[str, Any]:
+def build(
+    plan: ContextPlan, registry: Registry, progress: Callable[[str], None], *, cache: bool = True
+) -> dict[str, Any]:
     """Build ``plan`` and record it as the next version of its name; returns the image record.
+    ``cache``: reuse cached layers (off only to measure a cold build).
 
     Raises:
         TargetError: Docker is unreachable.
@@ -56,7 +59,14 @@ def build(plan: ContextPlan, registry: Registry, progress: Callable[[str], None]
         context = write_context(plan, Path(tmp) / "context", registry)
         _stream(
             client.api.build(
-                path=str(context), tag=temporary, rm=True, forcerm=True, decode=True, network_mode="host", pull=False
+                path=str(context),
+                tag=temporary,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                network_mode="host",
+                pull=False,
+                nocache=not cache,
             ),
             progress,
         )

@@ -39,7 +39,9 @@ def _docker_project(tmp_path: Path, *, name: str = "echo") -> Path:
     spec = service_spec(project / "service.yaml", port=free_port(), name=name)
     text = spec.read_text().replace("environment: current", "requirements: requirements.txt")
     spec.write_text(
-        text.replace("kind: Service\n", "kind: Service\ntarget: docker\n").replace("workers: 1", "workers: 2")
+        text.replace("kind: Service\n", "kind: Service\ntarget: docker\n").replace(
+            "workers: 1", "workers: 2\n  cpu_cores: 1\n  memory_gb: 0.5"
+        )
     )
     return project
 
@@ -57,7 +59,8 @@ def test_deploy_test_update_without_loss_logs_and_delete(tmp_path: Path, engine:
     assert state["target"] == "docker" and state["state"] == "running" and state["image"] == "echo:1"
     uri = state["scoring_uri"]
     (container,) = _containers(engine, "echo")
-    assert container.labels["mlctl.models"] == "model:1" and container.attrs["HostConfig"]["NanoCpus"] == 10**8
+    assert container.labels["mlctl.models"] == "model:1"
+    assert container.attrs["HostConfig"]["NanoCpus"] == 10**9 and container.attrs["HostConfig"]["Memory"] == 512 * 2**20
     assert json.loads(post(uri, b"{}")[2])["model"] == "v1"
     assert mlctl("-o", "json", "service", "test", "echo").json()["prediction"]["echo"] == {"x": 1}
     assert any("init() completed" in line for line in mlctl("-o", "json", "service", "logs", "echo").json()["lines"])

@@ -103,8 +103,8 @@ class DeploymentConfig:
     batch_wait_ms: float = 0.0
     ssl_cert_pem_file: Path | None = None
     ssl_key_pem_file: Path | None = None
-    cpu_cores: float = 0.1
-    memory_gb: float = 0.5
+    cpu_cores: float | None = None  # None: no limit (targets that need a size choose their own)
+    memory_gb: float | None = None
     auth_enabled: bool = False
     max_request_bytes: int = 100 * 1024 * 1024
     environment_variables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

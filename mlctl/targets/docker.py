@@ -267,8 +267,8 @@ class Driver:
             "volumes": volumes,
             "healthcheck": healthcheck,
             "environment": dict(d.environment_variables),
-            "nano_cpus": int(d.cpu_cores * 1e9),
-            "mem_limit": f"{max(6, int(d.memory_gb * 1024))}m",
+            **({"nano_cpus": int(d.cpu_cores * 1e9)} if d.cpu_cores else {}),
+            **({"mem_limit": f"{max(6, int(d.memory_gb * 1024))}m"} if d.memory_gb else {}),
             "restart_policy": {"Name": "unless-stopped"},
             "name": f"mlctl-{spec.name}-{uuid.uuid4().hex[:6]}",
             "labels": {
