@@ -154,6 +154,14 @@ def _auth_from_environment() -> dict[str, str] | None:
     return {"username": user, "password": password} if user and password else None
 
 
+def _hint(lines: list[str]) -> str:
+    from mlctl.environments import pip_hint
+
+    if any("No matching distribution found" in line for line in lines):
+        return pip_hint(lines)  # names the package, and says a conda-only one cannot come from pip
+    return "the lines above end with the failing command's output"
+
+
 def _stream(chunks: Any, progress: Callable[[str], None]) -> None:
     lines: list[str] = []
     step = ""
@@ -171,5 +179,5 @@ def _stream(chunks: Any, progress: Callable[[str], None]) -> None:
                 f"the image build failed at {step or 'its start'}",
                 phase="image build",
                 details=lines[-_TAIL:],
-                hint="the lines above end with the failing command's output (a pip error names the package)",
+                hint=_hint(lines),
             )

@@ -244,11 +244,12 @@ def _run(command: list[str], tmp: Path, what: str, progress: Callable[[str], Non
             f"{what} failed while building the service's Python environment",
             phase="environment",
             details=lines[-_PIP_TAIL:],
-            hint=_pip_hint(lines),
+            hint=pip_hint(lines),
         )
 
 
-def _pip_hint(lines: list[str]) -> str:
+def pip_hint(lines: list[str]) -> str:
+    """What to do about a failed ``pip install``, from its output."""
     missing = [m.group(1) for line in lines if (m := re.search(r"No matching distribution found for (\S+)", line))]
     if missing:
         return (

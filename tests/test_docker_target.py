@@ -269,3 +269,17 @@ def test_push_without_a_registry_says_how_to_set_one(
     refused = mlctl("image", "build", "-f", str(project / "image.yaml"), "--push")
     assert refused.code == 6 and "MLCTL_REGISTRY" in refused.err
     assert mlctl("-o", "json", "image", "list").json() == []  # refused before building
+
+
+def test_a_failed_update_keeps_the_old_container_serving(tmp_path: Path, engine: Any) -> None:
+    project = _docker_project(tmp_path, name="steady")
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"))
+    assert deployed.code == 0, deployed.err
+    write(project / "score.py", "def init():\n    raise RuntimeError('broken release')\ndef run(x):\n    return x\n")
+    result = mlctl("service", "update", "-f", str(project / "service.yaml"))
+    assert result.code == 7 and "RuntimeError: broken release" in result.err  # the new container's log
+    status, _, body = post(deployed.json()["scoring_uri"], b"{}")
+    assert status == 200 and json.loads(body)["model"] == "v1"
+    assert len(_containers(engine, "steady")) == 1
+    assert mlctl("-o", "json", "service", "show", "steady").json()["state"] == "running"
+    assert mlctl("service", "delete", "steady").code == 0

@@ -117,6 +117,7 @@ def test_a_failing_step_is_named_with_its_output_and_records_nothing(project: Pa
     error = json.loads(result.err.strip().splitlines()[-1])
     assert error["phase"] == "image build" and "step" in error["message"]
     assert any("this-package-does-not-exist-mlctl" in line for line in error["details"])
+    assert "conda-only package" in error["hint"] and "this-package-does-not-exist-mlctl" in error["hint"]
     assert mlctl("-o", "json", "image", "list").json() == []
     assert not [t for i in engine.images.list() for t in i.tags if ":building-" in t]  # type: ignore[attr-defined]
 
