@@ -21,6 +21,7 @@ from mlctl.cli.target import app as target_app
 from mlctl.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USAGE, MlctlError
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="mlctl",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

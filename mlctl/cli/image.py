@@ -9,7 +9,11 @@ import typer
 
 from mlctl.cli import _state
 
-app = typer.Typer(help="Build container images of web services (versioned NAME:1, NAME:2, ...).", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="Build container images of web services (versioned NAME:1, NAME:2, ...).",
+    no_args_is_help=True,
+)
 
 
 @app.command("build")

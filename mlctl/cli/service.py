@@ -13,7 +13,9 @@ from mlctl.cli import _state
 from mlctl.errors import ServiceTestFailed
 
 app = typer.Typer(
-    help="Deploy a model as a web service, test it, update it, read its logs, delete it.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Deploy a model as a web service, test it, update it, read its logs, delete it.",
+    no_args_is_help=True,
 )
 
 _SPEC = typer.Option(..., "--file", "-f", help="A spec file with one `kind: Service` document.")

@@ -10,7 +10,9 @@ import typer
 from mlctl.cli import _state
 from mlctl.errors import MlctlError, SpecError
 
-app = typer.Typer(help="Validate spec files; print the JSON Schema of a kind.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="Validate spec files; print the JSON Schema of a kind.", no_args_is_help=True
+)
 
 
 @app.command("validate")

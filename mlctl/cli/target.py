@@ -10,7 +10,9 @@ import typer
 
 from mlctl.cli import _state
 
-app = typer.Typer(help="Name compute targets with their options; choose the default.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="Name compute targets with their options; choose the default.", no_args_is_help=True
+)
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
