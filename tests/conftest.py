@@ -8,9 +8,11 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,3 +211,35 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Any:
         pytest.skip(f"no Docker engine with {BASE_IMAGE} (run `make docker-up` as root): {error}")
     monkeypatch.setenv("MLCTL_BASE_IMAGE", BASE_IMAGE)
     return client
+
+
+@contextmanager
+def requests_throughout(uri: str, *, until_model: str, clients: int = 4) -> Iterator[tuple[list[str], set[str]]]:
+    """Send requests to ``uri`` from ``clients`` threads while the block runs (an update), and
+    keep going until an answer names ``until_model`` (10 s at most). Yields (failures, models seen)."""
+    failures: list[str] = []
+    answers: set[str] = set()
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                status, _, body = post(uri, b"{}", timeout=10)
+            except OSError as error:
+                failures.append(repr(error))
+                continue
+            if status != 200:
+                failures.append(str(status))
+            else:
+                answers.add(json.loads(body)["model"])
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield failures, answers
+    finally:
+        wait_for(lambda: until_model in answers, 10)
+        stop.set()
+        for thread in threads:
+            thread.join()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ECHO_SCORE, EXAMPLES, free_port, mlctl, post, service_spec, wait_for, write
+from conftest import ECHO_SCORE, EXAMPLES, free_port, mlctl, post, requests_throughout, service_spec, write
 
 
 @pytest.fixture(autouse=True)
@@ -67,32 +66,8 @@ def test_deploy_test_update_without_loss_logs_and_delete(tmp_path: Path, engine:
     assert [s["name"] for s in mlctl("-o", "json", "service", "list").json()] == ["echo"]
 
     (project / "model.txt").write_text("v2")
-    failures: list[str] = []
-    answers: set[str] = set()
-    stop = threading.Event()
-
-    def hammer() -> None:
-        while not stop.is_set():
-            try:
-                status, _, body = post(uri, b"{}", timeout=10)
-            except OSError as error:
-                failures.append(repr(error))
-                continue
-            if status != 200:
-                failures.append(str(status))
-            else:
-                answers.add(json.loads(body)["model"])
-
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
+    with requests_throughout(uri, until_model="v2") as (failures, answers):
         updated = mlctl("-o", "json", "service", "update", "-f", spec)
-    finally:
-        wait_for(lambda: "v2" in answers, 10)
-        stop.set()
-        for thread in threads:
-            thread.join()
     assert updated.code == 0, updated.err
     assert updated.json()["models"] == ["model:2"] and updated.json()["image"] == "echo:2"
     assert failures == [] and answers == {"v1", "v2"}

@@ -8,11 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import ECHO_SCORE, mlctl, post, serve_processes, service_spec, wait_for, write
+from conftest import ECHO_SCORE, mlctl, post, requests_throughout, serve_processes, service_spec, wait_for, write
 
 
 def _deploy(project: Path) -> dict[str, object]:
@@ -75,32 +74,8 @@ def test_update_switches_without_losing_a_request(echo_project: Path, workers: i
     uri = str(_deploy(echo_project)["scoring_uri"])
     old_pid = json.loads(post(uri, b"{}")[2])["pid"]
     (echo_project / "model.txt").write_text("v2")
-    failures: list[str] = []
-    answers: set[str] = set()
-    stop = threading.Event()
-
-    def hammer() -> None:
-        while not stop.is_set():
-            try:
-                status, _, body = post(uri, b"{}", timeout=10)
-            except OSError as error:
-                failures.append(repr(error))
-                continue
-            if status != 200:
-                failures.append(str(status))
-            else:
-                answers.add(json.loads(body)["model"])
-
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with requests_throughout(uri, until_model="v2") as (failures, answers):
         result = mlctl("-o", "json", "service", "update", "-f", str(echo_project / "service.yaml"))
-    finally:
-        assert wait_for(lambda: "v2" in answers, 10)
-        stop.set()
-        for t in threads:
-            t.join()
     assert result.code == 0, result.err
     assert result.json()["models"] == ["model:2"]
     assert failures == []
