@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from mlctl.output import Reporter
 from mlctl.registry import ModelVersion, Registry
-from mlctl.spec.records import ServiceSpec
+from mlctl.spec.records import DeploymentConfig, ServiceSpec
 
 # kind -> module defining ``Driver``; imported lazily so `mlctl --help` loads no target SDK.
 TARGETS: dict[str, str] = {
@@ -115,6 +115,32 @@ class TargetDriver(Protocol):
         """Stop and remove the service; False when there was nothing to delete. ``timeout_s``: the
         grace period for in-flight requests before it is killed; ``wait``: block until it is gone."""
         ...
+
+
+def server_options(d: DeploymentConfig, *, host: str, status_file: str, control_socket: str) -> list[str]:
+    """The ``python -m mlctl.serve`` options every target derives from the deployment
+    configuration (one place, so no target forgets one); targets add their own after."""
+    options = [
+        "--host",
+        host,
+        "--port",
+        str(d.port),
+        "--workers",
+        str(d.workers),
+        "--max-request-bytes",
+        str(d.max_request_bytes),
+        "--concurrency",
+        str(d.concurrency_per_worker),
+        "--queue",
+        str(d.max_queue_per_worker),
+        "--timeout-ms",
+        str(d.scoring_timeout_ms),
+        "--status-file",
+        status_file,
+        "--control-socket",
+        control_socket,
+    ]
+    return [*options, "--access-log"] if d.access_log else options
 
 
 def test_record(spec: ServiceSpec) -> dict[str, Any] | None:

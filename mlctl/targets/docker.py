@@ -32,7 +32,7 @@ from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetEr
 from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.spec.records import ServiceSpec
-from mlctl.targets import Deployment, ServiceState, test_record
+from mlctl.targets import Deployment, ServiceState, server_options, test_record
 from mlctl.targets.process import _check_port_free, _ready, _uri
 
 HOST = "127.0.0.1"
@@ -198,7 +198,7 @@ class Driver:
         image = self._image(deployment, reporter)
         deploy_dir = self.home / "services" / spec.name / (time.strftime("%Y%m%d%H%M%S-") + uuid.uuid4().hex[:6])
         deploy_dir.mkdir(parents=True)
-        os.chown(deploy_dir, 1000, 1000) if os.geteuid() == 0 else None  # the image's user writes here
+        _let_container_write(deploy_dir)
         container = None
         try:
             config_ = self._container(spec, image, entry=_entry_name(spec, image), deploy_dir=deploy_dir, old=old)
@@ -229,31 +229,14 @@ class Driver:
             "mlctl.serve",
             "--entry-script",
             f"{images.APP_ROOT}/{entry}",
-            "--host",
-            self.host,
-            "--port",
-            str(d.port),
-            "--workers",
-            str(d.workers),
-            "--concurrency",
-            str(d.concurrency_per_worker),
-            "--queue",
-            str(d.max_queue_per_worker),
-            "--timeout-ms",
-            str(d.scoring_timeout_ms),
-            "--max-request-bytes",
-            str(d.max_request_bytes),
-            "--status-file",
-            f"{MOUNT}/status.json",
-            "--control-socket",
-            f"{MOUNT}/control.sock",
+            *server_options(
+                d, host=self.host, status_file=f"{MOUNT}/status.json", control_socket=f"{MOUNT}/control.sock"
+            ),
         ]
         volumes = {str(deploy_dir): {"bind": MOUNT, "mode": "rw"}}
         if old is not None:
             command += ["--inherit-from", f"{OLD_MOUNT}/control.sock"]
             volumes[old.labels["mlctl.deploy_dir"]] = {"bind": OLD_MOUNT, "mode": "rw"}
-        if d.access_log:
-            command.append("--access-log")
         probe = f"import urllib.request; urllib.request.urlopen('http://{_reachable(self.host)}:{d.port}/', timeout=3)"
         healthcheck = {
             "test": ["CMD", "/opt/mlctl/venv/bin/python", "-c", probe],
@@ -322,6 +305,16 @@ class Driver:
             },
             fingerprint=json.loads(labels.get("mlctl.fingerprint", "{}")),
         )
+
+
+def _let_container_write(folder: Path) -> None:
+    """The image's user (uid 1000) writes its status file and control socket into ``folder``:
+    hand the folder to it as root; otherwise open it (it holds nothing else, and the control
+    socket inside is created 0600 by the server)."""
+    if os.geteuid() == 0:
+        os.chown(folder, 1000, 1000)
+    elif os.geteuid() != 1000:
+        folder.chmod(0o777)
 
 
 def _reachable(host: str) -> str:

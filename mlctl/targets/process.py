@@ -38,7 +38,7 @@ from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fds
 from mlctl.spec.records import ServiceSpec
-from mlctl.targets import Deployment, ServiceState, test_record
+from mlctl.targets import Deployment, ServiceState, server_options, test_record
 
 HOST = "127.0.0.1"
 OPTIONS = {"host": "address web services listen on: 127.0.0.1 (default) or 0.0.0.0 for every interface"}
@@ -361,29 +361,15 @@ def _command(
         str(spec.inference.entry_script),
         "--model-dir",
         model_dir,
-        "--host",
-        host,
-        "--port",
-        str(spec.deployment.port),
-        "--workers",
-        str(spec.deployment.workers),
-        "--max-request-bytes",
-        str(spec.deployment.max_request_bytes),
-        "--concurrency",
-        str(spec.deployment.concurrency_per_worker),
-        "--queue",
-        str(spec.deployment.max_queue_per_worker),
-        "--timeout-ms",
-        str(spec.deployment.scoring_timeout_ms),
-        "--status-file",
-        str(deploy_dir / "status.json"),
-        "--control-socket",
-        str(deploy_dir / _CONTROL),
+        *server_options(
+            spec.deployment,
+            host=host,
+            status_file=str(deploy_dir / "status.json"),
+            control_socket=str(deploy_dir / _CONTROL),
+        ),
     ]
     if keys_file is not None:
         command += ["--keys-file", str(keys_file)]
-    if spec.deployment.access_log:
-        command.append("--access-log")
     if spec.deployment.batch_size:
         command += [
             "--batch-size",
