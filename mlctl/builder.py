@@ -158,7 +158,10 @@ def _hint(lines: list[str]) -> str:
     from mlctl.environments import pip_hint
 
     if any("No matching distribution found" in line for line in lines):
-        return pip_hint(lines)  # names the package, and says a conda-only one cannot come from pip
+        hint = pip_hint(lines)  # names the package, and says a conda-only one cannot come from pip
+        if any("the base image has no conda" in line for line in lines):
+            hint += " (this base image has none)"
+        return hint
     return "the lines above end with the failing command's output"
 
 

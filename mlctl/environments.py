@@ -4,9 +4,11 @@ An environment is identified by the SHA-256 of (Python version, pip requirements
 runtime requirements). It is built in a temporary folder and renamed into place when complete,
 so an interrupted build leaves nothing half-made and two concurrent builds of one key are safe.
 
-Conda files (``conda_file``): their pip-installable part is installed with pip. Conda specs
-``name=1.2`` become ``name==1.2.*``; ``python`` and ``pip`` are not packages to install (Python is
-the running interpreter's; a different pinned version is reported as a warning).
+Conda files (``conda_file``): on the process target their pip-installable part is installed with
+pip. Conda specs ``name=1.2`` become ``name==1.2.*``; ``python`` and ``pip`` are not packages to
+install (Python is the running interpreter's; a different pinned version is reported as a warning).
+Images install the conda file with conda when their base image has it (see ``mlctl.images``),
+from ``conda_env_file``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from mlctl.errors import DeploymentError, SpecError
 from mlctl.spec.records import EnvironmentSpec
@@ -149,15 +152,7 @@ def conda_to_pip(text: str, source: str, warn: Callable[[str], None]) -> list[st
     Raises:
         SpecError: not a conda environment file.
     """
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        data = YAML(typ="safe").load(text)
-    except YAMLError as exc:
-        raise SpecError(f"cannot parse conda file {source}: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("dependencies", []), list):
-        raise SpecError(f"{source} is not a conda environment file (expected a 'dependencies' list)")
+    data = _load_conda(text, source)
     result: list[str] = []
     for dep in data.get("dependencies", []):
         if isinstance(dep, dict):
@@ -167,6 +162,53 @@ def conda_to_pip(text: str, source: str, warn: Callable[[str], None]) -> list[st
             if converted:
                 result.append(converted)
     return result
+
+
+def conda_env_file(text: str, source: str) -> str:
+    """A conda environment file's content, made ready for ``conda env create --prefix``.
+
+    ``name`` and ``prefix`` are dropped (the prefix is given on the command line), and ``python``
+    and ``pip`` are added to the dependencies when missing: the scoring runtime is installed
+    into the environment with its own ``python -m pip``. Everything else is kept as written.
+
+    Raises:
+        SpecError: not a conda environment file.
+    """
+    import io
+
+    from ruamel.yaml import YAML
+
+    data = _load_conda(text, source)
+    deps = list(data.get("dependencies") or [])
+    names = {_conda_name(d) for d in deps if isinstance(d, str)}
+    for needed in ("pip", "python"):
+        if needed not in names:
+            deps.insert(0, needed)
+    doc = {k: v for k, v in data.items() if k not in ("name", "prefix", "dependencies")}
+    doc["dependencies"] = deps
+    out = io.StringIO()
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = False
+    yaml.dump(doc, out)
+    return f"# Written by mlctl from {Path(source).name}, for `conda env create --prefix`.\n{out.getvalue()}"
+
+
+def _conda_name(dep: str) -> str:
+    """``conda-forge::numpy>=1.2`` -> ``numpy``."""
+    return re.split(r"[\s=<>!~]", dep.split("::")[-1].strip(), maxsplit=1)[0].lower()
+
+
+def _load_conda(text: str, source: str) -> dict[str, Any]:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        data = YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        raise SpecError(f"cannot parse conda file {source}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("dependencies", []), list):
+        raise SpecError(f"{source} is not a conda environment file (expected a 'dependencies' list)")
+    return data
 
 
 def _conda_spec(dep: str, source: str, warn: Callable[[str], None]) -> str | None:
@@ -253,7 +295,8 @@ def pip_hint(lines: list[str]) -> str:
     missing = [m.group(1) for line in lines if (m := re.search(r"No matching distribution found for (\S+)", line))]
     if missing:
         return (
-            f"pip cannot find {', '.join(missing)}: check the name and version; a conda-only package "
-            "cannot be installed by pip (use a pip package, or a base image with conda)"
+            f"pip cannot find {', '.join(missing)}: check the name and version. A conda-only package "
+            "cannot be installed by pip: use a pip package instead, or build an image from a base "
+            "image that has conda (micromamba, mamba or conda), which mlctl then uses"
         )
     return "fix the conda or requirements file; the pip output above names the failing package"

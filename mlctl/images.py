@@ -4,8 +4,16 @@ Inside the image (Azure ML's layout; its containers listen on 5001)::
 
     /var/azureml-app/                        the entry script and the *.py files beside it
     /var/azureml-app/azureml-models/NAME/VERSION/<file or folder>
-    /opt/mlctl/venv/                         the Python environment (pip requirements)
+    /opt/mlctl/env/                          the Python environment (a conda prefix or a venv)
+    /opt/mlctl/environment/                  how it was made: install.sh and its input files
     /opt/mlctl/runtime/mlctl/serve/          the scoring runtime (no CLI dependency)
+
+The environment: a conda file is installed with conda (``env create --prefix``) when the base
+image has it (micromamba, mamba or conda, looked up on its PATH at build time, as Azure ML's
+conda base images are used), the scoring runtime then with that environment's pip; otherwise
+(or for a requirements file) the pip-installable part goes into a venv of the base image's
+``python3``. So a conda-only package needs a base image with conda, and without one the build
+fails at ``pip install`` with a hint saying so.
 
 Layers go from what changes least to what changes most: base image, environment (cached by the
 requirements' content), runtime, entry script, models; so a new model version rebuilds only the
@@ -18,7 +26,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +35,37 @@ from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.records import InferenceConfig
 
 APP_ROOT = "/var/azureml-app"
+PYTHON = "/opt/mlctl/env/bin/python"
 PORT = 5001
 USER = "1000:1000"  # numeric: works with base images that have no user database entry for it
+
+
+# Run by the image's environment step (POSIX sh: base images need not have bash).
+INSTALL_SCRIPT = """\
+#!/bin/sh
+# Written by mlctl: installs the web service's Python environment at /opt/mlctl/env.
+set -eu
+cd /opt/mlctl/environment
+if [ -f conda.yml ]; then
+  for tool in micromamba mamba conda; do
+    if command -v "$tool" >/dev/null 2>&1; then
+      echo "mlctl: installing conda.yml with $tool ($(command -v "$tool"))"
+      if [ "$tool" = micromamba ]; then
+        micromamba create --yes --prefix /opt/mlctl/env --file conda.yml
+      else
+        "$tool" env create --prefix /opt/mlctl/env --file conda.yml
+      fi
+      /opt/mlctl/env/bin/python -m pip install -r runtime-requirements.txt
+      "$tool" clean --all --yes >/dev/null 2>&1 || true  # only saves space
+      exit 0
+    fi
+  done
+  echo "mlctl: the base image has no conda (micromamba, mamba or conda):" \\
+    "installing the conda file's pip-installable part with pip"
+fi
+python3 -m venv /opt/mlctl/env
+/opt/mlctl/env/bin/pip install -r requirements.txt
+"""
 
 
 @dataclass(frozen=True)
@@ -43,6 +79,8 @@ class ContextPlan:
     requirements: tuple[str, ...]
     models: tuple[ModelVersion, ...]
     labels: dict[str, str] = field(default_factory=dict)
+    conda_file: str | None = None
+    runtime_requirements: tuple[str, ...] = ()
 
     @property
     def model_dir(self) -> str:
@@ -54,7 +92,7 @@ class ContextPlan:
     def dockerfile(self) -> str:
         """The Dockerfile text."""
         run = [
-            "/opt/mlctl/venv/bin/python",
+            PYTHON,
             "-m",
             "mlctl.serve",
             "--entry-script",
@@ -65,15 +103,15 @@ class ContextPlan:
             str(PORT),
         ]
         probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/', timeout=3)"
-        check = json.dumps(["/opt/mlctl/venv/bin/python", "-c", probe])
+        check = json.dumps([PYTHON, "-c", probe])
         labels = " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in sorted(self.labels.items()))
         return "\n".join(
             [
                 "# Written by mlctl: layers go from what changes least to what changes most.",
                 f"FROM {self.base_image}",
                 "ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1",
-                "COPY requirements.txt /opt/mlctl/requirements.txt",
-                "RUN python3 -m venv /opt/mlctl/venv && /opt/mlctl/venv/bin/pip install -r /opt/mlctl/requirements.txt",
+                "COPY environment/ /opt/mlctl/environment/",
+                "RUN sh /opt/mlctl/environment/install.sh",
                 "COPY runtime/ /opt/mlctl/runtime/",
                 f"COPY app/ {APP_ROOT}/",
                 f"COPY azureml-models/ {APP_ROOT}/azureml-models/",
@@ -97,7 +135,6 @@ def plan_context(
     *,
     base_image: str,
     description: str = "",
-    warn: Callable[[str], None] = lambda _: None,
 ) -> ContextPlan:
     """The build context of image ``name`` (reads the spec's files; writes nothing).
 
@@ -110,10 +147,11 @@ def plan_context(
             f"image {name!r}: an image needs its own environment, not the current interpreter",
             hint="give inference_config.conda_file or requirements",
         )
-    requirements = (
-        *environments.plan(env, Path("/nonexistent"), warn).requirements,
-        *environments.runtime_requirements(),
-    )
+    runtime = tuple(environments.runtime_requirements())
+    requirements = (*environments.plan(env, Path("/nonexistent"), lambda _: None).requirements, *runtime)
+    conda_file = None
+    if env.kind == "conda" and env.file is not None:
+        conda_file = environments.conda_env_file(env.file.read_text(encoding="utf-8"), str(env.file))
     app_files = tuple(sorted({inference.entry_script, *inference.entry_script.parent.glob("*.py")}))
     labels = {
         "org.opencontainers.image.title": name,
@@ -124,7 +162,9 @@ def plan_context(
         **{f"mlctl.model.{i}": m.ref for i, m in enumerate(models)},
         **{f"mlctl.model.{i}.sha256": m.content_hash for i, m in enumerate(models)},
     }
-    return ContextPlan(name, base_image, inference.entry_script, app_files, requirements, models, labels)
+    return ContextPlan(
+        name, base_image, inference.entry_script, app_files, requirements, models, labels, conda_file, runtime
+    )
 
 
 def write_context(plan: ContextPlan, dest: Path, registry: Registry) -> Path:
@@ -137,7 +177,13 @@ def write_context(plan: ContextPlan, dest: Path, registry: Registry) -> Path:
     if any(dest.iterdir()):
         raise SpecError(f"{dest} is not empty", hint="give an empty or new folder")
     (dest / "Dockerfile").write_text(plan.dockerfile())
-    (dest / "requirements.txt").write_text("".join(f"{r}\n" for r in plan.requirements))
+    environment = dest / "environment"
+    environment.mkdir()
+    (environment / "install.sh").write_text(INSTALL_SCRIPT)
+    (environment / "requirements.txt").write_text("".join(f"{r}\n" for r in plan.requirements))
+    (environment / "runtime-requirements.txt").write_text("".join(f"{r}\n" for r in plan.runtime_requirements))
+    if plan.conda_file is not None:
+        (environment / "conda.yml").write_text(plan.conda_file)
     shutil.copytree(environments.install_runtime(registry.home), dest / "runtime")
     (dest / "app").mkdir()
     for source in plan.app_files:

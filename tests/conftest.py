@@ -213,6 +213,32 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Any:
     return client
 
 
+CONDA_BASE_IMAGE = "mlctl-test/python-conda:bookworm"
+
+
+@pytest.fixture(scope="session")
+def conda_base_image() -> str:
+    """A base image with conda: the tests' base image plus tests/conda_base (a ``conda`` command on
+    py-rattler, since no conda distribution can be fetched here, and a local channel at
+    file:///opt/conda-channel holding python, pip and the conda-only package mlctl-conda-probe).
+    Built through the engine's layer cache, so only the first run pays (~30 s)."""
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.images.get(BASE_IMAGE)
+    except Exception as error:  # noqa: BLE001 - any failure means: no engine to test against
+        pytest.skip(f"no Docker engine with {BASE_IMAGE} (run `make docker-up` as root): {error}")
+    client.images.build(
+        path=str(REPO / "tests" / "conda_base"),
+        tag=CONDA_BASE_IMAGE,
+        buildargs={"BASE": BASE_IMAGE},
+        network_mode="host",
+        rm=True,
+        pull=False,
+    )
+    return CONDA_BASE_IMAGE
+
+
 @contextmanager
 def requests_throughout(uri: str, *, until_model: str, clients: int = 4) -> Iterator[tuple[list[str], set[str]]]:
     """Send requests to ``uri`` from ``clients`` threads while the block runs (an update), and

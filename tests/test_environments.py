@@ -40,6 +40,19 @@ dependencies:
     assert warnings and "python 2.7" in warnings[0]
 
 
+def test_a_conda_file_for_conda_loses_its_name_and_gains_python_and_pip() -> None:
+    from ruamel.yaml import YAML
+
+    text = "name: env\nprefix: /somewhere\nchannels: [conda-forge]\ndependencies:\n  - conda-forge::numpy>=1.26\n"
+    doc = YAML(typ="safe").load(environments.conda_env_file(text, "env.yml"))
+    assert doc == {"channels": ["conda-forge"], "dependencies": ["python", "pip", "conda-forge::numpy>=1.26"]}
+    pinned = "dependencies:\n  - python=3.10\n  - pip=24\n  - pip:\n      - six\n"
+    doc = YAML(typ="safe").load(environments.conda_env_file(pinned, "env.yml"))
+    assert doc == {"dependencies": ["python=3.10", "pip=24", {"pip": ["six"]}]}  # kept as written
+    with pytest.raises(SpecError):
+        environments.conda_env_file("dependencies: 3\n", "x.yml")
+
+
 def test_a_file_that_is_not_a_conda_environment_is_a_spec_error() -> None:
     with pytest.raises(SpecError):
         environments.conda_to_pip("dependencies: 3\n", "x.yml", print)

@@ -62,15 +62,30 @@ def test_context_only_writes_a_layered_context(project: Path, tmp_path: Path) ->
     assert result.code == 0, result.err
     dockerfile = (out / "Dockerfile").read_text()
     order = [
-        dockerfile.index(step)
-        for step in ("FROM ", "pip install", "COPY runtime/", "COPY app/", "COPY azureml-models/")
+        dockerfile.index(step) for step in ("FROM ", "install.sh", "COPY runtime/", "COPY app/", "COPY azureml-models/")
     ]
     assert order == sorted(order)  # what changes least first
     assert "USER 1000:1000" in dockerfile and "EXPOSE 5001" in dockerfile and "HEALTHCHECK" in dockerfile
     assert 'mlctl.model.0="echo-model:1"' in dockerfile and "org.opencontainers.image.title" in dockerfile
     assert (out / "azureml-models" / "echo-model" / "1" / "model.txt").read_text() == "v1"
     assert (out / "app" / "score.py").exists() and (out / "runtime" / "mlctl" / "serve" / "app.py").exists()
-    assert "uvicorn==" in (out / "requirements.txt").read_text()
+    assert "uvicorn==" in (out / "environment" / "requirements.txt").read_text()
+    assert (out / "environment" / "install.sh").exists() and not (out / "environment" / "conda.yml").exists()
+
+
+def test_a_conda_file_goes_into_the_context_for_conda_and_its_pip_part_for_pip(project: Path, tmp_path: Path) -> None:
+    _use_conda_file(project)
+    out = tmp_path / "context"
+    assert mlctl("image", "build", "-f", str(project / "image.yaml"), "--context-only", str(out)).code == 0
+    conda_yml = (out / "environment" / "conda.yml").read_text()
+    assert "mlctl-conda-probe" in conda_yml and "file:///opt/conda-channel" in conda_yml and "name:" not in conda_yml
+    requirements = (out / "environment" / "requirements.txt").read_text().split()
+    assert "mlctl-conda-probe==1.0.*" in requirements and "six==1.17.0" in requirements
+    assert [r.split("==")[0] for r in (out / "environment" / "runtime-requirements.txt").read_text().split()] == [
+        "uvicorn",
+        "uvloop",
+        "httptools",
+    ]
 
 
 def test_build_versions_runs_as_non_root_and_a_model_change_reuses_the_environment(
@@ -120,6 +135,71 @@ def test_a_failing_step_is_named_with_its_output_and_records_nothing(project: Pa
     assert "conda-only package" in error["hint"] and "this-package-does-not-exist-mlctl" in error["hint"]
     assert mlctl("-o", "json", "image", "list").json() == []
     assert not [t for i in engine.images.list() for t in i.tags if ":building-" in t]  # type: ignore[attr-defined]
+
+
+def test_a_conda_file_is_installed_with_conda_when_the_base_image_has_it(
+    project: Path, conda_base_image: str, engine: object
+) -> None:
+    _use_conda_file(project)
+    built = mlctl("-o", "json", "image", "build", "-f", str(project / "image.yaml"), MLCTL_BASE_IMAGE=conda_base_image)
+    assert built.code == 0, built.err
+    name = built.json()["name"]
+    port = free_port()
+    container = engine.containers.run(f"{name}:1", detach=True, ports={"5001/tcp": ("127.0.0.1", port)})  # type: ignore[attr-defined]
+    try:
+        assert wait_for(lambda: _answers(port), 60), container.logs().decode()
+        status, _, body = post(f"http://127.0.0.1:{port}/score", b"{}")
+        assert status == 200, body
+        answer = json.loads(body)
+        # the conda-only package came from the channel, six through the conda file's pip list
+        assert answer["probe"] == "conda" and answer["six"] == "/opt/mlctl/env/lib/python3.11/site-packages/six.py"
+        assert answer["prefix"] == "/opt/mlctl/env" and answer["uid"] == 1000
+        conda_meta = container.exec_run(["ls", "/opt/mlctl/env/conda-meta"]).output.decode()
+        assert "mlctl-conda-probe-1.0-0.json" in conda_meta
+    finally:
+        container.remove(force=True)
+
+
+def test_a_conda_only_package_without_conda_in_the_base_image_is_a_clear_error(project: Path, engine: object) -> None:
+    _use_conda_file(project)
+    result = mlctl("-o", "json", "image", "build", "-f", str(project / "image.yaml"))
+    assert result.code == 7
+    error = json.loads(result.err.strip().splitlines()[-1])
+    assert error["phase"] == "image build"
+    assert "mlctl-conda-probe" in error["hint"] and "conda-only package" in error["hint"]
+    assert "this base image has none" in error["hint"]
+    assert mlctl("-o", "json", "image", "list").json() == []
+
+
+def _use_conda_file(project: Path) -> None:
+    """Point the project's Image spec at a conda file with a conda-only package and a pip list."""
+    write(
+        project / "environment.yml",
+        """
+        name: probe-env
+        channels: [file:///opt/conda-channel]
+        dependencies:
+          - python=3.11
+          - mlctl-conda-probe=1.0
+          - pip:
+              - six==1.17.0
+        """,
+    )
+    write(
+        project / "score.py",
+        """
+        import os, sys
+
+        def init():
+            pass
+
+        def run(raw_data):
+            import mlctl_conda_probe, six
+            return {"probe": mlctl_conda_probe.SOURCE, "six": six.__file__, "prefix": sys.prefix, "uid": os.getuid()}
+        """,
+    )
+    spec = project / "image.yaml"
+    spec.write_text(spec.read_text().replace("requirements: requirements.txt", "conda_file: environment.yml"))
 
 
 def test_an_unreachable_daemon_says_how_to_check_it(project: Path) -> None:

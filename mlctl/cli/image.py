@@ -153,9 +153,7 @@ def _plan(file: Path, set_: list[str], registry: Any, reporter: Any) -> Any:
         spec = image_specs[0]
         models = tuple(registry.get(ref) for ref in spec.models)
         base = spec.base_image or config.base_image()
-        return images.plan_context(
-            spec.name, spec.inference, models, base_image=base, description=spec.description, warn=reporter.warn
-        )
+        return images.plan_context(spec.name, spec.inference, models, base_image=base, description=spec.description)
     if not image_specs and len(service_specs) == 1:
         service = service_specs[0]
         assert service.inference is not None  # selected above
@@ -166,7 +164,6 @@ def _plan(file: Path, set_: list[str], registry: Any, reporter: Any) -> Any:
             models,
             base_image=config.base_image(),
             description=service.description,
-            warn=reporter.warn,
         )
     raise SpecError(
         f"{file}: expected one Image document, or one Service document with an inference_config",

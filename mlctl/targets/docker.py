@@ -185,7 +185,6 @@ class Driver:
             deployment.models,
             base_image=config.base_image(),
             description=spec.description,
-            warn=reporter.warn,
         )
         with reporter.step(f"building image {spec.name}") as progress:
             record = build(plan, self.registry, progress)
@@ -224,7 +223,7 @@ class Driver:
     def _container(self, spec: ServiceSpec, image: str, *, entry: str, deploy_dir: Path, old: Any) -> dict[str, Any]:
         d = spec.deployment
         command = [
-            "/opt/mlctl/venv/bin/python",
+            images.PYTHON,
             "-m",
             "mlctl.serve",
             "--entry-script",
@@ -239,7 +238,7 @@ class Driver:
             volumes[old.labels["mlctl.deploy_dir"]] = {"bind": OLD_MOUNT, "mode": "rw"}
         probe = f"import urllib.request; urllib.request.urlopen('http://{_reachable(self.host)}:{d.port}/', timeout=3)"
         healthcheck = {
-            "test": ["CMD", "/opt/mlctl/venv/bin/python", "-c", probe],
+            "test": ["CMD", images.PYTHON, "-c", probe],
             "interval": 10 * 10**9,
             "timeout": 5 * 10**9,
             "start_period": 60 * 10**9,
