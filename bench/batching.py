@@ -10,7 +10,6 @@ Needs scikit-learn and wrk (``apt-get install wrk``).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import signal
@@ -19,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _server import free_port, wait_ready
+from _server import free_port, start_server, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = {
@@ -50,25 +49,7 @@ def main() -> None:
 
 def measure(work: Path, extra: list[str], args: argparse.Namespace) -> tuple[float, float, float]:
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlctl.serve",
-            "--entry-script",
-            str(REPO / "bench/batch_score.py"),
-            "--model-dir",
-            str(work / "model"),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ},
-    )
+    server = start_server(REPO / "bench/batch_score.py", port, "--model-dir", str(work / "model"), *extra)
     try:
         wait_ready(port)
         out = subprocess.run(

@@ -16,12 +16,10 @@ import asyncio
 import collections
 import json
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from _server import free_port, wait_ready
+from _server import free_port, start_server, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_BODY = 65536
@@ -139,24 +137,8 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=900.0)
     args = parser.parse_args()
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlctl.serve",
-            "--entry-script",
-            str(REPO / "bench/reliability_score.py"),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--timeout-ms",
-            "100",
-            "--max-request-bytes",
-            str(MAX_BODY),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server = start_server(
+        REPO / "bench/reliability_score.py", port, "--timeout-ms", "100", "--max-request-bytes", str(MAX_BODY)
     )
     try:
         wait_ready(port)

@@ -24,12 +24,16 @@ def keys_path(home: Path, service: str) -> Path:
     return home / "services" / service / "keys.json"
 
 
-def ensure(path: Path) -> bool:
-    """Create both keys if the file does not exist; returns whether it was created."""
+def ensure(path: Path, owner: tuple[int, int] | None = None) -> bool:
+    """Create both keys if the file does not exist; returns whether it was created.
+
+    ``owner`` (uid, gid): who owns the new file (root only; a container user who must read it).
+    Later rewrites (``regenerate``) keep the file's owner."""
     if path.exists():
         return False
     now = _now()
-    _write(path, {"primary": _new_key(), "secondary": _new_key(), "created": {n: now for n in KEY_NAMES}})
+    data = {"primary": _new_key(), "secondary": _new_key(), "created": {n: now for n in KEY_NAMES}}
+    _write(path, data, owner)
     return True
 
 
@@ -65,12 +69,16 @@ def _new_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
+def _write(path: Path, data: dict[str, Any], owner: tuple[int, int] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if owner is None and path.exists():
+        owner = (path.stat().st_uid, path.stat().st_gid)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(data, out)
+    if owner is not None and os.geteuid() == 0:
+        os.chown(tmp, *owner)
     os.replace(tmp, path)
 
 

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ECHO_SCORE, EXAMPLES, free_port, mlctl, post, requests_throughout, service_spec, write
+from conftest import (
+    ECHO_SCORE,
+    EXAMPLES,
+    free_port,
+    mlctl,
+    post,
+    requests_throughout,
+    self_signed_certificate,
+    service_spec,
+    wait_for,
+    write,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +119,135 @@ def test_deploy_from_a_built_image(tmp_path: Path, engine: Any) -> None:
     assert refused.code == 5 and "from-image" in refused.err
     assert mlctl("service", "delete", "from-image").code == 0
     assert mlctl("-o", "json", "image", "delete", "from-image-img:1").json()["deleted"] is True
+
+
+BATCH_SCORE = """
+import json, os, time
+
+def init():
+    pass
+
+def run(raw_data):
+    return run_batch([raw_data])[0]
+
+def run_batch(raw_data_list):
+    time.sleep(0.05)  # costs the same for one row or several
+    return [{"x": json.loads(raw).get("x"), "batch": len(raw_data_list), "uid": os.getuid()} for raw in raw_data_list]
+"""
+
+
+def test_keys_tls_and_batching_work_on_docker_and_logs_follow(tmp_path: Path, engine: Any) -> None:
+    project = _docker_project(tmp_path, name="secure")
+    write(project / "score.py", BATCH_SCORE)
+    cert, _ = self_signed_certificate(project)
+    spec = project / "service.yaml"
+    extra = (
+        "workers: 1\n  auth_enabled: true\n  access_log: true\n  ssl_cert_pem_file: cert.pem\n"
+        "  ssl_key_pem_file: key.pem\n  batching: {max_batch_size: 4, max_wait_ms: 20}"
+    )
+    spec.write_text(spec.read_text().replace("workers: 2", extra))
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec))
+    assert deployed.code == 0, deployed.err
+    uri = deployed.json()["scoring_uri"]
+    assert uri.startswith("https://127.0.0.1:") and deployed.json()["auth_enabled"] is True
+    keys = mlctl("-o", "json", "service", "keys", "secure", "--reveal").json()
+    keys_file = Path(keys["keys_file"])
+    assert oct(keys_file.stat().st_mode)[-3:] == "600" and oct(keys_file.parent.stat().st_mode)[-3:] == "700"
+    assert keys_file.stat().st_uid == (1000 if os.geteuid() == 0 else os.geteuid())  # only the container's user
+    (container,) = _containers(engine, "secure")
+    assert keys["primary_key"] not in json.dumps(container.attrs)  # not in its command, env or labels
+
+    def score(x: int, key: str | None = keys["primary_key"], request_id: str = "") -> tuple[int, dict[str, Any]]:
+        return _https_post(uri, {"x": x}, cert, key, request_id)
+
+    assert score(1, key=None)[0] == 401 and score(1, key="wrong")[0] == 401
+    status, answer = score(1)
+    assert status == 200 and answer == {"x": 1, "batch": 1, "uid": 1000 if os.geteuid() == 0 else os.geteuid()}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(score, range(24)))
+    assert [a["x"] for _, a in answers] == list(range(24)) and max(a["batch"] for _, a in answers) > 1
+    assert mlctl("service", "test", "secure").code == 0  # the CLI sends the key, over TLS
+
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "mlctl", "service", "logs", "secure", "--follow", "--tail", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None and follower.stdout.readline()  # the --tail line: following
+        score(2, request_id="follow-me")
+        assert any("follow-me" in follower.stdout.readline() for _ in range(3))
+
+        rotated = mlctl("-o", "json", "service", "keys", "secure", "--regenerate", "primary", "--reveal").json()
+        assert wait_for(lambda: score(3)[0] == 401, 5)  # the old primary key stops working
+        assert score(3, key=rotated["primary_key"])[0] == 200 and score(3, key=keys["secondary_key"])[0] == 200
+        assert keys_file.stat().st_uid == (1000 if os.geteuid() == 0 else os.geteuid())
+
+        assert mlctl("service", "delete", "secure").code == 0
+        assert follower.wait(30) == 0  # the stream ends with the container
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+        follower.communicate()
+    assert not keys_file.parent.exists()
+
+
+def test_a_user_other_than_root_deploys_with_the_container_running_as_them(tmp_path: Path, engine: Any) -> None:
+    """Everything else here runs as root (the container then runs as the image's uid 1000); this
+    runs mlctl itself as an unprivileged user of the docker group, through setpriv."""
+    if os.geteuid() != 0:
+        pytest.skip("the suite already runs as a user other than root: every docker test covers this")
+    import grp
+    import shutil
+    import tempfile
+
+    uid = 4242
+    docker_gid = os.stat("/var/run/docker.sock").st_gid
+    as_user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={docker_gid}", "--"]
+    if shutil.which("setpriv") is None or grp.getgrgid(docker_gid).gr_name == "root":
+        pytest.skip("needs setpriv and a docker socket group")
+    top = Path(tempfile.mkdtemp(prefix="mlctl-nonroot-"))
+    try:
+        project = _docker_project(top, name="nonroot")
+        for path in [top, *top.rglob("*")]:
+            os.chown(path, uid, uid)
+        env = {**os.environ, "MLCTL_HOME": str(top / "home"), "HOME": str(top), "TMPDIR": str(top)}
+        probe = subprocess.run([*as_user, sys.executable, "-c", "import mlctl"], env=env, capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip(f"the checkout is not readable by uid {uid}: {probe.stderr.decode()[-200:]}")
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [*as_user, sys.executable, "-m", "mlctl", "-o", "json", *args]
+            return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+        deployed = run("service", "deploy", "-f", str(project / "service.yaml"))
+        assert deployed.returncode == 0, deployed.stderr
+        (container,) = _containers(engine, "nonroot")
+        assert container.attrs["Config"]["User"] == f"{uid}:{uid}"
+        deploy_dir = Path(container.labels["mlctl.deploy_dir"])
+        assert deploy_dir.stat().st_uid == uid and oct(deploy_dir.stat().st_mode)[-3:] != "777"
+        assert json.loads(post(json.loads(deployed.stdout)["scoring_uri"], b"{}")[2])["model"] == "v1"
+        assert run("service", "delete", "nonroot").returncode == 0
+        assert _containers(engine, "nonroot") == []
+    finally:
+        for container in _containers(engine, "nonroot"):
+            container.remove(force=True)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _https_post(uri: str, body: Any, cafile: Path, key: str | None, request_id: str) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    if request_id:
+        headers["x-request-id"] = request_id
+    request = urllib.request.Request(uri, data=json.dumps(body).encode(), headers=headers, method="POST")
+    context = ssl.create_default_context(cafile=str(cafile))
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, None
 
 
 def test_init_failure_shows_the_container_log_and_leaves_no_container(tmp_path: Path, engine: Any) -> None:

@@ -11,7 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ECHO_SCORE, mlctl, post, requests_throughout, serve_processes, service_spec, wait_for, write
+from conftest import (
+    ECHO_SCORE,
+    mlctl,
+    post,
+    requests_throughout,
+    self_signed_certificate,
+    serve_processes,
+    service_spec,
+    wait_for,
+    write,
+)
 
 
 def _deploy(project: Path) -> dict[str, object]:
@@ -300,28 +310,7 @@ def test_keys_of_a_service_without_auth_is_a_conflict(echo_project: Path) -> Non
 
 
 def test_tls_serves_https_with_the_given_certificate(echo_project: Path) -> None:
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(echo_project / "key.pem"),
-            "-out",
-            str(echo_project / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed_certificate(echo_project)
     text = (
         (echo_project / "service.yaml")
         .read_text()

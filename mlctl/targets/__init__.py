@@ -117,9 +117,20 @@ class TargetDriver(Protocol):
         ...
 
 
-def server_options(d: DeploymentConfig, *, host: str, status_file: str, control_socket: str) -> list[str]:
+def server_options(
+    d: DeploymentConfig,
+    *,
+    host: str,
+    status_file: str,
+    control_socket: str,
+    keys_file: str | None = None,
+    tls: tuple[str, str] | None = None,
+) -> list[str]:
     """The ``python -m mlctl.serve`` options every target derives from the deployment
-    configuration (one place, so no target forgets one); targets add their own after."""
+    configuration (one place, so no target forgets one); targets add their own after.
+
+    ``keys_file`` (with ``auth_enabled``) and ``tls`` (certificate, key) are paths as the server
+    sees them: a target may put them elsewhere (the docker target mounts them)."""
     options = [
         "--host",
         host,
@@ -140,7 +151,15 @@ def server_options(d: DeploymentConfig, *, host: str, status_file: str, control_
         "--control-socket",
         control_socket,
     ]
-    return [*options, "--access-log"] if d.access_log else options
+    if d.access_log:
+        options.append("--access-log")
+    if d.batch_size:
+        options += ["--batch-size", str(d.batch_size), "--batch-wait-ms", str(d.batch_wait_ms)]
+    if keys_file is not None:
+        options += ["--keys-file", keys_file]
+    if tls is not None:
+        options += ["--ssl-certfile", tls[0], "--ssl-keyfile", tls[1]]
+    return options
 
 
 def test_record(spec: ServiceSpec) -> dict[str, Any] | None:

@@ -11,6 +11,12 @@ on its private port, and only then is the old container drained and removed.
 
 Containers carry ``mlctl.*`` labels; ``list``, ``status`` and ``logs`` read the engine (the
 labels are the source of truth). ``cpu_cores`` and ``memory_gb`` become container limits.
+
+``auth_enabled`` keys and TLS files live in ``MLCTL_HOME/services/NAME/secrets`` (mode 0700,
+files 0600), mounted read-only at ``/run/mlctl-secrets``; the server re-reads the keys file, so
+``mlctl service keys --regenerate`` works as on the process target. Who runs the container:
+run by root, the image's own user (uid 1000), which is given the deploy and secrets folders;
+run by anyone else, that user's uid and gid, so those folders stay theirs alone.
 """
 
 from __future__ import annotations
@@ -26,20 +32,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlctl import config, images
+from mlctl import config, images, keys
 from mlctl.builder import build, docker_client, pull
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
 from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import Deployment, ServiceState, server_options, test_record
-from mlctl.targets.process import _check_port_free, _ready, _uri
+from mlctl.targets.process import _check_port_free, _ready, _tls_files, _uri
 
 HOST = "127.0.0.1"
 OPTIONS = {"host": "address the containers' scoring servers listen on (host networking): 127.0.0.1 (default)"}
 LABEL = "mlctl.service"
 MOUNT = "/run/mlctl"
 OLD_MOUNT = "/run/mlctl-old"
+SECRETS_MOUNT = "/run/mlctl-secrets"
+IMAGE_USER = (1000, 1000)  # mlctl.images.USER
 STOP_GRACE_S = 30
 DRAIN_S = 1.0
 
@@ -63,7 +71,6 @@ class Driver:
     def render(self, deployment: Deployment) -> dict[str, Any]:
         """The container that ``deploy`` would run (pure: the image is named, not built)."""
         spec = deployment.spec
-        _preflight(spec)
         image = spec.image or f"{spec.name}:<next version>"
         return {
             "target": self.kind,
@@ -71,7 +78,7 @@ class Driver:
             "image": image,
             "models": [m.ref for m in deployment.models],
             **self._container(spec, image, entry=_entry_name(spec), deploy_dir=Path("<deploy dir>"), old=None),
-            "scoring_uri": _uri(self.host, spec.deployment.port),
+            "scoring_uri": _uri(self.host, spec.deployment.port, tls=_tls_files(spec) is not None),
         }
 
     def deploy(
@@ -79,7 +86,6 @@ class Driver:
     ) -> ServiceState:
         """Run the service's container; see ``mlctl.targets`` for the contract."""
         spec = deployment.spec
-        _preflight(spec)
         if self._containers(spec.name):
             raise ConflictError(
                 f"service {spec.name!r} already exists",
@@ -95,7 +101,6 @@ class Driver:
     ) -> ServiceState:
         """Replace the container without downtime (the new one takes the old one's sockets)."""
         spec = deployment.spec
-        _preflight(spec)
         if not wait:
             raise TargetError(
                 "the docker target cannot update without waiting: mlctl retires the old container "
@@ -197,9 +202,11 @@ class Driver:
         image = self._image(deployment, reporter)
         deploy_dir = self.home / "services" / spec.name / (time.strftime("%Y%m%d%H%M%S-") + uuid.uuid4().hex[:6])
         deploy_dir.mkdir(parents=True)
-        _let_container_write(deploy_dir)
+        _hand_to_container(deploy_dir)
         container = None
+        created_keys = False
         try:
+            created_keys = self._write_secrets(spec)
             config_ = self._container(spec, image, entry=_entry_name(spec, image), deploy_dir=deploy_dir, old=old)
             labels = {
                 **config_.pop("labels"),
@@ -212,16 +219,41 @@ class Driver:
                 container = docker_client().containers.run(image, detach=True, labels=labels, **config_)
             if wait:
                 with reporter.step("waiting for init() and /readyz") as progress:
-                    _wait_ready(container, deploy_dir, timeout_s, progress)
+                    _wait_ready(container, deploy_dir, timeout_s, progress, tls_cert=self._tls_cert(spec))
             return container, deploy_dir
         except BaseException:
             if container is not None:
                 container.remove(force=True)
             shutil.rmtree(deploy_dir, ignore_errors=True)
+            if created_keys:  # a failed first deploy leaves no keys behind
+                self._secrets_dir(spec.name).joinpath("keys.json").unlink(missing_ok=True)
             raise
+
+    def _secrets_dir(self, name: str) -> Path:
+        return self.home / "services" / name / "secrets"
+
+    def _tls_cert(self, spec: ServiceSpec) -> str | None:
+        return str(self._secrets_dir(spec.name) / "tls-cert.pem") if _tls_files(spec) else None
+
+    def _write_secrets(self, spec: ServiceSpec) -> bool:
+        """Keys (``auth_enabled``) and TLS files where the container reads them; returns whether
+        keys were created now (existing keys are kept across updates)."""
+        d, folder = spec.deployment, self._secrets_dir(spec.name)
+        tls = _tls_files(spec)
+        if not d.auth_enabled and tls is None:
+            return False
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _hand_to_container(folder)
+        owner = IMAGE_USER if os.geteuid() == 0 else None
+        created = keys.ensure(folder / "keys.json", owner) if d.auth_enabled else False
+        if tls is not None:
+            for source, name in zip(tls, ("tls-cert.pem", "tls-key.pem"), strict=True):
+                _copy_private(Path(source), folder / name, owner)
+        return created
 
     def _container(self, spec: ServiceSpec, image: str, *, entry: str, deploy_dir: Path, old: Any) -> dict[str, Any]:
         d = spec.deployment
+        tls = _tls_files(spec) is not None
         command = [
             images.PYTHON,
             "-m",
@@ -229,14 +261,25 @@ class Driver:
             "--entry-script",
             f"{images.APP_ROOT}/{entry}",
             *server_options(
-                d, host=self.host, status_file=f"{MOUNT}/status.json", control_socket=f"{MOUNT}/control.sock"
+                d,
+                host=self.host,
+                status_file=f"{MOUNT}/status.json",
+                control_socket=f"{MOUNT}/control.sock",
+                keys_file=f"{SECRETS_MOUNT}/keys.json" if d.auth_enabled else None,
+                tls=(f"{SECRETS_MOUNT}/tls-cert.pem", f"{SECRETS_MOUNT}/tls-key.pem") if tls else None,
             ),
         ]
         volumes = {str(deploy_dir): {"bind": MOUNT, "mode": "rw"}}
+        if d.auth_enabled or tls:
+            volumes[str(self._secrets_dir(spec.name))] = {"bind": SECRETS_MOUNT, "mode": "ro"}
         if old is not None:
             command += ["--inherit-from", f"{OLD_MOUNT}/control.sock"]
             volumes[old.labels["mlctl.deploy_dir"]] = {"bind": OLD_MOUNT, "mode": "rw"}
-        probe = f"import urllib.request; urllib.request.urlopen('http://{_reachable(self.host)}:{d.port}/', timeout=3)"
+        probe = (  # the liveness route; our own certificate needs no check from inside the container
+            "import ssl, urllib.request; urllib.request.urlopen("
+            f"'{'https' if tls else 'http'}://{_reachable(self.host)}:{d.port}/', timeout=3, "
+            "context=ssl._create_unverified_context())"
+        )
         healthcheck = {
             "test": ["CMD", images.PYTHON, "-c", probe],
             "interval": 10 * 10**9,
@@ -252,10 +295,13 @@ class Driver:
             **({"nano_cpus": int(d.cpu_cores * 1e9)} if d.cpu_cores else {}),
             **({"mem_limit": f"{max(6, int(d.memory_gb * 1024))}m"} if d.memory_gb else {}),
             "restart_policy": {"Name": "unless-stopped"},
+            **({} if os.geteuid() == 0 else {"user": f"{os.getuid()}:{os.getgid()}"}),
             "name": f"mlctl-{spec.name}-{uuid.uuid4().hex[:6]}",
             "labels": {
                 LABEL: spec.name,
                 "mlctl.port": str(d.port),
+                "mlctl.auth": "true" if d.auth_enabled else "false",
+                "mlctl.tls": "true" if tls else "false",
                 "mlctl.host": self.host,
                 "mlctl.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
@@ -281,15 +327,20 @@ class Driver:
         container.reload()
         labels = container.labels
         host, port = labels.get("mlctl.host", HOST), int(labels.get("mlctl.port", 0))
-        record = {"status_file": str(Path(labels.get("mlctl.deploy_dir", "/nonexistent")) / "status.json")}
+        secrets = self._secrets_dir(labels[LABEL])
+        auth, tls = labels.get("mlctl.auth") == "true", labels.get("mlctl.tls") == "true"
+        record = {
+            "status_file": str(Path(labels.get("mlctl.deploy_dir", "/nonexistent")) / "status.json"),
+            "tls_cert": str(secrets / "tls-cert.pem") if tls else None,
+        }
         running = container.status == "running"
         state = "failed" if not running else ("running" if _ready(record, timeout_s=1.0) else "unhealthy")
         return ServiceState(
             name=labels[LABEL],
             target=self.kind,
             state=state,
-            scoring_uri=_uri(host, port),
-            swagger_uri=_uri(host, port, "/swagger.json"),
+            scoring_uri=_uri(host, port, tls=tls),
+            swagger_uri=_uri(host, port, "/swagger.json", tls=tls),
             models=tuple(filter(None, labels.get("mlctl.models", "").split(","))),
             environment=labels.get("mlctl.image", ""),
             created_at=labels.get("mlctl.created", ""),
@@ -298,35 +349,44 @@ class Driver:
                 "container": container.name,
                 "image": labels.get("mlctl.image"),
                 "port": port,
-                "auth_enabled": False,
-                "keys_file": None,
-                "tls_cert": None,
+                "auth_enabled": auth,
+                "keys_file": str(secrets / "keys.json") if auth else None,
+                "tls_cert": record["tls_cert"],
             },
             fingerprint=json.loads(labels.get("mlctl.fingerprint", "{}")),
         )
 
 
-def _let_container_write(folder: Path) -> None:
-    """The image's user (uid 1000) writes its status file and control socket into ``folder``:
-    hand the folder to it as root; otherwise open it (it holds nothing else, and the control
-    socket inside is created 0600 by the server)."""
+def _hand_to_container(folder: Path) -> None:
+    """Let the container's user use ``folder``: run by root, the container runs as the image's
+    user, who is given the folder; otherwise it runs as the caller, who owns it already."""
     if os.geteuid() == 0:
-        os.chown(folder, 1000, 1000)
-    elif os.geteuid() != 1000:
-        folder.chmod(0o777)
+        os.chown(folder, *IMAGE_USER)
+
+
+def _copy_private(source: Path, dest: Path, owner: tuple[int, int] | None) -> None:
+    """Copy ``source`` to ``dest`` atomically, mode 0600, owned by ``owner`` when given (root).
+
+    Raises:
+        SpecError: ``source`` cannot be read.
+    """
+    from mlctl.errors import SpecError
+
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read {source}: {exc.strerror}", hint="check the path and its permissions") from None
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    if owner is not None:
+        os.chown(tmp, *owner)
+    os.replace(tmp, dest)
 
 
 def _reachable(host: str) -> str:
     return HOST if host in ("0.0.0.0", "::", "") else host
-
-
-def _preflight(spec: ServiceSpec) -> None:
-    d = spec.deployment
-    if d.auth_enabled or d.ssl_cert_pem_file or d.batch_size:
-        raise TargetError(
-            "auth_enabled, TLS and batching are not available on the docker target yet",
-            hint="use target: process for them, or leave them out",
-        )
 
 
 def _entry_name(spec: ServiceSpec, image: str | None = None) -> str:
@@ -338,8 +398,8 @@ def _entry_name(spec: ServiceSpec, image: str | None = None) -> str:
     return next((e.split("=", 1)[1] for e in env if e.startswith("AZUREML_ENTRY_SCRIPT=")), "score.py")
 
 
-def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: Any) -> None:
-    record = {"status_file": str(deploy_dir / "status.json")}
+def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: Any, *, tls_cert: str | None) -> None:
+    record = {"status_file": str(deploy_dir / "status.json"), "tls_cert": tls_cert}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         container.reload()

@@ -366,25 +366,16 @@ def _command(
             host=host,
             status_file=str(deploy_dir / "status.json"),
             control_socket=str(deploy_dir / _CONTROL),
+            keys_file=str(keys_file) if keys_file is not None else None,
+            tls=_tls_files(spec),
         ),
     ]
-    if keys_file is not None:
-        command += ["--keys-file", str(keys_file)]
-    if spec.deployment.batch_size:
-        command += [
-            "--batch-size",
-            str(spec.deployment.batch_size),
-            "--batch-wait-ms",
-            str(spec.deployment.batch_wait_ms),
-        ]
-    if spec.deployment.ssl_cert_pem_file and spec.deployment.ssl_key_pem_file:
-        command += [
-            "--ssl-certfile",
-            str(spec.deployment.ssl_cert_pem_file),
-            "--ssl-keyfile",
-            str(spec.deployment.ssl_key_pem_file),
-        ]
     return command + [arg for fd in listen_fds for arg in ("--listen-fd", str(fd))]
+
+
+def _tls_files(spec: ServiceSpec) -> tuple[str, str] | None:
+    d = spec.deployment
+    return (str(d.ssl_cert_pem_file), str(d.ssl_key_pem_file)) if d.ssl_cert_pem_file and d.ssl_key_pem_file else None
 
 
 def _inherit_sockets(old: dict[str, Any]) -> tuple[int, ...]:
