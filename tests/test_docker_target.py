@@ -10,7 +10,9 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -304,31 +306,29 @@ def test_examples_answer_on_docker_exactly_as_on_the_process_target(trained_exam
 
 
 @pytest.fixture
-def oci_registry(tmp_path: Path) -> Any:
+def oci_registry(tmp_path: Path) -> Iterator[str]:
     """Debian's docker-registry on 127.0.0.1 (a real OCI registry), stopped by PID afterwards."""
+    with _registry(tmp_path) as address:
+        yield address
+
+
+@contextmanager
+def _registry(folder: Path, htpasswd: Path | None = None) -> Iterator[str]:
+    """Run docker-registry on a free port of 127.0.0.1 (with ``htpasswd``: basic authentication)."""
     import shutil
-    import subprocess
     import time
-    import urllib.request
 
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.skip("no docker-registry (run `make docker-up` as root)")
     port = free_port()
-    config = write(
-        tmp_path / "registry.yml",
-        f"""
-        version: 0.1
-        storage:
-          filesystem:
-            rootdirectory: {tmp_path / "registry-data"}
-          delete:
-            enabled: true
-        http:
-          addr: 127.0.0.1:{port}
-        """,
+    auth = f"auth:\n  htpasswd:\n    realm: mlctl-tests\n    path: {htpasswd}\n" if htpasswd else ""
+    config = folder / f"registry-{port}.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder / f'registry-{port}'}\n"
+        f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}"
     )
-    with (tmp_path / "registry.log").open("wb") as log:
+    with (folder / f"registry-{port}.log").open("wb") as log:
         proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -336,12 +336,60 @@ def oci_registry(tmp_path: Path) -> Any:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
                     break
+            except urllib.error.HTTPError:  # 401: up, and asking for credentials
+                break
             except OSError:
                 time.sleep(0.2)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_registry_that_needs_credentials_gets_them_from_the_environment_and_never_shows_them(
+    tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import secrets
+
+    import bcrypt
+
+    password = secrets.token_urlsafe(16)
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"ci:{bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()}\n")
+    project = _docker_project(tmp_path, name="private")
+    assert mlctl("model", "register", "--name", "m", "--path", str(project / "model.txt")).code == 0
+    name = f"private-img-{free_port()}"
+    write(
+        project / "image.yaml",
+        f"apiVersion: mlctl/v1\nkind: Image\nname: {name}\nmodels: [m:1]\n"
+        "entry_script: score.py\nrequirements: requirements.txt\n",
+    )
+    with _registry(tmp_path, htpasswd) as address:
+        monkeypatch.setenv("MLCTL_REGISTRY", address)
+        assert mlctl("image", "build", "-f", str(project / "image.yaml")).code == 0
+        refused = mlctl("image", "push", f"{name}:1")
+        assert refused.code == 6 and "docker login" in refused.err and "MLCTL_REGISTRY_USERNAME" in refused.err
+        credentials = {"MLCTL_REGISTRY_USERNAME": "ci", "MLCTL_REGISTRY_PASSWORD": password}
+        pushed = mlctl("-o", "json", "image", "push", f"{name}:1", **credentials)
+        assert pushed.code == 0, pushed.err
+        assert pushed.json()["pushed"] == f"{address}/{name}:1" and password not in pushed.out + pushed.err
+
+        for tag in (f"{name}:1", f"{address}/{name}:1"):
+            engine.images.remove(tag, force=True)
+        write(
+            project / "svc.yaml",
+            f"apiVersion: mlctl/v1\nkind: Service\nname: private\ntarget: docker\n"
+            f"image: {name}:1\ndeployment_config:\n  port: {free_port()}\n",
+        )
+        denied = mlctl("service", "deploy", "-f", str(project / "svc.yaml"))
+        assert denied.code == 6 and "pulling" in denied.err and "docker login" in denied.err
+        deployed = mlctl("-o", "json", "--debug", "service", "deploy", "-f", str(project / "svc.yaml"), **credentials)
+        assert deployed.code == 0, deployed.err
+        assert password not in deployed.out + deployed.err
+        assert json.loads(post(deployed.json()["scoring_uri"], b"{}")[2])["model"] == "v1"
+        assert mlctl("service", "delete", "private").code == 0
+    for image_id in {i.id for i in engine.images.list(name=name) + engine.images.list(name=f"{address}/{name}")}:
+        engine.images.remove(image_id, force=True)
 
 
 def test_pushed_image_deleted_locally_is_pulled_back_and_answers(
