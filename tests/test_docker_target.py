@@ -142,6 +142,8 @@ def test_keys_tls_and_batching_work_on_docker_and_logs_follow(tmp_path: Path, en
     project = _docker_project(tmp_path, name="secure")
     write(project / "score.py", BATCH_SCORE)
     cert, _ = self_signed_certificate(project)
+    trusted = project / "trusted.pem"  # what clients trust, while the spec's cert.pem may change
+    trusted.write_bytes(cert.read_bytes())
     spec = project / "service.yaml"
     extra = (
         "workers: 1\n  auth_enabled: true\n  access_log: true\n  ssl_cert_pem_file: cert.pem\n"
@@ -160,7 +162,7 @@ def test_keys_tls_and_batching_work_on_docker_and_logs_follow(tmp_path: Path, en
     assert keys["primary_key"] not in json.dumps(container.attrs)  # not in its command, env or labels
 
     def score(x: int, key: str | None = keys["primary_key"], request_id: str = "") -> tuple[int, dict[str, Any]]:
-        return _https_post(uri, {"x": x}, cert, key, request_id)
+        return _https_post(uri, {"x": x}, trusted, key, request_id)
 
     assert score(1, key=None)[0] == 401 and score(1, key="wrong")[0] == 401
     status, answer = score(1)
@@ -169,6 +171,20 @@ def test_keys_tls_and_batching_work_on_docker_and_logs_follow(tmp_path: Path, en
         answers = list(pool.map(score, range(24)))
     assert [a["x"] for _, a in answers] == list(range(24)) and max(a["batch"] for _, a in answers) > 1
     assert mlctl("service", "test", "secure").code == 0  # the CLI sends the key, over TLS
+
+    cert.write_text("not a certificate")
+    failed = mlctl("service", "update", "-f", str(spec))
+    assert failed.code == 7 and "cannot use the TLS certificate and key" in failed.err
+    assert score(4)[0] == 200 and _containers(engine, "secure") == [container]  # the old one serves on
+    container.restart(timeout=10)  # and still has its own certificate when it starts again
+
+    def answers() -> bool:
+        try:
+            return score(5)[0] == 200
+        except OSError:
+            return False
+
+    assert wait_for(answers, 60)
 
     follower = subprocess.Popen(
         [sys.executable, "-m", "mlctl", "service", "logs", "secure", "--follow", "--tail", "1"],

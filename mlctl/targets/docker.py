@@ -12,9 +12,12 @@ on its private port, and only then is the old container drained and removed.
 Containers carry ``mlctl.*`` labels; ``list``, ``status`` and ``logs`` read the engine (the
 labels are the source of truth). ``cpu_cores`` and ``memory_gb`` become container limits.
 
-``auth_enabled`` keys and TLS files live in ``MLCTL_HOME/services/NAME/secrets`` (mode 0700,
-files 0600), mounted read-only at ``/run/mlctl-secrets``; the server re-reads the keys file, so
-``mlctl service keys --regenerate`` works as on the process target. Who runs the container:
+``auth_enabled`` keys live in ``MLCTL_HOME/services/NAME/secrets`` (mode 0700, files 0600),
+mounted read-only at ``/run/mlctl-secrets`` and shared by the containers of one service; the
+TLS certificate and key are copied (0600) into each container's own deploy folder, so a failed
+update with a bad certificate cannot reach the container still serving. The server re-reads
+the keys file, so ``mlctl service keys --regenerate`` works as on the process target. Who runs
+the container:
 run by root, the image's own user (uid 1000), which is given the deploy and secrets folders;
 run by anyone else, that user's uid and gid, so those folders stay theirs alone.
 """
@@ -206,7 +209,7 @@ class Driver:
         container = None
         created_keys = False
         try:
-            created_keys = self._write_secrets(spec)
+            created_keys = self._write_secrets(spec, deploy_dir)
             config_ = self._container(spec, image, entry=_entry_name(spec, image), deploy_dir=deploy_dir, old=old)
             labels = {
                 **config_.pop("labels"),
@@ -219,7 +222,7 @@ class Driver:
                 container = docker_client().containers.run(image, detach=True, labels=labels, **config_)
             if wait:
                 with reporter.step("waiting for init() and /readyz") as progress:
-                    _wait_ready(container, deploy_dir, timeout_s, progress, tls_cert=self._tls_cert(spec))
+                    _wait_ready(container, deploy_dir, timeout_s, progress, tls_cert=_tls_cert(spec, deploy_dir))
             return container, deploy_dir
         except BaseException:
             if container is not None:
@@ -232,24 +235,21 @@ class Driver:
     def _secrets_dir(self, name: str) -> Path:
         return self.home / "services" / name / "secrets"
 
-    def _tls_cert(self, spec: ServiceSpec) -> str | None:
-        return str(self._secrets_dir(spec.name) / "tls-cert.pem") if _tls_files(spec) else None
-
-    def _write_secrets(self, spec: ServiceSpec) -> bool:
-        """Keys (``auth_enabled``) and TLS files where the container reads them; returns whether
-        keys were created now (existing keys are kept across updates)."""
-        d, folder = spec.deployment, self._secrets_dir(spec.name)
-        tls = _tls_files(spec)
-        if not d.auth_enabled and tls is None:
-            return False
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _hand_to_container(folder)
+    def _write_secrets(self, spec: ServiceSpec, deploy_dir: Path) -> bool:
+        """Keys (``auth_enabled``, shared by the service's containers) and TLS files (this
+        container's deploy folder) where the container reads them; returns whether keys were
+        created now (existing keys are kept across updates)."""
         owner = IMAGE_USER if os.geteuid() == 0 else None
-        created = keys.ensure(folder / "keys.json", owner) if d.auth_enabled else False
+        tls = _tls_files(spec)
         if tls is not None:
             for source, name in zip(tls, ("tls-cert.pem", "tls-key.pem"), strict=True):
-                _copy_private(Path(source), folder / name, owner)
-        return created
+                _copy_private(Path(source), deploy_dir / name, owner)
+        if not spec.deployment.auth_enabled:
+            return False
+        folder = self._secrets_dir(spec.name)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _hand_to_container(folder)
+        return keys.ensure(folder / "keys.json", owner)
 
     def _container(self, spec: ServiceSpec, image: str, *, entry: str, deploy_dir: Path, old: Any) -> dict[str, Any]:
         d = spec.deployment
@@ -266,11 +266,11 @@ class Driver:
                 status_file=f"{MOUNT}/status.json",
                 control_socket=f"{MOUNT}/control.sock",
                 keys_file=f"{SECRETS_MOUNT}/keys.json" if d.auth_enabled else None,
-                tls=(f"{SECRETS_MOUNT}/tls-cert.pem", f"{SECRETS_MOUNT}/tls-key.pem") if tls else None,
+                tls=(f"{MOUNT}/tls-cert.pem", f"{MOUNT}/tls-key.pem") if tls else None,
             ),
         ]
         volumes = {str(deploy_dir): {"bind": MOUNT, "mode": "rw"}}
-        if d.auth_enabled or tls:
+        if d.auth_enabled:
             volumes[str(self._secrets_dir(spec.name))] = {"bind": SECRETS_MOUNT, "mode": "ro"}
         if old is not None:
             command += ["--inherit-from", f"{OLD_MOUNT}/control.sock"]
@@ -329,9 +329,10 @@ class Driver:
         host, port = labels.get("mlctl.host", HOST), int(labels.get("mlctl.port", 0))
         secrets = self._secrets_dir(labels[LABEL])
         auth, tls = labels.get("mlctl.auth") == "true", labels.get("mlctl.tls") == "true"
+        deploy_dir = Path(labels.get("mlctl.deploy_dir", "/nonexistent"))
         record = {
-            "status_file": str(Path(labels.get("mlctl.deploy_dir", "/nonexistent")) / "status.json"),
-            "tls_cert": str(secrets / "tls-cert.pem") if tls else None,
+            "status_file": str(deploy_dir / "status.json"),
+            "tls_cert": str(deploy_dir / "tls-cert.pem") if tls else None,
         }
         running = container.status == "running"
         state = "failed" if not running else ("running" if _ready(record, timeout_s=1.0) else "unhealthy")
@@ -355,6 +356,10 @@ class Driver:
             },
             fingerprint=json.loads(labels.get("mlctl.fingerprint", "{}")),
         )
+
+
+def _tls_cert(spec: ServiceSpec, deploy_dir: Path) -> str | None:
+    return str(deploy_dir / "tls-cert.pem") if _tls_files(spec) else None
 
 
 def _hand_to_container(folder: Path) -> None:
