@@ -109,6 +109,7 @@ class ContextPlan:
             [
                 "# Written by mlctl: layers go from what changes least to what changes most.",
                 f"FROM {self.base_image}",
+                "USER root",  # base images may end as another user (mambaorg/micromamba does)
                 "ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1",
                 "COPY environment/ /opt/mlctl/environment/",
                 "RUN sh /opt/mlctl/environment/install.sh",

@@ -325,12 +325,21 @@ def test_tls_serves_https_with_the_given_certificate(echo_project: Path) -> None
     import ssl
     import urllib.request
 
-    context = ssl.create_default_context(cafile=str(echo_project / "cert.pem"))
+    context = ssl.create_default_context(cafile=str(echo_project / "cert.pem"))  # loaded now: may change later
     request = urllib.request.Request(uri, data=b"{}", method="POST")
     with urllib.request.urlopen(request, context=context, timeout=10) as response:
         assert response.status == 200
     with pytest.raises(OSError):  # plain HTTP is not served
         post(uri.replace("https", "http"), b"{}", timeout=3)
+
+    (echo_project / "cert.pem").write_text("not a certificate")  # the server keeps its own copy
+    failed = mlctl("service", "update", "-f", str(echo_project / "service.yaml"))
+    assert failed.code == 7 and "cannot use the TLS certificate and key" in failed.err
+    record = mlctl("-o", "json", "service", "show", "echo").json()
+    assert Path(record["tls_cert"]).read_bytes() != b"not a certificate"
+    assert oct(Path(record["tls_cert"]).with_name("tls-key.pem").stat().st_mode)[-3:] == "600"
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        assert response.status == 200
 
 
 def test_an_unusable_certificate_fails_the_deploy_clearly(echo_project: Path) -> None:

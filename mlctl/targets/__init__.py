@@ -17,6 +17,7 @@ Driver contract (tested once for all drivers in ``tests/test_target_contract.py`
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,3 +215,26 @@ def driver_of_kind(
 def options_of(kind: str) -> dict[str, str]:
     """The options target kind ``kind`` takes: name -> description (its module's ``OPTIONS``)."""
     return dict(importlib.import_module(TARGETS[kind]).OPTIONS)
+
+
+def copy_private(source: Path, dest: Path, owner: tuple[int, int] | None = None) -> None:
+    """Copy ``source`` to ``dest`` atomically, mode 0600, owned by ``owner`` when given (root).
+    Targets give each server its own copy of its TLS certificate and key this way, so a failed
+    update with new files cannot reach a server still running.
+
+    Raises:
+        SpecError: ``source`` cannot be read.
+    """
+    from mlctl.errors import SpecError
+
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read {source}: {exc.strerror}", hint="check the path and its permissions") from None
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    if owner is not None:
+        os.chown(tmp, *owner)
+    os.replace(tmp, dest)

@@ -41,7 +41,7 @@ from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetEr
 from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.spec.records import ServiceSpec
-from mlctl.targets import Deployment, ServiceState, server_options, test_record
+from mlctl.targets import Deployment, ServiceState, copy_private, server_options, test_record
 from mlctl.targets.process import _check_port_free, _ready, _tls_files, _uri
 
 HOST = "127.0.0.1"
@@ -243,7 +243,7 @@ class Driver:
         tls = _tls_files(spec)
         if tls is not None:
             for source, name in zip(tls, ("tls-cert.pem", "tls-key.pem"), strict=True):
-                _copy_private(Path(source), deploy_dir / name, owner)
+                copy_private(Path(source), deploy_dir / name, owner)
         if not spec.deployment.auth_enabled:
             return False
         folder = self._secrets_dir(spec.name)
@@ -367,27 +367,6 @@ def _hand_to_container(folder: Path) -> None:
     user, who is given the folder; otherwise it runs as the caller, who owns it already."""
     if os.geteuid() == 0:
         os.chown(folder, *IMAGE_USER)
-
-
-def _copy_private(source: Path, dest: Path, owner: tuple[int, int] | None) -> None:
-    """Copy ``source`` to ``dest`` atomically, mode 0600, owned by ``owner`` when given (root).
-
-    Raises:
-        SpecError: ``source`` cannot be read.
-    """
-    from mlctl.errors import SpecError
-
-    try:
-        data = source.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"cannot read {source}: {exc.strerror}", hint="check the path and its permissions") from None
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    if owner is not None:
-        os.chown(tmp, *owner)
-    os.replace(tmp, dest)
 
 
 def _reachable(host: str) -> str:
