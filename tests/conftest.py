@@ -267,6 +267,44 @@ def conda_base_image() -> str:
     return CONDA_BASE_IMAGE
 
 
+# An entry script with run_batch (micro-batching): each answer says how big its batch was.
+BATCH_SCORE = """
+import json, os, time
+
+def init():
+    pass
+
+def run(raw_data):
+    return run_batch([raw_data])[0]
+
+def run_batch(raw_data_list):
+    time.sleep(0.05)  # a model call that costs the same for 1 or 32 rows
+    items = [json.loads(raw) for raw in raw_data_list]
+    if any(item.get("fail") for item in items):
+        raise ValueError("bad batch")
+    return [{"x": item["x"], "batch": len(items)} for item in items]
+"""
+
+
+@contextmanager
+def following_logs(service: str) -> Iterator[subprocess.Popen[str]]:
+    """``mlctl service logs SERVICE --follow --tail 1`` running, once its tail line arrived (so it
+    follows); killed afterwards if it did not end by itself."""
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "mlctl", "service", "logs", service, "--follow", "--tail", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None and follower.stdout.readline()
+        yield follower
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+        follower.communicate()
+
+
 @contextmanager
 def requests_throughout(uri: str, *, until_model: str, clients: int = 4) -> Iterator[tuple[list[str], set[str]]]:
     """Send requests to ``uri`` from ``clients`` threads while the block runs (an update), and

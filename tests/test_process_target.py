@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     ECHO_SCORE,
+    following_logs,
     mlctl,
     post,
     requests_throughout,
@@ -253,25 +254,13 @@ def test_several_models_are_laid_out_as_azure_ml_does(echo_project: Path, tmp_pa
 
 def test_logs_follow_streams_new_lines_and_ends_when_the_service_is_deleted(echo_project: Path) -> None:
     uri = str(_deploy(echo_project)["scoring_uri"])
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "mlctl", "service", "logs", "echo", "--follow", "--tail", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with following_logs("echo") as follower:
         assert follower.stdout is not None
-        first = follower.stdout.readline()  # the --tail line: the follower is running
-        assert first
         post(uri, b'{"fail": true}', {"x-request-id": "follow-me"})
         seen = [follower.stdout.readline() for _ in range(2)]
         assert any("request follow-me: run() raised ValueError" in line for line in seen)
         assert mlctl("service", "delete", "echo").code == 0
         assert follower.wait(10) == 0
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-        follower.communicate()
 
 
 def test_auth_enabled_needs_a_bearer_key_that_can_be_rotated(echo_project: Path) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ECHO_SCORE, free_port, get, post, wait_for, write
+from conftest import BATCH_SCORE, ECHO_SCORE, free_port, get, post, wait_for, write
 
 Server = Callable[..., str]
 
@@ -348,24 +348,6 @@ def test_metrics_sum_every_worker_and_the_access_log_has_request_ids(tmp_path: P
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     logged = {line["request_id"]: line for line in lines}
     assert logged["m-7"]["status"] == 200 and logged["m-7"]["path"] == "/score" and logged["m-7"]["ms"] > 0
-
-
-BATCH_SCORE = """
-import json, os, time
-
-def init():
-    pass
-
-def run(raw_data):
-    return run_batch([raw_data])[0]
-
-def run_batch(raw_data_list):
-    time.sleep(0.05)  # a model call that costs the same for 1 or 32 rows
-    items = [json.loads(raw) for raw in raw_data_list]
-    if any(item.get("fail") for item in items):
-        raise ValueError("bad batch")
-    return [{"x": item["x"], "batch": len(items)} for item in items]
-"""
 
 
 def test_micro_batching_answers_each_request_with_its_own_result(serve: Server) -> None:
