@@ -69,6 +69,7 @@ def build(
                 nocache=not cache,
             ),
             progress,
+            base_image=plan.base_image,
         )
     image = client.images.get(temporary)
     try:
@@ -154,8 +155,15 @@ def _auth_from_environment() -> dict[str, str] | None:
     return {"username": user, "password": password} if user and password else None
 
 
-def _hint(lines: list[str]) -> str:
+def _hint(lines: list[str], step: str, base_image: str) -> str:
     from mlctl.environments import pip_hint
+
+    if step.startswith("step 1/"):  # FROM: the engine has not got the base image and cannot pull it
+        return (
+            f"the Docker engine cannot get the base image {base_image}: pull or build it first "
+            "(`docker pull`, or a registry it can reach), or choose another with base_image in the "
+            "Image spec, MLCTL_BASE_IMAGE, or base_image in the configuration"
+        )
 
     if any("No matching distribution found" in line for line in lines):
         hint = pip_hint(lines)  # names the package, and says a conda-only one cannot come from pip
@@ -165,7 +173,7 @@ def _hint(lines: list[str]) -> str:
     return "the lines above end with the failing command's output"
 
 
-def _stream(chunks: Any, progress: Callable[[str], None]) -> None:
+def _stream(chunks: Any, progress: Callable[[str], None], *, base_image: str) -> None:
     lines: list[str] = []
     step = ""
     for chunk in chunks:
@@ -182,5 +190,5 @@ def _stream(chunks: Any, progress: Callable[[str], None]) -> None:
                 f"the image build failed at {step or 'its start'}",
                 phase="image build",
                 details=lines[-_TAIL:],
-                hint=_hint(lines),
+                hint=_hint(lines, step, base_image),
             )

@@ -202,6 +202,15 @@ def _use_conda_file(project: Path) -> None:
     spec.write_text(spec.read_text().replace("requirements: requirements.txt", "conda_file: environment.yml"))
 
 
+def test_a_base_image_the_engine_cannot_get_says_how_to_choose_one(project: Path, engine: object) -> None:
+    missing = f"mlctl-test/no-such-base-{uuid.uuid4().hex[:8]}:1"
+    result = mlctl("-o", "json", "image", "build", "-f", str(project / "image.yaml"), MLCTL_BASE_IMAGE=missing)
+    assert result.code == 7
+    error = json.loads(result.err.strip().splitlines()[-1])
+    assert "step 1/" in error["message"] and missing in error["hint"] and "MLCTL_BASE_IMAGE" in error["hint"]
+    assert mlctl("-o", "json", "image", "list").json() == []
+
+
 def test_an_unreachable_daemon_says_how_to_check_it(project: Path) -> None:
     result = mlctl("image", "build", "-f", str(project / "image.yaml"), DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert result.code == 6 and "docker info" in result.err and "DOCKER_HOST" in result.err
