@@ -131,7 +131,10 @@ class Reporter:
         """Render ``key: value`` lines, for ``show`` verbs."""
         width = max(len(k) for k, _ in pairs)
         for key, value in pairs:
-            self.out.print(f"[bold]{key.ljust(width)}[/]  {_escape(_cell(value))}")
+            first, *more = _cell(value).split("\n") or [""]
+            self.out.print(f"[bold]{key.ljust(width)}[/]  {_escape(first)}")
+            for line in more:  # a multi-line value stays in its column
+                self.out.print(f"{' ' * width}  {_escape(line)}")
 
     def error(self, doc: dict[str, Any]) -> None:
         """Report an error document (see ``MlctlError.to_dict``) on stderr, in the output mode."""

@@ -119,6 +119,9 @@ def test_build_versions_runs_as_non_root_and_a_model_change_reuses_the_environme
     assert engine.images.get(f"{name}:1").id != engine.images.get(f"{name}:2").id  # type: ignore[attr-defined]
     shared = _shared_layers(engine, name)
     assert shared >= 3  # base + environment + runtime layers come from the cache
+    shown = mlctl("image", "show", f"{name}:2").out.splitlines()  # for people: sizes in MB, a label a line
+    assert shown[0].split() == ["name", name] and any(line.split()[-1] == "MB" for line in shown)
+    assert any(line.strip() == "mlctl.model.0=echo-model:2" for line in shown)
     listed = mlctl("-o", "json", "image", "list", "--name", name).json()
     assert [i["version"] for i in listed] == [1, 2]
     assert mlctl("-o", "json", "image", "delete", f"{name}:1").json()["deleted"] is True

@@ -101,7 +101,18 @@ def show(ref: str = typer.Argument(..., help="NAME or NAME:VERSION.")) -> None:
     name, version = _ref(ref)
     record = _state.registry().image(name, version)
     reporter = _state.reporter()
-    reporter.result(record, lambda d: reporter.fields([(k, v) for k, v in d.items() if k != "requirements"]))
+    first = ("name", "version", "image_id", "created_at")
+    keys = [*(k for k in first if k in record), *(k for k in record if k not in first and k != "requirements")]
+    reporter.result(record, lambda d: reporter.fields([(k, _readable(k, d[k])) for k in keys]))
+
+
+def _readable(key: str, value: Any) -> Any:
+    """Table output only (JSON keeps raw values): sizes in MB, labels one per line."""
+    if key == "size" and isinstance(value, int):
+        return f"{value / 1e6:.1f} MB"
+    if key == "labels" and isinstance(value, dict):
+        return "\n".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return value
 
 
 @app.command("delete")
