@@ -149,7 +149,7 @@ def plan_context(
             hint="give inference_config.conda_file or requirements",
         )
     runtime = tuple(environments.runtime_requirements())
-    requirements = (*environments.plan(env, Path("/nonexistent"), lambda _: None).requirements, *runtime)
+    requirements = (*environments.plan(env, Path("/nonexistent")).requirements, *runtime)
     conda_file = None
     if env.kind == "conda" and env.file is not None:
         conda_file = environments.conda_env_file(env.file.read_text(encoding="utf-8"), str(env.file))

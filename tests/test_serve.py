@@ -306,48 +306,30 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
             proc.kill()
 
 
-def test_metrics_sum_every_worker_and_the_access_log_has_request_ids(tmp_path: Path) -> None:
-    entry = write(tmp_path / "score.py", "import os\ndef init():\n    pass\ndef run(raw):\n    return os.getpid()\n")
-    port = free_port()
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlctl.serve",
-                "--entry-script",
-                str(entry),
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--access-log",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_for(lambda: _ready(base), 30)
-        pids = set()
-        for i in range(40):
-            status, _, body = post(base + "/score", b"{}", {"x-request-id": f"m-{i}"})
-            assert status == 200
-            pids.add(json.loads(body))
-        assert len(pids) == 2  # both workers answered: the counts below are their sum
-        post(base + "/score", b"{}", {"Content-Type": "application/json", "x-request-id": "x" * 101})
-        metrics = get(base + "/metrics")[1].decode()
-        assert 'mlctl_requests_total{route="/score",status="200"} 40' in metrics
-        assert 'mlctl_requests_total{route="/score",status="431"} 1' in metrics
-        assert 'mlctl_request_duration_seconds_count{route="/score",status="200"} 40' in metrics
-        assert metrics.count("mlctl_init_duration_seconds{worker=") == 2
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    logged = {line["request_id"]: line for line in lines}
-    assert logged["m-7"]["status"] == 200 and logged["m-7"]["path"] == "/score" and logged["m-7"]["ms"] > 0
+def test_metrics_sum_every_worker_and_the_access_log_has_request_ids(serve: Server, tmp_path: Path) -> None:
+    base = serve(
+        "import os\ndef init():\n    pass\ndef run(raw):\n    return os.getpid()\n", "--workers", "2", "--access-log"
+    )
+    pids = set()
+    for i in range(40):
+        status, _, body = post(base + "/score", b"{}", {"x-request-id": f"m-{i}"})
+        assert status == 200
+        pids.add(json.loads(body))
+    assert len(pids) == 2  # both workers answered: the counts below are their sum
+    post(base + "/score", b"{}", {"Content-Type": "application/json", "x-request-id": "x" * 101})
+    metrics = get(base + "/metrics")[1].decode()
+    assert 'mlctl_requests_total{route="/score",status="200"} 40' in metrics
+    assert 'mlctl_requests_total{route="/score",status="431"} 1' in metrics
+    assert 'mlctl_request_duration_seconds_count{route="/score",status="200"} 40' in metrics
+    assert metrics.count("mlctl_init_duration_seconds{worker=") == 2
+
+    def logged() -> dict[str, dict[str, object]]:
+        text = (tmp_path / "srv0" / "server.log").read_text()
+        return {doc["request_id"]: doc for doc in (json.loads(line) for line in text.splitlines() if line[:1] == "{")}
+
+    assert wait_for(lambda: "m-7" in logged(), 5)
+    line = logged()["m-7"]
+    assert line["status"] == 200 and line["path"] == "/score" and line["ms"] > 0
 
 
 def test_micro_batching_answers_each_request_with_its_own_result(serve: Server) -> None:

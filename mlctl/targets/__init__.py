@@ -217,10 +217,36 @@ def options_of(kind: str) -> dict[str, str]:
     return dict(importlib.import_module(TARGETS[kind]).OPTIONS)
 
 
-def copy_private(source: Path, dest: Path, owner: tuple[int, int] | None = None) -> None:
+TLS_FILES = ("tls-cert.pem", "tls-key.pem")  # each server's own copies, in its deploy folder
+
+
+def uses_tls(spec: ServiceSpec) -> bool:
+    """Whether the spec gives a TLS certificate and key (``ssl_cert_pem_file``, ``ssl_key_pem_file``)."""
+    return bool(spec.deployment.ssl_cert_pem_file and spec.deployment.ssl_key_pem_file)
+
+
+def tls_paths(spec: ServiceSpec, folder: Path | str) -> tuple[str, str] | None:
+    """(certificate, key) of a server's TLS copies in its deploy ``folder``, as the server sees that
+    folder (a target may mount it elsewhere); None without TLS."""
+    return (f"{folder}/{TLS_FILES[0]}", f"{folder}/{TLS_FILES[1]}") if uses_tls(spec) else None
+
+
+def copy_tls(spec: ServiceSpec, deploy_dir: Path, owner: tuple[int, int] | None = None) -> None:
+    """Give one server its own 0600 copies of the spec's TLS certificate and key (owned by
+    ``owner`` when given, as root), so a later failed update with new files cannot reach a server
+    still running (it would read them again when it restarts). Nothing without TLS.
+
+    Raises:
+        SpecError: a file cannot be read.
+    """
+    d = spec.deployment
+    if d.ssl_cert_pem_file and d.ssl_key_pem_file:
+        for source, name in zip((d.ssl_cert_pem_file, d.ssl_key_pem_file), TLS_FILES, strict=True):
+            _copy_private(source, deploy_dir / name, owner)
+
+
+def _copy_private(source: Path, dest: Path, owner: tuple[int, int] | None) -> None:
     """Copy ``source`` to ``dest`` atomically, mode 0600, owned by ``owner`` when given (root).
-    Targets give each server its own copy of its TLS certificate and key this way, so a failed
-    update with new files cannot reach a server still running.
 
     Raises:
         SpecError: ``source`` cannot be read.

@@ -16,10 +16,10 @@ labels are the source of truth). ``cpu_cores`` and ``memory_gb`` become containe
 mounted read-only at ``/run/mlctl-secrets`` and shared by the containers of one service; the
 TLS certificate and key are copied (0600) into each container's own deploy folder, so a failed
 update with a bad certificate cannot reach the container still serving. The server re-reads
-the keys file, so ``mlctl service keys --regenerate`` works as on the process target. Who runs
-the container:
-run by root, the image's own user (uid 1000), which is given the deploy and secrets folders;
-run by anyone else, that user's uid and gid, so those folders stay theirs alone.
+the keys file, so ``mlctl service keys --regenerate`` works as on the process target.
+
+Who runs the container: run by root, the image's own user (uid 1000), which is given the deploy
+and secrets folders; run by anyone else, that user's uid and gid, so those folders stay theirs.
 """
 
 from __future__ import annotations
@@ -41,8 +41,17 @@ from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetEr
 from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.spec.records import ServiceSpec
-from mlctl.targets import Deployment, ServiceState, copy_private, server_options, test_record
-from mlctl.targets.process import _check_port_free, _ready, _tls_files, _uri
+from mlctl.targets import (
+    TLS_FILES,
+    Deployment,
+    ServiceState,
+    copy_tls,
+    server_options,
+    test_record,
+    tls_paths,
+    uses_tls,
+)
+from mlctl.targets.process import _check_port_free, _ready, _uri
 
 HOST = "127.0.0.1"
 OPTIONS = {"host": "address the containers' scoring servers listen on (host networking): 127.0.0.1 (default)"}
@@ -81,7 +90,7 @@ class Driver:
             "image": image,
             "models": [m.ref for m in deployment.models],
             **self._container(spec, image, entry=_entry_name(spec), deploy_dir=Path("<deploy dir>"), old=None),
-            "scoring_uri": _uri(self.host, spec.deployment.port, tls=_tls_files(spec) is not None),
+            "scoring_uri": _uri(self.host, spec.deployment.port, tls=uses_tls(spec)),
         }
 
     def deploy(
@@ -222,7 +231,7 @@ class Driver:
                 container = docker_client().containers.run(image, detach=True, labels=labels, **config_)
             if wait:
                 with reporter.step("waiting for init() and /readyz") as progress:
-                    _wait_ready(container, deploy_dir, timeout_s, progress, tls_cert=_tls_cert(spec, deploy_dir))
+                    _wait_ready(container, deploy_dir, timeout_s, progress, tls=uses_tls(spec))
             return container, deploy_dir
         except BaseException:
             if container is not None:
@@ -240,10 +249,7 @@ class Driver:
         container's deploy folder) where the container reads them; returns whether keys were
         created now (existing keys are kept across updates)."""
         owner = IMAGE_USER if os.geteuid() == 0 else None
-        tls = _tls_files(spec)
-        if tls is not None:
-            for source, name in zip(tls, ("tls-cert.pem", "tls-key.pem"), strict=True):
-                copy_private(Path(source), deploy_dir / name, owner)
+        copy_tls(spec, deploy_dir, owner)
         if not spec.deployment.auth_enabled:
             return False
         folder = self._secrets_dir(spec.name)
@@ -253,7 +259,6 @@ class Driver:
 
     def _container(self, spec: ServiceSpec, image: str, *, entry: str, deploy_dir: Path, old: Any) -> dict[str, Any]:
         d = spec.deployment
-        tls = _tls_files(spec) is not None
         command = [
             images.PYTHON,
             "-m",
@@ -266,7 +271,7 @@ class Driver:
                 status_file=f"{MOUNT}/status.json",
                 control_socket=f"{MOUNT}/control.sock",
                 keys_file=f"{SECRETS_MOUNT}/keys.json" if d.auth_enabled else None,
-                tls=(f"{MOUNT}/tls-cert.pem", f"{MOUNT}/tls-key.pem") if tls else None,
+                tls=tls_paths(spec, MOUNT),
             ),
         ]
         volumes = {str(deploy_dir): {"bind": MOUNT, "mode": "rw"}}
@@ -277,7 +282,7 @@ class Driver:
             volumes[old.labels["mlctl.deploy_dir"]] = {"bind": OLD_MOUNT, "mode": "rw"}
         probe = (  # the liveness route; our own certificate needs no check from inside the container
             "import ssl, urllib.request; urllib.request.urlopen("
-            f"'{'https' if tls else 'http'}://{_reachable(self.host)}:{d.port}/', timeout=3, "
+            f"'{'https' if uses_tls(spec) else 'http'}://{_reachable(self.host)}:{d.port}/', timeout=3, "
             "context=ssl._create_unverified_context())"
         )
         healthcheck = {
@@ -301,7 +306,7 @@ class Driver:
                 LABEL: spec.name,
                 "mlctl.port": str(d.port),
                 "mlctl.auth": "true" if d.auth_enabled else "false",
-                "mlctl.tls": "true" if tls else "false",
+                "mlctl.tls": "true" if uses_tls(spec) else "false",
                 "mlctl.host": self.host,
                 "mlctl.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
@@ -332,7 +337,7 @@ class Driver:
         deploy_dir = Path(labels.get("mlctl.deploy_dir", "/nonexistent"))
         record = {
             "status_file": str(deploy_dir / "status.json"),
-            "tls_cert": str(deploy_dir / "tls-cert.pem") if tls else None,
+            "tls_cert": str(deploy_dir / TLS_FILES[0]) if tls else None,
         }
         running = container.status == "running"
         state = "failed" if not running else ("running" if _ready(record, timeout_s=1.0) else "unhealthy")
@@ -358,10 +363,6 @@ class Driver:
         )
 
 
-def _tls_cert(spec: ServiceSpec, deploy_dir: Path) -> str | None:
-    return str(deploy_dir / "tls-cert.pem") if _tls_files(spec) else None
-
-
 def _hand_to_container(folder: Path) -> None:
     """Let the container's user use ``folder``: run by root, the container runs as the image's
     user, who is given the folder; otherwise it runs as the caller, who owns it already."""
@@ -382,8 +383,11 @@ def _entry_name(spec: ServiceSpec, image: str | None = None) -> str:
     return next((e.split("=", 1)[1] for e in env if e.startswith("AZUREML_ENTRY_SCRIPT=")), "score.py")
 
 
-def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: Any, *, tls_cert: str | None) -> None:
-    record = {"status_file": str(deploy_dir / "status.json"), "tls_cert": tls_cert}
+def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: Any, *, tls: bool) -> None:
+    record = {
+        "status_file": str(deploy_dir / "status.json"),
+        "tls_cert": str(deploy_dir / TLS_FILES[0]) if tls else None,
+    }
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         container.reload()

@@ -38,7 +38,7 @@ from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fds
 from mlctl.spec.records import ServiceSpec
-from mlctl.targets import Deployment, ServiceState, copy_private, server_options, test_record
+from mlctl.targets import Deployment, ServiceState, copy_tls, server_options, test_record, tls_paths
 
 HOST = "127.0.0.1"
 OPTIONS = {"host": "address web services listen on: 127.0.0.1 (default) or 0.0.0.0 for every interface"}
@@ -46,7 +46,6 @@ STOP_GRACE_S = 30.0
 DRAIN_S = 1.0  # after "stop accepting": lets connections accepted a moment ago send their request
 _LOG_TAIL = 30
 _CONTROL = "control.sock"
-_TLS_COPIES = ("tls-cert.pem", "tls-key.pem")  # in the deploy folder
 
 
 class Driver:
@@ -278,10 +277,8 @@ class Driver:
         status_file, log_file = deploy_dir / "status.json", deploy_dir / "server.log"
         deploy_dir.mkdir(parents=True, exist_ok=True)
         keys_file = keys.keys_path(self.home, spec.name) if spec.deployment.auth_enabled else None
-        tls = _tls_files(spec)
-        if tls is not None:  # this server's own copy: a later failed update cannot change it
-            for source, name in zip(tls, _TLS_COPIES, strict=True):
-                copy_private(Path(source), deploy_dir / name)
+        copy_tls(spec, deploy_dir)
+        tls = tls_paths(spec, deploy_dir)
         command = _command(
             spec, env.python, model_dir, deploy_dir, host=self.host, listen_fds=listen_fds, keys_file=keys_file
         )
@@ -312,7 +309,7 @@ class Driver:
             "environment": env.key,
             "control_socket": str(deploy_dir / _CONTROL),
             "keys_file": str(keys_file) if keys_file else None,
-            "tls_cert": str(deploy_dir / _TLS_COPIES[0]) if tls else None,
+            "tls_cert": tls[0] if tls else None,
             "python": str(env.python),
             "models": [m.ref for m in deployment.models],
             "spec_file": str(spec.spec_file),
@@ -372,15 +369,10 @@ def _command(
             status_file=str(deploy_dir / "status.json"),
             control_socket=str(deploy_dir / _CONTROL),
             keys_file=str(keys_file) if keys_file is not None else None,
-            tls=(str(deploy_dir / _TLS_COPIES[0]), str(deploy_dir / _TLS_COPIES[1])) if _tls_files(spec) else None,
+            tls=tls_paths(spec, deploy_dir),
         ),
     ]
     return command + [arg for fd in listen_fds for arg in ("--listen-fd", str(fd))]
-
-
-def _tls_files(spec: ServiceSpec) -> tuple[str, str] | None:
-    d = spec.deployment
-    return (str(d.ssl_cert_pem_file), str(d.ssl_key_pem_file)) if d.ssl_cert_pem_file and d.ssl_key_pem_file else None
 
 
 def _inherit_sockets(old: dict[str, Any]) -> tuple[int, ...]:
