@@ -17,7 +17,7 @@ from mlctl import services
 from mlctl.errors import NotFoundError, TargetError
 from mlctl.registry import ModelVersion, Registry, content_hash
 from mlctl.spec.records import ImageSpec, ModelRef, ModelSpec, Record, ServiceSpec
-from mlctl.targets import Deployment, driver_for
+from mlctl.targets import Deployment, check_supported, driver_for
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ def plan_service(
 ) -> Change:
     """The change deploying or updating ``spec`` would make."""
     driver = driver_for(spec.target, registry=registry, home=home)
+    check_supported(driver.kind, spec)
     models = predicted_models(spec, registry, predicted or {})
     deployment = Deployment(spec, models)
     wanted = services.fingerprint(deployment, driver)

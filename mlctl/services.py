@@ -19,7 +19,7 @@ from mlctl.errors import NotFoundError, ServiceTestFailed
 from mlctl.output import Reporter
 from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.records import ServiceSpec, ServiceTest
-from mlctl.targets import TARGETS, Deployment, TargetDriver, driver_of_kind
+from mlctl.targets import TARGETS, Deployment, TargetDriver, check_supported, driver_of_kind
 
 
 def resolve_models(spec: ServiceSpec, registry: Registry, reporter: Reporter) -> tuple[ModelVersion, ...]:
@@ -50,7 +50,14 @@ def implicit_model_name(path: Path) -> str:
 
 
 def deployment_for(spec: ServiceSpec, registry: Registry, reporter: Reporter, driver: TargetDriver) -> Deployment:
-    """Resolve a spec into what ``driver`` deploys (registering model files), with its fingerprint."""
+    """Resolve a spec into what ``driver`` deploys (registering model files), with its fingerprint.
+
+    Raises:
+        TargetError: the spec gives deployment configuration keys the target does not have
+            (checked before anything is registered).
+        NotFoundError: a registered model or version does not exist.
+    """
+    check_supported(driver.kind, spec)
     models = resolve_models(spec, registry, reporter)
     deployment = Deployment(spec=spec, models=models)
     return Deployment(spec=spec, models=models, fingerprint=fingerprint(deployment, driver))

@@ -146,6 +146,15 @@ def test_port_in_use_is_a_target_error(echo_project: Path) -> None:
     assert result.code == 6 and "already in use" in result.err and "deployment_config.port" in result.err
 
 
+def test_a_key_the_target_cannot_honour_is_refused_before_anything_is_registered(echo_project: Path) -> None:
+    spec = echo_project / "service.yaml"
+    for verb in (["service", "deploy"], ["apply"], ["diff"]):
+        result = mlctl(*verb, "-f", str(spec), "--set", "deployment_config.num_replicas=2")
+        assert result.code == 6, (verb, result.err)
+        assert "does not support deployment_config.num_replicas" in result.err
+    assert mlctl("-o", "json", "model", "list").json() == []
+
+
 def test_deploying_an_existing_name_is_a_conflict(echo_project: Path) -> None:
     _deploy(echo_project)
     result = mlctl("service", "deploy", "-f", str(echo_project / "service.yaml"))

@@ -108,6 +108,41 @@ class DeploymentConfig:
     auth_enabled: bool = False
     max_request_bytes: int = 100 * 1024 * 1024
     environment_variables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Cloud targets (Azure ML's AksWebservice/AciWebservice.deploy_configuration names); None: the
+    # target's own default (v1's defaults differ between ACI and AKS, so the records do not pick).
+    gpu_cores: int | None = None
+    cpu_cores_limit: float | None = None
+    memory_gb_limit: float | None = None
+    num_replicas: int | None = None
+    autoscale_enabled: bool | None = None
+    autoscale_min_replicas: int | None = None
+    autoscale_max_replicas: int | None = None
+    autoscale_refresh_seconds: int | None = None
+    autoscale_target_utilization: int | None = None
+    token_auth_enabled: bool | None = None
+    replica_max_concurrent_requests: int | None = None
+    max_request_wait_time: int | None = None  # milliseconds
+    period_seconds: int | None = None
+    initial_delay_seconds: int | None = None
+    timeout_seconds: int | None = None
+    success_threshold: int | None = None
+    failure_threshold: int | None = None
+    namespace: str | None = None
+    service_type: str | None = None
+    collect_model_data: bool | None = None
+    enable_app_insights: bool | None = None
+    location: str | None = None
+    dns_name_label: str | None = None
+    ssl_enabled: bool | None = None
+    ssl_cname: str | None = None
+    cmk_vault_base_url: str | None = None
+    cmk_key_name: str | None = None
+    cmk_key_version: str | None = None
+    vnet_name: str | None = None
+    subnet_name: str | None = None
+    # the keys the spec gave explicitly (``batching`` for batch_size/batch_wait_ms): a target
+    # refuses those it cannot honour (``mlctl.targets.check_supported``) rather than ignore them
+    given: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -239,7 +274,8 @@ def _service(doc: Document) -> ServiceSpec:
 def _deployment(doc: Document) -> DeploymentConfig:
     # the schema already checked every key and type: take what is given, defaults for the rest
     d = doc.data.get("deployment_config", {})
-    given = {f.name: d[f.name] for f in fields(DeploymentConfig) if f.name in d}
+    given: dict[str, Any] = {f.name: d[f.name] for f in fields(DeploymentConfig) if f.name in d}
+    given["given"] = frozenset(d)
     given["environment_variables"] = _frozen_map(d.get("environment_variables"))
     if "batching" in d:
         given.pop("batching", None)

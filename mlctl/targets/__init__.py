@@ -212,6 +212,56 @@ def driver_of_kind(
     return module.Driver(registry, home, **dict(options or {}))  # type: ignore[no-any-return]
 
 
+# deployment_config keys every web-service target honours; a driver module's ``DEPLOYMENT_KEYS``
+# names the keys it honours (usually COMMON_KEYS plus its own).
+COMMON_KEYS = frozenset(
+    {
+        "port",
+        "workers",
+        "concurrency_per_worker",
+        "max_queue_per_worker",
+        "scoring_timeout_ms",
+        "access_log",
+        "batching",
+        "ssl_cert_pem_file",
+        "ssl_key_pem_file",
+        "cpu_cores",
+        "memory_gb",
+        "auth_enabled",
+        "max_request_bytes",
+        "environment_variables",
+    }
+)
+
+
+def deployment_keys(kind: str) -> frozenset[str]:
+    """The ``deployment_config`` keys target kind ``kind`` honours (its module's ``DEPLOYMENT_KEYS``)."""
+    return frozenset(importlib.import_module(TARGETS[kind]).DEPLOYMENT_KEYS)
+
+
+def check_supported(kind: str, spec: ServiceSpec) -> None:
+    """Refuse deployment configuration keys that target kind ``kind`` cannot honour (never ignore
+    them silently, as Azure ML v1 did).
+
+    Raises:
+        TargetError: the spec gives a key the target does not have; the hint names the targets that do.
+    """
+    from mlctl.errors import TargetError
+
+    unsupported = sorted(spec.deployment.given - deployment_keys(kind))
+    if not unsupported:
+        return
+    key = unsupported[0]
+    elsewhere = [k for k in TARGETS if k != kind and key in deployment_keys(k)]
+    raise TargetError(
+        f"service {spec.name!r}: target kind {kind!r} does not support deployment_config."
+        + ", deployment_config.".join(unsupported),
+        hint=f"remove it, or deploy to a target that has it ({', '.join(elsewhere)})"
+        if elsewhere
+        else "remove it: no compute target of this mlctl has it",
+    )
+
+
 def options_of(kind: str) -> dict[str, str]:
     """The options target kind ``kind`` takes: name -> description (its module's ``OPTIONS``)."""
     return dict(importlib.import_module(TARGETS[kind]).OPTIONS)

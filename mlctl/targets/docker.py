@@ -42,6 +42,7 @@ from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import (
+    COMMON_KEYS,
     TLS_FILES,
     Deployment,
     ServiceState,
@@ -55,6 +56,7 @@ from mlctl.targets.process import _check_port_free, _ready, _uri
 
 HOST = "127.0.0.1"
 OPTIONS = {"host": "address the containers' scoring servers listen on (host networking): 127.0.0.1 (default)"}
+DEPLOYMENT_KEYS = COMMON_KEYS | {"gpu_cores"}
 LABEL = "mlctl.service"
 MOUNT = "/run/mlctl"
 OLD_MOUNT = "/run/mlctl-old"

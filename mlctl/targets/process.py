@@ -38,10 +38,20 @@ from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fds
 from mlctl.spec.records import ServiceSpec
-from mlctl.targets import Deployment, ServiceState, copy_tls, server_options, test_record, tls_paths
+from mlctl.targets import (
+    COMMON_KEYS,
+    Deployment,
+    ServiceState,
+    copy_tls,
+    server_options,
+    test_record,
+    tls_paths,
+)
 
 HOST = "127.0.0.1"
 OPTIONS = {"host": "address web services listen on: 127.0.0.1 (default) or 0.0.0.0 for every interface"}
+# cpu_cores and memory_gb are accepted and not enforced (a local process has no limits; documented)
+DEPLOYMENT_KEYS = COMMON_KEYS
 STOP_GRACE_S = 30.0
 DRAIN_S = 1.0  # after "stop accepting": lets connections accepted a moment ago send their request
 _LOG_TAIL = 30
