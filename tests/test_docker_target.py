@@ -12,7 +12,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from conftest import (
     wait_for,
     write,
 )
+from oci_registry import run_registry
 
 
 @pytest.fixture(autouse=True)
@@ -310,42 +310,8 @@ def test_examples_answer_on_docker_exactly_as_on_the_process_target(trained_exam
 @pytest.fixture
 def oci_registry(tmp_path: Path) -> Iterator[str]:
     """Debian's docker-registry on 127.0.0.1 (a real OCI registry), stopped by PID afterwards."""
-    with _registry(tmp_path) as address:
+    with run_registry(tmp_path) as address:
         yield address
-
-
-@contextmanager
-def _registry(folder: Path, htpasswd: Path | None = None) -> Iterator[str]:
-    """Run docker-registry on a free port of 127.0.0.1 (with ``htpasswd``: basic authentication)."""
-    import shutil
-    import time
-
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.skip("no docker-registry (run `make docker-up` as root)")
-    port = free_port()
-    auth = f"auth:\n  htpasswd:\n    realm: mlctl-tests\n    path: {htpasswd}\n" if htpasswd else ""
-    config = folder / f"registry-{port}.yml"
-    config.write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder / f'registry-{port}'}\n"
-        f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}"
-    )
-    with (folder / f"registry-{port}.log").open("wb") as log:
-        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
-                    break
-            except urllib.error.HTTPError:  # 401: up, and asking for credentials
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_a_registry_that_needs_credentials_gets_them_from_the_environment_and_never_shows_them(
@@ -362,7 +328,7 @@ def test_a_registry_that_needs_credentials_gets_them_from_the_environment_and_ne
     assert mlctl("model", "register", "--name", "m", "--path", str(project / "model.txt")).code == 0
     name = f"private-img-{free_port()}"
     _image_spec(project, name)
-    with _registry(tmp_path, htpasswd) as address:
+    with run_registry(tmp_path, htpasswd) as address:
         monkeypatch.setenv("MLCTL_REGISTRY", address)
         assert mlctl("image", "build", "-f", str(project / "image.yaml")).code == 0
         refused = mlctl("image", "push", f"{name}:1")
