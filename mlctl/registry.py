@@ -134,7 +134,8 @@ class Registry:
         path = path.resolve()
         if not path.exists():
             raise NotFoundError(f"model path not found: {path}", hint="give an existing file or folder")
-        files = tuple(self._store_blob(p, rel) for rel, p in _walk(path))
+        sizes = self._stored_sizes()
+        files = tuple(self._store_blob(p, rel, sizes) for rel, p in _walk(path))
         manifest = json.dumps(files)
         content_hash = hashlib.sha256(manifest.encode()).hexdigest()
         with self._db(write=True) as db:
@@ -355,7 +356,25 @@ class Registry:
     def _blob_path(self, digest: str) -> Path:
         return self.blob_root / digest[:2] / digest
 
-    def _store_blob(self, source: Path, rel: str) -> tuple[str, str, int]:
+    def _stored_sizes(self) -> set[int]:
+        """Sizes of the blobs the index refers to (content of another size cannot be stored yet)."""
+        with self._db() as db:
+            return {size for (m,) in db.execute("SELECT manifest FROM models") for _p, _h, size in json.loads(m)}
+
+    def _store_blob(self, source: Path, rel: str, stored_sizes: set[int]) -> tuple[str, str, int]:
+        """Store one file as a blob; returns (relative path, SHA-256, size).
+
+        Content that may be stored already (a blob of its size exists) is hashed first and not
+        copied when its blob is there: re-registering costs one read pass. Other content is
+        copied to a temporary blob while it is hashed, fsynced and renamed into place: one pass.
+        """
+        size = source.stat().st_size
+        if size in stored_sizes:
+            digest = _hash_file(source)
+            final = self._blob_path(digest)
+            if final.exists():
+                os.utime(final)  # a fresh mtime keeps it from garbage collection (see _collect_garbage)
+                return rel, digest, size
         tmp_dir = self.home / "blobs" / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / uuid.uuid4().hex
@@ -420,22 +439,26 @@ def _walk(path: Path) -> list[tuple[str, Path]]:
 
 
 def _copy_hashing(source: Path, dest: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with source.open("rb") as src, dest.open("wb") as out:
-        while chunk := src.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-        out.flush()
+    # one reused buffer, unbuffered files: no per-chunk allocation or extra copy
+    digest, size, buffer = hashlib.sha256(), 0, bytearray(_CHUNK)
+    view = memoryview(buffer)
+    with source.open("rb", buffering=0) as src, dest.open("wb", buffering=0) as out:
+        while n := src.readinto(buffer):
+            digest.update(view[:n])
+            size += n
+            written = 0
+            while written < n:  # a raw file may write less than asked
+                written += out.write(view[written:n])
         os.fsync(out.fileno())
     return digest.hexdigest(), size
 
 
 def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+    digest, buffer = hashlib.sha256(), bytearray(_CHUNK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
     return digest.hexdigest()
 
 
