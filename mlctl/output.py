@@ -3,15 +3,19 @@
 Results go to stdout (one document under ``--output json`` or ``yaml``); progress, logs, warnings
 and errors go to stderr, so a pipeline can parse stdout whatever else happens. No colour and no
 spinner when stdout is not a terminal or ``NO_COLOR`` is set; ``--quiet`` keeps only results and
-errors. rich is imported lazily, on first use, to keep ``mlctl --help`` fast.
+errors. rich is imported lazily, on first use, and only for a terminal or a table: a pipeline's
+plain lines go through ``_PlainConsole``, which costs no import (rich's is a third of a short
+command's start-up).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -40,23 +44,26 @@ class Reporter:
     # -- consoles ---------------------------------------------------------------------------
     @property
     def err(self) -> Any:
-        """The rich console on stderr (created on first use)."""
+        """The console on stderr (created on first use): rich's with colour, else plain lines."""
         if self._err_console is None:
-            from rich.console import Console
+            if _plain():
+                self._err_console = _PlainConsole(stderr=True)
+            else:
+                from rich.console import Console
 
-            self._err_console = Console(stderr=True, highlight=False, no_color=_plain(), soft_wrap=True)
+                self._err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
         return self._err_console
 
     @property
     def out(self) -> Any:
-        """The rich console on stdout (created on first use)."""
+        """The console on stdout (created on first use): rich's with colour, else plain lines."""
         if self._out_console is None:
-            from rich.console import Console
+            if _plain():
+                self._out_console = _PlainConsole(stderr=False)
+            else:
+                from rich.console import Console
 
-            console = Console(highlight=False, no_color=_plain(), soft_wrap=True)
-            if not console.is_terminal:  # a pipe or file: never truncate table cells
-                console = Console(highlight=False, no_color=True, soft_wrap=True, width=_PIPE_WIDTH)
-            self._out_console = console
+                self._out_console = Console(highlight=False, soft_wrap=True, emoji=False)
         return self._out_console
 
     # -- progress ---------------------------------------------------------------------------
@@ -162,10 +169,64 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+# rich's markup tags, with the backslashes before them (rich.markup's own pattern)
+_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
 
-    return escape(text)
+
+def _escape(text: str) -> str:
+    """``text`` as rich markup that prints it literally (what ``rich.markup.escape`` returns)."""
+    text = _TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", text)
+    return text + "\\" if text.endswith("\\") and not text.endswith("\\\\") else text
+
+
+def _strip_markup(markup: str) -> str:
+    """What rich prints for ``markup``, without the styles: tags dropped, escaped tags literal,
+    ``\\[`` outside tags an escaped bracket (rich's rules; no emoji codes)."""
+    parts, position = [], 0
+    for match in _TAG.finditer(markup):
+        parts.append(markup[position : match.start()].replace("\\[", "["))
+        backslashes, escaped = divmod(len(match[1]), 2)
+        parts.append("\\" * backslashes + (match[2] if escaped else ""))
+        position = match.end()
+    parts.append(markup[position:].replace("\\[", "["))
+    return "".join(parts)
+
+
+class _PlainConsole:
+    """The part of rich's ``Console`` that mlctl uses, for output without colour or animation:
+    markup is stripped, lines are never wrapped or cut, and only tables load rich."""
+
+    is_terminal = False
+
+    def __init__(self, *, stderr: bool) -> None:
+        self.stderr = stderr
+        self._rich: Any = None
+
+    @property
+    def file(self) -> Any:
+        """The stream, looked up on each write (tests and pipelines may replace it)."""
+        return sys.stderr if self.stderr else sys.stdout
+
+    def print(self, item: Any = "", *, markup: bool = True) -> None:
+        """Write ``item`` (markup text, or a rich renderable such as a table) and a newline."""
+        if not isinstance(item, str):
+            self._rich_console().print(item)
+            return
+        self.file.write((_strip_markup(item) if markup else item) + "\n")
+        self.file.flush()
+
+    def print_exception(self) -> None:
+        """The current exception's traceback."""
+        traceback.print_exc(file=self.file)
+
+    def _rich_console(self) -> Any:
+        if self._rich is None:
+            from rich.console import Console
+
+            self._rich = Console(
+                stderr=self.stderr, highlight=False, no_color=True, soft_wrap=True, width=_PIPE_WIDTH, emoji=False
+            )
+        return self._rich
 
 
 def _plain() -> bool:

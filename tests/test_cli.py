@@ -66,13 +66,29 @@ def test_readme_exit_code_table_matches_the_error_classes() -> None:
     assert {"0", "1", "2", "130"} <= set(table)
 
 
-def test_importing_the_cli_loads_no_sdk_or_validator() -> None:
+SDKS = ("docker", "kubernetes", "azure", "msrest", "uamqp", "requests", "urllib3", "pydantic", "uvicorn", "werkzeug")
+
+
+def _modules_loaded_by(*argv: str) -> set[str]:
+    """Top-level modules a fresh interpreter has loaded after running ``mlctl ARGV`` (piped output)."""
     code = (
-        "import sys, mlctl.cli; banned = ('docker', 'kubernetes', 'azure', 'jsonschema', 'ruamel', "
-        "'uvicorn', 'sqlite3'); print(sorted(m for m in sys.modules if m.split('.')[0] in banned))"
+        "import sys, mlctl.cli\n"
+        "try:\n    mlctl.cli.run(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert proc.stdout.strip() == "[]"
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+    return set(proc.stderr.split())
+
+
+def test_help_loads_no_sdk_validator_yaml_or_rich() -> None:
+    loaded = _modules_loaded_by("--help")
+    assert loaded & {*SDKS, "jsonschema", "ruamel", "rich", "sqlite3"} == set()
+
+
+def test_spec_validate_loads_only_the_libraries_it_needs() -> None:
+    loaded = _modules_loaded_by("spec", "validate", str(REPO / "specs/examples/diabetes/service.yaml"))
+    assert {"jsonschema", "ruamel"} <= loaded
+    assert loaded & {*SDKS, "rich", "sqlite3"} == set()  # piped output is plain: no rich
 
 
 def test_committed_shell_completions_are_current() -> None:
