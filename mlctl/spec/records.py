@@ -73,10 +73,12 @@ class EnvironmentSpec:
     ``kind``: ``conda`` (pip-installable part of a conda file), ``pip`` (requirements file),
     ``current`` (the interpreter running mlctl) or ``none`` (an isolated environment with only the
     scoring runtime). ``file`` is the conda or requirements file, when there is one.
+    ``keep_azureml_defaults``: install the Azure ML SDK packages the file lists (skipped by default).
     """
 
     kind: EnvironmentKind
     file: Path | None = None
+    keep_azureml_defaults: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,8 @@ def _inference(doc: Document, base: list[str | int]) -> InferenceConfig:
         env = EnvironmentSpec("pip", _existing(doc, [*base, "requirements"], folder_ok=False))
     else:  # no environment file: the running interpreter, unless isolation was asked for
         env = EnvironmentSpec("none" if choice == "isolated" else "current")
+    if d.get("keep_azureml_defaults"):
+        env = EnvironmentSpec(env.kind, env.file, keep_azureml_defaults=True)
     return InferenceConfig(entry_script=entry, environment=env, runtime=d.get("runtime", "python"))
 
 
