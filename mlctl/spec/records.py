@@ -169,15 +169,7 @@ def build(doc: Document) -> Record:
 
 
 def _existing(doc: Document, path: list[str | int], *, folder_ok: bool = True) -> Path:
-    value = doc.data
-    for part in path:
-        value = value[part]
-    resolved = doc.resolve(value)
-    if not resolved.exists():
-        raise doc.error(path, f"file not found: {resolved}", hint="paths are relative to the spec file")
-    if resolved.is_dir() and not folder_ok:
-        raise doc.error(path, f"expected a file, found a folder: {resolved}")
-    return resolved
+    return doc.existing(path, folder_ok=folder_ok)
 
 
 def _model(doc: Document) -> ModelSpec:
@@ -255,12 +247,20 @@ def _deployment(doc: Document) -> DeploymentConfig:
     return DeploymentConfig(**given)
 
 
+def _read(doc: Document, path: list[str | int]) -> bytes:
+    file = _existing(doc, path, folder_ok=False)
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise doc.error(path, f"cannot read {file}: {exc.strerror or exc}") from None
+
+
 def _test(doc: Document) -> ServiceTest | None:
     t = doc.data.get("test")
     if t is None:
         return None
     if "input_file" in t:
-        body = _existing(doc, ["test", "input_file"], folder_ok=False).read_bytes()
+        body = _read(doc, ["test", "input_file"])
     elif "input" in t:
         body = json.dumps(t["input"]).encode()
     else:
