@@ -60,6 +60,8 @@ def pip_requirement(dep: str, source: str, warn: Warn) -> str:
         SpecError: ``dep`` is not a match spec.
     """
     spec = match_spec(dep, source)
+    if spec.name is None:
+        raise SpecError(f"{source}: {dep!r} names no package", hint="give a package name, e.g. `numpy=1.26`")
     name = str(spec.name.normalized)
     if spec.build:
         warn(f"{source}: {dep!r}: pip has no build strings; dropped {spec.build!r}")

@@ -111,7 +111,7 @@ def _outcome(file: Path) -> list[str]:
     return problems
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_no_mutation_of_an_example_spec_crashes_the_spec_layer(data: st.DataObject, examples: dict[Path, str]) -> None:
     spec = data.draw(st.sampled_from(sorted(examples)), label="spec")

@@ -68,7 +68,7 @@ def _roots() -> list[str]:
     if model_dir:
         path = Path(model_dir)
         for candidate in (path, *path.parents):
-            if candidate.name == MODELS_DIR and not Path(MODELS_DIR).resolve() == candidate.resolve():
+            if candidate.name == MODELS_DIR and Path(MODELS_DIR).resolve() != candidate.resolve():
                 roots.append(str(candidate))
                 break
     return roots

@@ -36,6 +36,8 @@ class AMLRequest(_Request):
 class AMLResponse(_Response):
     """An answer chosen by ``run()``: werkzeug's (flask's) ``Response`` with Azure ML's constructor."""
 
+    default_mimetype = "text/html"  # flask's default, so a str message is text/html as in Azure ML
+
     def __init__(
         self,
         message: Any,
