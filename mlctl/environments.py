@@ -5,10 +5,12 @@ runtime requirements). It is built in a temporary folder and renamed into place 
 so an interrupted build leaves nothing half-made and two concurrent builds of one key are safe.
 
 Conda files (``conda_file``): on the process target their pip-installable part is installed with
-pip. Conda specs ``name=1.2`` become ``name==1.2.*``; ``python`` and ``pip`` are not packages to
-install (Python is the running interpreter's; a different pinned version is reported as a warning).
-Images install the conda file with conda when their base image has it (see ``mlctl.images``),
-from ``conda_env_file``.
+pip. Conda match specs are translated by ``mlctl.conda`` (``name=1.2`` -> ``name==1.2.*``,
+``scipy 1.11.*`` -> ``scipy==1.11.*``); ``python`` and ``pip`` are not packages to install (Python
+is the running interpreter's; a different pinned version is reported as a warning). Images install
+the conda file with conda when their base image has it (see ``mlctl.images``), from
+``conda_env_file``. The Azure ML SDK packages (``azureml-defaults``, ...) are left out with a
+notice unless the spec keeps them (see ``mlctl.conda``).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from mlctl import conda
 from mlctl.errors import DeploymentError, SpecError
 from mlctl.spec.records import EnvironmentSpec
 
-RUNTIME_PACKAGES = ("uvicorn", "uvloop", "httptools")
-_SKIP_CONDA = {"python", "pip", "setuptools", "wheel"}
+# werkzeug: the flask Request/Response behind AMLRequest/AMLResponse (imported only by @rawhttp scripts)
+RUNTIME_PACKAGES = ("uvicorn", "uvloop", "httptools", "werkzeug")
 _PIP_TAIL = 25
 
 
@@ -146,11 +149,12 @@ def install_runtime(home: Path) -> Path:
     return dest
 
 
-def conda_to_pip(text: str, source: str, warn: Callable[[str], None]) -> list[str]:
-    """The pip requirements of a conda environment file's content.
+def conda_to_pip(text: str, source: str, warn: Callable[[str], None], *, keep_azureml: bool = False) -> list[str]:
+    """The pip requirements of a conda environment file's content (the Azure ML SDK packages left
+    out unless ``keep_azureml``).
 
     Raises:
-        SpecError: not a conda environment file.
+        SpecError: not a conda environment file, or a dependency is not a conda match spec.
     """
     data = _load_conda(text, source)
     result: list[str] = []
@@ -161,15 +165,18 @@ def conda_to_pip(text: str, source: str, warn: Callable[[str], None]) -> list[st
             converted = _conda_spec(dep, source, warn)
             if converted:
                 result.append(converted)
-    return result
+    return conda.without_azureml_sdk(result, source, warn, keep=keep_azureml)
 
 
-def conda_env_file(text: str, source: str) -> str:
+def conda_env_file(
+    text: str, source: str, warn: Callable[[str], None] = lambda _: None, *, keep_azureml: bool = False
+) -> str:
     """A conda environment file's content, made ready for ``conda env create --prefix``.
 
     ``name`` and ``prefix`` are dropped (the prefix is given on the command line), and ``python``
     and ``pip`` are added to the dependencies when missing: the scoring runtime is installed
-    into the environment with its own ``python -m pip``. Everything else is kept as written.
+    into the environment with its own ``python -m pip``. The Azure ML SDK packages are left out
+    of the ``pip:`` list unless ``keep_azureml``. Everything else is kept as written.
 
     Raises:
         SpecError: not a conda environment file.
@@ -179,8 +186,8 @@ def conda_env_file(text: str, source: str) -> str:
     from ruamel.yaml import YAML
 
     data = _load_conda(text, source)
-    deps = list(data.get("dependencies") or [])
-    names = {_conda_name(d) for d in deps if isinstance(d, str)}
+    deps = [_without_sdk(d, source, warn, keep_azureml) for d in data.get("dependencies") or []]
+    names = {conda.package_name(d, source) for d in deps if isinstance(d, str)}
     for needed in ("pip", "python"):
         if needed not in names:
             deps.insert(0, needed)
@@ -193,9 +200,10 @@ def conda_env_file(text: str, source: str) -> str:
     return f"# Written by mlctl from {Path(source).name}, for `conda env create --prefix`.\n{out.getvalue()}"
 
 
-def _conda_name(dep: str) -> str:
-    """``conda-forge::numpy>=1.2`` -> ``numpy``."""
-    return re.split(r"[\s=<>!~]", dep.split("::")[-1].strip(), maxsplit=1)[0].lower()
+def _without_sdk(dep: Any, source: str, warn: Callable[[str], None], keep: bool) -> Any:
+    if isinstance(dep, dict) and isinstance(dep.get("pip"), list):
+        return {**dep, "pip": conda.without_azureml_sdk(map(str, dep["pip"]), source, warn, keep=keep)}
+    return dep
 
 
 def _load_conda(text: str, source: str) -> dict[str, Any]:
@@ -212,37 +220,35 @@ def _load_conda(text: str, source: str) -> dict[str, Any]:
 
 
 def _conda_spec(dep: str, source: str, warn: Callable[[str], None]) -> str | None:
-    dep = dep.split("::")[-1].strip()
-    match = re.match(r"^([A-Za-z0-9_.\-]+)\s*(.*)$", dep)
-    if not match:
-        return dep
-    name, constraint = match.group(1), match.group(2).strip()
-    if name.lower() == "python":
-        wanted = constraint.lstrip("=").split("=")[0]
-        running = f"{sys.version_info.major}.{sys.version_info.minor}"
-        if wanted and not (running + ".").startswith(wanted.rstrip(".*") + "."):
-            warn(f"{source} asks for python {wanted}; the process target uses Python {running}")
+    """The pip requirement for one conda dependency; None for Python, pip and build tools."""
+    name = conda.package_name(dep, source)
+    if name == "python":
+        _check_python(dep, source, warn)
         return None
-    if name.lower() in _SKIP_CONDA:
+    if name in conda.NOT_PACKAGES:
         return None
-    if not constraint:
-        return name
-    if constraint.startswith("=") and not constraint.startswith("=="):
-        ver = constraint[1:].split("=")[0]  # drop a build string: name=1.2=py_0
-        return f"{name}=={ver}" if ver.endswith("*") else f"{name}=={ver}.*"
-    if re.match(r"^[0-9]", constraint):
-        return f"{name}=={constraint.split()[0]}.*"
-    return f"{name}{constraint.replace(' ', '')}"
+    return conda.pip_requirement(dep, source, warn)
+
+
+def _check_python(dep: str, source: str, warn: Callable[[str], None]) -> None:
+    from rattler import Version, VersionSpec
+
+    wanted = conda.match_spec(dep, source).version
+    running = ".".join(map(str, sys.version_info[:3]))
+    if wanted and not VersionSpec(str(wanted)).matches(Version(running)):
+        warn(f"{source} asks for python {wanted}; the process target uses Python {running}")
 
 
 def _requirements(spec: EnvironmentSpec, warn: Callable[[str], None]) -> list[str]:
     if spec.file is None:
         return []
     text = spec.file.read_text(encoding="utf-8")
+    keep = spec.keep_azureml_defaults
     if spec.kind == "conda":
-        return conda_to_pip(text, str(spec.file), warn)
+        return conda_to_pip(text, str(spec.file), warn, keep_azureml=keep)
     lines = (line.split(" #")[0].strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    requirements = [line for line in lines if line and not line.startswith("#")]
+    return conda.without_azureml_sdk(requirements, str(spec.file), warn, keep=keep)
 
 
 def _key(requirements: tuple[str, ...]) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,8 +137,10 @@ def plan_context(
     *,
     base_image: str,
     description: str = "",
+    warn: Callable[[str], None] = lambda _: None,
 ) -> ContextPlan:
-    """The build context of image ``name`` (reads the spec's files; writes nothing).
+    """The build context of image ``name`` (reads the spec's files; writes nothing). ``warn``
+    gets notices about the environment (e.g. the Azure ML SDK packages left out).
 
     Raises:
         SpecError: the environment is ``current`` (an image needs its own: give conda_file or requirements).
@@ -149,10 +152,11 @@ def plan_context(
             hint="give inference_config.conda_file or requirements",
         )
     runtime = tuple(environments.runtime_requirements())
-    requirements = (*environments.plan(env, Path("/nonexistent")).requirements, *runtime)
+    requirements = (*environments.plan(env, Path("/nonexistent"), warn).requirements, *runtime)
     conda_file = None
     if env.kind == "conda" and env.file is not None:
-        conda_file = environments.conda_env_file(env.file.read_text(encoding="utf-8"), str(env.file))
+        text = env.file.read_text(encoding="utf-8")
+        conda_file = environments.conda_env_file(text, str(env.file), keep_azureml=env.keep_azureml_defaults)
     app_files = tuple(sorted({inference.entry_script, *inference.entry_script.parent.glob("*.py")}))
     labels = {
         "org.opencontainers.image.title": name,

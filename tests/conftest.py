@@ -218,8 +218,8 @@ def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> bo
 
 @pytest.fixture(scope="session")
 def trained_examples() -> Path:
-    """Train the diabetes and digits examples (in their folders, as the README does)."""
-    for example in ("diabetes", "digits"):
+    """Train the diabetes, digits and ONNX examples (in their folders, as the README does)."""
+    for example in ("diabetes", "digits", "onnx"):
         subprocess.run([sys.executable, str(EXAMPLES / example / "train.py")], check=True, capture_output=True)
     return EXAMPLES
 

@@ -34,10 +34,10 @@ dependencies:
         "numpy==1.26.*",
         "pandas>=2.0",
         "scipy",
-        "scikit-learn==1.5.2.*",
+        "scikit-learn==1.5.2",  # name=version=build: that exact version (conda's reading)
         "inference-schema[numpy-support]==1.8",
     ]
-    assert warnings and "python 2.7" in warnings[0]
+    assert warnings and "python 2.7" in warnings[0] and "'py311_0'" in warnings[1]
 
 
 def test_a_conda_file_for_conda_loses_its_name_and_gains_python_and_pip() -> None:

@@ -164,7 +164,9 @@ def _plan(file: Path, set_: list[str], registry: Any, reporter: Any) -> Any:
         spec = image_specs[0]
         models = tuple(registry.get(ref) for ref in spec.models)
         base = spec.base_image or config.base_image()
-        return images.plan_context(spec.name, spec.inference, models, base_image=base, description=spec.description)
+        return images.plan_context(
+            spec.name, spec.inference, models, base_image=base, description=spec.description, warn=reporter.warn
+        )
     if not image_specs and len(service_specs) == 1:
         service = service_specs[0]
         assert service.inference is not None  # selected above
@@ -175,6 +177,7 @@ def _plan(file: Path, set_: list[str], registry: Any, reporter: Any) -> Any:
             models,
             base_image=config.base_image(),
             description=service.description,
+            warn=reporter.warn,
         )
     raise SpecError(
         f"{file}: expected one Image document, or one Service document with an inference_config",

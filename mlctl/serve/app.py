@@ -3,7 +3,8 @@
 Routes (Azure ML's plus Kubernetes-style probes):
 
 * ``POST|GET /score``: call ``run()``; its return value is JSON-serialised (numpy values via
-  ``tolist()``), or sent as-is when it is an ``AMLResponse``. ``OPTIONS /score`` -> 200.
+  ``tolist()``), or sent as-is when it is an ``AMLResponse``. ``OPTIONS /score``: a ``@rawhttp``
+  ``run()`` answers it (CORS preflight, as in Azure ML); otherwise 200.
 * ``GET /`` (Azure ML liveness, body ``Healthy``), ``GET /healthz`` (liveness), ``GET /readyz``
   (readiness: 200 once this worker's ``init()`` succeeded, 503 while it drains on shutdown).
 * ``GET /swagger.json``: from ``inference-schema`` decorators when present, else a minimal document.
@@ -144,8 +145,8 @@ class ScoringApp:
         if path == "/score":
             if self.keys is not None and method != "OPTIONS" and not self.keys.allows(_header(scope, b"authorization")):
                 await _send(send, 401, _UNAUTHORIZED, rid, _JSON, (b"www-authenticate", b"Bearer"))
-            elif method in _SCORE_METHODS:
-                await self._score(scope, receive, send, request_id, rid)
+            elif method in _SCORE_METHODS or (method == "OPTIONS" and self.entry.mode == "raw"):
+                await self._score(scope, receive, send, request_id, rid)  # @rawhttp answers CORS preflights
             elif method == "OPTIONS":
                 await _send(send, 200, b"", rid, _TEXT)
             else:
@@ -292,7 +293,15 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def _request(scope: Scope, body: bytes) -> Request:
-    return Request(scope["method"], scope["path"], scope.get("query_string", b""), scope["headers"], body)
+    return Request(
+        scope["method"],
+        scope["path"],
+        scope.get("query_string", b""),
+        scope["headers"],
+        body,
+        scope.get("client"),
+        scope.get("scheme", "http"),
+    )
 
 
 async def _send(

@@ -7,7 +7,8 @@ and ``server/input_parsers.py``):
 * ``init()`` is called once per worker before any request;
 * ``run()`` gets, by the name of its first parameter:
   - undecorated: the request body decoded as UTF-8 (``GET``: the query parameters as a JSON string);
-  - ``@rawhttp``: the request object;
+  - ``@rawhttp``: the request object, flask's (werkzeug's) ``Request`` (``mlctl.serve.rawhttp``,
+    imported only for such scripts); OPTIONS requests reach it too;
   - ``@input_schema`` (package ``inference-schema``): the JSON body must be an object; each of
     ``run()``'s parameters is taken from the key of that name (its default when absent);
 * a parameter named ``request_headers`` receives the headers as a dict;
@@ -60,6 +61,11 @@ class EntryScript:
         self.module = module
         self.run: Callable[..., Any] = module.run
         self.mode, self.params, self.wants_headers = _analyse(self.run)
+        self._raw_request: Callable[[Request], Any] | None = None
+        if self.mode == "raw":
+            from mlctl.serve.rawhttp import aml_request
+
+            self._raw_request = aml_request
 
     def init(self) -> None:
         """Call the script's ``init()``; its exceptions propagate."""
@@ -96,8 +102,8 @@ class EntryScript:
 
     def _arguments(self, request: Request) -> dict[str, Any]:
         first = self.params[0].name
-        if self.mode == "raw":
-            return {first: request}
+        if self._raw_request is not None:
+            return {first: self._raw_request(request)}
         if self.mode == "schema":
             return _schema_arguments(request, self.params)
         if request.method == "GET":

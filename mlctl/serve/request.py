@@ -1,9 +1,9 @@
-"""The request and response objects of the scoring server (stdlib only).
+"""The scoring server's own request object (stdlib only): what it needs to call ``run()``.
 
-``Request`` is what a ``@rawhttp`` entry script receives: the subset of flask's ``Request`` that
-Azure ML entry scripts use (``method``, ``path``, ``full_path``, ``args``, ``headers``, ``data``,
-``get_data()``, ``get_json()``, ``json``, ``is_json``, ``content_type``). ``Response`` follows
-Azure ML's ``AMLResponse(message, status_code, response_headers, json_str, run_function_failed)``.
+It offers the flask ``Request`` members the server itself reads (``method``, ``path``,
+``full_path``, ``args``, ``headers``, ``data``, ``get_data()``, ``get_json()``, ``is_json``).
+A ``@rawhttp`` entry script gets werkzeug's full ``Request`` instead (``mlctl.serve.rawhttp``),
+built from this one only for such scripts.
 """
 
 from __future__ import annotations
@@ -43,12 +43,23 @@ class Args(dict):  # type: ignore[type-arg]
 
 
 class Request:
-    """One HTTP request. ``body`` is the full request body (bytes)."""
+    """One HTTP request. ``body`` is the full request body (bytes); ``headers`` as ASGI gives them;
+    ``client`` the peer's (host, port); ``scheme`` ``http`` or ``https``."""
 
     def __init__(
-        self, method: str, path: str, query_string: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        client: tuple[str, int] | None = None,
+        scheme: str = "http",
     ) -> None:
         self.method = method
+        self.raw_headers = headers
+        self.client = client
+        self.scheme = scheme
         self.path = path
         self.query_string = query_string
         self.full_path = f"{path}?{query_string.decode('latin-1')}"
@@ -91,41 +102,3 @@ class Request:
     def json(self) -> Any:
         """``get_json()``."""
         return self.get_json()
-
-
-class Response:
-    """An answer chosen by ``run()``: Azure ML's ``AMLResponse`` contract.
-
-    Args:
-        message: the body: ``str``/``bytes`` as-is, or any JSON value when ``json_str``; None -> ``{}``.
-        status_code: HTTP status.
-        response_headers: extra headers; a comma in a value makes repeated headers (as Azure ML).
-        json_str: serialise ``message`` as JSON.
-        run_function_failed: sets ``x-ms-run-function-failed``.
-    """
-
-    def __init__(
-        self,
-        message: Any,
-        status_code: int,
-        response_headers: dict[str, str] | None = None,
-        json_str: bool = False,
-        run_function_failed: bool = False,
-    ) -> None:
-        self.status_code = int(status_code)
-        headers = dict(response_headers or {})
-        if message is None or json_str:
-            self.body = json.dumps({} if message is None else message).encode()
-            content_type = "application/json"
-        else:
-            self.body = message if isinstance(message, bytes) else str(message).encode()
-            content_type = "text/html; charset=utf-8"
-        self.headers: list[tuple[str, str]] = [("x-ms-run-function-failed", str(run_function_failed))]
-        if not any(k.lower() == "content-type" for k in headers):
-            self.headers.append(("content-type", content_type))
-        for key, value in headers.items():
-            self.headers.extend((key, part.strip()) for part in str(value).split(","))
-
-    def get_data(self, as_text: bool = False) -> Any:
-        """The body, as bytes (or str with ``as_text``)."""
-        return self.body.decode() if as_text else self.body

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +65,36 @@ class Document:
         return SpecError(f"invalid spec {display_path(self.file)}", details=[detail], hint=hint)
 
     def resolve(self, relative: str) -> Path:
-        """A path from the spec, resolved against the spec file's folder."""
+        """A path from the spec, resolved against the spec file's folder (no check; see ``existing``)."""
         return (self.folder / relative).resolve()
+
+    def existing(self, path: JsonPath, *, folder_ok: bool = True) -> Path:
+        """The file (or folder, with ``folder_ok``) named by the string at ``path``, resolved
+        against the spec file's folder and checked to exist.
+
+        A spec is untrusted text: a NUL character, a name longer than the file system allows, or
+        a path that cannot be looked at is a located SpecError like a missing file, never an OS error.
+
+        Raises:
+            SpecError: the path is unusable, does not exist, or is a folder where a file is needed.
+        """
+        value: Any = self.data
+        for part in path:
+            value = value[part]
+        problem = unusable_path(str(value))
+        if problem:
+            raise self.error(path, problem, hint="give the path of an existing file, relative to the spec file")
+        resolved = self.folder / str(value)
+        try:
+            resolved = resolved.resolve()
+            is_dir = resolved.is_dir()
+            if not (is_dir or resolved.exists()):
+                raise self.error(path, f"file not found: {resolved}", hint="paths are relative to the spec file")
+        except OSError as exc:  # permission denied, a loop of links, a file used as a folder...
+            raise self.error(path, f"cannot use {resolved}: {exc.strerror or exc}") from None
+        if is_dir and not folder_ok:
+            raise self.error(path, f"expected a file, found a folder: {resolved}")
+        return resolved
 
 
 def load_file(
@@ -100,7 +130,8 @@ def load_file(
             f"YAML syntax error in {display_path(file)}", details=[f"{where}: {exc.problem or exc.context}"]
         ) from None
     except YAMLError as exc:
-        raise SpecError(f"YAML error in {display_path(file)}: {exc}") from None
+        where = _reader_position(file, text, exc)
+        raise SpecError(f"YAML error in {display_path(file)}", details=[f"{where}: {_first_line(exc)}"]) from None
     documents = [Document(file, i, node, _plain(node)) for i, node in enumerate(nodes)]
     for doc in documents:
         if not isinstance(doc.data, dict):
@@ -110,10 +141,46 @@ def load_file(
     return documents
 
 
+def unusable_path(text: str) -> str | None:
+    """Why ``text`` cannot name a file on this system (NUL character, a name or path over the
+    file system's limits), or None."""
+    if "\0" in text:
+        return "a path cannot contain a NUL character"
+    name_max, path_max = _limits()
+    longest = max((len(part.encode("utf-8", "surrogateescape")) for part in text.split("/")), default=0)
+    if longest > name_max:
+        return f"a file or folder name in this path is {longest} bytes long; the file system allows {name_max}"
+    if len(text.encode("utf-8", "surrogateescape")) >= path_max:
+        return f"this path is longer than the file system allows ({path_max} bytes)"
+    return None
+
+
+def _limits() -> tuple[int, int]:
+    try:
+        return os.pathconf("/", "PC_NAME_MAX"), os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):  # not POSIX: the common limits
+        return 255, 4096
+
+
 def _kind_keys(kind: Any) -> list[str]:
     from mlctl.spec.schema import KINDS, schema_for
 
     return list(schema_for(kind)["properties"]) if isinstance(kind, str) and kind in KINDS else []
+
+
+def _reader_position(file: Path, text: str, exc: Exception) -> str:
+    """``FILE:LINE:COL`` of a reader error (its character ``position``), or of the file's start."""
+    position = getattr(exc, "position", None)
+    if not isinstance(position, int):
+        return f"{display_path(file)}:1:1"
+    before = text[:position]
+    line = before.count("\n") + 1
+    return f"{display_path(file)}:{line}:{position - (before.rfind(chr(10)) + 1) + 1}"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def json_path(path: JsonPath) -> str:
@@ -154,10 +221,12 @@ def _is_scalar(value: Any) -> bool:
 
 
 def _plain(node: Any) -> Any:
-    """Round-trip ruamel types -> plain Python (dict, list, str, int, float, bool, None)."""
+    """Round-trip ruamel types -> plain Python (dict, list, str, int, float, bool, None): JSON's
+    types, so the schema and ``json.dumps`` see only those. Anything else YAML can express (a
+    date, ``!!binary``, ``!!set``, a ``!custom`` tag) becomes its text (a set: a list)."""
     if isinstance(node, dict):
         return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
+    if isinstance(node, (list, AbstractSet)):
         return [_plain(v) for v in node]
     if isinstance(node, bool) or node is None:
         return node
@@ -167,4 +236,8 @@ def _plain(node: Any) -> Any:
         return float(node)
     if isinstance(node, str):
         return str(node)
-    return node
+    if isinstance(node, (date, time)):
+        return node.isoformat()
+    if isinstance(node, bytes):
+        return node.decode("utf-8", "replace")
+    return str(getattr(node, "value", node))  # TaggedScalar: the scalar without its tag

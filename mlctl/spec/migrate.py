@@ -56,7 +56,7 @@ def migrate_text(text: str) -> tuple[str, list[str]]:
     docs = list(yaml.load_all(text))
     upgraded: list[str] = []
     for doc in docs:
-        while isinstance(doc, dict) and doc.get("apiVersion") in MIGRATIONS:
+        while isinstance(doc, dict) and is_older(doc.get("apiVersion")):
             upgraded.append(str(doc["apiVersion"]))
             following, rewrite = MIGRATIONS[str(doc["apiVersion"])]
             rewrite(doc)
@@ -70,4 +70,4 @@ def migrate_text(text: str) -> tuple[str, list[str]]:
 
 def is_older(api_version: Any) -> bool:
     """Whether ``api_version`` can be migrated to the current one."""
-    return api_version in MIGRATIONS and api_version != API_VERSION
+    return isinstance(api_version, str) and api_version in MIGRATIONS and api_version != API_VERSION

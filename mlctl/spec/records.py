@@ -73,10 +73,12 @@ class EnvironmentSpec:
     ``kind``: ``conda`` (pip-installable part of a conda file), ``pip`` (requirements file),
     ``current`` (the interpreter running mlctl) or ``none`` (an isolated environment with only the
     scoring runtime). ``file`` is the conda or requirements file, when there is one.
+    ``keep_azureml_defaults``: install the Azure ML SDK packages the file lists (skipped by default).
     """
 
     kind: EnvironmentKind
     file: Path | None = None
+    keep_azureml_defaults: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,15 +204,7 @@ def build(doc: Document) -> Record:
 
 
 def _existing(doc: Document, path: list[str | int], *, folder_ok: bool = True) -> Path:
-    value = doc.data
-    for part in path:
-        value = value[part]
-    resolved = doc.resolve(value)
-    if not resolved.exists():
-        raise doc.error(path, f"file not found: {resolved}", hint="paths are relative to the spec file")
-    if resolved.is_dir() and not folder_ok:
-        raise doc.error(path, f"expected a file, found a folder: {resolved}")
-    return resolved
+    return doc.existing(path, folder_ok=folder_ok)
 
 
 def _model(doc: Document) -> ModelSpec:
@@ -238,6 +232,8 @@ def _inference(doc: Document, base: list[str | int]) -> InferenceConfig:
         env = EnvironmentSpec("pip", _existing(doc, [*base, "requirements"], folder_ok=False))
     else:  # no environment file: the running interpreter, unless isolation was asked for
         env = EnvironmentSpec("none" if choice == "isolated" else "current")
+    if d.get("keep_azureml_defaults"):
+        env = EnvironmentSpec(env.kind, env.file, keep_azureml_defaults=True)
     return InferenceConfig(entry_script=entry, environment=env, runtime=d.get("runtime", "python"))
 
 
@@ -287,12 +283,20 @@ def _deployment(doc: Document) -> DeploymentConfig:
     return DeploymentConfig(**given)
 
 
+def _read(doc: Document, path: list[str | int]) -> bytes:
+    file = _existing(doc, path, folder_ok=False)
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise doc.error(path, f"cannot read {file}: {exc.strerror or exc}") from None
+
+
 def _test(doc: Document) -> ServiceTest | None:
     t = doc.data.get("test")
     if t is None:
         return None
     if "input_file" in t:
-        body = _existing(doc, ["test", "input_file"], folder_ok=False).read_bytes()
+        body = _read(doc, ["test", "input_file"])
     elif "input" in t:
         body = json.dumps(t["input"]).encode()
     else:

@@ -88,6 +88,8 @@ def check(docs: list[Document]) -> None:
 def _check_header(doc: Document) -> list[str]:
     data = doc.data
     api = data.get("apiVersion")
+    if api is not None and not isinstance(api, str):  # a list or a map: no version, and unhashable
+        return [f"{doc.where(['apiVersion'])}: apiVersion must be a string such as {API_VERSION!r}"]
     if api not in SUPPORTED_API_VERSIONS:
         where = doc.where(["apiVersion"])
         from mlctl.spec.migrate import is_older
@@ -100,6 +102,8 @@ def _check_header(doc: Document) -> list[str]:
         found = "missing apiVersion" if api is None else f"unknown apiVersion {api!r}"
         return [f"{where}: {found}; this mlctl reads {', '.join(SUPPORTED_API_VERSIONS)}"]
     kind = data.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        return [f"{doc.where(['kind'])}: kind must be a string, one of {', '.join(KINDS)}"]
     if kind not in KINDS:
         found = "missing kind" if kind is None else f"unknown kind {kind!r}"
         close = difflib.get_close_matches(str(kind), KINDS, n=1) if kind else []

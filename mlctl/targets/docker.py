@@ -204,6 +204,7 @@ class Driver:
             deployment.models,
             base_image=config.base_image(),
             description=spec.description,
+            warn=reporter.warn,
         )
         with reporter.step(f"building image {spec.name}") as progress:
             record = build(plan, self.registry, progress)

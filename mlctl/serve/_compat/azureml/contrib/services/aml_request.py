@@ -2,11 +2,11 @@
 
 Contract (Azure ML, azureml-inference-server-http ``api/aml_request.py``): ``@rawhttp`` on
 ``run()`` makes the server call ``run(request)`` with the request object instead of the body
-string. The object offers the flask ``Request`` members entry scripts use; mlctl's server builds
-it, so this class is only for ``isinstance`` checks and type hints.
+string. The object is flask's ``Request`` (werkzeug's), built by the server; see
+``mlctl.serve.rawhttp``.
 """
 
-from mlctl.serve.request import Request as AMLRequest
+from mlctl.serve.rawhttp import AMLRequest
 
 _rawHttpRequested = False
 

@@ -1,8 +1,9 @@
 """``AMLResponse``: lets ``run()`` choose the status, headers and body of its answer.
 
-Same constructor as Azure ML's (azureml-inference-server-http ``api/aml_response.py``).
+flask's ``Response`` (werkzeug's) with Azure ML's constructor (azureml-inference-server-http
+``api/aml_response.py``); see ``mlctl.serve.rawhttp``.
 """
 
-from mlctl.serve.request import Response as AMLResponse
+from mlctl.serve.rawhttp import AMLResponse
 
 __all__ = ["AMLResponse"]
