@@ -33,6 +33,26 @@ TARGETS: dict[str, str] = {
     "docker": "mlctl.targets.docker",
 }
 
+# Target kinds Azure ML had and retired: asking for one is refused (exit 6) with its successor.
+RETIRED: dict[str, tuple[str, str]] = {
+    kind: (
+        f"compute target {kind!r} (Azure ML's FPGA deployment, Project Brainwave) is retired: Azure "
+        "ended FPGA inference, so no one can run it",
+        "serve the model on GPUs with deployment_config.gpu_cores (docker target; kubernetes), or "
+        "convert it to ONNX and serve it with ONNX Runtime (onnxruntime in the conda file)",
+    )
+    for kind in ("fpga", "brainwave")
+}
+
+
+def refuse_retired(kind: str) -> None:
+    """Raise TargetError (exit 6) naming the successor when ``kind`` is a retired target kind."""
+    from mlctl.errors import TargetError
+
+    if kind.lower() in RETIRED:
+        message, hint = RETIRED[kind.lower()]
+        raise TargetError(message, hint=hint)
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -200,6 +220,7 @@ def driver_of_kind(
     """
     from mlctl.errors import TargetError
 
+    refuse_retired(kind)
     if kind not in TARGETS:
         raise TargetError(f"unknown compute target kind {kind!r}", hint=f"kinds: {', '.join(TARGETS)}")
     unknown = sorted(set(options or {}) - set(options_of(kind)))
