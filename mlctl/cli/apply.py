@@ -24,17 +24,20 @@ def apply(
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until new services are ready."),
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for each service's readiness."),
 ) -> None:
-    """Register models and deploy or update services so they match the specs (models first).
+    """Register models, build images and deploy or update services so they match the specs (in that order).
 
     An unchanged spec changes nothing and says so.
     """
-    from mlctl import plan, services
-    from mlctl.spec import ModelSpec, ServiceSpec
+    from mlctl import builder, plan, services
+    from mlctl.spec import ImageSpec, ModelSpec, ServiceSpec
     from mlctl.targets import driver_for
 
     records = plan.ordered(_load(files, set_))
     registry, home, reporter = _state.registry(), _state.home(), _state.reporter()
     changes = plan.plan(records, registry, home)
+    for record, change in zip(records, changes, strict=True):  # before anything changes
+        if change.changed and isinstance(record, ImageSpec) and record.inference.image.base_image_registry:
+            builder.registry_credentials(record.inference.image.base_image_registry)
     if not dry_run:
         for record, change in zip(records, changes, strict=True):
             if not change.changed:
@@ -47,6 +50,12 @@ def apply(
                     tags=dict(record.tags),
                     properties=dict(record.properties),
                 )
+            elif isinstance(record, ImageSpec):
+                context = plan.image_context(record, registry)
+                for note in context.notes:
+                    reporter.warn(note)
+                with reporter.step(f"building image {record.name}") as progress:
+                    builder.build(context, registry, progress)
             elif isinstance(record, ServiceSpec):
                 driver = driver_for(record.target, registry=registry, home=home)
                 deployment = services.deployment_for(record, registry, reporter, driver)

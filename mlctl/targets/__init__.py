@@ -262,13 +262,21 @@ def deployment_keys(kind: str) -> frozenset[str]:
 
 def check_supported(kind: str, spec: ServiceSpec) -> None:
     """Refuse deployment configuration keys that target kind ``kind`` cannot honour (never ignore
-    them silently, as Azure ML v1 did).
+    them silently, as Azure ML v1 did), and image options (``inference_config.docker_file``, ...)
+    on a target whose module sets ``BUILDS_IMAGES = False``.
 
     Raises:
         TargetError: the spec gives a key the target does not have; the hint names the targets that do.
     """
     from mlctl.errors import TargetError
 
+    image_keys = sorted(spec.inference.image.given) if spec.inference else []
+    if image_keys and not getattr(importlib.import_module(TARGETS[kind]), "BUILDS_IMAGES", True):
+        raise TargetError(
+            f"service {spec.name!r}: target kind {kind!r} builds no image, so it cannot honour "
+            "inference_config." + ", inference_config.".join(image_keys),
+            hint="deploy to a container target (docker), or remove them",
+        )
     unsupported = sorted(spec.deployment.given - deployment_keys(kind))
     if not unsupported:
         return

@@ -210,9 +210,11 @@ class Driver:
             spec.name,
             spec.inference,
             deployment.models,
-            base_image=config.base_image(),
+            base_image=spec.inference.image.base_image or config.base_image(),
             description=spec.description,
         )
+        for note in plan.notes:
+            reporter.warn(note)
         with reporter.step(f"building image {spec.name}") as progress:
             record = build(plan, self.registry, progress)
         return f"{record['name']}:{record['version']}"
