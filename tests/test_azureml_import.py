@@ -90,6 +90,7 @@ def test_the_aks_sample_becomes_a_kubernetes_service_that_validates_with_every_k
     }
     validated = mlctl("spec", "validate", str(project / "out" / "service.yaml"))
     assert validated.code == 0, validated.err
+    assert "unknown compute target 'kubernetes'" in validated.err  # valid, and not deployable here yet
     table = mlctl("import", "azureml", "--ic", str(project / "inferenceconfig.json"), "--dc",
                   str(project / "aks-deploymentconfig.json"), "-n", "imp-svc", "-m", "m:1", "--out",
                   str(project / "out"), "--force")  # fmt: skip
@@ -204,6 +205,12 @@ def test_a_dry_run_writes_nothing_and_prints_the_specs(project: Path) -> None:
     assert result.code == 0, result.err
     assert not (project / "out").exists()
     assert "target: aci" in result.json()["documents"]["service.yaml"]
+    (project / "local.json").write_text('{"computeType": "local"}')
+    on_docker = _import(project, "local.json", "-m", "m:1", "--dry-run", ic="inferenceconfig-environment.json")
+    documents = on_docker.json()["documents"]
+    assert "dependencies:\n    - ../source_dir/vocabulary.txt\n" in documents["service.yaml"]  # sourceDirectory's files
+    assert "target: docker" in documents["service.yaml"] and "python=3.11" in documents["environment.yml"]
+    assert not (project / "out").exists()
 
 
 def test_unknown_keys_get_a_did_you_mean(project: Path) -> None:
@@ -256,3 +263,34 @@ def test_bad_input_is_located(project: Path, ic: Any, dc: Any, code: int, says: 
     assert says in text, text
     assert "json" in text  # the file is named
     assert not (project / "out").exists()  # nothing written
+
+
+def test_a_registry_password_becomes_a_reference_and_image_keys_map(project: Path) -> None:
+    (project / "steps.dockerfile").write_text("RUN true\n")
+    inference = {
+        "entryScript": "score.py",
+        "condaFile": "myenv.yml",
+        "extraDockerfileSteps": "steps.dockerfile",
+        "enableGpu": True,
+        "cudaVersion": 11.8,
+        "baseImage": "myregistry.azurecr.io/base:1",
+        "baseImageRegistry": {"address": "myregistry.azurecr.io", "username": "me", "password": CANARY},
+    }
+    (project / "ic.json").write_text(json.dumps(inference))
+    result = _import(project, "aci-deploymentconfig.json", "-m", "m:1", ic="ic.json")
+    assert result.code == 0, result.err
+    config = _service(project)["inference_config"]
+    assert config["docker_file"] == "../steps.dockerfile" and config["enable_gpu"] is True
+    assert config["cuda_version"] == "11.8" and config["base_image"] == "myregistry.azurecr.io/base:1"
+    assert config["base_image_registry"] == {
+        "address": "myregistry.azurecr.io",
+        "username": "me",
+        "password_env": "IMP_SVC_REGISTRY_PASSWORD",
+    }
+    assert "export IMP_SVC_REGISTRY_PASSWORD" in result.err
+    assert CANARY not in result.out + result.err + (project / "out" / "service.yaml").read_text()
+    assert mlctl("spec", "validate", str(project / "out" / "service.yaml")).code == 0
+    on_process = _import(project, "aci-deploymentconfig.json", "-m", "m:1", "--target", "process", "--force",
+                         ic="ic.json")  # fmt: skip
+    assert on_process.code == 0 and "docker_file" not in _service(project)["inference_config"]
+    assert "builds no image" in on_process.err
