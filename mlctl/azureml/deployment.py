@@ -194,7 +194,8 @@ def _walk(
         path = (*prefix, key)
         rule = rules.get(".".join(path))
         if rule is None:
-            known = [k.split(".")[-1] for k in rules if k.count(".") == len(prefix)]
+            parent = ".".join(prefix) + "." if prefix else ""
+            known = [k[len(parent) :] for k in rules if k.startswith(parent) and "." not in k[len(parent) :]]
             result.entries.append(report.unknown(src, path, known, elsewhere if not prefix else {}))
         elif value is None:
             result.entries.append(entry(src, path, report.EMPTY, note="null: v1's default, as in mlctl"))

@@ -11,6 +11,7 @@ training-only ``spark``, ``r``, ``databricks``, ``inferencingStackVersion``. A b
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from mlctl.azureml.source import Source
 if TYPE_CHECKING:
     from mlctl.azureml.inference import InferenceResult
 
+_SECRETIVE = re.compile(r"key|secret|passw|token|connection|credential|sas", re.IGNORECASE)
 _NAMED = "names the environment in an Azure ML workspace; in mlctl the conda file is the environment"
 _RUN_SETTING = "a training-run setting: no effect on a deployment"
 _DOCKER_RUN_KEYS = ("enabled", "arguments", "sharedVolumes", "shmSize", "gpuSupport", "platform", "buildContext")
@@ -54,7 +56,17 @@ def translate_environment(
             variables = expect(src, sub, item, "object")
             result.environment_variables.update({str(k): str(v) for k, v in variables.items()})
             dest = "deployment_config.environment_variables"
-            result.entries.append(entry(src, sub, report.MAPPED, destination=dest, value=variables))
+            secretive = sorted(k for k in variables if _SECRETIVE.search(str(k)))
+            note = (
+                f"{', '.join(secretive)} look(s) like a secret, written to the spec as v1 kept it: consider "
+                "${VAR} in the spec and the value in the environment"
+                if secretive
+                else ""
+            )
+            names = sorted(str(k) for k in variables)  # values are not repeated in the report
+            result.entries.append(
+                entry(src, sub, report.MAPPED, destination=dest, value=names, note=note, warn=bool(note))
+            )
         elif key == "docker":
             _docker(src, sub, expect(src, sub, item, "object"), result, (builds_image, password_env))
         elif key in ("name", "version"):

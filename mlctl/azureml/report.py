@@ -55,7 +55,9 @@ def unknown(src: Source, path: tuple[str, ...], known: list[str], elsewhere: dic
     """A key v1 never read for this file (or compute type): did-you-mean among ``known`` (case
     does not matter to people, it did to v1), or which compute type reads it (``elsewhere``)."""
     key = path[-1]
-    if key in elsewhere:
+    if ".".join(path) == "containerResourceRequirements.gpu":  # the MIR shape; AKS read top-level gpuCores
+        note = "not a key v1 read here: AKS took GPUs from the top-level gpuCores"
+    elif key in elsewhere:
         note = f"v1 read it only for {elsewhere[key]}, and ignored it here"
     else:
         lowered = {k.lower(): k for k in known}
