@@ -294,3 +294,27 @@ def test_a_registry_password_becomes_a_reference_and_image_keys_map(project: Pat
                          ic="ic.json")  # fmt: skip
     assert on_process.code == 0 and "docker_file" not in _service(project)["inference_config"]
     assert "builds no image" in on_process.err
+
+
+def test_ssl_files_stay_paths_and_their_contents_stay_out(project: Path) -> None:
+    from conftest import self_signed_certificate
+
+    cert, key = self_signed_certificate(project)
+    source = {
+        "computeType": "ACI",
+        "sslEnabled": True,
+        "sslCertificate": cert.name,
+        "sslKey": key.name,
+        "cname": "x.io",
+    }
+    (project / "tls.json").write_text(json.dumps(source))
+    result = _import(project, "tls.json", "-m", "m:1")
+    assert result.code == 0, result.err
+    config = _service(project)["deployment_config"]
+    assert config["ssl_cert_pem_file"] == "../cert.pem" and config["ssl_key_pem_file"] == "../key.pem"
+    assert config["ssl_enabled"] is True and config["ssl_cname"] == "x.io"
+    private = key.read_text().splitlines()[1]  # a line of the key itself
+    assert private not in result.out + result.err + (project / "out" / "service.yaml").read_text()
+    (project / "gone.json").write_text(json.dumps({**source, "sslKey": "missing.pem"}))
+    missing = _import(project, "gone.json", "-m", "m:1", "--force")
+    assert missing.code == 3 and "gone.json" in missing.err and "sslKey" in missing.err
