@@ -86,7 +86,8 @@ def _python(src: Source, path: tuple[str, ...], python: dict[str, Any], result: 
             spec = expect(src, sub, item, "object")
             if not isinstance(spec.get("dependencies", []), list):
                 raise src.error((*sub, "dependencies"), "condaDependencies.dependencies must be a list")
-            result.conda = spec
+            first = [k for k in ("name", "channels", "dependencies") if k in spec]  # a conda file's usual order
+            result.conda = {**{k: spec[k] for k in first}, **{k: v for k, v in spec.items() if k not in first}}
             result.config["conda_file"] = conda
             dest = f"inference_config.conda_file ({conda.name}, written)"
             result.entries.append(entry(src, sub, report.MAPPED, destination=dest, value=f"{len(spec)} keys"))
