@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlctl.errors import DeploymentError, TargetError
-from mlctl.images import ContextPlan, write_context
+from mlctl.errors import DeploymentError, SpecError, TargetError
+from mlctl.images import ContextPlan, fingerprint, write_context
 from mlctl.registry import Registry
+from mlctl.spec.records import RegistryAuth
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _TAIL = 25
@@ -54,6 +55,8 @@ def build(
             ``details``, the step named in the message).
     """
     client = docker_client()
+    if plan.registry is not None:
+        pull_base(client, plan.base_image, plan.registry, progress)
     temporary = f"{plan.name}:building-{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="mlctl-context-") as tmp:
         context = write_context(plan, Path(tmp) / "context", registry)
@@ -79,12 +82,76 @@ def build(
             "requirements": list(plan.requirements),
             "labels": plan.labels,
             "size": image.attrs.get("Size"),
+            "fingerprint": fingerprint(plan),
         }
         version = registry.add_image(plan.name, image.id, record)
         image.tag(plan.name, str(version))
     finally:
         client.images.remove(temporary, noprune=True)
     return registry.image(plan.name, version)
+
+
+def pull_base(client: Any, base_image: str, registry: RegistryAuth, progress: Callable[[str], None]) -> None:
+    """Pull ``base_image`` from its private ``registry`` unless the engine has it already,
+    authenticating with the username and the password read from its reference (never printed).
+
+    Raises:
+        SpecError: the password's environment variable is unset or its file unreadable.
+        TargetError: the pull failed (unreachable, refused credentials).
+    """
+    from docker.errors import APIError, ImageNotFound
+
+    try:
+        client.images.get(base_image)
+        return
+    except ImageNotFound:
+        pass
+    repository, tag = _split_tag(base_image)
+    progress(f"pulling {base_image} from {registry.address}")
+    try:
+        client.images.pull(repository, tag=tag, auth_config=registry_credentials(registry))
+    except APIError as exc:
+        raise TargetError(
+            f"pulling the base image {base_image} from {registry.address} failed: {exc.explanation or exc}",
+            hint="is the registry reachable, and are base_image_registry's username and password right?",
+        ) from None
+
+
+def registry_credentials(registry: RegistryAuth) -> dict[str, str] | None:
+    """``{"username", "password"}`` for the docker SDK from a ``base_image_registry``, the password
+    read from its environment variable or file now; None without a username (anonymous pull).
+
+    Raises:
+        SpecError: the variable is unset or empty, or the file cannot be read.
+    """
+    import os
+
+    if registry.username is None:
+        return None
+    if registry.password_env is not None:
+        password = os.environ.get(registry.password_env, "")
+        if not password:
+            raise SpecError(
+                f"base_image_registry: the environment variable {registry.password_env} (the password "
+                f"for {registry.username}@{registry.address}) is not set",
+                hint=f"export {registry.password_env}=... before building",
+            )
+    elif registry.password_file is not None:
+        try:
+            password = registry.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SpecError(f"base_image_registry: cannot read password_file: {exc.strerror}") from None
+    else:
+        raise SpecError(f"base_image_registry: a username ({registry.username}) needs password_env or password_file")
+    return {"username": registry.username, "password": password}
+
+
+def _split_tag(image: str) -> tuple[str, str]:
+    """``host:5000/a/b:tag`` -> (``host:5000/a/b``, ``tag``); no tag: ``latest``."""
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:
+        return image, "latest"
+    return name, tag
 
 
 def push(registry: Registry, name: str, version: int, target: str, progress: Callable[[str], None]) -> dict[str, Any]:

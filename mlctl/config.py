@@ -57,11 +57,12 @@ class Config:
         Raises:
             TargetError: no such target.
         """
-        from mlctl.targets import TARGETS
+        from mlctl.targets import TARGETS, refuse_retired
 
         wanted = name or self.default_target
         if wanted in self.targets:
             return self.targets[wanted]
+        refuse_retired(wanted)
         if wanted in TARGETS:
             return TargetConfig(wanted, wanted)
         known = [*self.targets, *TARGETS]

@@ -16,15 +16,21 @@ conda base images are used), the scoring runtime then with that environment's pi
 fails at ``pip install`` with a hint saying so.
 
 Layers go from what changes least to what changes most: base image, environment (cached by the
-requirements' content), runtime, entry script, models; so a new model version rebuilds only the
-last layers. The image runs as a non-root user, exposes the port, has a HEALTHCHECK on the
+requirements' content), runtime, the spec's extra Dockerfile steps (``docker_file``, run as
+root), entry script, extra files (``dependencies``), models; so a new model version rebuilds
+only the last layers. ``enable_gpu`` sets the NVIDIA container runtime's variables
+(``NVIDIA_VISIBLE_DEVICES``, ``NVIDIA_DRIVER_CAPABILITIES``) and ``cuda_version`` a label and
+``CUDA_VERSION``: mlctl installs no CUDA, which comes from the base image or the framework's
+wheels. The image runs as a non-root user, exposes the port, has a HEALTHCHECK on the
 liveness route, and carries OCI labels plus one label per model (``NAME:VERSION`` and its
 content hash).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +39,7 @@ from pathlib import Path
 from mlctl import __version__, environments
 from mlctl.errors import SpecError
 from mlctl.registry import ModelVersion, Registry
-from mlctl.spec.records import InferenceConfig
+from mlctl.spec.records import InferenceConfig, RegistryAuth
 
 APP_ROOT = "/var/azureml-app"
 PYTHON = "/opt/mlctl/env/bin/python"
@@ -82,6 +88,12 @@ class ContextPlan:
     labels: dict[str, str] = field(default_factory=dict)
     conda_file: str | None = None
     runtime_requirements: tuple[str, ...] = ()
+    extra_steps: str | None = None  # the docker_file's content
+    dependencies: tuple[Path, ...] = ()
+    enable_gpu: bool = False
+    cuda_version: str | None = None
+    registry: RegistryAuth | None = None
+    notes: tuple[str, ...] = ()  # warnings for the person building (a GPU image on a CPU base, ...)
 
     @property
     def model_dir(self) -> str:
@@ -115,7 +127,10 @@ class ContextPlan:
                 "COPY environment/ /opt/mlctl/environment/",
                 "RUN sh /opt/mlctl/environment/install.sh",
                 "COPY runtime/ /opt/mlctl/runtime/",
+                *self._gpu_lines(),
+                *self._extra_lines(),
                 f"COPY app/ {APP_ROOT}/",
+                *([f"COPY dependencies/ {APP_ROOT}/"] if self.dependencies else []),
                 f"COPY azureml-models/ {APP_ROOT}/azureml-models/",
                 f"ENV PYTHONPATH=/opt/mlctl/runtime AZUREML_MODEL_DIR={self.model_dir} "
                 f"AZUREML_ENTRY_SCRIPT={self.entry_script.name}",
@@ -128,6 +143,17 @@ class ContextPlan:
                 "",
             ]
         )
+
+    def _gpu_lines(self) -> list[str]:
+        if not self.enable_gpu:
+            return []
+        cuda = f" CUDA_VERSION={self.cuda_version}" if self.cuda_version else ""
+        return [f"ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility{cuda}"]
+
+    def _extra_lines(self) -> list[str]:
+        if self.extra_steps is None:
+            return []
+        return ["# extra steps (docker_file), run as root:", self.extra_steps.rstrip("\n"), "USER root"]
 
 
 def plan_context(
@@ -167,9 +193,103 @@ def plan_context(
         **{f"mlctl.model.{i}": m.ref for i, m in enumerate(models)},
         **{f"mlctl.model.{i}.sha256": m.content_hash for i, m in enumerate(models)},
     }
+    options = inference.image
+    labels.update(_gpu_labels(options.enable_gpu, options.cuda_version))
+    base = _from_registry(base_image, options.base_image_registry)
     return ContextPlan(
-        name, base_image, inference.entry_script, app_files, requirements, models, labels, conda_file, runtime
+        name,
+        base,
+        inference.entry_script,
+        app_files,
+        requirements,
+        models,
+        labels,
+        conda_file,
+        runtime,
+        extra_steps=_read_steps(options.docker_file),
+        dependencies=_dependencies(name, options.dependencies, app_files),
+        enable_gpu=options.enable_gpu,
+        cuda_version=options.cuda_version,
+        registry=options.base_image_registry,
+        notes=_gpu_notes(base, options.enable_gpu),
     )
+
+
+def _from_registry(base_image: str, registry: RegistryAuth | None) -> str:
+    """``base_image`` as pulled from ``registry`` (prefixed with its address unless it has it)."""
+    if registry is None or base_image.startswith(registry.address.rstrip("/") + "/"):
+        return base_image
+    return f"{registry.address.rstrip('/')}/{base_image}"
+
+
+def _read_steps(docker_file: Path | None) -> str | None:
+    if docker_file is None:
+        return None
+    text = docker_file.read_text(encoding="utf-8")
+    if re.search(r"^\s*FROM\s", text, re.MULTILINE | re.IGNORECASE):
+        raise SpecError(
+            f"{docker_file}: docker_file holds extra Dockerfile steps, not a whole Dockerfile (it has FROM)",
+            hint="build that Dockerfile as your base image and name it in base_image",
+        )
+    return text
+
+
+def _dependencies(name: str, deps: tuple[Path, ...], app_files: tuple[Path, ...]) -> tuple[Path, ...]:
+    taken = {p.name for p in app_files}
+    for dep in deps:
+        if dep.name in taken:
+            raise SpecError(
+                f"image {name!r}: dependency {dep} would overwrite {dep.name} in {APP_ROOT}",
+                hint="rename it, or leave out a file the entry script's folder already brings",
+            )
+        taken.add(dep.name)
+    return deps
+
+
+def _gpu_labels(enable_gpu: bool, cuda_version: str | None) -> dict[str, str]:
+    if not enable_gpu:
+        return {}
+    return {"mlctl.gpu": "true", **({"mlctl.cuda_version": cuda_version} if cuda_version else {})}
+
+
+def _gpu_notes(base_image: str, enable_gpu: bool) -> tuple[str, ...]:
+    if not enable_gpu or re.search(r"cuda|nvidia|gpu", base_image, re.IGNORECASE):
+        return ()
+    return (
+        f"enable_gpu: the base image {base_image} is not a CUDA image (by its name) and mlctl installs "
+        "no CUDA: frameworks whose wheels bring CUDA (PyTorch) can use the GPU, others need a "
+        "base_image such as nvidia/cuda:12.4.1-runtime-ubuntu22.04 (with python3)",
+    )
+
+
+def fingerprint(plan: ContextPlan) -> dict[str, str]:
+    """SHA-256 per component of what an image is built from (``apply`` rebuilds an Image document
+    when one differs from the latest version's): ``base`` (base image and registry), ``environment``,
+    ``source`` (the entry script's folder), ``dependencies``, ``dockerfile`` (the generated
+    Dockerfile without its labels: extra steps, GPU settings, layout, mlctl version), ``models``
+    (refs and content hashes) and ``metadata`` (the other labels)."""
+    registry = plan.registry
+    model_labels = {k for k in plan.labels if k.startswith("mlctl.model.")}
+    parts = {
+        "base": [plan.base_image, registry.address if registry else None, registry.username if registry else None],
+        "environment": [list(plan.requirements), plan.conda_file, list(plan.runtime_requirements)],
+        "source": files_digest(plan.app_files),
+        "dependencies": files_digest(plan.dependencies),
+        "dockerfile": plan.dockerfile().split("\nLABEL ")[0],
+        "models": [(m.ref, m.content_hash) for m in plan.models],
+        "metadata": {k: v for k, v in plan.labels.items() if k not in model_labels},
+    }
+    return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest() for k, v in parts.items()}
+
+
+def files_digest(paths: tuple[Path, ...]) -> str:
+    """SHA-256 over the names and contents of ``paths`` (folders walked, in sorted order)."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            digest.update(str(path.relative_to(root.parent)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def write_context(plan: ContextPlan, dest: Path, registry: Registry) -> Path:
@@ -193,6 +313,11 @@ def write_context(plan: ContextPlan, dest: Path, registry: Registry) -> Path:
     (dest / "app").mkdir()
     for source in plan.app_files:
         shutil.copy2(source, dest / "app" / source.name)
+    if plan.dependencies:
+        (dest / "dependencies").mkdir()
+        for dep in plan.dependencies:
+            copy = shutil.copytree if dep.is_dir() else shutil.copy2
+            copy(dep, dest / "dependencies" / dep.name)
     models = dest / "azureml-models"
     models.mkdir()
     for model in plan.models:

@@ -37,6 +37,25 @@ def ensure(path: Path, owner: tuple[int, int] | None = None) -> bool:
     return True
 
 
+def store(path: Path, given: dict[str, str], owner: tuple[int, int] | None = None) -> None:
+    """Create the keys file with the keys ``given`` (``primary``/``secondary``, e.g. imported from an
+    Azure ML v1 deployment config, so existing clients keep working); a key not given is generated.
+
+    Raises:
+        FileExistsError: the file exists (a service's keys are never replaced this way).
+        ValueError: a key name is not ``primary`` or ``secondary``.
+    """
+    if path.exists():
+        raise FileExistsError(path)
+    unknown = set(given) - set(KEY_NAMES)
+    if unknown:
+        raise ValueError(f"{sorted(unknown)[0]!r} is not one of {', '.join(KEY_NAMES)}")
+    now = _now()
+    data: dict[str, Any] = {n: given.get(n) or _new_key() for n in KEY_NAMES}
+    data["created"] = {n: now for n in KEY_NAMES}
+    _write(path, data, owner)
+
+
 def regenerate(path: Path, which: str) -> None:
     """Replace key ``which`` (``primary`` or ``secondary``); the other stays valid.
 

@@ -1,8 +1,11 @@
-"""What ``apply`` would change: a pure plan over Model and Service records (``diff``, ``--dry-run``).
+"""What ``apply`` would change: a pure plan over Model, Image and Service records (``diff``,
+``--dry-run``).
 
 Models change when the content hash, description, tags or properties differ from the latest
-version. Services change when any component of their fingerprint differs from the one stored at
-the last deploy (see ``mlctl.services.fingerprint``); the changed components are the reasons.
+version. Images change when a component of their build inputs' fingerprint differs from the one
+stored with the latest version (``mlctl.images.fingerprint``). Services change when any
+component of their fingerprint differs from the one stored at the last deploy (see
+``mlctl.services.fingerprint``); the changed components are the reasons.
 Planning reads the registry and the targets; it writes nothing.
 """
 
@@ -13,8 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mlctl import services
-from mlctl.errors import NotFoundError, TargetError
+from mlctl import images, services
+from mlctl.errors import NotFoundError
+from mlctl.images import ContextPlan
 from mlctl.registry import ModelVersion, Registry, content_hash
 from mlctl.spec.records import ImageSpec, ModelRef, ModelSpec, Record, ServiceSpec
 from mlctl.targets import Deployment, check_supported, driver_for
@@ -46,20 +50,10 @@ class Change:
         }
 
 
-def ordered(records: Sequence[Record]) -> list[ModelSpec | ServiceSpec]:
-    """Records in dependency order: models, then images, then services (file order within a kind).
-
-    Raises:
-        TargetError: Image documents (building images arrives with the docker target).
-    """
-    images = [r for r in records if isinstance(r, ImageSpec)]
-    if images:
-        raise TargetError(
-            f"image {images[0].name!r}: building images needs `mlctl image build`, which this mlctl does not have yet",
-            hint="leave Image documents out of apply for now",
-        )
-    models: list[ModelSpec | ServiceSpec] = [r for r in records if isinstance(r, ModelSpec)]
-    return models + [r for r in records if isinstance(r, ServiceSpec)]
+def ordered(records: Sequence[Record]) -> list[Record]:
+    """Records in dependency order: models, then images, then services (file order within a kind)."""
+    kinds = (ModelSpec, ImageSpec, ServiceSpec)
+    return [r for kind in kinds for r in records if isinstance(r, kind)]
 
 
 def plan(records: Sequence[Record], registry: Registry, home: Path) -> list[Change]:
@@ -70,11 +64,44 @@ def plan(records: Sequence[Record], registry: Registry, home: Path) -> list[Chan
         if isinstance(record, ModelSpec):
             change, version = plan_model(record, registry)
             predicted[record.name] = version
+        elif isinstance(record, ImageSpec):
+            change = plan_image(record, registry, predicted)
         else:
             assert isinstance(record, ServiceSpec)
             change = plan_service(record, registry, home, predicted)
         changes.append(change)
     return changes
+
+
+def image_context(spec: ImageSpec, registry: Registry, predicted: dict[str, ModelVersion] | None = None) -> ContextPlan:
+    """The build context of an Image document (models as registered, or as ``predicted`` by the
+    same apply). Reads only.
+
+    Raises:
+        NotFoundError: a referenced model or version does not exist (and is not being applied).
+    """
+    from mlctl import config
+
+    models = tuple(_resolve(ref, registry, predicted or {}) for ref in spec.models)
+    base = spec.base_image or config.base_image()
+    return images.plan_context(spec.name, spec.inference, models, base_image=base, description=spec.description)
+
+
+def plan_image(spec: ImageSpec, registry: Registry, predicted: dict[str, ModelVersion] | None = None) -> Change:
+    """The change building ``spec`` would make: ``unchanged`` when the latest version was built
+    from the same inputs (its stored fingerprint, ``mlctl.images.fingerprint``), else the next version."""
+    wanted = images.fingerprint(image_context(spec, registry, predicted))
+    try:
+        latest: dict[str, Any] | None = registry.image(spec.name)
+    except NotFoundError:
+        latest = None
+    if latest is None:
+        return Change("Image", spec.name, "create", ("new",), {"version": 1})
+    current = latest.get("fingerprint") or {}
+    reasons = tuple(sorted(k for k in {*wanted, *current} if wanted.get(k) != current.get(k)))
+    if not reasons:
+        return Change("Image", spec.name, "unchanged", detail={"version": latest["version"]})
+    return Change("Image", spec.name, "update", reasons, {"version": latest["version"] + 1})
 
 
 def plan_model(spec: ModelSpec, registry: Registry) -> tuple[Change, ModelVersion]:
@@ -103,7 +130,7 @@ def plan_service(
         current = driver.status(spec.name).fingerprint
     except NotFoundError:
         return Change("Service", spec.name, "create", ("new",), {"models": [m.ref for m in models]})
-    reasons = tuple(sorted(k for k in wanted if wanted[k] != current.get(k)))
+    reasons = tuple(sorted(k for k in {*wanted, *current} if wanted.get(k) != current.get(k)))
     action = "update" if reasons else "unchanged"
     return Change("Service", spec.name, action, reasons, {"models": [m.ref for m in models]})
 

@@ -18,7 +18,7 @@ from typing import Any
 from mlctl.errors import NotFoundError, ServiceTestFailed
 from mlctl.output import Reporter
 from mlctl.registry import ModelVersion, Registry
-from mlctl.spec.records import ServiceSpec, ServiceTest
+from mlctl.spec.records import ImageOptions, ServiceSpec, ServiceTest
 from mlctl.targets import TARGETS, Deployment, TargetDriver, check_supported, driver_of_kind
 
 
@@ -68,7 +68,9 @@ def fingerprint(deployment: Deployment, driver: TargetDriver) -> dict[str, str]:
 
     Components: ``target`` (the driver's rendered plan), ``models`` (refs and content hashes),
     ``source`` (the ``*.py`` files beside the entry script), ``environment`` (the conda or
-    requirements file), ``test`` and ``metadata`` (description, tags).
+    requirements file), ``test``, ``metadata`` (description, tags) and, when the inference
+    configuration has image options, ``image`` (their values, the docker_file's and the
+    dependencies' contents).
     """
     spec = deployment.spec
     # Models are their own component: render with their versions neutralised, so a new model
@@ -84,9 +86,25 @@ def fingerprint(deployment: Deployment, driver: TargetDriver) -> dict[str, str]:
         "test": None if spec.test is None else [spec.test.body.hex(), spec.test.expected, spec.test.tolerance],
         "metadata": [spec.description, dict(spec.tags)],
     }
+    if spec.inference is not None and spec.inference.image.given:  # absent otherwise: older prints stay equal
+        parts["image"] = _image_inputs(spec.inference.image)
     return {
         k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest() for k, v in parts.items()
     }
+
+
+def _image_inputs(options: ImageOptions) -> list[Any]:
+    from mlctl.images import files_digest
+
+    registry = options.base_image_registry
+    return [
+        options.base_image,
+        files_digest((options.docker_file,)) if options.docker_file else None,
+        files_digest(options.dependencies),
+        options.enable_gpu,
+        options.cuda_version,
+        [registry.address, registry.username, registry.password_env, str(registry.password_file)] if registry else None,
+    ]
 
 
 def _source_digest(entry_script: Path) -> str:

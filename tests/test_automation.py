@@ -169,13 +169,13 @@ def test_named_targets_with_options_and_environment_override(tmp_path: Path) -> 
     assert mlctl("-o", "json", "target", "show").json()["name"] == "process"
 
 
-def test_image_documents_stop_apply_before_anything_changes(tmp_path: Path) -> None:
+def test_an_image_document_that_cannot_be_built_stops_apply_before_anything_changes(tmp_path: Path) -> None:
     project = _project(tmp_path)
     write(
         project / "image.yaml", "apiVersion: mlctl/v1\nkind: Image\nname: img\nmodels: [m:1]\nentry_script: score.py\n"
     )
     result = mlctl("apply", "-f", str(project))
-    assert result.code == 6 and "mlctl image build" in result.err
+    assert result.code == 4 and "model 'm'" in result.err  # planned before anything is applied
     assert serve_processes() == []
 
 

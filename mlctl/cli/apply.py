@@ -24,35 +24,59 @@ def apply(
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until new services are ready."),
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for each service's readiness."),
 ) -> None:
-    """Register models and deploy or update services so they match the specs (models first).
+    """Register models, build images and deploy or update services so they match the specs (in that order).
 
     An unchanged spec changes nothing and says so.
     """
-    from mlctl import plan, services
-    from mlctl.spec import ModelSpec, ServiceSpec
-    from mlctl.targets import driver_for
+    from mlctl import plan
 
     records = plan.ordered(_load(files, set_))
-    registry, home, reporter = _state.registry(), _state.home(), _state.reporter()
-    changes = plan.plan(records, registry, home)
+    registry = _state.registry()
+    changes = plan.plan(records, registry, _state.home())
     if not dry_run:
+        _check_credentials(records, changes)
         for record, change in zip(records, changes, strict=True):
-            if not change.changed:
-                continue
-            if isinstance(record, ModelSpec):
-                registry.register(
-                    record.name,
-                    record.path,
-                    description=record.description,
-                    tags=dict(record.tags),
-                    properties=dict(record.properties),
-                )
-            elif isinstance(record, ServiceSpec):
-                driver = driver_for(record.target, registry=registry, home=home)
-                deployment = services.deployment_for(record, registry, reporter, driver)
-                verb = driver.deploy if change.action == "create" else driver.update
-                verb(deployment, reporter, wait=wait or change.action == "update", timeout_s=timeout)
+            if change.changed:
+                _apply_one(record, change.action, registry, wait=wait, timeout=timeout)
     report([c.to_dict() for c in changes], dry_run=dry_run)
+
+
+def _check_credentials(records: list[Any], changes: list[Any]) -> None:
+    """A registry password an image build will need is there (before anything changes)."""
+    from mlctl import builder
+    from mlctl.spec import ImageSpec
+
+    for record, change in zip(records, changes, strict=True):
+        if change.changed and isinstance(record, ImageSpec) and record.inference.image.base_image_registry:
+            builder.registry_credentials(record.inference.image.base_image_registry)
+
+
+def _apply_one(record: Any, action: str, registry: Any, *, wait: bool, timeout: float) -> None:
+    """Register a model, build an image, or deploy/update a service (``action``: create or update)."""
+    from mlctl import builder, plan, services
+    from mlctl.spec import ImageSpec, ModelSpec
+    from mlctl.targets import driver_for
+
+    home, reporter = _state.home(), _state.reporter()
+    if isinstance(record, ModelSpec):
+        registry.register(
+            record.name,
+            record.path,
+            description=record.description,
+            tags=dict(record.tags),
+            properties=dict(record.properties),
+        )
+    elif isinstance(record, ImageSpec):
+        context = plan.image_context(record, registry)
+        for note in context.notes:
+            reporter.warn(note)
+        with reporter.step(f"building image {record.name}") as progress:
+            builder.build(context, registry, progress)
+    else:
+        driver = driver_for(record.target, registry=registry, home=home)
+        deployment = services.deployment_for(record, registry, reporter, driver)
+        verb = driver.deploy if action == "create" else driver.update
+        verb(deployment, reporter, wait=wait or action == "update", timeout_s=timeout)
 
 
 def diff(files: list[Path] = FILES, set_: list[str] = SET) -> None:

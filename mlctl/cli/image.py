@@ -29,6 +29,8 @@ def build(
 
     registry, reporter = _state.registry(), _state.reporter()
     plan = _plan(file, set_, registry, reporter)
+    for note in plan.notes:
+        reporter.warn(note)
     if dry_run:
         doc = {
             "name": plan.name,
@@ -175,7 +177,7 @@ def _plan(file: Path, set_: list[str], registry: Any, reporter: Any) -> Any:
             service.name,
             service.inference,
             models,
-            base_image=config.base_image(),
+            base_image=service.inference.image.base_image or config.base_image(),
             description=service.description,
             warn=reporter.warn,
         )

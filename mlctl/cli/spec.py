@@ -32,7 +32,7 @@ def validate(
             errors = [line for doc in docs for line in schema_validate(doc)]
             if not errors:
                 for doc in docs:
-                    build(doc)
+                    _warn_unavailable_target(build(doc))
             entry["documents"] = [{"kind": d.data.get("kind"), "name": d.data.get("name")} for d in docs]
         except MlctlError as error:
             errors = error.details or [error.message]
@@ -42,6 +42,18 @@ def validate(
     _state.reporter().result({"valid": not problems, "files": results}, _print_validation)
     if problems:
         raise SpecError(f"{len(problems)} problem(s) in {len(files)} file(s)", details=problems)
+
+
+def _warn_unavailable_target(record: object) -> None:
+    """A valid spec may name a target this mlctl cannot deploy to (yet): say so, without failing."""
+    from mlctl import config
+    from mlctl.spec import ServiceSpec
+
+    if isinstance(record, ServiceSpec) and record.target is not None:
+        try:
+            config.load().resolve(record.target)
+        except MlctlError as error:
+            _state.reporter().warn(f"service {record.name}: {error.message}; the spec is valid, a deploy is refused")
 
 
 @app.command("migrate")

@@ -82,12 +82,44 @@ class EnvironmentSpec:
 
 
 @dataclass(frozen=True)
+class RegistryAuth:
+    """A private registry the base image comes from (Azure ML's ``ContainerRegistry``): ``address``
+    (``host[:port]``) and a username whose password is given BY REFERENCE only -- an environment
+    variable (``password_env``) or a file (``password_file``), read when the image is built."""
+
+    address: str
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """The rest of Azure ML v1's image configuration (``ContainerImage.image_configuration``,
+    ``InferenceConfig``): ``docker_file`` (extra Dockerfile steps), ``dependencies`` (extra files
+    or folders copied beside the entry script), ``enable_gpu``/``cuda_version`` and the base
+    image's registry. ``given``: the keys the spec gave (a target that builds no image refuses them)."""
+
+    base_image: str | None = None
+    docker_file: Path | None = None
+    dependencies: tuple[Path, ...] = ()
+    enable_gpu: bool = False
+    cuda_version: str | None = None
+    base_image_registry: RegistryAuth | None = None
+    given: frozenset[str] = frozenset()
+
+
+IMAGE_KEYS = ("base_image", "docker_file", "dependencies", "enable_gpu", "cuda_version", "base_image_registry")
+
+
+@dataclass(frozen=True)
 class InferenceConfig:
-    """Entry script and environment, as Azure ML SDK v1 ``InferenceConfig``."""
+    """Entry script and environment, as Azure ML SDK v1 ``InferenceConfig`` (with its image options)."""
 
     entry_script: Path
     environment: EnvironmentSpec
     runtime: str = "python"
+    image: ImageOptions = ImageOptions()
 
 
 @dataclass(frozen=True)
@@ -234,7 +266,33 @@ def _inference(doc: Document, base: list[str | int]) -> InferenceConfig:
         env = EnvironmentSpec("none" if choice == "isolated" else "current")
     if d.get("keep_azureml_defaults"):
         env = EnvironmentSpec(env.kind, env.file, keep_azureml_defaults=True)
-    return InferenceConfig(entry_script=entry, environment=env, runtime=d.get("runtime", "python"))
+    return InferenceConfig(
+        entry_script=entry, environment=env, runtime=d.get("runtime", "python"), image=_image_options(doc, base)
+    )
+
+
+def _image_options(doc: Document, base: list[str | int]) -> ImageOptions:
+    d = doc.data
+    for part in base:
+        d = d[part]
+    docker_file = _existing(doc, [*base, "docker_file"], folder_ok=False) if "docker_file" in d else None
+    deps = tuple(_existing(doc, [*base, "dependencies", i]) for i in range(len(d.get("dependencies", []))))
+    registry = d.get("base_image_registry")
+    auth = None
+    if registry is not None:
+        password_file = None
+        if "password_file" in registry:
+            password_file = _existing(doc, [*base, "base_image_registry", "password_file"], folder_ok=False)
+        auth = RegistryAuth(registry["address"], registry.get("username"), registry.get("password_env"), password_file)
+    return ImageOptions(
+        base_image=d.get("base_image"),
+        docker_file=docker_file,
+        dependencies=deps,
+        enable_gpu=bool(d.get("enable_gpu", False)),
+        cuda_version=None if d.get("cuda_version") is None else str(d["cuda_version"]),
+        base_image_registry=auth,
+        given=frozenset(k for k in IMAGE_KEYS if k in d),
+    )
 
 
 def _image(doc: Document) -> ImageSpec:

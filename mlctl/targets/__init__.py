@@ -33,6 +33,26 @@ TARGETS: dict[str, str] = {
     "docker": "mlctl.targets.docker",
 }
 
+# Target kinds Azure ML had and retired: asking for one is refused (exit 6) with its successor.
+RETIRED: dict[str, tuple[str, str]] = {
+    kind: (
+        f"compute target {kind!r} (Azure ML's FPGA deployment, Project Brainwave) is retired: Azure "
+        "ended FPGA inference, so no one can run it",
+        "serve the model on GPUs with deployment_config.gpu_cores (docker target; kubernetes), or "
+        "convert it to ONNX and serve it with ONNX Runtime (onnxruntime in the conda file)",
+    )
+    for kind in ("fpga", "brainwave")
+}
+
+
+def refuse_retired(kind: str) -> None:
+    """Raise TargetError (exit 6) naming the successor when ``kind`` is a retired target kind."""
+    from mlctl.errors import TargetError
+
+    if kind.lower() in RETIRED:
+        message, hint = RETIRED[kind.lower()]
+        raise TargetError(message, hint=hint)
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -200,6 +220,7 @@ def driver_of_kind(
     """
     from mlctl.errors import TargetError
 
+    refuse_retired(kind)
     if kind not in TARGETS:
         raise TargetError(f"unknown compute target kind {kind!r}", hint=f"kinds: {', '.join(TARGETS)}")
     unknown = sorted(set(options or {}) - set(options_of(kind)))
@@ -241,13 +262,21 @@ def deployment_keys(kind: str) -> frozenset[str]:
 
 def check_supported(kind: str, spec: ServiceSpec) -> None:
     """Refuse deployment configuration keys that target kind ``kind`` cannot honour (never ignore
-    them silently, as Azure ML v1 did).
+    them silently, as Azure ML v1 did), and image options (``inference_config.docker_file``, ...)
+    on a target whose module sets ``BUILDS_IMAGES = False``.
 
     Raises:
         TargetError: the spec gives a key the target does not have; the hint names the targets that do.
     """
     from mlctl.errors import TargetError
 
+    image_keys = sorted(spec.inference.image.given) if spec.inference else []
+    if image_keys and not getattr(importlib.import_module(TARGETS[kind]), "BUILDS_IMAGES", True):
+        raise TargetError(
+            f"service {spec.name!r}: target kind {kind!r} builds no image, so it cannot honour "
+            "inference_config." + ", inference_config.".join(image_keys),
+            hint="deploy to a container target (docker), or remove them",
+        )
     unsupported = sorted(spec.deployment.given - deployment_keys(kind))
     if not unsupported:
         return

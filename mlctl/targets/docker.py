@@ -91,7 +91,15 @@ class Driver:
             "name": spec.name,
             "image": image,
             "models": [m.ref for m in deployment.models],
-            **self._container(spec, image, entry=_entry_name(spec), deploy_dir=Path("<deploy dir>"), old=None),
+            **self._container(
+                spec,
+                image,
+                entry=_entry_name(spec),
+                deploy_dir=Path("<deploy dir>"),
+                old=None,
+                name=f"mlctl-{spec.name}-<id>",
+                created="<deploy time>",
+            ),
             "scoring_uri": _uri(self.host, spec.deployment.port, tls=uses_tls(spec)),
         }
 
@@ -202,10 +210,12 @@ class Driver:
             spec.name,
             spec.inference,
             deployment.models,
-            base_image=config.base_image(),
+            base_image=spec.inference.image.base_image or config.base_image(),
             description=spec.description,
             warn=reporter.warn,
         )
+        for note in plan.notes:
+            reporter.warn(note)
         with reporter.step(f"building image {spec.name}") as progress:
             record = build(plan, self.registry, progress)
         return f"{record['name']}:{record['version']}"
@@ -222,7 +232,15 @@ class Driver:
         created_keys = False
         try:
             created_keys = self._write_secrets(spec, deploy_dir)
-            config_ = self._container(spec, image, entry=_entry_name(spec, image), deploy_dir=deploy_dir, old=old)
+            config_ = self._container(
+                spec,
+                image,
+                entry=_entry_name(spec, image),
+                deploy_dir=deploy_dir,
+                old=old,
+                name=f"mlctl-{spec.name}-{uuid.uuid4().hex[:6]}",
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            )
             labels = {
                 **config_.pop("labels"),
                 "mlctl.image": image,
@@ -260,7 +278,14 @@ class Driver:
         _hand_to_container(folder)
         return keys.ensure(folder / "keys.json", owner)
 
-    def _container(self, spec: ServiceSpec, image: str, *, entry: str, deploy_dir: Path, old: Any) -> dict[str, Any]:
+    def _container(
+        self, spec: ServiceSpec, image: str, *, entry: str, deploy_dir: Path, old: Any, name: str, created: str
+    ) -> dict[str, Any]:
+        """The container's configuration (docker SDK ``containers.run`` keyword arguments).
+
+        Deterministic for a given spec: ``name`` and ``created`` (the parts that differ per
+        deploy) come from the caller, so ``render`` -- and the fingerprint built on it -- is the
+        same for the same spec at deploy time and at any later ``diff``."""
         d = spec.deployment
         command = [
             images.PYTHON,
@@ -304,14 +329,15 @@ class Driver:
             **({"mem_limit": f"{max(6, int(d.memory_gb * 1024))}m"} if d.memory_gb else {}),
             "restart_policy": {"Name": "unless-stopped"},
             **({} if os.geteuid() == 0 else {"user": f"{os.getuid()}:{os.getgid()}"}),
-            "name": f"mlctl-{spec.name}-{uuid.uuid4().hex[:6]}",
+            **({"device_requests": [_gpu_request(d.gpu_cores)]} if d.gpu_cores else {}),
+            "name": name,
             "labels": {
                 LABEL: spec.name,
                 "mlctl.port": str(d.port),
                 "mlctl.auth": "true" if d.auth_enabled else "false",
                 "mlctl.tls": "true" if uses_tls(spec) else "false",
                 "mlctl.host": self.host,
-                "mlctl.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "mlctl.created": created,
             },
         }
 
@@ -364,6 +390,15 @@ class Driver:
             },
             fingerprint=json.loads(labels.get("mlctl.fingerprint", "{}")),
         )
+
+
+def _gpu_request(count: int) -> Any:
+    """``gpu_cores`` as a Docker device request for ``count`` NVIDIA GPUs (what ``docker run
+    --gpus N`` sends: driver chosen by the engine, capability ``gpu``). Needs the NVIDIA
+    container toolkit on the engine's host; without it the engine refuses to start the container."""
+    from docker.types import DeviceRequest
+
+    return DeviceRequest(count=count, capabilities=[["gpu"]])
 
 
 def _hand_to_container(folder: Path) -> None:

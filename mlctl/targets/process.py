@@ -52,6 +52,7 @@ HOST = "127.0.0.1"
 OPTIONS = {"host": "address web services listen on: 127.0.0.1 (default) or 0.0.0.0 for every interface"}
 # cpu_cores and memory_gb are accepted and not enforced (a local process has no limits; documented)
 DEPLOYMENT_KEYS = COMMON_KEYS
+BUILDS_IMAGES = False  # inference_config image options (docker_file, base_image, ...) are refused
 STOP_GRACE_S = 30.0
 DRAIN_S = 1.0  # after "stop accepting": lets connections accepted a moment ago send their request
 _LOG_TAIL = 30
