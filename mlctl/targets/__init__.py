@@ -21,11 +21,13 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mlctl.output import Reporter
-from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.records import DeploymentConfig, ServiceSpec
+
+if TYPE_CHECKING:  # the registry (sqlite3) is not needed to resolve a target's name
+    from mlctl.output import Reporter
+    from mlctl.registry import ModelVersion, Registry
 
 # kind -> module defining ``Driver``; imported lazily so `mlctl --help` loads no target SDK.
 TARGETS: dict[str, str] = {
