@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from mlctl.spec.document import Document
+if TYPE_CHECKING:  # only annotations: importing mlctl.spec here would be circular (its records import this)
+    from mlctl.spec.document import Document
 
 RestartPolicy = Literal["never", "on-failure", "on-unhealthy", "always"]
 
@@ -64,7 +65,7 @@ class RegistryCredential:
     @property
     def reference(self) -> str:
         """Where the password comes from, for messages (never the password)."""
-        return f"env {self.password_env}" if self.password_env else f"file {self.password_file}"
+        return f"env {self.password_env}" if self.password_env else f"file {getattr(self.password_file, 'name', '')}"
 
 
 @dataclass(frozen=True)

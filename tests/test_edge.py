@@ -1,0 +1,153 @@
+"""``mlctl edge`` end to end: a fake IoT Hub (HTTPS, SAS), simulated IoT Edge devices running the
+modules on the real Docker engine, a real OCI registry with a password, real mlctl images.
+
+What is fake and what is real: see ``tests/edge_fakes/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import EXAMPLES, free_port, mlctl, self_signed_certificate, write  # noqa: F401 - used below
+from edge_fakes.fleet import provisioned
+from edge_fakes.hub_http import RunningHub, serve
+from test_docker_target import _registry
+
+EDGE = EXAMPLES / "edge"
+ROWS = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]
+USER = "edge"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    cert, key = self_signed_certificate(tmp_path_factory.mktemp("hub-tls"))
+    with serve(cert, key) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def registry_password() -> str:
+    return f"canary-{secrets.token_hex(12)}"
+
+
+@pytest.fixture(scope="module")
+def oci(tmp_path_factory: pytest.TempPathFactory, registry_password: str) -> Iterator[str]:
+    """docker-registry on 127.0.0.1 asking for USER and the canary password."""
+    import bcrypt
+
+    folder = tmp_path_factory.mktemp("edge-registry")
+    htpasswd = folder / "htpasswd"
+    htpasswd.write_text(f"{USER}:{bcrypt.hashpw(registry_password.encode(), bcrypt.gensalt()).decode()}\n")
+    with _registry(folder, htpasswd) as address:
+        yield address
+
+
+@pytest.fixture
+def env(hub: RunningHub, oci: str, registry_password: str, tmp_path: Path, engine: Any) -> dict[str, str]:
+    """The environment of mlctl runs (and of the pipeline script)."""
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    return {
+        "EDGE_HUB_CONNECTION_STRING": hub.connection_string,
+        "EDGE_HUB_CA": str(hub.ca_file),
+        "EDGE_REGISTRY": oci,
+        "EDGE_REGISTRY_USERNAME": USER,
+        "EDGE_REGISTRY_PASSWORD": registry_password,
+        "MLCTL_REGISTRY": oci,
+        "MLCTL_REGISTRY_USERNAME": USER,
+        "MLCTL_REGISTRY_PASSWORD": registry_password,
+        "EDGE_DEVICES_DIR": str(devices),
+        "MLCTL_BASE_IMAGE": os.environ["MLCTL_BASE_IMAGE"],
+    }
+
+
+@pytest.fixture(autouse=True)
+def _cleanup(engine: Any, hub: RunningHub) -> Iterator[None]:
+    """Images this test's pushes made and everything left on the hub are removed afterwards."""
+    yield
+    from docker.errors import APIError
+
+    for image in engine.images.list():
+        if any("edge-diabetes" in tag or "edge-nothing" in tag for tag in image.tags):
+            try:
+                engine.images.remove(image.id, force=True)
+            except APIError:
+                pass
+    with hub.state.lock:
+        hub.state.devices.clear()
+        hub.state.configs.clear()
+
+
+def _models(tmp_path: Path, trained: Path) -> tuple[Path, list[float], Path, list[float]]:
+    """The example's diabetes model and a second version (another alpha), with their predictions."""
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    v1 = trained / "diabetes" / "sklearn_regression_model.pkl"
+    x, y = load_diabetes(return_X_y=True)
+    v2 = tmp_path / "v2" / "sklearn_regression_model.pkl"
+    v2.parent.mkdir()
+    joblib.dump(Ridge(alpha=0.01).fit(x, y), v2)
+    predict = [joblib.load(p).predict(np.array(ROWS)).tolist() for p in (v1, v2)]
+    assert predict[0] != predict[1]
+    return v1, predict[0], v2, predict[1]
+
+
+def test_the_pipeline_script_pushes_to_a_device_and_rolls_a_fleet(
+    env: dict[str, str], hub: RunningHub, engine: Any, trained_examples: Path, tmp_path: Path, registry_password: str
+) -> None:
+    v1, expected_v1, v2, expected_v2 = _models(tmp_path, trained_examples)
+    port = free_port()
+    fleet = {"edge-f1": 1, "edge-f2": 2, "edge-f3": 3}
+    script_env = {
+        **os.environ,
+        **env,
+        "MLCTL": f"{sys.executable} -m mlctl",
+        "EDGE_MODEL_V1": str(v1),
+        "EDGE_MODEL_V2": str(v2),
+        "EDGE_EXPECTED_V1": json.dumps(expected_v1),
+        "EDGE_EXPECTED_V2": json.dumps(expected_v2),
+        "EDGE_DEVICE": "edge-device-1",
+        "EDGE_PORT": str(port),
+        "EDGE_FLEET": " ".join(f"{d}:{port + o}" for d, o in fleet.items()),
+    }
+    with provisioned(Path(env["EDGE_DEVICES_DIR"]), hub.ca_file, engine, fleet) as devices:
+        run = subprocess.run(
+            ["bash", str(EDGE / "pipeline.sh")], env=script_env, capture_output=True, text=True, timeout=900
+        )
+        assert run.returncode == 0, run.stdout + run.stderr + repr({d: s.errors for d, s in devices.items()})
+        assert not any(s.errors for s in devices.values())
+    lines = run.stdout.splitlines()
+    assert f"{env['EDGE_REGISTRY']}/edge-diabetes:1" in lines and "running" in lines and "200" in lines
+    results = [json.loads(line) for line in lines if line[:1] in "[{"]
+    counts = [(r["id"], r["targeted"], r["applied"], r["reported_successful"]) for r in results if "id" in r]
+    assert counts == [("diabetes-fleet-v1", 3, 3, 3), ("diabetes-canary-v1", 1, 1, 1)]
+    rolled = next(r for r in results if r[:1] == ["diabetes-fleet-v2"])
+    assert rolled[1] == ["diabetes-fleet-v1"] and rolled[2]["targeted"] == rolled[2]["applied"] == 3
+    assert [["diabetes-canary-v1", 1, 1, 1], ["diabetes-fleet-v2", 3, 3, 3]] in results
+    assert lines[-3:] == ["0", "0", "true"]  # no deployments, no devices, target removed
+    assert not engine.containers.list(all=True, filters={"label": "edge.device"})
+    _no_secret_anywhere(
+        [hub.connection_string.split("SharedAccessKey=")[1], registry_password],
+        run.stdout + run.stderr,
+        [Path(os.environ["MLCTL_HOME"]), tmp_path],
+    )
+
+
+def _no_secret_anywhere(secret_values: list[str], output: str, folders: list[Path]) -> None:
+    for secret in secret_values:
+        assert secret not in output
+        for folder in folders:
+            for path in folder.rglob("*"):
+                if path.is_file() and path.name != "htpasswd":
+                    assert secret.encode() not in path.read_bytes(), path
