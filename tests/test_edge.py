@@ -78,7 +78,7 @@ def _cleanup(engine: Any, hub: RunningHub) -> Iterator[None]:
     for image in engine.images.list():
         if any("edge-diabetes" in tag or "edge-nothing" in tag for tag in image.tags):
             try:
-                engine.images.remove(image.id, force=True)
+                engine.images.remove(image.id, force=True, noprune=True)  # the build cache stays
             except APIError:
                 pass
     with hub.state.lock:
@@ -126,7 +126,8 @@ def test_the_pipeline_script_pushes_to_a_device_and_rolls_a_fleet(
             ["bash", str(EDGE / "pipeline.sh")], env=script_env, capture_output=True, text=True, timeout=900
         )
         assert run.returncode == 0, run.stdout + run.stderr + repr({d: s.errors for d, s in devices.items()})
-        assert not any(s.errors for s in devices.values())
+        assert not any(s.errors for s in devices.values()), {d: s.errors for d, s in devices.items()}
+        assert all(s.deleted for s in devices.values())  # each noticed its identity is gone
     lines = run.stdout.splitlines()
     assert f"{env['EDGE_REGISTRY']}/edge-diabetes:1" in lines and "running" in lines and "200" in lines
     results = [json.loads(line) for line in lines if line[:1] in "[{"]
@@ -151,3 +152,90 @@ def _no_secret_anywhere(secret_values: list[str], output: str, folders: list[Pat
             for path in folder.rglob("*"):
                 if path.is_file() and path.name != "htpasswd":
                     assert secret.encode() not in path.read_bytes(), path
+
+
+def _module_spec(folder: Path, image: str) -> Path:
+    return write(
+        folder / "edge.yaml",
+        f"""
+        apiVersion: mlctl/v1
+        kind: EdgeDeployment
+        name: broken
+        target: hub1
+        device_id: edge-dev
+        runtime:
+          registry_credentials:
+            registry: {{address: "${{EDGE_REGISTRY}}", username: {USER}, password_env: EDGE_REGISTRY_PASSWORD}}
+        modules:
+          m:
+            image: {image}
+        """,
+    )
+
+
+def test_failures_have_their_documented_exit_codes_and_print_no_secret(
+    env: dict[str, str], hub: RunningHub, engine: Any, tmp_path: Path, registry_password: str, oci: str
+) -> None:
+    outputs: list[str] = []
+
+    def run(*args: str, **extra: str) -> Any:
+        result = mlctl("-o", "json", *args, **{**env, **extra})
+        outputs.append(result.out + result.err)
+        return result
+
+    assert run("target", "add", "hub0", "--kind", "iot-edge").code == 6  # needs a connection string source
+    added = run(
+        "target", "add", "hub1", "--kind", "iot-edge", "--option", "connection_string_env=EDGE_HUB_CONNECTION_STRING"
+    )
+    assert added.code == 0, added.err
+    assert "ca_file" in run("target", "show", "hub1").json()["available_options"]
+    spec = str(_module_spec(tmp_path, f"{oci}/edge-nothing:1"))
+    untrusted = run("edge", "device", "list")
+    assert untrusted.code == 6 and "TLS certificate is not trusted" in untrusted.err
+    env = {**env, "REQUESTS_CA_BUNDLE": str(hub.ca_file)}  # the other way to trust it (the script uses ca_file)
+
+    unknown = run("--debug", "edge", "push", "-f", spec, "--set", "device_id=edge-nope")
+    assert unknown.code == 4 and "mlctl edge device create edge-nope" in unknown.err
+
+    sent = len(hub.state.requests)
+    invalid = run("edge", "push", "-f", spec, "--set", "modules.m.env={A.B: 1}")
+    assert invalid.code == 3, invalid.err
+    error = json.loads(invalid.err.strip().splitlines()[-1])
+    assert error["message"].startswith("invalid deployment manifest")
+    assert any(
+        d.startswith("$.modulesContent.$edgeAgent['properties.desired'].modules.m.env") for d in error["details"]
+    )
+    assert len(hub.state.requests) == sent  # nothing was sent
+
+    elsewhere = tmp_path / "not-provisioned"
+    created = run("edge", "device", "create", "edge-silent", "--connection-string-file", str(elsewhere / "cs"))
+    assert created.code == 0 and (elsewhere / "cs").stat().st_mode & 0o777 == 0o600
+    key = (elsewhere / "cs").read_text().split("SharedAccessKey=")[1].strip()
+    silent = run("edge", "push", "-f", spec, "--set", "device_id=edge-silent", "--timeout", "2")
+    assert silent.code == 9 and "never reported" in silent.err
+
+    devices = Path(env["EDGE_DEVICES_DIR"])
+    with provisioned(devices, hub.ca_file, engine, {}) as running:
+        cs = devices / "edge-wrongpw.connection-string"
+        assert run("edge", "device", "create", "edge-wrongpw", "--connection-string-file", str(cs)).code == 0
+        wrong = run("edge", "push", "-f", spec, "--set", "device_id=edge-wrongpw", EDGE_REGISTRY_PASSWORD="not-it")
+        assert wrong.code == 7, wrong.err
+        assert "Error calling Create module m" in wrong.err and "refused the deployment: 500" in wrong.err
+        status = run("edge", "status", "edge-wrongpw").json()
+        assert status["last_desired_status"]["code"] == 500 and status["modules"] == {}
+        assert not engine.containers.list(all=True, filters={"label": "edge.device=edge-wrongpw"})
+        assert not running["edge-wrongpw"].errors
+
+    redacted = run("edge", "manifest", "-f", spec)
+    assert redacted.code == 0 and "<redacted: env EDGE_REGISTRY_PASSWORD>" in redacted.out
+    revealed = mlctl("-o", "json", "edge", "manifest", "-f", spec, "--reveal", **env)  # asked for: not scanned
+    assert registry_password in revealed.out
+
+    bad_key = hub.connection_string.split("SharedAccessKey=")[0] + "SharedAccessKey=" + "A" * 44
+    refused = run("edge", "device", "list", EDGE_HUB_CONNECTION_STRING=bad_key)
+    assert refused.code == 6 and "refused the credentials" in refused.err
+    assert run("edge", "device", "show", "edge-nope").code == 4
+    assert run("edge", "device", "delete", "edge-nope").json()["deleted"] is False
+
+    hub_key = hub.connection_string.split("SharedAccessKey=")[1]
+    _no_secret_anywhere([hub_key, registry_password, key], "\n".join(outputs), [Path(os.environ["MLCTL_HOME"])])

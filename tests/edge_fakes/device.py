@@ -58,6 +58,7 @@ class SimulatedDevice:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.errors: list[str] = []
+        self.deleted = False
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> SimulatedDevice:
@@ -71,9 +72,16 @@ class SimulatedDevice:
             container.remove(force=True)
 
     def _run(self) -> None:
+        import urllib.error
+
         while not self._stop.is_set():
             try:
                 self.poll()
+            except urllib.error.HTTPError as error:
+                if error.code == 404:  # the device identity was deleted: a real device can no longer connect
+                    self.deleted = True
+                    return
+                self.errors.append(repr(error))
             except Exception as error:  # noqa: BLE001 - a simulator keeps running, like the agent
                 self.errors.append(repr(error))
             self._stop.wait(0.3)
