@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXAMPLES, free_port, mlctl, self_signed_certificate, write  # noqa: F401 - used below
+from conftest import EXAMPLES, free_port, mlctl, self_signed_certificate, write
 from edge_fakes.fleet import provisioned
 from edge_fakes.hub_http import RunningHub, serve
 from test_docker_target import _registry
@@ -107,7 +107,7 @@ def test_the_pipeline_script_pushes_to_a_device_and_rolls_a_fleet(
     env: dict[str, str], hub: RunningHub, engine: Any, trained_examples: Path, tmp_path: Path, registry_password: str
 ) -> None:
     v1, expected_v1, v2, expected_v2 = _models(tmp_path, trained_examples)
-    port = free_port()
+    port = _free_block(4)
     fleet = {"edge-f1": 1, "edge-f2": 2, "edge-f3": 3}
     script_env = {
         **os.environ,
@@ -125,7 +125,9 @@ def test_the_pipeline_script_pushes_to_a_device_and_rolls_a_fleet(
         run = subprocess.run(
             ["bash", str(EDGE / "pipeline.sh")], env=script_env, capture_output=True, text=True, timeout=900
         )
-        assert run.returncode == 0, run.stdout + run.stderr + repr({d: s.errors for d, s in devices.items()})
+        assert run.returncode == 0, (
+            run.stdout + run.stderr + _module_logs(engine) + repr({d: s.errors for d, s in devices.items()})
+        )
         assert not any(s.errors for s in devices.values()), {d: s.errors for d, s in devices.items()}
         assert all(s.deleted for s in devices.values())  # each noticed its identity is gone
     lines = run.stdout.splitlines()
@@ -145,6 +147,33 @@ def test_the_pipeline_script_pushes_to_a_device_and_rolls_a_fleet(
     )
 
 
+def _free_block(size: int) -> int:
+    """A port P with P .. P+size-1 free on 127.0.0.1 (the simulated devices use offsets from P)."""
+    import socket
+
+    for _ in range(50):
+        base = free_port()
+        sockets = []
+        try:
+            for port in range(base, base + size):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise AssertionError("no block of free ports")
+
+
+def _module_logs(engine: Any) -> str:
+    """The last log lines of every simulated module container (for failure messages)."""
+    containers = engine.containers.list(all=True, filters={"label": "edge.device"})
+    return "".join(f"\n--- {c.name} ({c.status}):\n{c.logs(tail=15).decode(errors='replace')}" for c in containers)
+
+
 def _no_secret_anywhere(secret_values: list[str], output: str, folders: list[Path]) -> None:
     for secret in secret_values:
         assert secret not in output
@@ -154,15 +183,15 @@ def _no_secret_anywhere(secret_values: list[str], output: str, folders: list[Pat
                     assert secret.encode() not in path.read_bytes(), path
 
 
-def _module_spec(folder: Path, image: str) -> Path:
+def _module_spec(folder: Path, image: str, where: str = "device_id: edge-dev", file: str = "edge.yaml") -> Path:
     return write(
-        folder / "edge.yaml",
+        folder / file,
         f"""
         apiVersion: mlctl/v1
         kind: EdgeDeployment
         name: broken
         target: hub1
-        device_id: edge-dev
+        {where}
         runtime:
           registry_credentials:
             registry: {{address: "${{EDGE_REGISTRY}}", username: {USER}, password_env: EDGE_REGISTRY_PASSWORD}}
@@ -213,6 +242,25 @@ def test_failures_have_their_documented_exit_codes_and_print_no_secret(
     key = (elsewhere / "cs").read_text().split("SharedAccessKey=")[1].strip()
     silent = run("edge", "push", "-f", spec, "--set", "device_id=edge-silent", "--timeout", "2")
     assert silent.code == 9 and "never reported" in silent.err
+    tagged = run("edge", "device", "tag", "edge-silent", "ring=none", "zone=b")
+    assert tagged.json()["tags"] == {"ring": "none", "zone": "b"}
+    assert run("edge", "device", "tag", "edge-silent", "--remove", "zone").json()["tags"] == {"ring": "none"}
+    assert run("edge", "device", "show", "edge-silent").json()["tags"] == {"ring": "none"}
+
+    scale = [str(_module_spec(tmp_path, f"{oci}/edge-nothing:1", "target_condition: tags.ring='none'", "scale.yaml"))]
+    queued = run("edge", "push", "-f", *scale, "--no-wait")
+    assert queued.code == 0, queued.err
+    assert queued.json()["deployment"] == "broken-v1" and queued.json()["waited"] is False
+    shown = run("edge", "deployment", "show", "broken-v1").json()
+    assert shown["targeted"] == 1 and shown["reported_successful"] == 0
+    assert (
+        shown["content"]["modulesContent"]["$edgeAgent"]["properties.desired"]["runtime"]["settings"][
+            "registryCredentials"
+        ]["registry"]["password"]
+        == "<redacted>"
+    )
+    assert run("edge", "push", "-f", *scale, "--no-wait").json()["unchanged"] is True
+    assert run("edge", "deployment", "delete", "broken-v1").json() == [{"id": "broken-v1", "deleted": True}]
 
     devices = Path(env["EDGE_DEVICES_DIR"])
     with provisioned(devices, hub.ca_file, engine, {}) as running:

@@ -63,7 +63,7 @@ done
 $mlctl -q -o json edge push -f "$here/fleet.yaml" --timeout 120 | get 'd["counts"]'
 for device in $EDGE_FLEET; do predicts "${device#*:}" "$EDGE_EXPECTED_V1"; done
 
-# the canary ring (the first device) on version 2, layered on top of the fleet's deployment
+# the canary ring (the first device) on model version 2 (an image built from it), layered on top
 $mlctl -q -o json edge push -f "$here/canary.yaml" --timeout 120 | get 'd["counts"]'
 set -- $EDGE_FLEET
 predicts "${1#*:}" "$EDGE_EXPECTED_V2"
