@@ -135,7 +135,7 @@ def test_the_pipeline_script_pushes_to_a_device_and_rolls_a_fleet(
     results = [json.loads(line) for line in lines if line[:1] in "[{"]
     counts = [(r["id"], r["targeted"], r["applied"], r["reported_successful"]) for r in results if "id" in r]
     assert counts == [("diabetes-fleet-v1", 3, 3, 3), ("diabetes-canary-v1", 1, 1, 1)]
-    rolled = next(r for r in results if r[:1] == ["diabetes-fleet-v2"])
+    rolled = next(r for r in results if isinstance(r, list) and r[:1] == ["diabetes-fleet-v2"])
     assert rolled[1] == ["diabetes-fleet-v1"] and rolled[2]["targeted"] == rolled[2]["applied"] == 3
     assert [["diabetes-canary-v1", 1, 1, 1], ["diabetes-fleet-v2", 3, 3, 3]] in results
     assert lines[-3:] == ["0", "0", "true"]  # no deployments, no devices, target removed
