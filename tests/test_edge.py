@@ -104,7 +104,13 @@ def _models(tmp_path: Path, trained: Path) -> tuple[Path, list[float], Path, lis
 
 
 def test_the_pipeline_script_pushes_to_a_device_and_rolls_a_fleet(
-    env: dict[str, str], hub: RunningHub, engine: Any, trained_examples: Path, tmp_path: Path, registry_password: str
+    env: dict[str, str],
+    hub: RunningHub,
+    engine: Any,
+    trained_examples: Path,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    registry_password: str,
 ) -> None:
     v1, expected_v1, v2, expected_v2 = _models(tmp_path, trained_examples)
     port = _free_block(4)
@@ -140,11 +146,10 @@ def test_the_pipeline_script_pushes_to_a_device_and_rolls_a_fleet(
     assert [["diabetes-canary-v1", 1, 1, 1], ["diabetes-fleet-v2", 3, 3, 3]] in results
     assert lines[-3:] == ["0", "0", "true"]  # no deployments, no devices, target removed
     assert not engine.containers.list(all=True, filters={"label": "edge.device"})
-    _no_secret_anywhere(
-        [hub.connection_string.split("SharedAccessKey=")[1], registry_password],
-        run.stdout + run.stderr,
-        [Path(os.environ["MLCTL_HOME"]), tmp_path],
-    )
+    secret_values = [hub.connection_string.split("SharedAccessKey=")[1], registry_password]
+    _no_secret_anywhere(secret_values, run.stdout + run.stderr, [Path(os.environ["MLCTL_HOME"]), tmp_path])
+    for log in tmp_path_factory.getbasetemp().rglob("*.log"):  # the registry's log among them
+        assert not any(secret.encode() in log.read_bytes() for secret in secret_values), log
 
 
 def _free_block(size: int) -> int:

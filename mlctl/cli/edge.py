@@ -74,7 +74,15 @@ def device_create(
     path = (
         connection_string_file or _state.home() / "edge" / hub.host.replace(":", "_") / f"{device_id}.connection-string"
     )
-    _write_private(path, secret + "\n")
+    try:
+        _write_private(path, secret + "\n")
+    except OSError as exc:  # nothing half-done: a device whose connection string is lost is removed again
+        hub.delete_device(device_id)
+        from mlctl.errors import SpecError
+
+        raise SpecError(
+            f"cannot write {path}: {exc.strerror}", hint="choose another --connection-string-file"
+        ) from None
     doc = {**_device_row(device), "tags": tags, "connection_string_file": str(path.resolve())}
     if reveal:
         doc["connection_string"] = secret

@@ -207,8 +207,9 @@ def _translate(response: Any, what: str, host: str) -> Exception:
     code = getattr(response, "headers", {}).get("iothub-errorcode") or (found.group(1) if found else "")
     detail = f"{status} {code}".strip()
     if status == 404:
+        group = "deployment" if what.startswith("deployment") else "device"
         return NotFoundError(
-            f"{what} does not exist in IoT Hub {host} ({detail})", hint="list them: `mlctl edge device list`"
+            f"{what} does not exist in IoT Hub {host} ({detail})", hint=f"list them: `mlctl edge {group} list`"
         )
     if status in (409, 412):
         return ConflictError(
