@@ -19,7 +19,11 @@ import pytest
 from conftest import EXAMPLES, free_port, mlctl, self_signed_certificate, write
 from edge_fakes.fleet import provisioned
 from edge_fakes.hub_http import RunningHub, serve
-from test_docker_target import _registry
+
+try:  # main has the registry helper in tests/oci_registry.py; this branch still has it in test_docker_target
+    from oci_registry import run_registry
+except ImportError:
+    from test_docker_target import _registry as run_registry
 
 EDGE = EXAMPLES / "edge"
 ROWS = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]
@@ -46,7 +50,7 @@ def oci(tmp_path_factory: pytest.TempPathFactory, registry_password: str) -> Ite
     folder = tmp_path_factory.mktemp("edge-registry")
     htpasswd = folder / "htpasswd"
     htpasswd.write_text(f"{USER}:{bcrypt.hashpw(registry_password.encode(), bcrypt.gensalt()).decode()}\n")
-    with _registry(folder, htpasswd) as address:
+    with run_registry(folder, htpasswd) as address:
         yield address
 
 
