@@ -291,8 +291,13 @@ def test_failures_have_their_documented_exit_codes_and_print_no_secret(
     bad_key = hub.connection_string.split("SharedAccessKey=")[0] + "SharedAccessKey=" + "A" * 44
     refused = run("edge", "device", "list", EDGE_HUB_CONNECTION_STRING=bad_key)
     assert refused.code == 6 and "refused the credentials" in refused.err
-    assert run("edge", "device", "show", "edge-nope").code == 4
-    assert run("edge", "device", "delete", "edge-nope").json()["deleted"] is False
+    cs_file = write(tmp_path / "hub.cs", hub.connection_string)
+    assert run("target", "add", "hubf", "--kind", "iot-edge", "--option", f"connection_string_file={cs_file}").code == 0
+    assert run("edge", "device", "list").code == 6  # two hubs now: which one?
+    listed = run("edge", "device", "list", "-t", "hubf").json()
+    assert {d["device_id"] for d in listed} == {"edge-silent", "edge-wrongpw"} and "authentication" not in listed[0]
+    assert run("edge", "device", "show", "-t", "hubf", "edge-nope").code == 4
+    assert run("edge", "device", "delete", "-t", "hub1", "edge-nope").json()["deleted"] is False
 
     hub_key = hub.connection_string.split("SharedAccessKey=")[1]
     _no_secret_anywhere([hub_key, registry_password, key], "\n".join(outputs), [Path(os.environ["MLCTL_HOME"])])

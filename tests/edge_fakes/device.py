@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.request
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -276,16 +274,3 @@ def _fingerprint(module: dict[str, Any]) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(module, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def wait_until(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
