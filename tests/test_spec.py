@@ -128,7 +128,7 @@ def test_examples_are_valid_once_trained(trained_examples: Path) -> None:
     result = mlctl("-o", "json", "spec", "validate", *files)
     assert result.code == 0, result.err
     kinds = {d["kind"] for f in result.json()["files"] for d in f["documents"]}
-    assert kinds == {"Model", "Service"}
+    assert kinds == {"Model", "Service", "Image", "EdgeDeployment"}  # edge/: the IoT Edge examples
 
 
 def test_schema_target_examples_are_the_target_registry() -> None:

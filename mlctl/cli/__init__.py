@@ -13,6 +13,7 @@ import typer
 from mlctl import __version__
 from mlctl.cli import _state
 from mlctl.cli.apply import apply, diff
+from mlctl.cli.edge import app as edge_app
 from mlctl.cli.image import app as image_app
 from mlctl.cli.import_ import app as import_app
 from mlctl.cli.model import app as model_app
@@ -36,6 +37,7 @@ app.add_typer(service_app, name="service")
 app.add_typer(spec_app, name="spec")
 app.add_typer(target_app, name="target")
 app.add_typer(import_app, name="import")
+app.add_typer(edge_app, name="edge")
 app.command("apply")(apply)
 app.command("diff")(diff)
 

@@ -19,7 +19,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 @app.command("add")
 def add(
     name: str = typer.Argument(..., help="Target name: lowercase letters, digits, '-'."),
-    kind: str = typer.Option(..., "--kind", help="Target kind, e.g. process."),
+    kind: str = typer.Option(..., "--kind", help="Target kind, e.g. process (iot-edge: an IoT Hub for `mlctl edge`)."),
     option: list[str] = typer.Option([], "--option", help="KEY=VALUE driver option; repeatable."),
     default: bool = typer.Option(False, "--default", help="Make it the default target."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check and show; change nothing."),
@@ -32,7 +32,12 @@ def add(
     if not _NAME.match(name):
         raise typer.BadParameter("lowercase letters, digits and '-', starting with a letter", param_hint="NAME")
     options = _state.pairs(option, "--option")
-    driver_of_kind(kind, registry=_state.registry(), home=_state.home(), options=options)  # validates both
+    if kind == "iot-edge":  # not a web-service target: the IoT Hub of `mlctl edge` (mlctl.edge.hub)
+        from mlctl.edge.hub import check_options
+
+        check_options(options)
+    else:
+        driver_of_kind(kind, registry=_state.registry(), home=_state.home(), options=options)  # validates both
     current = config.load()
     if name in current.targets:
         raise ConflictError(f"target {name!r} already exists", hint=f"remove it first: `mlctl target remove {name}`")
@@ -67,7 +72,8 @@ def show(name: str = typer.Argument(None, help="Target name (default: the defaul
 
     current = config.load()
     target = current.resolve(name)
-    doc = {**_row(target, current.default_target), "available_options": options_of(target.kind)}
+    available = _edge_options() if target.kind == "iot-edge" else options_of(target.kind)
+    doc = {**_row(target, current.default_target), "available_options": available}
     reporter = _state.reporter()
     reporter.result(doc, lambda d: reporter.fields(list(d.items())))
 
@@ -93,6 +99,12 @@ def remove(
     )
     reporter = _state.reporter()
     reporter.result({"name": name, "removed": removed, "dry_run": dry_run}, lambda _: reporter.ok(message))
+
+
+def _edge_options() -> dict[str, str]:
+    from mlctl.edge.hub import OPTIONS
+
+    return dict(OPTIONS)
 
 
 def _row(target: Any, default_target: str) -> dict[str, Any]:

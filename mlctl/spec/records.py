@@ -218,7 +218,9 @@ class ImageSpec:
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
-Record = ModelSpec | ImageSpec | ServiceSpec
+from mlctl.edge.spec import EdgeDeploymentSpec, build_edge  # noqa: E402 - after the records it does not need
+
+Record = ModelSpec | ImageSpec | ServiceSpec | EdgeDeploymentSpec
 
 
 def build(doc: Document) -> Record:
@@ -232,6 +234,8 @@ def build(doc: Document) -> Record:
         return _model(doc)
     if kind == "Image":
         return _image(doc)
+    if kind == "EdgeDeployment":
+        return build_edge(doc)
     return _service(doc)
 
 

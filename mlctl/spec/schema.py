@@ -19,7 +19,12 @@ from mlctl.spec.document import Document, display_path
 
 API_VERSION = "mlctl/v1"
 SUPPORTED_API_VERSIONS = (API_VERSION,)
-KINDS = {"Model": "model.json", "Image": "image.json", "Service": "service.json"}
+KINDS = {
+    "Model": "model.json",
+    "Image": "image.json",
+    "Service": "service.json",
+    "EdgeDeployment": "edgedeployment.json",
+}
 
 
 @cache

@@ -1,0 +1,367 @@
+"""The deployment manifest (``modulesContent``), rendered purely from an EdgeDeployment record.
+
+Follows what the IoT Edge runtime accepts (Azure/iotedge; see the project's wire reference D):
+``$edgeAgent`` schemaVersion 1.0 or 1.1 (the agent refuses later ones), ``$edgeHub`` 1.0-1.3;
+``createOptions`` written as JSON split into ``createOptions``, ``createOptions01``, ... chunks of
+at most 512 characters, at most 100 chunks (edge-util ``JsonEx.ChunkedProperty``). Every manifest
+is checked against the official schema of its version (``schemas/``, from
+Azure/azure-iot-cli-extension) before anything is sent; a layered deployment's modules are
+checked against the module definition of the same schema. ``$edgeHub`` 1.3 (which only adds
+``integrity``, not rendered) has no official file: it is checked with the 1.2 file.
+
+Secrets: registry passwords are rendered only from the ``secrets`` argument (name -> password,
+read by ``resolve_secrets`` at send time); without it they are ``<redacted ...>`` placeholders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from mlctl.edge.spec import EdgeDeploymentSpec, EdgeModule, EdgeRuntime, RegistryCredential
+from mlctl.errors import SpecError
+
+CHUNK_SIZE = 512  # TwinValueMaxSize: a twin string value holds at most 512 characters
+MAX_CHUNKS = 100  # TwinValueMaxChunks
+DEFAULT_HUB_CREATE_OPTIONS: Mapping[str, Any] = {
+    "HostConfig": {"PortBindings": {p: [{"HostPort": p.split("/")[0]}] for p in ("5671/tcp", "8883/tcp", "443/tcp")}}
+}
+DEFAULT_ROUTES: Mapping[str, str] = {"upstream": "FROM /messages/* INTO $upstream"}
+_AGENT_SCHEMAS = {"1.0": "azure-iot-edgeagent-deployment-1.0.json", "1.1": "azure-iot-edgeagent-deployment-1.1.json"}
+_HUB_SCHEMAS = {
+    "1.0": "azure-iot-edgehub-deployment-1.0.json",
+    "1.1": "azure-iot-edgehub-deployment-1.1.json",
+    "1.2": "azure-iot-edgehub-deployment-1.2.json",
+    "1.3": "azure-iot-edgehub-deployment-1.2.json",  # 1.3 adds only `integrity`, which mlctl does not write
+}
+
+
+def render(
+    spec: EdgeDeploymentSpec, images: Mapping[str, str], secrets: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``{"modulesContent": {...}}`` for ``spec`` (the shape `az iot edge set-modules --content` takes).
+
+    Args:
+        images: module name -> the image reference the device pulls.
+        secrets: registry credential name -> password; None renders ``<redacted ...>`` instead.
+
+    Raises:
+        SpecError: create options too long for 100 chunks.
+    """
+    if spec.layered:
+        return {"modulesContent": _layered(spec, images, secrets)}
+    content: dict[str, Any] = {
+        "$edgeAgent": {"properties.desired": _agent(spec, images, secrets)},
+        "$edgeHub": {"properties.desired": _hub(spec.runtime)},
+    }
+    content.update(_twins(spec.modules))
+    return {"modulesContent": content}
+
+
+def chunk_create_options(options: Mapping[str, Any], *, where: str = "create_options") -> dict[str, str]:
+    """Docker create options as the agent reads them: compact JSON in ``createOptions``,
+    ``createOptions01``, ... of at most ``CHUNK_SIZE`` characters each.
+
+    Raises:
+        SpecError: more than ``MAX_CHUNKS`` chunks would be needed.
+    """
+    text = json.dumps(dict(options), separators=(",", ":"), ensure_ascii=False) if options else "{}"
+    parts = [text[i : i + CHUNK_SIZE] for i in range(0, len(text), CHUNK_SIZE)]
+    if len(parts) > MAX_CHUNKS:
+        raise SpecError(
+            f"{where}: {len(text)} characters of JSON need {len(parts)} chunks; the runtime reads {MAX_CHUNKS}",
+            hint=f"keep the create options under {CHUNK_SIZE * MAX_CHUNKS} characters of JSON",
+        )
+    return {chunk_name(i): part for i, part in enumerate(parts)}
+
+
+def chunk_name(index: int) -> str:
+    """``createOptions`` for the first chunk, then ``createOptions01`` ... ``createOptions99``."""
+    return "createOptions" if index == 0 else f"createOptions{index:02d}"
+
+
+def configuration(
+    spec: EdgeDeploymentSpec, content: Mapping[str, Any], *, config_id: str, priority: int, version: int
+) -> dict[str, Any]:
+    """The IoT Hub Configuration body of an at-scale (or layered) deployment (wire reference C.4).
+
+    ``labels`` carry ``mlctl.name`` and ``mlctl.version`` so the next version can find and retire
+    this one; ``metrics`` add ``reportedSuccessfulCount`` and ``reportedFailedCount`` (the portal's
+    defaults) to the spec's own queries."""
+    assert spec.target_condition is not None  # only for at-scale specs
+    labels = {**spec.labels, "mlctl.name": spec.name, "mlctl.version": str(version)}
+    return {
+        "id": config_id,
+        "schemaVersion": "1.0",
+        "labels": labels,
+        "content": {"modulesContent": dict(content["modulesContent"])},
+        "targetCondition": spec.target_condition,
+        "priority": priority,
+        "metrics": {"queries": {**default_metrics(config_id), **spec.metrics}},
+    }
+
+
+def default_metrics(config_id: str) -> dict[str, str]:
+    """The portal's default custom metrics of a deployment: devices whose agent reported the
+    deployment's desired version with status 200 (successful) or another status (failed)."""
+    base = (
+        "SELECT deviceId FROM devices.modules WHERE moduleId='$edgeAgent' "
+        f"AND configurations.[[{config_id}]].status='Applied' "
+        "AND properties.desired.$version = properties.reported.lastDesiredVersion "
+        "AND properties.reported.lastDesiredStatus.code"
+    )
+    return {"reportedSuccessfulCount": f"{base} = 200", "reportedFailedCount": f"{base} != 200"}
+
+
+def resolve_secrets(spec: EdgeDeploymentSpec) -> dict[str, str]:
+    """Read every registry password the spec refers to (at send time only; never stored).
+
+    Raises:
+        SpecError: an environment variable is unset or a file unreadable (named; the value never is).
+    """
+    return {c.name: _password(c) for c in spec.runtime.registry_credentials}
+
+
+def secret_values(spec: EdgeDeploymentSpec) -> list[str]:
+    """The registry passwords (for redacting any text that might echo them)."""
+    return [v for v in resolve_secrets(spec).values() if v]
+
+
+def validate(content: Mapping[str, Any], *, layered: bool) -> None:
+    """Check ``{"modulesContent": ...}`` against the official schema of its versions and the
+    runtime's createOptions chunk rules.
+
+    Raises:
+        SpecError: each problem as ``$.modulesContent...: message`` in ``details``.
+    """
+    modules = content.get("modulesContent", {})
+    problems = _layered_problems(modules) if layered else _full_problems(modules)
+    problems += _chunk_problems(modules)
+    if problems:
+        raise SpecError(
+            f"invalid deployment manifest ({len(problems)} problem(s))",
+            details=problems,
+            hint="fix the EdgeDeployment spec; `mlctl edge manifest -f FILE` shows what would be sent",
+        )
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _agent(spec: EdgeDeploymentSpec, images: Mapping[str, str], secrets: Mapping[str, str] | None) -> dict[str, Any]:
+    r = spec.runtime
+    settings: dict[str, Any] = {"minDockerVersion": r.min_docker_version}
+    if r.registry_credentials:
+        settings["registryCredentials"] = {c.name: _credential(c, secrets) for c in r.registry_credentials}
+    return {
+        "schemaVersion": r.agent_schema_version,
+        "runtime": {"type": "docker", "settings": settings},
+        "systemModules": {
+            "edgeAgent": {
+                "type": "docker",
+                "settings": {"image": _agent_image(r), **chunk_create_options(r.agent_create_options)},
+            },
+            "edgeHub": {
+                "type": "docker",
+                "status": "running",
+                "restartPolicy": "always",
+                "settings": {"image": _hub_image(r), **chunk_create_options(_hub_options(r))},
+            },
+        },
+        "modules": {m.name: _module(m, images[m.name]) for m in spec.modules},
+    }
+
+
+def _hub(r: EdgeRuntime) -> dict[str, Any]:
+    routes: dict[str, Any] = {}
+    for name, route in r.routes.items():
+        if route.priority is None and route.time_to_live_secs is None:
+            routes[name] = route.route
+        else:
+            routes[name] = {"route": route.route}
+            if route.priority is not None:
+                routes[name]["priority"] = route.priority
+            if route.time_to_live_secs is not None:
+                routes[name]["timeToLiveSecs"] = route.time_to_live_secs
+    return {
+        "schemaVersion": r.hub_schema_version,
+        "routes": routes or dict(DEFAULT_ROUTES),
+        "storeAndForwardConfiguration": {"timeToLiveSecs": r.store_and_forward_ttl_secs},
+    }
+
+
+def _module(m: EdgeModule, image: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "version": m.version,
+        "type": "docker",
+        "status": m.status,
+        "restartPolicy": m.restart_policy,
+    }
+    if m.startup_order is not None:
+        body["startupOrder"] = m.startup_order
+    if m.image_pull_policy is not None:
+        body["imagePullPolicy"] = m.image_pull_policy
+    if m.env:
+        body["env"] = {k: {"value": v} for k, v in m.env.items()}
+    where = f"modules.{m.name}.create_options"
+    body["settings"] = {"image": image, **chunk_create_options(m.create_options, where=where)}
+    return body
+
+
+def _twins(modules: tuple[EdgeModule, ...]) -> dict[str, Any]:
+    return {m.name: {"properties.desired": dict(m.desired_properties)} for m in modules if m.desired_properties}
+
+
+def _layered(spec: EdgeDeploymentSpec, images: Mapping[str, str], secrets: Mapping[str, str] | None) -> dict[str, Any]:
+    agent: dict[str, Any] = {f"properties.desired.modules.{m.name}": _module(m, images[m.name]) for m in spec.modules}
+    for c in spec.runtime.registry_credentials:
+        agent[f"properties.desired.runtime.settings.registryCredentials.{c.name}"] = _credential(c, secrets)
+    content: dict[str, Any] = {"$edgeAgent": agent}
+    hub = _hub(spec.runtime)
+    if spec.runtime.routes:
+        content["$edgeHub"] = {f"properties.desired.routes.{n}": v for n, v in hub["routes"].items()}
+    content.update(_twins(spec.modules))
+    return content
+
+
+def _credential(c: RegistryCredential, secrets: Mapping[str, str] | None) -> dict[str, str]:
+    password = secrets[c.name] if secrets is not None else f"<redacted: {c.reference}>"
+    return {"username": c.username, "password": password, "address": c.address}
+
+
+def _agent_image(r: EdgeRuntime) -> str:
+    return r.agent_image or f"mcr.microsoft.com/azureiotedge-agent:{r.version}"
+
+
+def _hub_image(r: EdgeRuntime) -> str:
+    return r.hub_image or f"mcr.microsoft.com/azureiotedge-hub:{r.version}"
+
+
+def _hub_options(r: EdgeRuntime) -> Mapping[str, Any]:
+    return DEFAULT_HUB_CREATE_OPTIONS if r.hub_create_options is None else r.hub_create_options
+
+
+def _password(c: RegistryCredential) -> str:
+    if c.password_env:
+        value = os.environ.get(c.password_env)
+        if not value:
+            raise SpecError(
+                f"registry credential {c.name!r}: environment variable {c.password_env} is not set",
+                hint=f"export {c.password_env} with the password of {c.username}@{c.address}",
+            )
+        return value
+    assert c.password_file is not None  # the schema requires one of the two
+    try:
+        return c.password_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SpecError(
+            f"registry credential {c.name!r}: cannot read {c.password_file}: {exc.strerror}",
+            hint="check password_file and its permissions",
+        ) from None
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+@cache
+def _schema(file: str) -> dict[str, Any]:
+    text = resources.files("mlctl.edge").joinpath("schemas", file).read_text(encoding="utf-8")
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def _errors(instance: Any, file: str, prefix: str) -> list[str]:
+    from jsonschema.validators import validator_for
+
+    schema = _schema(file)
+    validator = validator_for(schema)(schema)
+    found = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    return [f"{_path([prefix, *e.absolute_path])}: {e.message} (schema {file})" for e in found]
+
+
+def _full_problems(modules: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for key, table, what in (("$edgeAgent", _AGENT_SCHEMAS, "agent"), ("$edgeHub", _HUB_SCHEMAS, "hub")):
+        desired = modules.get(key, {}).get("properties.desired")
+        if not isinstance(desired, dict):
+            problems.append(f"{_path(['modulesContent', key])}: missing 'properties.desired'")
+            continue
+        version = str(desired.get("schemaVersion"))
+        if version not in table:
+            where = _path(["modulesContent", key, "properties.desired", "schemaVersion"])
+            problems.append(f"{where}: {what} schemaVersion {version!r} is not one of {', '.join(table)}")
+            continue
+        checked = {**desired, "schemaVersion": "1.2"} if version == "1.3" else desired  # the 1.2 file says "1.2"
+        instance = {key: {**modules[key], "properties.desired": checked}}
+        problems += _errors(instance, table[version], "modulesContent")
+    return problems
+
+
+def _layered_problems(modules: Mapping[str, Any]) -> list[str]:
+    """Each ``properties.desired.modules.X`` checked as a module of an otherwise minimal 1.1 manifest."""
+    problems: list[str] = []
+    prefix = "properties.desired.modules."
+    for key, value in modules.get("$edgeAgent", {}).items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :]
+        desired = {
+            "schemaVersion": "1.1",
+            "runtime": {"type": "docker", "settings": {}},
+            "systemModules": {
+                "edgeAgent": {"type": "docker", "settings": {"image": "x"}},
+                "edgeHub": {
+                    "type": "docker",
+                    "status": "running",
+                    "restartPolicy": "always",
+                    "settings": {"image": "x"},
+                },
+            },
+            "modules": {name: value},
+        }
+        for line in _errors({"$edgeAgent": {"properties.desired": desired}}, _AGENT_SCHEMAS["1.1"], "modulesContent"):
+            problems.append(line.replace(f"['properties.desired'].modules.{name}", f"['{key}']"))
+    return problems
+
+
+def _chunk_problems(modules: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for path, settings in _all_settings(modules):
+        names = sorted((k for k in settings if k.lower().startswith("createoptions")), key=lambda k: (len(k), k))
+        for i, name in enumerate(names):
+            if name != chunk_name(i):
+                problems.append(f"{_path([*path, name])}: chunk {i} must be named {chunk_name(i)!r}")
+            elif not isinstance(settings[name], str) or len(settings[name]) > CHUNK_SIZE:
+                problems.append(f"{_path([*path, name])}: each chunk is a string of at most {CHUNK_SIZE} characters")
+        if len(names) > MAX_CHUNKS:
+            problems.append(f"{_path(path)}: at most {MAX_CHUNKS} createOptions chunks")
+    return problems
+
+
+def _all_settings(modules: Mapping[str, Any]) -> list[tuple[list[Any], Mapping[str, Any]]]:
+    found: list[tuple[list[Any], Mapping[str, Any]]] = []
+    for key, value in modules.get("$edgeAgent", {}).items():
+        if key == "properties.desired" and isinstance(value, dict):
+            for group in ("systemModules", "modules"):
+                for name, module in (value.get(group) or {}).items():
+                    path = ["modulesContent", "$edgeAgent", key, group, name, "settings"]
+                    found.append((path, module.get("settings", {}) if isinstance(module, dict) else {}))
+        elif key.startswith("properties.desired.modules.") and isinstance(value, dict):
+            found.append((["modulesContent", "$edgeAgent", key, "settings"], value.get("settings", {})))
+    return found
+
+
+def _path(parts: list[Any]) -> str:
+    """``$.modulesContent.$edgeAgent['properties.desired'].modules.x`` (dotted keys bracketed)."""
+    text = "$"
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif "." in str(part) or " " in str(part):
+            text += f"['{part}']"
+        else:
+            text += f".{part}"
+    return text
