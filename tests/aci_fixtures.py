@@ -23,15 +23,15 @@ def aci_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AciWorld]:
     password = "aci-pw-" + secrets.token_hex(12)  # also the canary: it must appear in no output
     htpasswd = folder / "htpasswd"
     htpasswd.write_text(f"{REGISTRY_USER}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()}\n")
-    before = {i.id for i in engine.images.list()}
     with run_registry(folder, htpasswd) as registry, running_fake(folder / "fake", {RESOURCE_GROUP}) as fake:
         yield AciWorld(fake, registry, password)
-    for image in engine.images.list():
-        if image.id not in before:
-            try:
-                engine.images.remove(image.id, force=True)
-            except Exception:  # noqa: BLE001 - removed already with another tag
-                pass
+    for image in engine.images.list():  # untag only our own names: the engine is shared
+        for tag in image.tags:
+            if tag.rpartition("/")[2].startswith("aci-"):
+                try:
+                    engine.images.remove(tag)
+                except Exception:  # noqa: BLE001 - removed already, or still used by a container
+                    pass
 
 
 @pytest.fixture
