@@ -106,8 +106,11 @@ class Driver:
             if wait:
                 life.wait_ready(self.client, self.settings, spec, timeout_s, reporter)
         except BaseException:
-            with reporter.step(f"removing the failed container group {spec.name}"):
-                life.delete_group(self.client, self.settings, spec.name)
+            try:
+                with reporter.step(f"removing the failed container group {spec.name}"):
+                    life.delete_group(self.client, self.settings, spec.name)
+            except Exception as exc:  # noqa: BLE001 - the deploy's own error is the one to report
+                reporter.warn(f"the failed container group {spec.name} could not be removed: {exc}")
             if created_keys:
                 (life.secrets_dir(self.home, spec.name) / "keys.json").unlink(missing_ok=True)
             raise
