@@ -19,7 +19,12 @@ from mlctl.targets.aci import Driver
 from mlctl.targets.aci import render as r
 from mlctl.targets.aci.checks import check_spec
 
-OPTIONS = {"subscription_id": "sub-1", "resource_group": "rg-1", "location": "westeurope", "registry_login_server": "acr.example"}
+OPTIONS = {
+    "subscription_id": "sub-1",
+    "resource_group": "rg-1",
+    "location": "westeurope",
+    "registry_login_server": "acr.example",
+}
 
 
 def _spec(tmp_path: Path, extra: str = "") -> ServiceSpec:

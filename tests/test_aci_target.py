@@ -83,7 +83,9 @@ def test_deploy_test_apply_update_rollback_logs_and_delete(
     retested = mlctl("-o", "json", "service", "test", NAME)
     assert retested.code == 8 and retested.json()["prediction"] != tested.json()["prediction"]  # a new model
 
-    (project / "score.py").write_text("def init():\n    raise RuntimeError('broken release')\ndef run(x):\n    return x\n")
+    (project / "score.py").write_text(
+        "def init():\n    raise RuntimeError('broken release')\ndef run(x):\n    return x\n"
+    )
     broken = mlctl("-o", "json", "service", "update", "-f", spec)
     assert broken.code == 7, broken.err
     error = json.loads(broken.err.strip().splitlines()[-1])

@@ -13,7 +13,6 @@ from mlctl.registry import Registry
 from mlctl.spec import ServiceSpec, load_one
 from mlctl.targets import TARGETS, Deployment, driver_for
 
-
 pytest_plugins = ["aci_fixtures"]
 
 

@@ -55,7 +55,8 @@ def prepare_image(deployment: Deployment, settings: Settings, registry: Registry
     if not settings.registry:
         raise TargetError(
             "ACI pulls the service's image from a registry, and none is configured",
-            hint="set MLCTL_REGISTRY (or `registry` in the configuration, or --option registry_login_server=HOST[:PORT])",
+            hint="set MLCTL_REGISTRY (or `registry` in the configuration, "
+            "or the target's --option registry_login_server=HOST[:PORT])",
         )
     spec = deployment.spec
     if spec.image is not None:
