@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
-from aci_fake.world import RESOURCE_GROUP, AciWorld
-from conftest import EXAMPLES, Result, mlctl, write
+from aci_fake.world import RESOURCE_GROUP, AciWorld, certificate_for_groups
+from conftest import EXAMPLES, Result, following_logs, mlctl, wait_for, write
 
 pytest_plugins = ["aci_fixtures"]
 
@@ -114,10 +115,12 @@ def test_registered_model_image_keys_and_the_error_paths(
 ) -> None:
     world = aci_env
     _target(world)
+    cert, key = certificate_for_groups(world, tmp_path)
+    tls = f"  ssl_enabled: true\n  ssl_cert_pem_file: {cert}\n  ssl_key_pem_file: {key}\n"
     project = _project(
         tmp_path,
         trained_examples,
-        extra="  auth_enabled: true\n",
+        extra=f"  auth_enabled: true\n  access_log: true\n{tls}",
         source="models:\n  - aci-diabetes-model:1\n",
     )
     write(
@@ -128,12 +131,20 @@ def test_registered_model_image_keys_and_the_error_paths(
     spec = project / "service.yaml"
     dry = mlctl("-o", "json", "service", "deploy", "-f", str(spec), "--dry-run")
     assert dry.code == 0 and dry.json()["plan"]["body"]["properties"]["volumes"][0]["secret"] == {
-        "keys.json": "<redacted>"
+        "keys.json": "<redacted>",
+        "tls-cert.pem": "<redacted>",
+        "tls-key.pem": "<redacted>",
     }
     deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec))
     assert deployed.code == 0, deployed.err
-    tested = mlctl("-o", "json", "service", "test", NAME)
-    assert tested.code == 0 and tested.json()["passed"] is True, tested.err
+    assert deployed.json()["scoring_uri"].startswith("https://127.")  # TLS from the secret volume
+    with following_logs(NAME) as follower:
+        tested = mlctl("-o", "json", "service", "test", NAME)
+        assert tested.code == 0 and tested.json()["passed"] is True, tested.err
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(follower.stdout or []), daemon=True)
+        reader.start()  # access log lines (status() probes /readyz, then /score), polled by --follow
+        assert wait_for(lambda: any('"path": "/score"' in line for line in lines), 20), lines
     keys = mlctl("-o", "json", "service", "keys", NAME, "--reveal").json()
     rotated = mlctl("-o", "json", "service", "keys", NAME, "--regenerate", "primary")
     assert rotated.code == 0, rotated.err
@@ -149,7 +160,7 @@ def test_registered_model_image_keys_and_the_error_paths(
     )
     assert mlctl("image", "build", "-f", str(image_spec)).code == 0
     from_image = spec.read_text().replace("models:\n  - aci-diabetes-model:1\n", "image: aci-diabetes-img:1\n")
-    spec.write_text(from_image.replace("  auth_enabled: true\n", ""))
+    spec.write_text(from_image.replace("  auth_enabled: true\n", "").replace(tls, ""))
     deployed_image = mlctl("-o", "json", "service", "deploy", "-f", str(spec))
     assert deployed_image.code == 0, deployed_image.err
     assert mlctl("-o", "json", "service", "test", NAME).json()["passed"] is True

@@ -48,7 +48,7 @@ class FakeAci:
         self.operations: dict[str, Operation] = {}
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.RLock()
-        self._octet = 100 + secrets.randbelow(150)  # 127.X.0.N: unlikely to meet another fake's addresses
+        self.octet = 100 + secrets.randbelow(150)  # 127.X.0.N: unlikely to meet another fake's addresses
         self._addresses: dict[str, str] = {}
         self.base_url = ""
         self.ca_file = Path()
@@ -86,7 +86,7 @@ class FakeAci:
         return (200 if old else 201), self._public(group), {"Azure-AsyncOperation": f"{url}?api-version=2018-06-01"}
 
     def _new_group(self, resource_id: str, name: str, body: dict[str, Any], old: Any) -> dict[str, Any]:
-        ip = self._addresses.setdefault(name, f"127.{self._octet}.0.{len(self._addresses) + 2}")
+        ip = self._addresses.setdefault(name, f"127.{self.octet}.0.{len(self._addresses) + 2}")
         group = {
             "id": resource_id,
             "name": name,

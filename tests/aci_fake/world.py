@@ -4,6 +4,7 @@ the CLI runs with (the fixtures that make it are in ``tests/aci_fixtures.py``)."
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,3 +71,37 @@ def push_base_image(world: AciWorld, repository: str) -> str:
     for chunk in engine.api.push(ref, tag="1", stream=True, decode=True, auth_config=auth):
         assert "error" not in chunk, chunk
     return f"{ref}:1"
+
+
+def certificate_for_groups(world: AciWorld, folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate (cert.pem, key.pem) valid for the addresses the fake gives its
+    groups (``127.X.0.2`` to ``127.X.0.40``), so clients can check the host name."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aci-group")])
+    addresses = [x509.IPAddress(ipaddress.ip_address(f"127.{world.fake.octet}.0.{n}")) for n in range(2, 41)]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(addresses), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "group-cert.pem", folder / "group-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file

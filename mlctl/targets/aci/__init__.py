@@ -174,10 +174,12 @@ class Driver:
         """The container's log (``containers.list_logs``; ``follow``: polled every 2 s until the
         group is gone). Raises NotFoundError."""
         self.status(name)
-        lines = life.log_lines(self.client, self.settings, name, tail)
-        yield from (line + "\n" for line in lines)
-        seen = lines
-        while follow:
+        if not follow:
+            yield from (line + "\n" for line in life.log_lines(self.client, self.settings, name, tail))
+            return
+        seen = life.log_lines(self.client, self.settings, name, None)  # the whole log, to know what is new
+        yield from (line + "\n" for line in (seen[-tail:] if tail else seen))
+        while True:
             import time
 
             time.sleep(FOLLOW_POLL_S)
@@ -207,10 +209,11 @@ class Driver:
             raise TargetError(f"no definition of {name!r} was applied from here", hint="update the service")
         files = life.secret_files_of(previous)
         doc = life.fill(previous, life.stored_secrets(self.settings, self.home, name, files))
-        spec = self._spec_of(name)
+        tags = self._group(name).tags or {}
+        port_tls = (int(tags.get("mlctl-port", "0")), tags.get("mlctl-tls") == "true")
         reporter.info(f"ACI restarts the container of {name} with the new keys: it is briefly unavailable")
         life.put(self.client, self.settings, name, doc, reporter)
-        life.wait_ready(self.client, self.settings, spec, timeout_s, reporter)
+        life.wait_ready_at(self.client, self.settings, name, port_tls, timeout_s, reporter)
 
     # -- internals ------------------------------------------------------------------------------
     @property
@@ -262,18 +265,6 @@ class Driver:
             life.wait_ready(self.client, self.settings, spec, timeout_s, reporter)
         except Exception as exc:  # noqa: BLE001 - the update's own error is the one to report
             reporter.warn(f"putting the previous definition back failed too: {exc}")
-
-    def _spec_of(self, name: str) -> ServiceSpec:
-        """A minimal spec for readiness checks of a stored definition (port, TLS, name)."""
-        from dataclasses import replace
-
-        from mlctl.spec.records import DeploymentConfig
-
-        group = self._group(name)
-        tags = (group.tags or {}) if group is not None else {}
-        d = DeploymentConfig(port=int(tags.get("mlctl-port", "8890")))
-        spec = ServiceSpec(name=name, target=self.kind, spec_file=Path("."), deployment=d)
-        return replace(spec)
 
     def _save(self, deployment: Deployment, doc: dict[str, Any], secrets: r.Secrets) -> None:
         spec = deployment.spec

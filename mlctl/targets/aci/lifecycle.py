@@ -26,9 +26,9 @@ from mlctl.errors import DeploymentError, TargetError, WaitTimeout
 from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.spec.records import ServiceSpec
-from mlctl.targets import Deployment
+from mlctl.targets import Deployment, uses_tls
 from mlctl.targets.aci import arm
-from mlctl.targets.aci.render import REDACTED, Secrets, Settings, scoring_uri, secret_names
+from mlctl.targets.aci.render import REDACTED, Secrets, Settings, secret_names
 
 LOG_LINES = 30
 
@@ -213,13 +213,22 @@ def address(group: Any) -> str:
 
 
 def wait_ready(client: Any, settings: Settings, spec: ServiceSpec, timeout_s: float, reporter: Reporter) -> Any:
-    """Wait until ``/readyz`` answers at the scoring URI; returns the group.
+    """Wait until ``/readyz`` answers at the scoring URI of ``spec``'s group; returns the group
+    (see ``wait_ready_at``)."""
+    return wait_ready_at(client, settings, spec.name, (spec.deployment.port, uses_tls(spec)), timeout_s, reporter)
+
+
+def wait_ready_at(
+    client: Any, settings: Settings, name: str, port_tls: tuple[int, bool], timeout_s: float, reporter: Reporter
+) -> Any:
+    """Wait until ``/readyz`` answers on the group's address at (port, TLS); returns the group.
 
     Raises:
         DeploymentError: the container terminated or restarted (its state, events and last log lines).
         WaitTimeout: not ready in time.
     """
-    rg, name = settings.resource_group, spec.name
+    rg = settings.resource_group
+    port, tls = port_tls
     deadline = time.monotonic() + timeout_s
     with reporter.step("waiting for init() and /readyz") as progress:
         while True:
@@ -233,7 +242,7 @@ def wait_ready(client: Any, settings: Settings, spec: ServiceSpec, timeout_s: fl
                     details=failure_details(client, settings, name, group),
                     hint=f"fix the entry script; `mlctl service logs {name}` shows its output",
                 )
-            if _ready(scoring_uri(address(group), spec, "/readyz")):
+            if _ready(f"{'https' if tls else 'http'}://{address(group)}:{port}/readyz"):
                 return group
             if time.monotonic() > deadline:
                 raise WaitTimeout(
