@@ -167,8 +167,8 @@ class Driver:
             return self._list_configured()
         with self._errors():
             groups = builtins.list(self.client.container_groups.list_by_resource_group(self.settings.resource_group))
-        ours = [g for g in groups if r.TAG_SERVICE in (g.tags or {})]
-        return [self._state(self.client.container_groups.get(self.settings.resource_group, g.name)) for g in ours]
+        ours = [self._group(g.name) for g in groups if r.TAG_SERVICE in (g.tags or {})]
+        return [self._state(g) for g in ours if g is not None]  # with instance views (a list has none)
 
     def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         """The container's log (``containers.list_logs``; ``follow``: polled every 2 s until the
@@ -209,7 +209,10 @@ class Driver:
             raise TargetError(f"no definition of {name!r} was applied from here", hint="update the service")
         files = life.secret_files_of(previous)
         doc = life.fill(previous, life.stored_secrets(self.settings, self.home, name, files))
-        tags = self._group(name).tags or {}
+        group = self._group(name)
+        if group is None:
+            raise NotFoundError(f"service {name!r} does not exist on ACI", hint="`mlctl service list` shows services")
+        tags = group.tags or {}
         port_tls = (int(tags.get("mlctl-port", "0")), tags.get("mlctl-tls") == "true")
         reporter.info(f"ACI restarts the container of {name} with the new keys: it is briefly unavailable")
         life.put(self.client, self.settings, name, doc, reporter)
@@ -227,14 +230,11 @@ class Driver:
         return arm.arm_errors(self.settings, name)
 
     def _group(self, name: str) -> Any:
-        from azure.core.exceptions import ResourceNotFoundError
-
+        """The group called ``name``, or None."""
         try:
             with self._errors(name):
                 return self.client.container_groups.get(self.settings.resource_group, name)
         except NotFoundError:
-            return None
-        except ResourceNotFoundError:  # pragma: no cover - arm_errors translates it
             return None
 
     def _preflight(self, spec: ServiceSpec, reporter: Reporter) -> None:

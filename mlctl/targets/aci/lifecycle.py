@@ -11,6 +11,7 @@ a failed update (or a key rotation) can send that definition again.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import ssl
@@ -153,8 +154,6 @@ def fill(redacted: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
     props = doc["properties"]
     for credential in props.get("imageRegistryCredentials", []):
         credential["password"] = secrets.registry_password
-    import base64
-
     for volume in props.get("volumes", []):
         if "secret" in volume:
             volume["secret"] = {k: base64.b64encode(secrets.files[k]).decode() for k in volume["secret"]}
@@ -242,7 +241,7 @@ def wait_ready_at(
                     details=failure_details(client, settings, name, group),
                     hint=f"fix the entry script; `mlctl service logs {name}` shows its output",
                 )
-            if _ready(f"{'https' if tls else 'http'}://{address(group)}:{port}/readyz"):
+            if ready(f"{'https' if tls else 'http'}://{address(group)}:{port}/readyz"):
                 return group
             if time.monotonic() > deadline:
                 raise WaitTimeout(
@@ -282,7 +281,8 @@ def delete_group(client: Any, settings: Settings, name: str) -> bool:
         return client.container_groups.begin_delete(settings.resource_group, name).result() is not None
 
 
-def _ready(url: str) -> bool:
+def ready(url: str) -> bool:
+    """Whether GET ``url`` (a /readyz) answers 200 within 2 s (the certificate is not checked: our own server)."""
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # our own server, probed for readiness
     try:

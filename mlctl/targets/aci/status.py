@@ -20,7 +20,7 @@ def state_of(group: Any, driver: Any, kind: str) -> ServiceState:
     scheme = "https" if tls else "http"
     container = arm.container_state(group)
     running = container["state"] == "Running"
-    ready = running and lifecycle._ready(f"{scheme}://{host}:{port}/readyz")
+    ready = running and lifecycle.ready(f"{scheme}://{host}:{port}/readyz")
     secrets = lifecycle.secrets_dir(driver.home, name)
     auth = tags.get("mlctl-auth") == "true"
     view = getattr(group, "instance_view", None)
