@@ -87,10 +87,18 @@ def build(
     return registry.image(plan.name, version)
 
 
-def push(registry: Registry, name: str, version: int, target: str, progress: Callable[[str], None]) -> dict[str, Any]:
+def push(
+    registry: Registry,
+    name: str,
+    version: int,
+    target: str,
+    progress: Callable[[str], None],
+    auth: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Tag ``name:version`` as ``target/name:version`` and push it; records where it went.
 
-    Credentials: the Docker configuration (``docker login``), or ``MLCTL_REGISTRY_USERNAME`` and
+    Credentials: ``auth`` (``{username, password}``, e.g. read from a registry resource), else the
+    Docker configuration (``docker login``), or ``MLCTL_REGISTRY_USERNAME`` and
     ``MLCTL_REGISTRY_PASSWORD``; they are never printed.
 
     Raises:
@@ -99,7 +107,7 @@ def push(registry: Registry, name: str, version: int, target: str, progress: Cal
     client = docker_client()
     repository = f"{target}/{name}"
     client.images.get(f"{name}:{version}").tag(repository, str(version))
-    auth = _auth_from_environment()
+    auth = auth or _auth_from_environment()
     for chunk in client.api.push(repository, tag=str(version), stream=True, decode=True, auth_config=auth):
         if "error" in chunk:
             raise TargetError(

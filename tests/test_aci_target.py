@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from aci_fake.world import RESOURCE_GROUP, AciWorld, certificate_for_groups
+from aci_fake.world import REGISTRY_USER, RESOURCE_GROUP, AciWorld, certificate_for_groups
 from conftest import EXAMPLES, Result, following_logs, mlctl, wait_for, write
 
 pytest_plugins = ["aci_fixtures"]
@@ -190,6 +190,25 @@ def test_registered_model_image_keys_and_the_error_paths(
     assert vnet.code == 6 and "vnet_name" in vnet.err
     outputs += [deployed_image, wrong, missing, denied, gpu]
     _no_secret(world, mlctl_home, *outputs, extra=(keys["primary_key"], keys["secondary_key"]))
+
+
+def test_a_registry_resource_gives_the_login_server_and_admin_credentials(
+    aci_env: AciWorld, trained_examples: Path, tmp_path: Path, mlctl_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = aci_env
+    world.fake.registries["aciacr"] = (world.registry, REGISTRY_USER, world.password)
+    for key in ("MLCTL_REGISTRY", "MLCTL_REGISTRY_USERNAME", "MLCTL_REGISTRY_PASSWORD"):
+        monkeypatch.delenv(key)  # all of it must come from the registry resource
+    _target(world, registry_resource=f"{RESOURCE_GROUP}/aciacr")
+    spec = str(_project(tmp_path, trained_examples) / "service.yaml")
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", spec)
+    assert deployed.code == 0, deployed.err
+    assert deployed.json()["environment"].startswith(world.registry + "/aci-diabetes:")
+    tested = mlctl("-o", "json", "service", "test", NAME)
+    assert tested.code == 0 and tested.json()["passed"] is True, tested.err
+    assert any(r["path"].endswith("/registries/aciacr/listCredentials") for r in world.fake.requests)
+    assert mlctl("service", "delete", NAME).code == 0
+    _no_secret(world, mlctl_home, deployed, tested)
 
 
 def test_list_without_an_aci_target_is_empty_and_needs_no_network(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from aci_fake.az_cli import write_az
 from aci_fake.engine import Engine
-from aci_fake.server import PROVIDER, Handler, Operation, arm_error, public, validate
+from aci_fake.server import ACR_API, PROVIDER, Handler, Operation, arm_error, public, validate
 from aci_fake.tls import make_ca_and_server_cert
 
 SUBSCRIPTION = "00000000-0000-0000-0000-00000000ac1f"
@@ -47,6 +47,7 @@ class FakeAci:
         self.groups: dict[tuple[str, str], dict[str, Any]] = {}
         self.operations: dict[str, Operation] = {}
         self.requests: list[dict[str, Any]] = []
+        self.registries: dict[str, tuple[str, str, str]] = {}  # ACR name -> (login server, username, password)
         self.lock = threading.RLock()
         self.octet = 100 + secrets.randbelow(150)  # 127.X.0.N: unlikely to meet another fake's addresses
         self._addresses: dict[str, str] = {}
@@ -165,6 +166,37 @@ class FakeAci:
         if group is None or container not in names:
             return 404, self._not_found(rg, name)
         return 200, {"content": self.engine.logs(group["_container"], int(tail) if tail else None)}
+
+    def registry(self, rg: str, name: str, method: str, credentials: bool, query: dict[str, str]) -> tuple[int, Any]:
+        """An Azure Container Registry: GET the registry, or POST listCredentials (admin user)."""
+        if query.get("api-version") != ACR_API:
+            return 400, arm_error("NoRegisteredProviderFound", f"api-version {query.get('api-version')}")
+        if rg not in self.resource_groups:
+            return 404, arm_error("ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
+        if name not in self.registries or method != ("POST" if credentials else "GET"):
+            return 404, arm_error(
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.ContainerRegistry/registries/{name}' "
+                f"under resource group '{rg}' was not found.",
+            )
+        server, username, password = self.registries[name]
+        if credentials:
+            return 200, {
+                "username": username,
+                "passwords": [{"name": "password", "value": password}, {"name": "password2", "value": password + "-2"}],
+            }
+        resource_id = (
+            f"/subscriptions/{self.subscription}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry"
+            f"/registries/{name}"
+        )
+        return 200, {
+            "id": resource_id,
+            "name": name,
+            "type": "Microsoft.ContainerRegistry/registries",
+            "location": "westeurope",
+            "sku": {"name": "Basic", "tier": "Basic"},
+            "properties": {"loginServer": server, "adminUserEnabled": True, "provisioningState": "Succeeded"},
+        }
 
     def _public(self, group: dict[str, Any]) -> dict[str, Any]:
         doc = public(group)

@@ -13,6 +13,8 @@
 * Secrets (``secureValue``, registry ``password``, secret volume contents) are never echoed.
 * Capacity: a GPU, or more than ``max_cpu`` cores, is 409 ``ServiceUnavailable`` (the code ACI
   uses for regional capacity; the spec does not enumerate its codes).
+* ``Microsoft.ContainerRegistry/registries/{name}`` (GET) and ``.../listCredentials`` (POST), api-version
+  2025-11-01, for registries given to ``FakeAci.registries`` (reference B).
 * Never 5xx (the SDK would retry), never ``MissingSubscriptionRegistration``.
 """
 
@@ -35,6 +37,11 @@ _GROUP = re.compile(
     rf"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/{PROVIDER}/containerGroups"
     r"(?:/(?P<name>[^/]+))?(?:/containers/(?P<container>[^/]+)/logs)?$"
 )
+_ACR = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft.ContainerRegistry/registries/"
+    r"(?P<name>[^/]+)(?P<list>/listCredentials)?$"
+)
+ACR_API = "2025-11-01"  # azure-mgmt-containerregistry 15's default (reference B)
 _OP = re.compile(rf"^/subscriptions/[^/]+/providers/{PROVIDER}/locations/[^/]+/operations/(?P<op>[^/]+)$")
 
 
@@ -76,6 +83,11 @@ class Handler(BaseHTTPRequestHandler):
         op = _OP.match(url.path)
         if op and method == "GET":
             return self._send(*fake.operation(op.group("op")))
+        acr = _ACR.match(url.path)
+        if acr is not None:
+            return self._send(
+                *fake.registry(acr.group("rg"), acr.group("name"), method, bool(acr.group("list")), query)
+            )
         match = _GROUP.match(url.path)
         if match is None:
             return self._send(404, arm_error("InvalidResourceType", f"no route for {method} {url.path}"))

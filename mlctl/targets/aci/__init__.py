@@ -207,6 +207,7 @@ class Driver:
         previous = life.load_applied(self.home, name)
         if previous is None:
             raise TargetError(f"no definition of {name!r} was applied from here", hint="update the service")
+        self._registry_resource(reporter)
         files = life.secret_files_of(previous)
         doc = life.fill(previous, life.stored_secrets(self.settings, self.home, name, files))
         group = self._group(name)
@@ -243,6 +244,12 @@ class Driver:
         check_spec(spec, self.settings, reporter)
         with self._errors(spec.name), reporter.step(f"checking resource group {self.settings.resource_group}"):
             builtins.list(self.client.container_groups.list_by_resource_group(self.settings.resource_group))
+        self._registry_resource(reporter)
+
+    def _registry_resource(self, reporter: Reporter) -> None:
+        if self.settings.registry_resource and not self.settings.registry_password:
+            with reporter.step(f"reading the credentials of registry {self.settings.registry_resource}"):
+                self.settings = arm.with_registry_resource(self.settings)
 
     def _body(self, deployment: Deployment, image: str, secrets: r.Secrets) -> dict[str, Any]:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -183,3 +183,40 @@ def _code(exc: Any) -> tuple[str, str]:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "message", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def with_registry_resource(settings: Settings) -> Settings:
+    """``settings`` with the login server and admin credentials of the target's registry resource
+    (``azure-mgmt-containerregistry``: ``registries.get`` and ``registries.list_credentials``,
+    which needs the registry's admin user enabled); unchanged without one.
+
+    Raises:
+        the mlctl errors of ``arm_errors``; TargetError when the registry has no admin credentials.
+    """
+    if not settings.registry_resource:
+        return settings
+    from dataclasses import replace
+
+    from azure.identity import DefaultAzureCredential
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+    group, _, name = settings.registry_resource.rpartition("/")
+    group = group or settings.resource_group
+    registries = ContainerRegistryManagementClient(
+        DefaultAzureCredential(),
+        settings.subscription_id,
+        base_url=settings.base_url,
+        connection_verify=settings.ca_bundle or True,
+    ).registries
+    with arm_errors(settings, name):
+        login_server = registries.get(group, name).login_server
+        credentials = registries.list_credentials(group, name)
+    passwords = [p.value for p in credentials.passwords or [] if p.value]
+    if not credentials.username or not passwords:
+        raise TargetError(
+            f"registry {settings.registry_resource} gives no admin credentials",
+            hint=f"enable its admin user (`az acr update -n {name} --admin-enabled true`) or give registry_username",
+        )
+    return replace(
+        settings, registry=login_server, registry_username=credentials.username, registry_password=passwords[0]
+    )

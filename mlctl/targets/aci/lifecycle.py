@@ -77,7 +77,8 @@ def prepare_image(deployment: Deployment, settings: Settings, registry: Registry
         with reporter.step(f"building image {spec.name}") as progress:
             name, version = spec.name, int(build(plan, registry, progress)["version"])
     with reporter.step(f"pushing {name}:{version} to {settings.registry}") as progress:
-        push(registry, name, version, settings.registry, progress)
+        auth = {"username": settings.registry_username, "password": settings.registry_password}
+        push(registry, name, version, settings.registry, progress, auth if settings.registry_password else None)
     return f"{settings.registry}/{name}:{version}"
 
 
@@ -112,8 +113,9 @@ def check_image(image: str, settings: Settings) -> None:
 
 
 def password(settings: Settings) -> str:
-    """The registry password, from the environment variable the target names ('' without one)."""
-    return os.environ.get(settings.registry_password_env, "")
+    """The registry password: read from the registry resource, else from the environment variable
+    the target names ('' without one)."""
+    return settings.registry_password or os.environ.get(settings.registry_password_env, "")
 
 
 def secrets_for(spec: ServiceSpec, settings: Settings, home: Path) -> tuple[Secrets, bool]:

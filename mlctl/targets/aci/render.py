@@ -43,6 +43,11 @@ OPTION_ENV: dict[str, tuple[str | None, str]] = {
     "registry_login_server": (None, "login server of the registry the group pulls from (default MLCTL_REGISTRY)"),
     "registry_username": (None, "registry user name (default MLCTL_REGISTRY_USERNAME)"),
     "registry_password_env": (None, "environment variable holding the registry password (MLCTL_REGISTRY_PASSWORD)"),
+    "registry_resource": (
+        None,
+        "an Azure Container Registry (NAME in the resource group, or RESOURCE_GROUP/NAME): its login server "
+        "and admin credentials (listCredentials) are used instead",
+    ),
     "polling_interval": (None, "seconds between polls of long-running operations (default 2; the SDK's is 30)"),
     "gpu_sku": (None, "GPU SKU for gpu_cores (default V100)"),
 }
@@ -63,6 +68,8 @@ class Settings:
     registry_password_env: str = "MLCTL_REGISTRY_PASSWORD"
     polling_interval: float = 2.0
     gpu_sku: str = "V100"
+    registry_resource: str = ""
+    registry_password: str = field(default="", repr=False)  # read from registry_resource; never stored
     options: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -83,6 +90,7 @@ class Settings:
             registry_password_env=values["registry_password_env"] or "MLCTL_REGISTRY_PASSWORD",
             polling_interval=float(values["polling_interval"] or 2.0),
             gpu_sku=values["gpu_sku"] or "V100",
+            registry_resource=values["registry_resource"],
             options=dict(options),
         )
 
@@ -95,6 +103,11 @@ class Settings:
         """Which registry credentials a group gets, for messages (never the password)."""
         if not self.registry_username:
             return f"no credentials for {self.registry or '<no registry>'}"
+        if self.registry_resource:
+            return (
+                f"server {self.registry}, username {self.registry_username}, the admin password of "
+                f"registry {self.registry_resource}"
+            )
         return f"server {self.registry}, username {self.registry_username}, password from ${self.registry_password_env}"
 
 
