@@ -25,13 +25,19 @@ def aci_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AciWorld]:
     htpasswd.write_text(f"{REGISTRY_USER}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()}\n")
     with run_registry(folder, htpasswd) as registry, running_fake(folder / "fake", {RESOURCE_GROUP}) as fake:
         yield AciWorld(fake, registry, password)
-    for image in engine.images.list():  # untag only our own names: the engine is shared
-        for tag in image.tags:
-            if tag.rpartition("/")[2].startswith("aci-"):
-                try:
-                    engine.images.remove(tag)
-                except Exception:  # noqa: BLE001 - removed already, or still used by a container
-                    pass
+    for image in engine.images.list():  # only our own names: the engine is shared
+        ours = [t for t in image.tags if _ours(t)]
+        if not image.tags and any(_ours(d.partition("@")[0]) for d in image.attrs.get("RepoDigests") or []):
+            ours = [image.id]  # a pushed version whose tag moved to a later build of the same name
+        for ref in ours:
+            try:
+                engine.images.remove(ref)
+            except Exception:  # noqa: BLE001 - removed already, or still used by a container
+                pass
+
+
+def _ours(reference: str) -> bool:
+    return reference.rpartition("/")[2].startswith("aci-")
 
 
 @pytest.fixture
