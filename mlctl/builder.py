@@ -12,12 +12,16 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlctl.errors import DeploymentError, SpecError, TargetError
 from mlctl.images import ContextPlan, fingerprint, write_context
 from mlctl.registry import Registry
 from mlctl.spec.records import RegistryAuth
+
+if TYPE_CHECKING:
+    from mlctl.output import Reporter
+    from mlctl.targets import Deployment
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _TAIL = 25
@@ -91,6 +95,40 @@ def build(
     return registry.image(plan.name, version)
 
 
+def service_image(deployment: Deployment, registry: Registry, reporter: Reporter) -> tuple[str, int]:
+    """The local image ``(NAME, VERSION)`` a web service runs: its ``image:`` (pulled back from
+    where it was pushed when the engine no longer has it), or one built now from its models,
+    entry script and environment (``NAME`` = the service's name; notes shown as warnings).
+
+    Raises:
+        NotFoundError: the spec's image was never built.
+        TargetError, DeploymentError: the pull or the build failed.
+    """
+    from mlctl import config, images
+
+    spec = deployment.spec
+    if spec.image is not None:
+        name, _, version = spec.image.partition(":")
+        registry.image(name, int(version))  # NotFoundError when it was never built
+        with reporter.step(f"finding image {spec.image}"):
+            pull(registry, name, int(version))
+        return name, int(version)
+    assert spec.inference is not None
+    plan = images.plan_context(
+        spec.name,
+        spec.inference,
+        deployment.models,
+        base_image=spec.inference.image.base_image or config.base_image(),
+        description=spec.description,
+        warn=reporter.warn,
+    )
+    for note in plan.notes:
+        reporter.warn(note)
+    with reporter.step(f"building image {spec.name}") as progress:
+        record = build(plan, registry, progress)
+    return str(record["name"]), int(record["version"])
+
+
 def pull_base(client: Any, base_image: str, registry: RegistryAuth, progress: Callable[[str], None]) -> None:
     """Pull ``base_image`` from its private ``registry`` unless the engine has it already,
     authenticating with the username and the password read from its reference (never printed).
@@ -154,10 +192,18 @@ def _split_tag(image: str) -> tuple[str, str]:
     return name, tag
 
 
-def push(registry: Registry, name: str, version: int, target: str, progress: Callable[[str], None]) -> dict[str, Any]:
+def push(
+    registry: Registry,
+    name: str,
+    version: int,
+    target: str,
+    progress: Callable[[str], None],
+    auth: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Tag ``name:version`` as ``target/name:version`` and push it; records where it went.
 
-    Credentials: the Docker configuration (``docker login``), or ``MLCTL_REGISTRY_USERNAME`` and
+    Credentials: ``auth`` (``{username, password}``, e.g. read from a registry resource), else the
+    Docker configuration (``docker login``), or ``MLCTL_REGISTRY_USERNAME`` and
     ``MLCTL_REGISTRY_PASSWORD``; they are never printed.
 
     Raises:
@@ -166,7 +212,7 @@ def push(registry: Registry, name: str, version: int, target: str, progress: Cal
     client = docker_client()
     repository = f"{target}/{name}"
     client.images.get(f"{name}:{version}").tag(repository, str(version))
-    auth = _auth_from_environment()
+    auth = auth or _auth_from_environment()
     for chunk in client.api.push(repository, tag=str(version), stream=True, decode=True, auth_config=auth):
         if "error" in chunk:
             raise TargetError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import service_spec, write
+from conftest import mlctl, service_spec, write
 
 from mlctl.errors import NotFoundError
 from mlctl.output import Reporter
@@ -13,9 +13,14 @@ from mlctl.registry import Registry
 from mlctl.spec import ServiceSpec, load_one
 from mlctl.targets import TARGETS, Deployment, driver_for
 
+pytest_plugins = ["aci_fixtures"]
+
 
 @pytest.fixture(params=sorted(TARGETS))
 def driver(request: pytest.FixtureRequest, mlctl_home: Path):  # type: ignore[no-untyped-def]
+    if request.param == "aci":  # a target named aci on the ACI fake (tests/aci_fake)
+        world = request.getfixturevalue("aci_env")
+        assert mlctl("target", "add", "aci", "--kind", "aci", *world.target_options()).code == 0
     return driver_for(request.param, registry=Registry(mlctl_home), home=mlctl_home)
 
 

@@ -104,7 +104,8 @@ def keys_(
     from mlctl import keys, services
     from mlctl.errors import ConflictError
 
-    state = services.driver_of_service(name, _state.registry(), _state.home()).status(name)
+    driver = services.driver_of_service(name, _state.registry(), _state.home())
+    state = driver.status(name)
     keys_file = state.details.get("keys_file")
     if not keys_file:
         raise ConflictError(
@@ -117,6 +118,9 @@ def keys_(
             raise typer.BadParameter("primary or secondary", param_hint="--regenerate")
         if not dry_run:
             keys.regenerate(path, regenerate)
+            push = getattr(driver, "keys_changed", None)  # targets whose servers cannot read the key store
+            if push is not None:
+                push(name, _state.reporter())
     values = keys.read(path)
     doc: dict[str, Any] = {
         "name": name,

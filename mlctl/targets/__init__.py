@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the registry (sqlite3) is not needed to resolve a target's 
 TARGETS: dict[str, str] = {
     "process": "mlctl.targets.process",
     "docker": "mlctl.targets.docker",
+    "aci": "mlctl.targets.aci",
 }
 
 # Target kinds Azure ML had and retired: asking for one is refused (exit 6) with its successor.

@@ -35,8 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlctl import config, images, keys
-from mlctl.builder import build, docker_client, pull
+from mlctl import images, keys
+from mlctl.builder import docker_client, service_image
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
 from mlctl.output import Reporter
 from mlctl.registry import Registry
@@ -198,27 +198,8 @@ class Driver:
         return sorted(found, key=lambda c: c.labels.get("mlctl.created", ""), reverse=True)
 
     def _image(self, deployment: Deployment, reporter: Reporter) -> str:
-        spec = deployment.spec
-        if spec.image is not None:
-            name, _, version = spec.image.partition(":")
-            self.registry.image(name, int(version))  # NotFoundError when it was never built
-            with reporter.step(f"finding image {spec.image}"):
-                pull(self.registry, name, int(version))  # from where it was pushed, if not local
-            return spec.image
-        assert spec.inference is not None
-        plan = images.plan_context(
-            spec.name,
-            spec.inference,
-            deployment.models,
-            base_image=spec.inference.image.base_image or config.base_image(),
-            description=spec.description,
-            warn=reporter.warn,
-        )
-        for note in plan.notes:
-            reporter.warn(note)
-        with reporter.step(f"building image {spec.name}") as progress:
-            record = build(plan, self.registry, progress)
-        return f"{record['name']}:{record['version']}"
+        name, version = service_image(deployment, self.registry, reporter)
+        return f"{name}:{version}"
 
     def _launch(
         self, deployment: Deployment, reporter: Reporter, *, old: Any, wait: bool, timeout_s: float
