@@ -31,6 +31,7 @@ from mlctl.spec.records import DeploymentConfig, ServiceSpec
 TARGETS: dict[str, str] = {
     "process": "mlctl.targets.process",
     "docker": "mlctl.targets.docker",
+    "kubernetes": "mlctl.targets.kubernetes",
 }
 
 
