@@ -59,6 +59,8 @@ OPTIONS = {
     "context": "kubeconfig context (default: its current context)",
     "namespace": "namespace of the services (default: the context's, else default)",
     "kubeconfig": "kubeconfig file (default: KUBECONFIG, else ~/.kube/config; in a pod: in-cluster)",
+    "api_versions": "what render writes for HPA and PDB (default autoscaling/v2,policy/v1; e.g. "
+    "autoscaling/v2beta2,policy/v1beta1 for clusters before 1.23); deploy asks the cluster",
 }
 DEPLOYMENT_KEYS = (COMMON_KEYS - {"ssl_cert_pem_file", "ssl_key_pem_file"}) | {
     "gpu_cores", "cpu_cores_limit", "memory_gb_limit", "num_replicas", "autoscale_enabled",
@@ -85,12 +87,14 @@ class Driver:
     def __init__(
         self, registry: Registry, home: Path, context: str | None = None, namespace: str | None = None,
         kubeconfig: str | None = None,
+        api_versions: str | None = None,
     ) -> None:  # fmt: skip
         self.registry = registry
         self.home = home
         self.context = context
         self.namespace = namespace
         self.kubeconfig = kubeconfig
+        self.api_versions = api_versions
 
     # -- pure -----------------------------------------------------------------------------------
     def render(self, deployment: Deployment) -> dict[str, Any]:
@@ -100,6 +104,7 @@ class Driver:
         s = settings(spec, self.namespace or "default")
         inputs = Inputs(
             image=placeholder_image(spec, self.registry),
+            versions=_versions_option(self.api_versions),
             fingerprint=json.dumps(deployment.fingerprint, sort_keys=True),
             models=",".join(m.ref for m in deployment.models),
             pull_secret=registry_auth() is not None,
@@ -418,6 +423,23 @@ class Driver:
              "test": test_record(deployment.spec)},
             list(deployment.models),
         )  # fmt: skip
+
+
+def _versions_option(text: str | None) -> ApiVersions:
+    """The ``api_versions`` option (``GROUP/VERSION,...``) over the default versions.
+
+    Raises:
+        TargetError: an entry is not an autoscaling or policy group version."""
+    chosen: dict[str, str] = {}
+    for item in filter(None, (text or "").split(",")):
+        group = item.strip().partition("/")[0]
+        if group not in ("autoscaling", "policy"):
+            raise TargetError(
+                f"api_versions: {item!r} is not an autoscaling/... or policy/... version",
+                hint="e.g. autoscaling/v2beta2,policy/v1beta1",
+            )
+        chosen[group] = item.strip()
+    return ApiVersions(**chosen)
 
 
 def _cluster_uri(name: str, namespace: str, port: int, path: str = "/score") -> str:

@@ -73,13 +73,13 @@ def connect(*, context: str | None, kubeconfig: str | None, namespace: str | Non
     where = f"context {context or '(current)'} of kubeconfig {path}"
     try:
         if not Path(path).is_file() and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            kconfig.load_incluster_config()
+            kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
             from kubernetes import client
 
             api, where, default_ns = client.ApiClient(), "the in-cluster configuration", _incluster_namespace()
         else:
-            api = kconfig.new_client_from_config(config_file=path, context=context)
-            contexts, current = kconfig.list_kube_config_contexts(config_file=path)
+            api = kconfig.new_client_from_config(config_file=path, context=context)  # type: ignore[no-untyped-call]
+            contexts, current = kconfig.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
             chosen = next((c for c in contexts if c["name"] == (context or current["name"])), current)
             where = f"context {chosen['name']} of kubeconfig {path}"
             default_ns = chosen.get("context", {}).get("namespace") or "default"
@@ -92,7 +92,7 @@ def connect(*, context: str | None, kubeconfig: str | None, namespace: str | Non
             from kubernetes import client
 
             client.VersionApi(api).get_code(_request_timeout=TIMEOUT)
-            cluster.dynamic = dynamic.DynamicClient(api)
+            cluster.dynamic = dynamic.DynamicClient(api)  # type: ignore[no-untyped-call]
         except Exception as exc:  # noqa: BLE001 - any transport error means: unreachable
             raise translate(exc, cluster, verb="get", resource="version") from None
     return cluster
@@ -219,13 +219,10 @@ def apply(cluster: Cluster, manifest: dict[str, Any], *, dry_run: bool = False) 
     if dry_run:
         options["dry_run"] = "All"
     try:
-        return (
-            resource(cluster, manifest)
-            .server_side_apply(  # type: ignore[no-any-return]
-                body=manifest, namespace=manifest["metadata"]["namespace"], **options
-            )
-            .to_dict()
+        applied = resource(cluster, manifest).server_side_apply(
+            body=manifest, namespace=manifest["metadata"]["namespace"], **options
         )
+        return dict(applied.to_dict())
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, cluster, verb="patch", resource=_plural(manifest)) from None
 

@@ -40,6 +40,8 @@ def _read_all(cluster: Cluster, pods: list[str], tail: int | None) -> Iterator[s
                 pod, cluster.namespace, container=CONTAINER, tail_lines=tail, _request_timeout=TIMEOUT
             )
         except Exception as exc:  # noqa: BLE001
+            if getattr(exc, "status", None) in (400, 404):  # the pod stopped meanwhile: no log to read
+                continue
             raise translate(exc, cluster, verb="get", resource="pods/log") from None
         for line in str(text or "").splitlines():
             yield f"[{pod}] {line}\n"

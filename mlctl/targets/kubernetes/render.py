@@ -326,7 +326,7 @@ def _deployment(spec: ServiceSpec, s: Settings, inputs: Inputs) -> dict[str, Any
 
 def _container(spec: ServiceSpec, s: Settings, image: str) -> dict[str, Any]:
     d = spec.deployment
-    mounts = [{"name": "run", "mountPath": RUN_MOUNT}]
+    mounts: list[dict[str, Any]] = [{"name": "run", "mountPath": RUN_MOUNT}]
     if s.auth:
         mounts.append({"name": "keys", "mountPath": SECRETS_MOUNT, "readOnly": True})
     return {

@@ -98,10 +98,11 @@ def diagnose(cluster: Cluster, name: str, dep: Any) -> Failure | None:
                 continue
             waiting = status.state.waiting if status.state else None
             reason = waiting.reason if waiting else None
+            message = (waiting.message or "") if waiting else ""
             if reason in _PULL:
-                return Failure("image pull", pod.metadata.name, f"{reason}: {waiting.message or ''}".strip(": "))
+                return Failure("image pull", pod.metadata.name, f"{reason}: {message}".strip(": "))
             if reason in _CONFIG:
-                return Failure("init", pod.metadata.name, f"{reason}: {waiting.message or ''}".strip(": "))
+                return Failure("init", pod.metadata.name, f"{reason}: {message}".strip(": "))
             last = status.last_state.terminated if status.last_state else None
             if reason == "CrashLoopBackOff" or (status.restart_count and last is not None and last.exit_code):
                 code = f" (exit code {last.exit_code})" if last is not None else ""

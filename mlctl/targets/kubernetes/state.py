@@ -79,7 +79,7 @@ def _hpa(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
     return {
         "min_replicas": hpa.spec.min_replicas,
         "max_replicas": hpa.spec.max_replicas,
-        "current_replicas": hpa.status.current_replicas,
-        "desired_replicas": hpa.status.desired_replicas,
+        "current_replicas": hpa.status.current_replicas if hpa.status else None,
+        "desired_replicas": hpa.status.desired_replicas if hpa.status else None,
         "target_cpu_utilization": hpa.spec.target_cpu_utilization_percentage,
     }
