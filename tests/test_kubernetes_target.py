@@ -135,7 +135,7 @@ def test_diabetes_deploys_updates_rolls_back_logs_and_deletes(k8s: Cluster, diab
         broken = mlctl("service", "update", "-f", str(diabetes), *SETS, "--timeout", "120")
     assert broken.code == 7, broken.err
     assert "init failed" in broken.err and ("CrashLoopBackOff" in broken.err or "exit code" in broken.err)
-    assert "canary-init-broke" in broken.err and "rolled back" in broken.err
+    assert "canary-init-broke" in broken.err and "rolled back" in broken.err, broken.err
     assert seen["failures"] == [] and seen["min_ready"] >= 2
     assert wait_until(lambda: sorted(p.metadata.name for p in k8s.pods("diabetes")) == serving, 60)
     show = mlctl("-o", "json", "service", "show", "diabetes").json()
@@ -143,7 +143,7 @@ def test_diabetes_deploys_updates_rolls_back_logs_and_deletes(k8s: Cluster, diab
 
     logs = mlctl("service", "logs", "diabetes", "--tail", "5")
     assert logs.code == 0
-    assert {line.split("]")[0][1:] for line in logs.out.splitlines()} == set(serving)
+    assert set(serving) <= {line.split("]")[0][1:] for line in logs.out.splitlines()}  # both replicas
     _keys_rotate_without_restart(k8s, serving, body)
 
     deleted = mlctl("service", "delete", "diabetes")

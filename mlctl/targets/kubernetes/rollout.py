@@ -20,7 +20,7 @@ from mlctl.targets.kubernetes.render import CONTAINER, LABEL
 
 _PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"}
 _CONFIG = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
-LOG_LINES = 20
+LOG_LINES = 30
 
 
 @dataclass(frozen=True)
@@ -146,21 +146,20 @@ def _new_pods(cluster: Cluster, name: str, dep: Any) -> list[Any]:
 
 
 def _log_tail(cluster: Cluster, pod: Any, *, previous: bool = False) -> list[str]:
-    """The last lines a pod's container wrote (its previous run's when ``previous``), or []."""
-    for prev in (previous, False) if previous else (False,):
-        try:
-            text = cluster.core().read_namespaced_pod_log(
-                pod.metadata.name,
-                cluster.namespace,
-                container=CONTAINER,
-                tail_lines=LOG_LINES,
-                previous=prev,
-                _request_timeout=TIMEOUT,
-            )
-        except Exception:  # noqa: BLE001 - no log yet: report the reason without it
-            continue
-        if text:
-            return str(text).splitlines()[-LOG_LINES:]
+    """The last lines a pod's container wrote (its previous run's first, when ``previous``), or
+    [] (a crashed container's log can take a moment to be readable: tried for a few seconds)."""
+    for attempt in range(6):
+        for prev in (True, False) if previous else (False,):
+            try:
+                text = cluster.core().read_namespaced_pod_log(
+                    pod.metadata.name, cluster.namespace, container=CONTAINER, tail_lines=LOG_LINES,
+                    previous=prev, _request_timeout=TIMEOUT,
+                )  # fmt: skip
+            except Exception:  # noqa: BLE001,S112 - no log (yet): try the other, or again
+                continue
+            if text and str(text).strip():
+                return str(text).splitlines()[-LOG_LINES:]
+        time.sleep(0.5 * (attempt + 1))
     return []
 
 
