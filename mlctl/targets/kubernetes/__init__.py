@@ -24,8 +24,6 @@ import base64
 import builtins
 import json
 import shutil
-import threading
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,18 +39,15 @@ from mlctl.targets.kubernetes import rollout
 from mlctl.targets.kubernetes.forward import forwarded
 from mlctl.targets.kubernetes.images import image_for, placeholder_image, registry_auth
 from mlctl.targets.kubernetes.render import (
-    FINGERPRINT,
     KEYS_FILE,
     LABEL,
     MANAGED_BY,
-    MODELS,
     ApiVersions,
     Inputs,
-    Settings,
     manifests,
     names,
-    settings,
 )
+from mlctl.targets.kubernetes.settings import Settings, settings
 from mlctl.targets.kubernetes.state import service_state
 
 OPTIONS = {
@@ -70,7 +65,6 @@ DEPLOYMENT_KEYS = (COMMON_KEYS - {"ssl_cert_pem_file", "ssl_key_pem_file"}) | {
     "success_threshold", "failure_threshold", "namespace", "service_type", "collect_model_data",
     "enable_app_insights",
 }  # fmt: skip
-ROLLBACK_TIMEOUT_S = 180.0
 
 
 class Driver:
@@ -188,7 +182,7 @@ class Driver:
         except DeploymentError:
             raise  # already rolled back
         except BaseException:
-            self._roll_back(cluster, previous, reporter)
+            rollout.roll_back(cluster, previous, reporter)
             raise
         self._save(deployment, cluster)
         return self.status(spec.name)
@@ -206,7 +200,7 @@ class Driver:
             return []
         try:
             cluster = self._connect()
-            found = _managed_deployments(cluster)
+            found = kube.managed_deployments(cluster)
         except (TargetError, NotFoundError):
             return []
         return [
@@ -230,7 +224,7 @@ class Driver:
         versions = kube.versions(cluster)
         deleted = False
         with reporter.step(f"deleting {name} in namespace {cluster.namespace}"):
-            for manifest in _skeletons(name, cluster.namespace, versions):
+            for manifest in kube.skeletons(name, cluster.namespace, versions):
                 try:
                     live = kube.check_owned(cluster, manifest, name)
                 except ConflictError:
@@ -238,7 +232,7 @@ class Driver:
                 if live is not None:
                     deleted = kube.delete(cluster, manifest) or deleted
             if wait and deleted:
-                _wait_gone(cluster, name, timeout_s + 60)
+                kube.wait_gone(cluster, name, timeout_s + 60)
         shutil.rmtree(self.home / "services" / name, ignore_errors=True)
         self.registry.forget_service(name)
         return deleted
@@ -294,7 +288,9 @@ class Driver:
         """The live Deployment of the service (None: absent), after checking that every object of
         its names is mlctl's (ConflictError otherwise: never overwrite someone else's object)."""
         name = deployment.spec.name
-        found = {m["kind"]: kube.check_owned(cluster, m, name) for m in _skeletons(name, cluster.namespace, versions)}
+        found = {
+            m["kind"]: kube.check_owned(cluster, m, name) for m in kube.skeletons(name, cluster.namespace, versions)
+        }
         return found["Deployment"]
 
     def _objects(
@@ -324,49 +320,14 @@ class Driver:
         rolled_back: bool,
         previous: dict[str, Any] | None = None,
     ) -> None:
-        stop = threading.Event()
         with reporter.step("waiting for the rollout (pods available and ready)") as progress:
-            failure = rollout.wait(cluster, name, timeout_s=timeout_s, progress=progress, interrupted=stop.is_set)
+            failure = rollout.wait(cluster, name, timeout_s=timeout_s, progress=progress, interrupted=lambda: False)
         if failure is not None:
             if previous is not None:
-                self._roll_back(cluster, previous, reporter)
+                rollout.roll_back(cluster, previous, reporter)
             raise failure.error(name, rolled_back=rolled_back)
         with reporter.step("checking /readyz through a port-forward"):
-            self._check_readyz(cluster, name)
-
-    def _check_readyz(self, cluster: kube.Cluster, name: str) -> None:
-        pods = rollout.ready_pods(cluster, name)
-        port = int(pods[0].spec.containers[0].ports[0].container_port) if pods else 0
-        if not pods:
-            raise DeploymentError(f"service {name!r}: no ready pod after the rollout", phase="readiness")
-        with forwarded(cluster, pods[0].metadata.name, port) as local:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{local}/readyz", timeout=10) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError as exc:
-                raise DeploymentError(
-                    f"service {name!r}: /readyz did not answer through a port-forward: {exc}",
-                    phase="readiness",
-                    hint="is pods/portforward allowed for you?",
-                ) from None
-
-    def _roll_back(self, cluster: kube.Cluster, previous: dict[str, Any], reporter: Reporter) -> None:
-        """Re-apply the previous Deployment (pod template, replicas, annotations) and wait for it."""
-        meta = previous["metadata"]
-        annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k in (FINGERPRINT, MODELS)}
-        body = {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": meta.get("labels") or {},
-                         "annotations": annotations},
-            "spec": {k: previous["spec"][k] for k in ("replicas", "selector", "strategy", "template")
-                     if k in previous["spec"]},
-        }  # fmt: skip
-        with reporter.step("rolling back to the previous version") as progress:
-            kube.apply(cluster, body)
-            rollout.wait(
-                cluster, meta["name"], timeout_s=ROLLBACK_TIMEOUT_S, progress=progress, interrupted=lambda: False
-            )
+            rollout.check_readyz(cluster, name)
 
     def _deployment(self, cluster: kube.Cluster, name: str) -> Any:
         try:
@@ -444,57 +405,6 @@ def _versions_option(text: str | None) -> ApiVersions:
 
 def _cluster_uri(name: str, namespace: str, port: int, path: str = "/score") -> str:
     return f"http://{name}.{namespace}.svc.cluster.local:{port}{path}"
-
-
-def _skeletons(name: str, namespace: str, versions: ApiVersions) -> builtins.list[dict[str, Any]]:
-    """Name-only manifests of every object a service may have (for reads and deletes)."""
-    kinds = [
-        ("apps/v1", "Deployment", names(name)["Deployment"]),
-        ("v1", "Service", name),
-        (versions.autoscaling, "HorizontalPodAutoscaler", name),
-        (versions.policy, "PodDisruptionBudget", name),
-        ("v1", "Secret", names(name)["Secret"]),
-        ("v1", "Secret", names(name)["Secret/registry"]),
-    ]
-    return [{"apiVersion": v, "kind": k, "metadata": {"name": n, "namespace": namespace}} for v, k, n in kinds]
-
-
-def _managed_deployments(cluster: kube.Cluster) -> builtins.list[Any]:
-    selector = f"{MANAGED_BY}=mlctl,{LABEL}"
-    apps = cluster.apps()
-    try:
-        return list(
-            apps.list_deployment_for_all_namespaces(label_selector=selector, _request_timeout=kube.TIMEOUT).items
-        )
-    except Exception:  # noqa: BLE001 - no cluster-wide list allowed: the target's namespace
-        try:
-            return list(
-                apps.list_namespaced_deployment(
-                    cluster.namespace, label_selector=selector, _request_timeout=kube.TIMEOUT
-                ).items
-            )
-        except Exception as exc:  # noqa: BLE001
-            raise kube.translate(exc, cluster, verb="list", resource="deployments.apps") from None
-
-
-def _wait_gone(cluster: kube.Cluster, name: str, timeout_s: float) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    core = cluster.core()
-    while time.monotonic() < deadline:
-        pods = core.list_namespaced_pod(
-            cluster.namespace, label_selector=f"{LABEL}={name}", _request_timeout=kube.TIMEOUT
-        ).items
-        if not pods:
-            return
-        time.sleep(0.5)
-    from mlctl.errors import WaitTimeout
-
-    raise WaitTimeout(
-        f"the pods of service {name!r} were still there after {timeout_s:.0f}s",
-        hint=f"`kubectl -n {cluster.namespace} get pods -l {LABEL}={name}`",
-    )
 
 
 def _quietly(action: Any, *args: Any) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlctl.errors import ConflictError, MlctlError, NotFoundError, TargetError
-from mlctl.targets.kubernetes.render import LABEL, MANAGED_BY, ApiVersions
+from mlctl.targets.kubernetes.render import LABEL, MANAGED_BY, ApiVersions, names
 
 FIELD_MANAGER = "mlctl"
 TIMEOUT = (3.05, 30)  # connect, read seconds of every API request
@@ -253,3 +253,54 @@ def _plural(manifest: dict[str, Any]) -> str:
     group = manifest["apiVersion"].rpartition("/")[0]
     plural = kind + ("es" if kind.endswith("s") else "s")
     return f"{plural}.{group}" if group else plural
+
+
+def skeletons(name: str, namespace: str, versions: ApiVersions) -> list[dict[str, Any]]:
+    """Name-only manifests of every object a service may have (for reads and deletes)."""
+    kinds = [
+        ("apps/v1", "Deployment", names(name)["Deployment"]),
+        ("v1", "Service", name),
+        (versions.autoscaling, "HorizontalPodAutoscaler", name),
+        (versions.policy, "PodDisruptionBudget", name),
+        ("v1", "Secret", names(name)["Secret"]),
+        ("v1", "Secret", names(name)["Secret/registry"]),
+    ]
+    return [{"apiVersion": v, "kind": k, "metadata": {"name": n, "namespace": namespace}} for v, k, n in kinds]
+
+
+def managed_deployments(cluster: Cluster) -> list[Any]:
+    """mlctl's Deployments in every namespace (else, without that permission, the cluster's)."""
+    selector = f"{MANAGED_BY}=mlctl,{LABEL}"
+    apps = cluster.apps()
+    try:
+        return list(apps.list_deployment_for_all_namespaces(label_selector=selector, _request_timeout=TIMEOUT).items)
+    except Exception:  # noqa: BLE001 - no cluster-wide list allowed: the target's namespace
+        try:
+            return list(
+                apps.list_namespaced_deployment(
+                    cluster.namespace, label_selector=selector, _request_timeout=TIMEOUT
+                ).items
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, cluster, verb="list", resource="deployments.apps") from None
+
+
+def wait_gone(cluster: Cluster, name: str, timeout_s: float) -> None:
+    """Wait until service ``name`` has no pods. Raises WaitTimeout."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    core = cluster.core()
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod(
+            cluster.namespace, label_selector=f"{LABEL}={name}", _request_timeout=TIMEOUT
+        ).items
+        if not pods:
+            return
+        time.sleep(0.5)
+    from mlctl.errors import WaitTimeout
+
+    raise WaitTimeout(
+        f"the pods of service {name!r} were still there after {timeout_s:.0f}s",
+        hint=f"`kubectl -n {cluster.namespace} get pods -l {LABEL}={name}`",
+    )

@@ -10,17 +10,21 @@ crashes (``init()`` raised: CrashLoopBackOff, or a non-zero exit), cannot be cre
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mlctl.errors import DeploymentError
-from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster, translate
-from mlctl.targets.kubernetes.render import CONTAINER, LABEL
+from mlctl.output import Reporter
+from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster, apply, translate
+from mlctl.targets.kubernetes.forward import forwarded
+from mlctl.targets.kubernetes.render import CONTAINER, FINGERPRINT, LABEL, MODELS
 
 _PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"}
 _CONFIG = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 LOG_LINES = 30
+ROLLBACK_TIMEOUT_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -181,3 +185,38 @@ def ready_pods(cluster: Cluster, name: str) -> list[Any]:
         and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
     ]
     return sorted(ready, key=lambda p: p.metadata.creation_timestamp, reverse=True)
+
+
+def check_readyz(cluster: Cluster, name: str) -> None:
+    """GET /readyz of a ready pod of ``name`` through a port-forward. Raises DeploymentError."""
+    pods = ready_pods(cluster, name)
+    port = int(pods[0].spec.containers[0].ports[0].container_port) if pods else 0
+    if not pods:
+        raise DeploymentError(f"service {name!r}: no ready pod after the rollout", phase="readiness")
+    with forwarded(cluster, pods[0].metadata.name, port) as local:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}/readyz", timeout=10) as answer:
+                if answer.status == 200:
+                    return
+        except OSError as exc:
+            raise DeploymentError(
+                f"service {name!r}: /readyz did not answer through a port-forward: {exc}",
+                phase="readiness",
+                hint="is pods/portforward allowed for you?",
+            ) from None
+
+
+def roll_back(cluster: Cluster, previous: dict[str, Any], reporter: Reporter) -> None:
+    """Re-apply the previous Deployment (pod template, replicas, annotations) and wait for it."""
+    meta = previous["metadata"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k in (FINGERPRINT, MODELS)}
+    body = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": meta.get("labels") or {},
+                     "annotations": annotations},
+        "spec": {k: previous["spec"][k] for k in ("replicas", "selector", "strategy", "template")
+                 if k in previous["spec"]},
+    }  # fmt: skip
+    with reporter.step("rolling back to the previous version") as progress:
+        apply(cluster, body)
+        wait(cluster, meta["name"], timeout_s=ROLLBACK_TIMEOUT_S, progress=progress, interrupted=lambda: False)
