@@ -321,7 +321,7 @@ class Driver:
         previous: dict[str, Any] | None = None,
     ) -> None:
         with reporter.step("waiting for the rollout (pods available and ready)") as progress:
-            failure = rollout.wait(cluster, name, timeout_s=timeout_s, progress=progress, interrupted=lambda: False)
+            failure = rollout.wait(cluster, name, timeout_s=timeout_s, progress=progress)
         if failure is not None:
             if previous is not None:
                 rollout.roll_back(cluster, previous, reporter)

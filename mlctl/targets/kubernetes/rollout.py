@@ -53,9 +53,7 @@ class Failure:
         )
 
 
-def wait(
-    cluster: Cluster, name: str, *, timeout_s: float, progress: Callable[[str], None], interrupted: Callable[[], bool]
-) -> Failure | None:
+def wait(cluster: Cluster, name: str, *, timeout_s: float, progress: Callable[[str], None]) -> Failure | None:
     """Wait for the rollout of Deployment ``name``; returns None when complete, else the Failure."""
     apps = cluster.apps()
     deadline = time.monotonic() + timeout_s
@@ -71,7 +69,7 @@ def wait(
             return failure
         st = dep.status
         progress(f"{st.updated_replicas or 0} updated, {st.ready_replicas or 0} ready of {dep.spec.replicas}")
-        if time.monotonic() > deadline or interrupted():
+        if time.monotonic() > deadline:
             pod = _new_pods(cluster, name, dep)
             return Failure(
                 "readiness",
@@ -219,4 +217,4 @@ def roll_back(cluster: Cluster, previous: dict[str, Any], reporter: Reporter) ->
     }  # fmt: skip
     with reporter.step("rolling back to the previous version") as progress:
         apply(cluster, body)
-        wait(cluster, meta["name"], timeout_s=ROLLBACK_TIMEOUT_S, progress=progress, interrupted=lambda: False)
+        wait(cluster, meta["name"], timeout_s=ROLLBACK_TIMEOUT_S, progress=progress)
