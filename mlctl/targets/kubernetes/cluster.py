@@ -286,16 +286,18 @@ def managed_deployments(cluster: Cluster) -> list[Any]:
 
 
 def wait_gone(cluster: Cluster, name: str, timeout_s: float) -> None:
-    """Wait until service ``name`` has no pods. Raises WaitTimeout."""
+    """Wait until service ``name`` has no pods and no Deployment (foreground deletion removes it
+    after its pods). Raises WaitTimeout."""
     import time
 
     deadline = time.monotonic() + timeout_s
-    core = cluster.core()
+    selector = f"{LABEL}={name}"
     while time.monotonic() < deadline:
-        pods = core.list_namespaced_pod(
-            cluster.namespace, label_selector=f"{LABEL}={name}", _request_timeout=TIMEOUT
-        ).items
-        if not pods:
+        pods = cluster.core().list_namespaced_pod(cluster.namespace, label_selector=selector, _request_timeout=TIMEOUT)
+        deployments = cluster.apps().list_namespaced_deployment(
+            cluster.namespace, label_selector=selector, _request_timeout=TIMEOUT
+        )
+        if not pods.items and not deployments.items:
             return
         time.sleep(0.5)
     from mlctl.errors import WaitTimeout

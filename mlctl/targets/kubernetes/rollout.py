@@ -17,7 +17,7 @@ from typing import Any
 
 from mlctl.errors import DeploymentError
 from mlctl.output import Reporter
-from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster, apply, translate
+from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster, translate
 from mlctl.targets.kubernetes.forward import forwarded
 from mlctl.targets.kubernetes.render import CONTAINER, FINGERPRINT, LABEL, MODELS
 
@@ -25,6 +25,7 @@ _PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverP
 _CONFIG = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 LOG_LINES = 30
 ROLLBACK_TIMEOUT_S = 180.0
+_REVISION = "deployment.kubernetes.io/revision"
 
 
 @dataclass(frozen=True)
@@ -120,16 +121,14 @@ def diagnose(cluster: Cluster, name: str, dep: Any) -> Failure | None:
 
 def _new_pods(cluster: Cluster, name: str, dep: Any) -> list[Any]:
     """Pods of the ReplicaSet of the Deployment's current revision."""
-    revision = (dep.metadata.annotations or {}).get("deployment.kubernetes.io/revision")
+    revision = (dep.metadata.annotations or {}).get(_REVISION)
     try:
         sets = (
             cluster.apps()
             .list_namespaced_replica_set(cluster.namespace, label_selector=f"{LABEL}={name}", _request_timeout=TIMEOUT)
             .items
         )
-        current = [
-            rs for rs in sets if (rs.metadata.annotations or {}).get("deployment.kubernetes.io/revision") == revision
-        ]
+        current = [rs for rs in sets if (rs.metadata.annotations or {}).get(_REVISION) == revision]
         if not current:
             return []
         template_hash = current[0].metadata.labels.get("pod-template-hash")
@@ -148,20 +147,22 @@ def _new_pods(cluster: Cluster, name: str, dep: Any) -> list[Any]:
 
 
 def _log_tail(cluster: Cluster, pod: Any, *, previous: bool = False) -> list[str]:
-    """The last lines a pod's container wrote (its previous run's first, when ``previous``), or
-    [] (a crashed container's log can take a moment to be readable: tried for a few seconds)."""
-    for attempt in range(6):
-        for prev in (True, False) if previous else (False,):
-            try:
-                text = cluster.core().read_namespaced_pod_log(
-                    pod.metadata.name, cluster.namespace, container=CONTAINER, tail_lines=LOG_LINES,
-                    previous=prev, _request_timeout=TIMEOUT,
-                )  # fmt: skip
-            except Exception:  # noqa: BLE001,S112 - no log (yet): try the other, or again
-                continue
-            if text and str(text).strip():
-                return str(text).splitlines()[-LOG_LINES:]
-        time.sleep(0.5 * (attempt + 1))
+    """The last lines a pod's container wrote, or []. ``previous``: the crashed run's (its log can
+    take a moment to be readable: tried for a few seconds), the current run's only if it never is."""
+    tries = [True] * 6 + [False] if previous else [False]
+    for attempt, prev in enumerate(tries):
+        try:
+            text = cluster.core().read_namespaced_pod_log(
+                pod.metadata.name, cluster.namespace, container=CONTAINER, tail_lines=LOG_LINES,
+                previous=prev, _request_timeout=TIMEOUT,
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - no log (yet)
+            text = ""
+        # the kubelet answers 200 with this line while a restarting container's log is unreadable
+        if text and str(text).strip() and not str(text).startswith("unable to retrieve container logs"):
+            return str(text).splitlines()[-LOG_LINES:]
+        if attempt < len(tries) - 1:
+            time.sleep(0.5 * (attempt + 1))
     return []
 
 
@@ -205,16 +206,40 @@ def check_readyz(cluster: Cluster, name: str) -> None:
 
 
 def roll_back(cluster: Cluster, previous: dict[str, Any], reporter: Reporter) -> None:
-    """Re-apply the previous Deployment (pod template, replicas, annotations) and wait for it."""
+    """Restore the previous revision as ``kubectl rollout undo`` does: the Deployment's pod
+    template becomes that revision's ReplicaSet's template (so the controller scales that very
+    ReplicaSet, whose pods kept serving, instead of starting new ones), with its annotations."""
     meta = previous["metadata"]
+    name = meta["name"]
+    template = _revision_template(cluster, name, previous) or previous["spec"]["template"]
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k in (FINGERPRINT, MODELS)}
-    body = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": meta.get("labels") or {},
-                     "annotations": annotations},
-        "spec": {k: previous["spec"][k] for k in ("replicas", "selector", "strategy", "template")
-                 if k in previous["spec"]},
-    }  # fmt: skip
+    patch = [{"op": "replace", "path": "/spec/template", "value": template}]
+    patch += [{"op": "add", "path": f"/metadata/annotations/{k.replace('/', '~1')}", "value": v}
+              for k, v in annotations.items()]  # fmt: skip
     with reporter.step("rolling back to the previous version") as progress:
-        apply(cluster, body)
-        wait(cluster, meta["name"], timeout_s=ROLLBACK_TIMEOUT_S, progress=progress)
+        try:
+            cluster.apps().patch_namespaced_deployment(
+                name, cluster.namespace, patch, _content_type="application/json-patch+json", _request_timeout=TIMEOUT
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, cluster, verb="patch", resource="deployments.apps") from None
+        wait(cluster, name, timeout_s=ROLLBACK_TIMEOUT_S, progress=progress)
+
+
+def _revision_template(cluster: Cluster, name: str, previous: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod template of the ReplicaSet of ``previous``'s revision, without its hash label."""
+    revision = (previous["metadata"].get("annotations") or {}).get(_REVISION)
+    try:
+        sets = (
+            cluster.apps()
+            .list_namespaced_replica_set(cluster.namespace, label_selector=f"{LABEL}={name}", _request_timeout=TIMEOUT)
+            .items
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise translate(exc, cluster, verb="list", resource="replicasets.apps") from None
+    for rs in sets:
+        if revision is not None and (rs.metadata.annotations or {}).get(_REVISION) == revision:
+            template: dict[str, Any] = cluster.api.sanitize_for_serialization(rs.spec.template)
+            template.get("metadata", {}).get("labels", {}).pop("pod-template-hash", None)
+            return template
+    return None
