@@ -215,7 +215,7 @@ def check_owned(cluster: Cluster, manifest: dict[str, Any], service: str) -> dic
 
 def apply(cluster: Cluster, manifest: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
     """Server-side apply ``manifest`` (field manager mlctl, forced); ``dry_run``: ``dryRun=All``."""
-    options: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True, "_request_timeout": TIMEOUT}
+    options: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force_conflicts": True, "_request_timeout": TIMEOUT}
     if dry_run:
         options["dry_run"] = "All"
     try:

@@ -219,7 +219,12 @@ def roll_back(cluster: Cluster, previous: dict[str, Any], reporter: Reporter) ->
     with reporter.step("rolling back to the previous version") as progress:
         try:
             cluster.apps().patch_namespaced_deployment(
-                name, cluster.namespace, patch, _content_type="application/json-patch+json", _request_timeout=TIMEOUT
+                name,
+                cluster.namespace,
+                patch,
+                field_manager="mlctl",
+                _content_type="application/json-patch+json",
+                _request_timeout=TIMEOUT,
             )
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, cluster, verb="patch", resource="deployments.apps") from None
