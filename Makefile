@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test docker-up lint completions docs generated bench clean
+.PHONY: install demo test docker-up k8s-up lint completions docs generated bench clean
 
 $(STAMP): pyproject.toml specs/examples/requirements-train.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ demo: install
 docker-up:
 	-bash scripts/docker-up.sh
 
-test: install docker-up
+# Single-node Kubernetes v1.20.2 on 127.0.0.1 + its registry (root; first run builds it, ~10-15 min;
+# without it the Kubernetes tests skip, saying why).
+k8s-up:
+	-bash scripts/k8s-up.sh
+
+test: install docker-up k8s-up
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import mlctl, service_spec, write
+from k8s_cluster import k8s_fixture  # noqa: F401 - the kubernetes target's real test cluster
 
 from mlctl.errors import NotFoundError
 from mlctl.output import Reporter
@@ -21,6 +22,8 @@ def driver(request: pytest.FixtureRequest, mlctl_home: Path):  # type: ignore[no
     if request.param == "aci":  # a target named aci on the ACI fake (tests/aci_fake)
         world = request.getfixturevalue("aci_env")
         assert mlctl("target", "add", "aci", "--kind", "aci", *world.target_options()).code == 0
+    if request.param == "kubernetes":
+        request.getfixturevalue("k8s")  # skips, saying why, where no cluster can be started
     return driver_for(request.param, registry=Registry(mlctl_home), home=mlctl_home)
 
 

@@ -60,6 +60,14 @@ def update(
     _deployed(driver.update, spec, driver, wait=wait, timeout=timeout, verb="updated")
 
 
+@app.command("render")
+def render(file: Path = _SPEC, set_: list[str] = _SET) -> None:
+    """Print what deploying the spec would create on its target, changing nothing (secrets
+    redacted). Kubernetes: the manifests as YAML documents for `kubectl apply -f -`."""
+    spec, driver = _spec_and_driver(file, set_)
+    _print_rendered(_rendered(spec, driver))
+
+
 @app.command("test")
 def test(
     name: str | None = typer.Argument(None, help="Service name (or give -f).", autocompletion=_state.complete_services),
@@ -76,11 +84,13 @@ def test(
 
     name, case = _test_case(name, file, data, set_)
     registry, home, reporter = _state.registry(), _state.home(), _state.reporter()
-    state = services.driver_of_service(name, registry, home).status(name)
+    driver = services.driver_of_service(name, registry, home)
+    state = driver.status(name)
     keys_file = state.details.get("keys_file")
     key = keys.read(Path(keys_file))["primary"] if keys_file else None
     try:
-        doc = services.run_test(name, state.scoring_uri, case, key=key, tls_cert=state.details.get("tls_cert"))
+        with _endpoint(driver, name, state.scoring_uri) as scoring_uri:
+            doc = services.run_test(name, scoring_uri, case, key=key, tls_cert=state.details.get("tls_cert"))
     except ServiceTestFailed as error:
         result = getattr(error, "result", None)
         if result is not None:
@@ -223,12 +233,48 @@ def _deployed(action: Any, spec: Any, driver: Any, *, wait: bool, timeout: float
 def _dry_run(spec: Any, driver: Any) -> None:
     from mlctl import plan
     from mlctl.cli.apply import report
-    from mlctl.targets import Deployment
 
-    registry = _state.registry()
-    change = plan.plan_service(spec, registry, _state.home())
-    rendered = driver.render(Deployment(spec, plan.predicted_models(spec, registry, {})))
+    change = plan.plan_service(spec, _state.registry(), _state.home())
+    rendered = _rendered(spec, driver)
+    if "manifests" in rendered and not _state.reporter().machine:  # YAML for `kubectl apply -f -`
+        action = change.to_dict()
+        _state.reporter().info(f"{action['action']} service {action['name']} (dry run: nothing was changed)")
+        _print_rendered(rendered)
+        return
     report([change.to_dict()], dry_run=True, extra={"plan": rendered})
+
+
+def _rendered(spec: Any, driver: Any) -> dict[str, Any]:
+    from mlctl import plan
+    from mlctl.targets import Deployment, check_supported
+
+    check_supported(driver.kind, spec)
+    return driver.render(Deployment(spec, plan.predicted_models(spec, _state.registry(), {})))  # type: ignore[no-any-return]
+
+
+def _print_rendered(rendered: dict[str, Any]) -> None:
+    """The plan as the result document; for people, manifests as a multi-document YAML stream."""
+    reporter = _state.reporter()
+    if reporter.machine or "manifests" not in rendered:
+        reporter.result(rendered)
+        return
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    out = StringIO()
+    yaml.dump_all(rendered["manifests"], out)
+    reporter.raw(out.getvalue())
+
+
+def _endpoint(driver: Any, name: str, scoring_uri: str) -> Any:
+    """A context giving a scoring URI reachable from here: the driver's ``endpoint`` (a
+    port-forward, on targets whose services are inside a cluster), else the service's own."""
+    from contextlib import nullcontext
+
+    return driver.endpoint(name) if hasattr(driver, "endpoint") else nullcontext(scoring_uri)
 
 
 def _load_service(file: Path, set_: list[str] | None = None) -> Any:

@@ -34,6 +34,7 @@ TARGETS: dict[str, str] = {
     "process": "mlctl.targets.process",
     "docker": "mlctl.targets.docker",
     "aci": "mlctl.targets.aci",
+    "kubernetes": "mlctl.targets.kubernetes",
 }
 
 # Target kinds Azure ML had and retired: asking for one is refused (exit 6) with its successor.

@@ -1,0 +1,75 @@
+"""The image a kubernetes service runs: built (``mlctl.builder.build``) and pushed
+(``mlctl.builder.push``) to the configured registry (``MLCTL_REGISTRY``), which the cluster
+pulls from under the same address. Registry credentials (``MLCTL_REGISTRY_USERNAME`` and
+``MLCTL_REGISTRY_PASSWORD``) become the service's ``kubernetes.io/dockerconfigjson`` Secret;
+they are never printed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mlctl import config
+from mlctl.errors import TargetError
+from mlctl.output import Reporter
+from mlctl.registry import Registry
+from mlctl.spec.records import ServiceSpec
+from mlctl.targets import Deployment
+
+UNSET = "<MLCTL_REGISTRY>"
+
+
+def target_registry() -> str:
+    """The registry images are pushed to and pulled from (``host[:port]``).
+
+    Raises:
+        TargetError: none is configured.
+    """
+    found = config.image_registry()
+    if not found:
+        raise TargetError(
+            "the kubernetes target needs an image registry the cluster can pull from, and none is configured",
+            hint="set MLCTL_REGISTRY=HOST[:PORT] (e.g. myregistry.azurecr.io) or `registry:` in the mlctl "
+            "configuration; credentials: MLCTL_REGISTRY_USERNAME and MLCTL_REGISTRY_PASSWORD",
+        )
+    return found
+
+
+def registry_auth() -> tuple[str, str, str] | None:
+    """(registry, user, password) when credentials are configured, else None."""
+    user, password = os.environ.get("MLCTL_REGISTRY_USERNAME"), os.environ.get("MLCTL_REGISTRY_PASSWORD")
+    registry = config.image_registry()
+    return (registry, user, password) if registry and user and password else None
+
+
+def placeholder_image(spec: ServiceSpec, registry: Registry) -> str:
+    """The image reference ``render`` shows: the given image under the registry, or the next
+    build of the service's image (a constant, so the fingerprint does not change per build)."""
+    where = config.image_registry() or UNSET
+    if spec.image is not None:
+        return f"{where}/{spec.image}"
+    return f"{where}/{spec.name}:<next version>"
+
+
+def image_for(deployment: Deployment, registry: Registry, reporter: Reporter) -> str:
+    """Build (unless the spec names an image) and push the service's image; returns the reference
+    the cluster pulls (``REGISTRY/NAME:VERSION``).
+
+    Raises:
+        TargetError: no registry configured, Docker unreachable, the push failed.
+        NotFoundError: the spec's image was never built.
+        DeploymentError: the build failed.
+    """
+    from mlctl.builder import push, service_image
+
+    where = target_registry()
+    spec = deployment.spec
+    if spec.image is not None:  # pushed there already: nothing to do
+        name, _, version = spec.image.partition(":")
+        if registry.image(name, int(version)).get("pushed") == f"{where}/{name}:{version}":
+            return f"{where}/{name}:{version}"
+    name, number = service_image(deployment, registry, reporter)
+    version = str(number)
+    with reporter.step(f"pushing {name}:{version} to {where}") as progress:
+        pushed = push(registry, name, int(version), where, progress)
+    return str(pushed["pushed"])

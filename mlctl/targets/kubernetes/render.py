@@ -1,0 +1,305 @@
+"""Pure rendering of a web service into Kubernetes manifests (plain JSON-ready dicts).
+
+Nothing here talks to a cluster: ``settings`` applies Azure ML v1's ``AksWebservice``
+defaults and validation rules to a spec's deployment configuration, ``manifests`` turns a spec
+into the objects ``deploy`` applies, in apply order: the keys ``Secret`` (``auth_enabled``), the
+registry ``Secret`` (``kubernetes.io/dockerconfigjson``, with registry credentials), the
+``Service``, the ``Deployment``, the ``HorizontalPodAutoscaler`` (autoscaling) and the
+``PodDisruptionBudget`` (more than one replica). Secret values are passed in by the caller;
+``render`` for people and GitOps gets placeholders that a scoring server refuses to start with.
+
+API versions are parameters (``ApiVersions``): the driver discovers what the cluster serves
+(``autoscaling/v2`` else ``v2beta2``, ``policy/v1`` else ``v1beta1``); both pairs share the
+fields used here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mlctl import images
+from mlctl.spec.records import DeploymentConfig, ServiceSpec
+from mlctl.targets import server_options
+from mlctl.targets.kubernetes.settings import Settings
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+NAME_LABEL = "app.kubernetes.io/name"
+LABEL = "mlctl.service"
+FINGERPRINT = "mlctl.io/fingerprint"
+MODELS = "mlctl.io/models"
+CONTAINER = "scoring"
+RUN_MOUNT = "/run/mlctl"
+SECRETS_MOUNT = "/run/mlctl-secrets"
+KEYS_FILE = "keys.json"
+PRE_STOP_S = 3  # endpoints controllers and proxies drop the pod before its server stops accepting
+REDACTED_KEYS = "redacted: mlctl writes the keys when it deploys; a server refuses to start with this"
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class ApiVersions:
+    """The API group versions manifests are written for (the driver discovers the cluster's)."""
+
+    autoscaling: str = "autoscaling/v2"
+    policy: str = "policy/v1"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What ``manifests`` needs beyond the spec: the image to run, the cluster's API versions,
+    the stored fingerprint and model refs (annotations), the keys file's content (None: the
+    redacted placeholder), the registry credentials (``registry`` -> (user, password); None:
+    no pull secret, or (with ``pull_secret``) a placeholder), and the replica count to keep
+    (autoscaling: the HPA's current count, so an update does not reset it)."""
+
+    image: str
+    versions: ApiVersions = ApiVersions()
+    fingerprint: str = "{}"
+    models: str = ""
+    keys: bytes | None = None
+    registry_auth: tuple[str, str, str] | None = None  # (registry, user, password)
+    pull_secret: bool = False
+    replicas: int | None = None
+
+
+def manifests(spec: ServiceSpec, s: Settings, inputs: Inputs) -> list[dict[str, Any]]:
+    """The service's objects, in apply order (see the module docstring). Pure."""
+    objects = []
+    if s.auth:
+        objects.append(_keys_secret(spec, s, inputs.keys))
+    if inputs.pull_secret or inputs.registry_auth:
+        objects.append(_pull_secret(spec, s, inputs.registry_auth))
+    objects += [_service(spec, s), _deployment(spec, s, inputs)]
+    if s.autoscale:
+        objects.append(_hpa(spec, s, inputs.versions.autoscaling))
+    if s.replicas > 1 or (s.autoscale and s.max_replicas > 1):
+        objects.append(_pdb(spec, s, inputs.versions.policy))
+    return objects
+
+
+def names(spec_name: str) -> dict[str, str]:
+    """Object kind -> name of every object a service may have (for ownership checks and delete)."""
+    return {
+        "Secret": f"{spec_name}-keys",
+        "Secret/registry": f"{spec_name}-registry",
+        "Service": spec_name,
+        "Deployment": spec_name,
+        "HorizontalPodAutoscaler": spec_name,
+        "PodDisruptionBudget": spec_name,
+    }
+
+
+def labels(spec: ServiceSpec) -> dict[str, str]:
+    """The labels every object of the service carries (plus the spec's tags that are valid labels)."""
+    tags = {k: v for k, v in spec.tags.items() if _valid_label(k, v)}
+    return {**tags, NAME_LABEL: spec.name, MANAGED_BY: "mlctl", LABEL: spec.name}
+
+
+def _meta(spec: ServiceSpec, s: Settings, name: str, **annotations: str) -> dict[str, Any]:
+    other_tags = {f"mlctl.io/tag.{k}": v for k, v in spec.tags.items() if not _valid_label(k, v)}
+    meta: dict[str, Any] = {"name": name, "namespace": s.namespace, "labels": labels(spec)}
+    if annotations or other_tags:
+        meta["annotations"] = {**other_tags, **annotations}
+    return meta
+
+
+def _valid_label(key: str, value: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (not _LABEL_PREFIX.match(prefix) or "kubernetes.io" in prefix or prefix.startswith("mlctl")):
+        return False
+    return bool(name) and bool(_LABEL_NAME.match(name)) and bool(_LABEL_NAME.match(value))
+
+
+def _keys_secret(spec: ServiceSpec, s: Settings, keys: bytes | None) -> dict[str, Any]:
+    body: dict[str, Any] = (
+        {"data": {KEYS_FILE: base64.b64encode(keys).decode()}}
+        if keys is not None
+        else {"stringData": {KEYS_FILE: REDACTED_KEYS}}
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(spec, s, names(spec.name)["Secret"]),
+        "type": "Opaque",
+        **body,
+    }
+
+
+def _pull_secret(spec: ServiceSpec, s: Settings, auth: tuple[str, str, str] | None) -> dict[str, Any]:
+    meta = _meta(spec, s, names(spec.name)["Secret/registry"])
+    if auth is None:
+        body: dict[str, Any] = {"stringData": {".dockerconfigjson": '{"auths": {}}'}}
+    else:
+        registry, user, password = auth
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        config = {"auths": {registry: {"username": user, "password": password, "auth": token}}}
+        body = {"data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "kubernetes.io/dockerconfigjson", **body}
+
+
+def _service(spec: ServiceSpec, s: Settings) -> dict[str, Any]:
+    port = spec.deployment.port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, s, spec.name),
+        "spec": {
+            "type": s.service_type,
+            "selector": {LABEL: spec.name},
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _deployment(spec: ServiceSpec, s: Settings, inputs: Inputs) -> dict[str, Any]:
+    pod_labels = {NAME_LABEL: spec.name, MANAGED_BY: "mlctl", LABEL: spec.name}
+    pod: dict[str, Any] = {
+        # the server drains on SIGTERM (in-flight requests finish) within scoring_timeout_ms
+        "terminationGracePeriodSeconds": PRE_STOP_S + math.ceil(spec.deployment.scoring_timeout_ms / 1000) + 5,
+        "containers": [_container(spec, s, inputs.image)],
+        "volumes": [{"name": "run", "emptyDir": {}}],
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
+    }
+    if s.auth:
+        pod["volumes"].append(
+            {"name": "keys", "secret": {"secretName": names(spec.name)["Secret"], "defaultMode": 0o440}}
+        )
+    if inputs.pull_secret or inputs.registry_auth:
+        pod["imagePullSecrets"] = [{"name": names(spec.name)["Secret/registry"]}]
+    annotations = {FINGERPRINT: inputs.fingerprint, MODELS: inputs.models}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(spec, s, spec.name, **annotations),
+        "spec": {
+            "replicas": inputs.replicas or s.replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": {LABEL: spec.name}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod},
+        },
+    }
+
+
+def _container(spec: ServiceSpec, s: Settings, image: str) -> dict[str, Any]:
+    d = spec.deployment
+    mounts: list[dict[str, Any]] = [{"name": "run", "mountPath": RUN_MOUNT}]
+    if s.auth:
+        mounts.append({"name": "keys", "mountPath": SECRETS_MOUNT, "readOnly": True})
+    return {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        **_command(spec, s),
+        "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
+        "env": [{"name": k, "value": v} for k, v in sorted(d.environment_variables.items())],
+        "resources": _resources(s),
+        "volumeMounts": mounts,
+        "startupProbe": _probe("/readyz", d.port, period=1, timeout=s.timeout_s, failures=max(1, s.initial_delay_s)),
+        "readinessProbe": _probe(
+            "/readyz",
+            d.port,
+            period=s.period_s,
+            timeout=s.timeout_s,
+            failures=s.failure_threshold,
+            successes=s.success_threshold,
+        ),
+        "livenessProbe": _probe(
+            "/healthz", d.port, period=s.period_s, timeout=s.timeout_s, failures=s.failure_threshold
+        ),
+        "lifecycle": {
+            "preStop": {"exec": {"command": [images.PYTHON, "-c", f"import time; time.sleep({PRE_STOP_S})"]}}
+        },
+    }
+
+
+def _command(spec: ServiceSpec, s: Settings) -> dict[str, Any]:
+    d = spec.deployment
+    options = server_options(
+        DeploymentConfig(**{**_config_fields(d), "concurrency_per_worker": s.concurrency_per_worker}),
+        host="0.0.0.0",
+        status_file=f"{RUN_MOUNT}/status.json",
+        control_socket=f"{RUN_MOUNT}/control.sock",
+        keys_file=f"{SECRETS_MOUNT}/{KEYS_FILE}" if s.auth else None,
+    )
+    if spec.inference is not None:
+        entry = f"{images.APP_ROOT}/{spec.inference.entry_script.name}"
+        return {"command": [images.PYTHON, "-m", "mlctl.serve", "--entry-script", entry, *options]}
+    # a built image names its entry script in its environment (AZUREML_ENTRY_SCRIPT)
+    script = f'exec {images.PYTHON} -m mlctl.serve --entry-script "$AZUREML_ENTRY_SCRIPT" "$@"'
+    return {"command": ["/bin/sh", "-c", script, "mlctl.serve"], "args": options}
+
+
+def _config_fields(d: DeploymentConfig) -> dict[str, Any]:
+    return {f: getattr(d, f) for f in d.__dataclass_fields__}
+
+
+def _resources(s: Settings) -> dict[str, Any]:
+    requests: dict[str, Any] = {"cpu": _cpu(s.cpu), "memory": _memory(s.memory_gb)}
+    limits: dict[str, Any] = {}
+    if s.cpu_limit is not None:
+        limits["cpu"] = _cpu(s.cpu_limit)
+    if s.memory_gb_limit is not None:
+        limits["memory"] = _memory(s.memory_gb_limit)
+    if s.gpu:
+        limits["nvidia.com/gpu"] = str(s.gpu)
+    return {"requests": requests, **({"limits": limits} if limits else {})}
+
+
+def _cpu(cores: float) -> str:
+    return f"{round(cores * 1000)}m"
+
+
+def _memory(gb: float) -> str:
+    return f"{round(gb * 1024)}Mi"
+
+
+def _probe(path: str, port: int, *, period: int, timeout: int, failures: int, successes: int = 1) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+        "successThreshold": successes,
+    }
+
+
+def _hpa(spec: ServiceSpec, s: Settings, version: str) -> dict[str, Any]:
+    # Azure ML scaled on busy replicas (its router); the standard here is CPU utilisation of the
+    # request, with the refresh interval as the scaling policies' period.
+    policy = {"type": "Percent", "value": 100, "periodSeconds": max(1, s.refresh_s)}
+    return {
+        "apiVersion": version,
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(spec, s, spec.name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+            "minReplicas": s.replicas,
+            "maxReplicas": s.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": s.target_utilization},
+                    },
+                }
+            ],
+            "behavior": {"scaleUp": {"policies": [policy]}, "scaleDown": {"policies": [policy]}},
+        },
+    }
+
+
+def _pdb(spec: ServiceSpec, s: Settings, version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": version,
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(spec, s, spec.name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {LABEL: spec.name}}},
+    }

@@ -1,0 +1,85 @@
+"""A service's state as the cluster reports it: its Deployment, Service and HPA (labels and
+annotations are the truth; nothing is read from the local record)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mlctl.targets import ServiceState
+from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster
+from mlctl.targets.kubernetes.render import FINGERPRINT, MODELS
+
+
+def service_state(cluster: Cluster, dep: Any, *, keys_file: str | None) -> ServiceState:
+    """The ServiceState of Deployment ``dep`` (a V1Deployment): ``running`` when a replica is
+    ready, else ``unhealthy``; details give replicas, the HPA, the image and the endpoints."""
+    name, namespace = dep.metadata.name, dep.metadata.namespace
+    annotations = dep.metadata.annotations or {}
+    container = dep.spec.template.spec.containers[0]
+    port = int(container.ports[0].container_port)
+    st = dep.status
+    ready = st.ready_replicas or 0
+    lb, service = _service(cluster, name, namespace)
+    host = lb or f"{name}.{namespace}.svc.cluster.local"
+    created = dep.metadata.creation_timestamp
+    conditions = {c.type: c for c in st.conditions or []}
+    progressing = conditions.get("Progressing")
+    updated = progressing.last_update_time if progressing is not None else created
+    return ServiceState(
+        name=name,
+        target="kubernetes",
+        state="running" if ready > 0 else "unhealthy",
+        scoring_uri=f"http://{host}:{port}/score",
+        swagger_uri=f"http://{host}:{port}/swagger.json",
+        models=tuple(filter(None, annotations.get(MODELS, "").split(","))),
+        environment=container.image,
+        created_at=created.isoformat() if created else "",
+        updated_at=updated.isoformat() if updated else "",
+        details={
+            "namespace": namespace,
+            "cluster": cluster.where,
+            "image": container.image,
+            "port": port,
+            "ready_replicas": ready,
+            "desired_replicas": dep.spec.replicas,
+            "updated_replicas": st.updated_replicas or 0,
+            "autoscaler": _hpa(cluster, name, namespace),
+            "service_type": service,
+            "load_balancer": lb,
+            "auth_enabled": keys_file is not None,
+            "keys_file": keys_file,
+            "tls_cert": None,
+        },
+        fingerprint=json.loads(annotations.get(FINGERPRINT, "{}")),
+    )
+
+
+def _service(cluster: Cluster, name: str, namespace: str) -> tuple[str | None, str | None]:
+    """(load balancer address or None, Service type or None)."""
+    try:
+        svc = cluster.core().read_namespaced_service(name, namespace, _request_timeout=TIMEOUT)
+    except Exception:  # noqa: BLE001 - no Service: the state says so
+        return None, None
+    ingress = (svc.status.load_balancer.ingress or []) if svc.status and svc.status.load_balancer else []
+    address = next((i.ip or i.hostname for i in ingress if i.ip or i.hostname), None)
+    return address, svc.spec.type
+
+
+def _hpa(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
+    """The HPA's min/max/current/desired replicas (read through autoscaling/v1), or None."""
+    from kubernetes import client
+
+    try:
+        hpa = client.AutoscalingV1Api(cluster.api).read_namespaced_horizontal_pod_autoscaler(
+            name, namespace, _request_timeout=TIMEOUT
+        )
+    except Exception:  # noqa: BLE001 - no autoscaler
+        return None
+    return {
+        "min_replicas": hpa.spec.min_replicas,
+        "max_replicas": hpa.spec.max_replicas,
+        "current_replicas": hpa.status.current_replicas if hpa.status else None,
+        "desired_replicas": hpa.status.desired_replicas if hpa.status else None,
+        "target_cpu_utilization": hpa.spec.target_cpu_utilization_percentage,
+    }
