@@ -123,7 +123,7 @@ class ScoringApp:
             return None
         request_id = None
         for key, value in headers:
-            if key == b"x-request-id":
+            if key == b"x-request-id" and request_id is None:
                 if len(value) > _REQUEST_ID_LIMIT:
                     return None
                 request_id = value.decode("latin-1")

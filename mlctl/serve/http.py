@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -129,6 +130,7 @@ class Connection(asyncio.Protocol):
         self.idle_ticks = 0
         self.write_paused = False
         self.reading_paused = False
+        self.in_message = False  # a request is partly received
         self.client: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
         self.scheme = "https" if server.ssl_context is not None else "http"
@@ -152,6 +154,9 @@ class Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # no protocol upgrades: the request itself was answered (or queued) as plain HTTP
+        except httptools.HttpParserCallbackError:  # a bug of ours, not of the client
+            logging.getLogger("mlctl.serve").exception("unexpected error answering a request")
+            self._fail()
         except httptools.HttpParserError:
             self._fail()
 
@@ -184,6 +189,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:  # noqa: D102
         self._reset()
+        self.in_message = True
 
     def on_url(self, url: bytes) -> None:  # noqa: D102
         self.url += url
@@ -210,6 +216,7 @@ class Connection(asyncio.Protocol):
             self.chunks.append(body)
 
     def on_message_complete(self) -> None:  # noqa: D102
+        self.in_message = False
         chunks = self.chunks
         body = None if self.too_large else chunks[0] if len(chunks) == 1 else b"".join(chunks)
         parser = self.parser
@@ -250,8 +257,6 @@ class Connection(asyncio.Protocol):
         try:
             await self.app(cycle.scope(), cycle.receive, cycle.send)
         except Exception:  # noqa: BLE001 - the app answers its own errors; this is a server bug
-            import logging
-
             logging.getLogger("mlctl.serve").exception("unexpected error answering a request")
             if not cycle.started:
                 cycle.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n", b"")
@@ -274,7 +279,7 @@ class Connection(asyncio.Protocol):
     # lifecycle
     def tick(self, limit: int) -> None:
         """Called every second: close the connection after ``limit`` idle ticks."""
-        if self.active or self.busy or self.queue:
+        if self.active or self.busy or self.queue or self.in_message:
             self.active, self.idle_ticks = False, 0
             return
         self.idle_ticks += 1
