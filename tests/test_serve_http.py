@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ECHO_SCORE, free_port, get, wait_for, write
 
+OPEN: list[socket.socket] = []  # every client socket, closed when its test ends
 UUID_SHAPED = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
@@ -36,8 +37,14 @@ def server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         assert proc.poll() is None, log.read_text()
         yield port, log
     finally:
+        _close_clients()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def _close_clients() -> None:
+    while OPEN:
+        OPEN.pop().close()
 
 
 def _ready(port: int) -> bool:
@@ -52,6 +59,7 @@ class Client:
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        OPEN.append(self.sock)
         self.buffer = b""
 
     def send(self, data: bytes) -> None:
@@ -185,7 +193,7 @@ def test_without_httptools_the_workers_fall_back_to_uvicorn(tmp_path: Path) -> N
         client.send(request("POST", "/score", b'{"n": 5}', x_request_id="u-1"))
         status, headers, body = client.response()
         assert (status, headers["x-request-id"], json.loads(body)["echo"]) == (200, "u-1", {"n": 5})
-        client.close()
     finally:
+        _close_clients()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
