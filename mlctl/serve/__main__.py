@@ -1,10 +1,11 @@
-"""``python -m mlctl.serve``: a pre-fork supervisor of uvicorn workers.
+"""``python -m mlctl.serve``: a pre-fork supervisor of HTTP workers.
 
 The supervisor binds one listening socket per worker on the same port (``SO_REUSEPORT``, so the
 kernel spreads new connections evenly: with one shared socket, a burst of keep-alive
 connections can all land on one worker), then forks ``--workers`` processes. Each worker imports
 the entry script and calls ``init()`` in its main thread (Azure ML semantics:
-one ``init()`` per worker), then serves with uvicorn (uvloop + httptools when installed).
+one ``init()`` per worker), then serves with mlctl's HTTP layer on httptools and uvloop
+(``mlctl.serve.http``; uvicorn when httptools is missing).
 
 Zero-downtime updates hand the listening sockets themselves from the old server to the new one
 (as gunicorn's binary upgrade does): the old supervisor answers on ``--control-socket`` (a Unix
@@ -22,7 +23,6 @@ Exit codes: 0 stopped by SIGTERM/SIGINT; 3 the entry script failed to load or ``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -291,10 +291,9 @@ def _serve(
     metrics: object,
     batcher: object,
 ) -> None:
-    import uvicorn
-
     from mlctl.serve.app import ScoringApp
     from mlctl.serve.runner import Runner
+    from mlctl.serve.worker import serve
 
     runner = Runner(concurrency=args.concurrency, queue=args.queue, timeout_s=args.timeout_ms / 1000)
     app = ScoringApp(
@@ -307,63 +306,7 @@ def _serve(
         access_log=args.access_log,
         batcher=batcher,  # type: ignore[arg-type]
     )
-    tls = {"ssl_certfile": str(args.ssl_certfile), "ssl_keyfile": str(args.ssl_keyfile)} if args.ssl_certfile else {}
-    config = uvicorn.Config(
-        app,
-        loop=_loop(),
-        http=_http(),
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=30,
-        **tls,  # type: ignore[arg-type]
-        log_config=None,
-    )
-    _DrainableServer(config, app).run(sockets=sockets)
-
-
-def _drainable_server_class() -> type:
-    import uvicorn
-
-    class DrainableServer(uvicorn.Server):
-        """uvicorn's server, plus SIGUSR1: stop accepting, keep serving open connections."""
-
-        def __init__(self, config: Any, app: Any) -> None:
-            super().__init__(config)
-            self.scoring_app = app
-
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets=sockets)
-            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.stop_accepting)
-
-        def stop_accepting(self) -> None:
-            self.scoring_app.draining = True
-            for server in self.servers:
-                server.close()
-
-    return DrainableServer
-
-
-def _DrainableServer(config: Any, app: Any) -> Any:  # noqa: N802 - reads as the class it builds
-    return _drainable_server_class()(config, app)
-
-
-def _loop() -> str:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
-
-
-def _http() -> str:
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return "h11"
-    return "httptools"
+    serve(app, sockets, args.ssl_certfile, args.ssl_keyfile)
 
 
 def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:

@@ -14,13 +14,20 @@ Statuses: 400/415 bad input, 404 unknown route, 405 wrong method, 413 body over 
 431 ``x-request-id`` over 100 characters (as Azure ML), 500 ``run()`` raised (JSON body naming the
 error type and the request id; the traceback goes to the log, and to the body only in debug),
 503 with ``Retry-After`` when the worker's queue is full, 504 when ``run()`` exceeds the timeout.
-Every answer carries ``x-request-id``: the client's, or a new UUID4.
+Every answer carries ``x-request-id``: the client's, or a new one shaped like a UUID4 (a random
+prefix drawn when the worker starts, then a per-worker counter in the last 12 hex digits: unique
+across workers and restarts without a random draw per request).
+
+``answer_now`` is the synchronous fast path that ``mlctl.serve.http`` takes for plain
+``POST /score`` requests; the ASGI interface serves everything (and is what uvicorn runs).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -28,6 +35,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mlctl.serve.answers import Answer, Headers, is_response, response_answer, send_answer, status_line, to_json
+from mlctl.serve.answers import answer as _answer
+from mlctl.serve.answers import send_simple as _send
 from mlctl.serve.auth import KeyStore
 from mlctl.serve.batching import Batcher, BatchFailed
 from mlctl.serve.entry import BadInput, EntryScript
@@ -93,6 +103,60 @@ class ScoringApp:
         self.debug = debug
         self.draining = False
         self._swagger = json.dumps(swagger_document(entry)).encode()
+        self._id_prefix = str(uuid.UUID(bytes=os.urandom(16), version=4))[:24]  # drawn in the worker, after fork
+        self._id_counter = itertools.count(1)
+        self._inline = entry.fast and batcher is None and self.runner.inline
+
+    def new_request_id(self) -> str:
+        """A request id unique across workers and restarts: ``xxxxxxxx-xxxx-4xxx-yxxx-<counter, 12 hex>``."""
+        return f"{self._id_prefix}{next(self._id_counter) & 0xFFFFFFFFFFFF:012x}"
+
+    def answer_now(self, method: bytes, url: bytes, headers: Headers, body: bytes) -> tuple[bytes, bytes] | None:
+        """Answer a complete ``POST /score`` synchronously, or ``None`` when the ASGI path must.
+
+        Taken when ``run()`` is plain (``run(raw_data)``), called inline, without batching, and the
+        request passes auth with a valid ``x-request-id``; metrics and the access log are recorded as
+        on the ASGI path. Returns the status line plus headers (each ending in CRLF, without the
+        blank line) and the body.
+        """
+        if url != b"/score" or method != b"POST" or not self._inline:
+            return None
+        request_id = None
+        for key, value in headers:
+            if key == b"x-request-id" and request_id is None:
+                if len(value) > _REQUEST_ID_LIMIT:
+                    return None
+                request_id = value.decode("latin-1")
+            elif key == b"authorization" and self.keys is not None and not self.keys.allows(value):
+                return None
+        if self.keys is not None and not any(key == b"authorization" for key, _ in headers):
+            return None
+        if request_id is None:
+            request_id = self.new_request_id()
+        metrics, started = self.metrics, time.perf_counter()
+        if metrics is not None:
+            metrics.in_flight(1)
+        try:
+            status, payload, answer_headers = self._score_inline(body, request_id, request_id.encode("latin-1"))
+        finally:
+            seconds = time.perf_counter() - started
+            if metrics is not None:
+                metrics.in_flight(-1)
+        if metrics is not None:
+            metrics.observe("/score", status, seconds)
+        if self.access_log:
+            self._log_access("POST", "/score", status, request_id, seconds)
+        parts = [status_line(status)]
+        for name, value in answer_headers:
+            parts += (name, b": ", value, b"\r\n")
+        return b"".join(parts), payload
+
+    def _score_inline(self, body: bytes, request_id: str, rid: bytes) -> Answer:
+        try:
+            result = self.runner.call_inline(self.entry.call_body, body)
+        except Exception as exc:  # noqa: BLE001 - each error becomes its answer (as on the ASGI path)
+            return self._error_answer(exc, request_id, rid)
+        return self._result_answer(result, request_id, rid)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -125,18 +189,22 @@ class ScoringApp:
             self.metrics.observe(path, status, seconds)
         if self.access_log:
             rid = _header(answer, b"x-request-id")  # the id the client got, theirs or generated
-            line = {
-                "ts": round(time.time(), 3),
-                "request_id": rid.decode("latin-1") if rid else None,
-                "method": scope["method"],
-                "path": path,
-                "status": status,
-                "ms": round(seconds * 1000, 3),
-            }
-            sys.stdout.write(json.dumps(line) + "\n")
+            self._log_access(scope["method"], path, status, rid.decode("latin-1") if rid else None, seconds)
+
+    @staticmethod
+    def _log_access(method: str, path: str, status: int, request_id: str | None, seconds: float) -> None:
+        line = {
+            "ts": round(time.time(), 3),
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "status": status,
+            "ms": round(seconds * 1000, 3),
+        }
+        sys.stdout.write(json.dumps(line) + "\n")
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = _request_id(scope["headers"])
+        request_id = _request_id(scope["headers"], self.new_request_id)
         if request_id is None:
             await _send(send, 431, b'{"error":"x-request-id must not exceed 100 characters"}', b"", _JSON)
             return
@@ -197,41 +265,35 @@ class ScoringApp:
                 result = await slot.run(self.entry.call_body, body)
             else:
                 result = await slot.run(self.entry.call, _request(scope, body))
-        except TimedOut:
+        except Exception as exc:  # noqa: BLE001 - any error of run() becomes its answer
+            await send_answer(send, self._error_answer(exc, request_id, rid))
+            return
+        await send_answer(send, self._result_answer(result, request_id, rid))
+
+    def _error_answer(self, exc: Exception, request_id: str, rid: bytes) -> Answer:
+        if isinstance(exc, TimedOut):
             doc = {
                 "error": "timeout",
                 "message": f"run() did not finish within {self.runner.timeout_s:g} s",
                 "request_id": request_id,
             }
-            await _send(send, 504, json.dumps(doc).encode(), rid, _JSON)
-            return
-        except BadInput as exc:
-            await _send(
-                send, exc.status, json.dumps({"error": str(exc), "request_id": request_id}).encode(), rid, _JSON
-            )
-            return
-        except BatchFailed as exc:
-            await self._run_failed(send, exc.__cause__ or exc, request_id, rid, what="run_batch() failed:")
-            return
-        except Exception as exc:  # noqa: BLE001 - any error of run() becomes a 500
-            await self._run_failed(send, exc, request_id, rid)
-            return
-        await self._answer(send, result, request_id, rid)
+            return _answer(504, json.dumps(doc).encode(), rid, _JSON)
+        if isinstance(exc, BadInput):
+            return _answer(exc.status, json.dumps({"error": str(exc), "request_id": request_id}).encode(), rid, _JSON)
+        if isinstance(exc, BatchFailed):
+            return self._run_failed(exc.__cause__ or exc, request_id, rid, what="run_batch() failed:")
+        return self._run_failed(exc, request_id, rid)
 
-    async def _answer(self, send: Send, result: Any, request_id: str, rid: bytes) -> None:
-        if _is_response(result):
-            await _send_response(send, result, rid)
-            return
+    def _result_answer(self, result: Any, request_id: str, rid: bytes) -> Answer:
+        if is_response(result):
+            return response_answer(result, rid)
         try:
-            payload = json.dumps(result, default=_to_json).encode()
+            payload = json.dumps(result, default=to_json).encode()
         except (TypeError, ValueError) as exc:
-            await self._run_failed(send, exc, request_id, rid, what="run() returned a value that is not JSON")
-            return
-        await _send(send, 200, payload, rid, _JSON)
+            return self._run_failed(exc, request_id, rid, what="run() returned a value that is not JSON")
+        return _answer(200, payload, rid, _JSON)
 
-    async def _run_failed(
-        self, send: Send, exc: BaseException, request_id: str, rid: bytes, what: str = "run() raised"
-    ) -> None:
+    def _run_failed(self, exc: BaseException, request_id: str, rid: bytes, what: str = "run() raised") -> Answer:
         log.error(
             "request %s: %s %s\n%s",
             request_id,
@@ -247,7 +309,7 @@ class ScoringApp:
         if self.debug:
             doc["detail"] = str(exc)
             doc["traceback"] = traceback.format_exception(exc)
-        await _send(send, 500, json.dumps(doc).encode(), rid, _JSON, (b"x-ms-run-function-failed", b"True"))
+        return _answer(500, json.dumps(doc).encode(), rid, _JSON, (b"x-ms-run-function-failed", b"True"))
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.max_request_bytes
@@ -259,6 +321,8 @@ class ScoringApp:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _Disconnected
+            if message.get("mlctl.too_large"):  # mlctl.serve.http did not buffer it
+                raise _TooLarge
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -285,11 +349,11 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+def _request_id(headers: list[tuple[bytes, bytes]], new: Callable[[], str]) -> str | None:
     for key, value in headers:
         if key == b"x-request-id":
             return value.decode("latin-1") if len(value) <= _REQUEST_ID_LIMIT else None
-    return str(uuid.uuid4())
+    return new()
 
 
 def _request(scope: Scope, body: bytes) -> Request:
@@ -302,39 +366,3 @@ def _request(scope: Scope, body: bytes) -> Request:
         scope.get("client"),
         scope.get("scheme", "http"),
     )
-
-
-async def _send(
-    send: Send, status: int, body: bytes, rid: bytes, content_type: tuple[bytes, bytes], *extra: tuple[bytes, bytes]
-) -> None:
-    headers = [content_type, (b"content-length", str(len(body)).encode())]
-    if rid:
-        headers.append((b"x-request-id", rid))
-    headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _is_response(value: Any) -> bool:
-    return hasattr(value, "status_code") and hasattr(value, "get_data") and hasattr(value, "headers")
-
-
-async def _send_response(send: Send, response: Any, rid: bytes) -> None:
-    body = response.get_data()
-    body = body.encode() if isinstance(body, str) else bytes(body)
-    pairs = response.headers.items() if hasattr(response.headers, "items") else response.headers
-    skip = {"content-length", "x-request-id"}
-    headers = [
-        (str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in pairs if str(k).lower() not in skip
-    ]
-    headers += [(b"content-length", str(len(body)).encode()), (b"x-request-id", rid)]
-    await send({"type": "http.response.start", "status": int(response.status_code), "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _to_json(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
-        return value.tolist()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

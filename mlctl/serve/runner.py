@@ -43,6 +43,21 @@ class Runner:
         if self.executor is None and timeout_s > 0:
             signal.signal(signal.SIGALRM, _raise_timeout)
 
+    @property
+    def inline(self) -> bool:
+        """True when ``run()`` is called on the event loop's thread (``concurrency`` 1)."""
+        return self.executor is None
+
+    def call_inline(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` on this thread, under the SIGALRM timer; raises TimedOut past the timeout."""
+        if self.timeout_s <= 0:
+            return function(*args)
+        signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
+        try:
+            return function(*args)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[_Slot]:
         """Admit one request for the duration of the block. Raises Overloaded when full."""
@@ -75,13 +90,7 @@ class _Slot:
         """``function(*args)``, inline or on the pool; raises TimedOut past the timeout."""
         runner = self.runner
         if runner.executor is None:
-            if runner.timeout_s <= 0:
-                return function(*args)
-            signal.setitimer(signal.ITIMER_REAL, runner.timeout_s)
-            try:
-                return function(*args)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+            return runner.call_inline(function, *args)
         loop = asyncio.get_running_loop()
         started = asyncio.Event()
 

@@ -1,0 +1,72 @@
+"""Answers of the scoring server as data (status, body, headers), and their ASGI and HTTP/1.1 wire forms."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+Answer = tuple[int, bytes, Headers]  # status, body, headers (content-length and x-request-id included)
+
+
+def answer(
+    status: int, body: bytes, rid: bytes, content_type: tuple[bytes, bytes], *extra: tuple[bytes, bytes]
+) -> Answer:
+    """The answer ``status``/``body`` with its content type, length, ``x-request-id`` (when ``rid``) and ``extra``."""
+    headers = [content_type, (b"content-length", str(len(body)).encode())]
+    if rid:
+        headers.append((b"x-request-id", rid))
+    headers.extend(extra)
+    return status, body, headers
+
+
+async def send_answer(send: Send, reply: Answer) -> None:
+    """Send ``reply`` as the two ASGI messages of a response."""
+    status, body, headers = reply
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_simple(
+    send: Send, status: int, body: bytes, rid: bytes, content_type: tuple[bytes, bytes], *extra: tuple[bytes, bytes]
+) -> None:
+    """``send_answer`` of ``answer(...)``."""
+    await send_answer(send, answer(status, body, rid, content_type, *extra))
+
+
+def is_response(value: Any) -> bool:
+    """True for a flask/werkzeug-like response object (``AMLResponse``) returned by ``run()``."""
+    return hasattr(value, "status_code") and hasattr(value, "get_data") and hasattr(value, "headers")
+
+
+def response_answer(response: Any, rid: bytes) -> Answer:
+    """The answer carried by a response object, with our ``content-length`` and ``x-request-id``."""
+    body = response.get_data()
+    body = body.encode() if isinstance(body, str) else bytes(body)
+    pairs = response.headers.items() if hasattr(response.headers, "items") else response.headers
+    skip = {"content-length", "x-request-id"}
+    headers = [
+        (str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in pairs if str(k).lower() not in skip
+    ]
+    headers += [(b"content-length", str(len(body)).encode()), (b"x-request-id", rid)]
+    return int(response.status_code), body, headers
+
+
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <status> <reason>\\r\\n`` as bytes."""
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d \r\n" % status
+
+
+def to_json(value: Any) -> Any:
+    """``json.dumps`` default: numpy values via ``tolist()``, sets and tuples as lists; else TypeError."""
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
