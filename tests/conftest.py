@@ -227,9 +227,8 @@ def trained_examples() -> Path:
 BASE_IMAGE = os.environ.get("MLCTL_TEST_BASE_IMAGE", "mlctl-test/python:bookworm")
 
 
-@pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The Docker engine with the tests' base image (skips, saying why, where none can be started)."""
+def engine_or_skip() -> Any:
+    """A Docker client of an engine that has the tests' base image; skips, saying why, otherwise."""
     docker = pytest.importorskip("docker")
     try:
         client = docker.from_env()
@@ -237,6 +236,13 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Any:
         client.images.get(BASE_IMAGE)
     except Exception as error:  # noqa: BLE001 - any failure means: no engine to test against
         pytest.skip(f"no Docker engine with {BASE_IMAGE} (run `make docker-up` as root): {error}")
+    return client
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The Docker engine with the tests' base image (skips, saying why, where none can be started)."""
+    client = engine_or_skip()
     monkeypatch.setenv("MLCTL_BASE_IMAGE", BASE_IMAGE)
     return client
 

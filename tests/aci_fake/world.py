@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-import pytest
-from conftest import BASE_IMAGE
+from conftest import BASE_IMAGE, engine_or_skip
 
 from aci_fake import FakeAci
 
@@ -49,17 +47,6 @@ class AciWorld:
             **extra,
         }
         return [arg for k, v in options.items() for arg in ("--option", f"{k}={v}")]
-
-
-def engine_or_skip() -> Any:
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get(BASE_IMAGE)
-    except Exception as error:  # noqa: BLE001 - any failure means: no engine to test against
-        pytest.skip(f"no Docker engine with {BASE_IMAGE} (run `make docker-up` as root): {error}")
-    return client
 
 
 def push_base_image(world: AciWorld, repository: str) -> str:

@@ -285,6 +285,18 @@ def managed_deployments(cluster: Cluster) -> list[Any]:
             raise translate(exc, cluster, verb="list", resource="deployments.apps") from None
 
 
+def service_pods(cluster: Cluster, name: str) -> list[Any]:
+    """Every pod of service ``name`` (by its ``mlctl.service`` label). Raises TargetError (as
+    ``translate``: unreachable, forbidden)."""
+    try:
+        pods = cluster.core().list_namespaced_pod(
+            cluster.namespace, label_selector=f"{LABEL}={name}", _request_timeout=TIMEOUT
+        )
+    except Exception as exc:  # noqa: BLE001 - every API failure is translated
+        raise translate(exc, cluster, verb="list", resource="pods") from None
+    return list(pods.items)
+
+
 def wait_gone(cluster: Cluster, name: str, timeout_s: float) -> None:
     """Wait until service ``name`` has no pods and no Deployment (foreground deletion removes it
     after its pods). Raises WaitTimeout."""

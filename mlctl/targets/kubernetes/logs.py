@@ -7,8 +7,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster, translate
-from mlctl.targets.kubernetes.render import CONTAINER, LABEL
+from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster, service_pods, translate
+from mlctl.targets.kubernetes.render import CONTAINER
 
 _END = object()
 
@@ -17,14 +17,7 @@ def pod_logs(cluster: Cluster, name: str, *, follow: bool, tail: int | None) -> 
     """``[POD] line`` for every pod of service ``name`` (pods in name order; ``tail``: last N
     lines per pod). ``follow``: one stream per pod running now, lines as they come, until every
     stream ends (Ctrl-C stops it)."""
-    try:
-        pods = (
-            cluster.core()
-            .list_namespaced_pod(cluster.namespace, label_selector=f"{LABEL}={name}", _request_timeout=TIMEOUT)
-            .items
-        )
-    except Exception as exc:  # noqa: BLE001
-        raise translate(exc, cluster, verb="list", resource="pods") from None
+    pods = service_pods(cluster, name)
     pods = sorted(
         (p for p in pods if p.status.phase in ("Running", "Succeeded", "Failed")), key=lambda p: p.metadata.name
     )

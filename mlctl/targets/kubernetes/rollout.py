@@ -17,7 +17,7 @@ from typing import Any
 
 from mlctl.errors import DeploymentError
 from mlctl.output import Reporter
-from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster, translate
+from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster, service_pods, translate
 from mlctl.targets.kubernetes.forward import forwarded
 from mlctl.targets.kubernetes.render import CONTAINER, FINGERPRINT, LABEL, MODELS
 
@@ -168,14 +168,7 @@ def _log_tail(cluster: Cluster, pod: Any, *, previous: bool = False) -> list[str
 
 def ready_pods(cluster: Cluster, name: str) -> list[Any]:
     """Running, ready pods of service ``name`` that are not terminating, newest first."""
-    try:
-        pods = (
-            cluster.core()
-            .list_namespaced_pod(cluster.namespace, label_selector=f"{LABEL}={name}", _request_timeout=TIMEOUT)
-            .items
-        )
-    except Exception as exc:  # noqa: BLE001
-        raise translate(exc, cluster, verb="list", resource="pods") from None
+    pods = service_pods(cluster, name)
     ready = [
         p
         for p in pods
