@@ -14,12 +14,18 @@ _END = object()
 
 
 def pod_logs(cluster: Cluster, name: str, *, follow: bool, tail: int | None) -> Iterator[str]:
-    """``[POD] line`` for every pod of service ``name`` (pods in name order; ``tail``: last N
+    """``[POD] line`` for every pod of service ``name`` not being deleted (in name order; ``tail``: last N
     lines per pod). ``follow``: one stream per pod running now, lines as they come, until every
     stream ends (Ctrl-C stops it)."""
     pods = service_pods(cluster, name)
+    # pods being deleted (a rolled-back or replaced ReplicaSet's) are not the service any more
     pods = sorted(
-        (p for p in pods if p.status.phase in ("Running", "Succeeded", "Failed")), key=lambda p: p.metadata.name
+        (
+            p
+            for p in pods
+            if p.status.phase in ("Running", "Succeeded", "Failed") and p.metadata.deletion_timestamp is None
+        ),
+        key=lambda p: p.metadata.name,
     )
     if follow:
         return _follow(cluster, [p.metadata.name for p in pods], tail)
