@@ -35,6 +35,14 @@ APP_INSIGHTS = (
     "Azure Application Insights is not available: mlctl serves Prometheus metrics at /metrics and the "
     "request log with access_log: true"
 )
+DATA_COLLECTION = (
+    "model data collection wrote to Azure Blob storage through Azure ML: not available in mlctl; log inputs "
+    "from run() and read them with `mlctl service logs`"
+)
+QUEUE_WAIT = (
+    "the scoring server bounds waiting by queue length, not time: set deployment_config.max_queue_per_worker "
+    "(503 with Retry-After once full)"
+)
 CMK = "customer-managed encryption keys (Key Vault) are Azure-only: not available in mlctl"
 VNET = "mlctl creates no virtual network: run the aci target in a network you manage"
 _CPU = {
@@ -72,7 +80,7 @@ AKS: dict[str, Rule] = {
     "autoScaler.refreshPeriodInSeconds": Rule("autoscale_refresh_seconds", "integer"),
     "autoScaler.targetUtilization": Rule("autoscale_target_utilization", "integer"),
     "dataCollection": Rule(None, "object"),
-    "dataCollection.storageEnabled": Rule("collect_model_data", "boolean"),
+    "dataCollection.storageEnabled": Rule(None, "boolean", DATA_COLLECTION),
     "authEnabled": Rule("auth_enabled", "boolean"),
     **_CPU,
     "containerResourceRequirements.cpuLimit": Rule("cpu_cores_limit", "number"),
@@ -80,7 +88,7 @@ AKS: dict[str, Rule] = {
     "appInsightsEnabled": Rule(None, "boolean", APP_INSIGHTS),
     "scoringTimeoutMs": Rule("scoring_timeout_ms", "integer"),
     "maxConcurrentRequestsPerContainer": Rule("replica_max_concurrent_requests", "integer"),
-    "maxQueueWaitMs": Rule("max_request_wait_time", "integer"),
+    "maxQueueWaitMs": Rule(None, "integer", QUEUE_WAIT),
     "numReplicas": Rule("num_replicas", "integer"),
     **_KEYS,
     "gpuCores": Rule("gpu_cores", "integer"),
