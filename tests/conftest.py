@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -214,6 +215,43 @@ def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> bo
             return True
         time.sleep(interval)
     return False
+
+
+def serving(base: str) -> bool:
+    """Whether the scoring server at ``base`` answers ``/readyz`` with 200."""
+    try:
+        return get(base + "/readyz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
+def start_server(
+    started: list[subprocess.Popen[bytes]], args: list[str], log: Path, *, cwd: Path | None = None, **popen: Any
+) -> str:
+    """Start ``python -m mlctl.serve ARGS`` on a free port (appended to ``started``), its output in
+    ``log``; returns its base URL once ready (the test fails with the log when it is not)."""
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlctl.serve", *args, "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            **popen,
+        )
+    started.append(proc)
+    base = f"http://127.0.0.1:{port}"
+    assert wait_for(lambda: proc.poll() is not None or serving(base), 30), log.read_text()
+    assert proc.poll() is None, log.read_text()
+    return base
+
+
+def stop_servers(started: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every server still running; each must exit 0 (a graceful drain)."""
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import struct
 import subprocess
-import sys
 import urllib.request
 import uuid
 import zlib
@@ -18,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, free_port, get, mlctl, post, wait_for, write
+from conftest import EXAMPLES, free_port, get, mlctl, post, start_server, stop_servers, write
 
 V1 = EXAMPLES / "azureml_v1"
 DIABETES_ROW = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
@@ -35,35 +33,11 @@ def serve_in(tmp_path: Path) -> Iterator[Server]:
 
     def start(script: str, cwd: Path, *, env: dict[str, str] | None = None) -> str:
         entry = write(cwd / "score.py", script)
-        port = free_port()
-        log = cwd / f"server{len(started)}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mlctl.serve", "--entry-script", str(entry), "--port", str(port)]
-                + ["--workers", "1"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=env,
-            )
-        started.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        assert wait_for(lambda: proc.poll() is not None or _ready(base), 30), log.read_text()
-        assert proc.poll() is None, log.read_text()
-        return base
+        options = ["--entry-script", str(entry), "--workers", "1"]
+        return start_server(started, options, cwd / f"server{len(started)}.log", cwd=cwd, env=env)
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
-
-
-def _ready(base: str) -> bool:
-    try:
-        return get(base + "/readyz", timeout=1)[0] == 200
-    except OSError:
-        return False
+    stop_servers(started)
 
 
 # run() calls Model.get_model_path with the JSON body's arguments and answers the path, or the error.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BATCH_SCORE, ECHO_SCORE, free_port, get, post, wait_for, write
+from conftest import BATCH_SCORE, ECHO_SCORE, free_port, get, post, serving, start_server, stop_servers, wait_for, write
 
 Server = Callable[..., str]
 
@@ -26,46 +26,12 @@ def serve(tmp_path: Path) -> Iterator[Server]:
         folder = tmp_path / f"srv{len(started)}"
         write(folder / "model" / "model.txt", model)
         entry = write(folder / "score.py", script)
-        port = free_port()
-        with (folder / "server.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mlctl.serve",
-                    "--entry-script",
-                    str(entry),
-                    "--model-dir",
-                    str(folder / "model"),
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                    "--status-file",
-                    str(folder / "status.json"),
-                    *args,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        started.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        assert wait_for(lambda: proc.poll() is not None or _ready(base), 30)
-        assert proc.poll() is None, (folder / "server.log").read_text()
-        return base
+        options = ["--entry-script", str(entry), "--model-dir", str(folder / "model"), "--workers", "1"]
+        options += ["--status-file", str(folder / "status.json"), *args]
+        return start_server(started, options, folder / "server.log")
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
-
-
-def _ready(base: str) -> bool:
-    try:
-        return get(base + "/readyz", timeout=1)[0] == 200
-    except OSError:
-        return False
+    stop_servers(started)
 
 
 def test_run_gets_the_raw_body_and_its_result_is_json(serve: Server) -> None:
@@ -295,7 +261,7 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        assert wait_for(lambda: _ready(base), 30)
+        assert wait_for(lambda: serving(base), 30)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(post, base + "/score", b'{"sleep": 1}')
             __import__("time").sleep(0.3)
