@@ -25,10 +25,10 @@ demo: install
 docker-up:
 	-bash scripts/docker-up.sh
 
-# Single-node Kubernetes v1.20.2 on 127.0.0.1 + its registry (root; first run builds it, ~10-15 min;
-# without it the Kubernetes tests skip, saying why).
+# Single-node Kubernetes v1.20.2 on 127.0.0.1 + its registry (root; first run builds it, ~10-15 min).
+# Not root: it says so and the Kubernetes tests skip; as root a cluster that does not come up fails.
 k8s-up:
-	-bash scripts/k8s-up.sh
+	bash scripts/k8s-up.sh
 
 test: install docker-up k8s-up
 	$(BIN)/python -m pytest -q

@@ -7,7 +7,7 @@
 set -euo pipefail
 S=$(dirname "$(readlink -f "$0")")/k8s
 R=/tmp/k8s
-[ "$(id -u)" = 0 ] || { echo "k8s-up: needs root (kubelet, containerd); the Kubernetes tests will skip" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "k8s-up: needs root (kubelet, containerd); the Kubernetes tests will skip" >&2; exit 0; }
 
 registry() {
   curl -s --max-time 2 -o /dev/null http://127.0.0.1:5000/v2/ && return 0
