@@ -188,7 +188,7 @@ def _store_keys(path: Path, target: str, secrets: dict[str, str]) -> None:
     if target == "docker":
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            from mlctl.targets.docker import IMAGE_USER
+            from mlctl.targets.docker.container import IMAGE_USER
 
             owner = IMAGE_USER
     keys.store(path, secrets, owner)

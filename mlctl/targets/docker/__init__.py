@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlctl import images, keys
+from mlctl import keys
 from mlctl.builder import docker_client, service_image
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
 from mlctl.output import Reporter
@@ -47,21 +47,21 @@ from mlctl.targets import (
     Deployment,
     ServiceState,
     copy_tls,
-    server_options,
     test_record,
-    tls_paths,
     uses_tls,
+)
+from mlctl.targets.docker.container import (
+    HOST,
+    IMAGE_USER,
+    LABEL,
+    container_config,
+    container_state,
+    entry_name,
 )
 from mlctl.targets.process import _check_port_free, _ready, _uri
 
-HOST = "127.0.0.1"
 OPTIONS = {"host": "address the containers' scoring servers listen on (host networking): 127.0.0.1 (default)"}
 DEPLOYMENT_KEYS = COMMON_KEYS | {"gpu_cores"}
-LABEL = "mlctl.service"
-MOUNT = "/run/mlctl"
-OLD_MOUNT = "/run/mlctl-old"
-SECRETS_MOUNT = "/run/mlctl-secrets"
-IMAGE_USER = (1000, 1000)  # mlctl.images.USER
 STOP_GRACE_S = 30
 DRAIN_S = 1.0
 
@@ -91,10 +91,12 @@ class Driver:
             "name": spec.name,
             "image": image,
             "models": [m.ref for m in deployment.models],
-            **self._container(
+            **container_config(
                 spec,
                 image,
-                entry=_entry_name(spec),
+                host=self.host,
+                secrets_dir=self._secrets_dir(spec.name),
+                entry=entry_name(spec),
                 deploy_dir=Path("<deploy dir>"),
                 old=None,
                 name=f"mlctl-{spec.name}-<id>",
@@ -213,10 +215,12 @@ class Driver:
         created_keys = False
         try:
             created_keys = self._write_secrets(spec, deploy_dir)
-            config_ = self._container(
+            config_ = container_config(
                 spec,
                 image,
-                entry=_entry_name(spec, image),
+                host=self.host,
+                secrets_dir=self._secrets_dir(spec.name),
+                entry=entry_name(spec, image),
                 deploy_dir=deploy_dir,
                 old=old,
                 name=f"mlctl-{spec.name}-{uuid.uuid4().hex[:6]}",
@@ -259,68 +263,9 @@ class Driver:
         _hand_to_container(folder)
         return keys.ensure(folder / "keys.json", owner)
 
-    def _container(
-        self, spec: ServiceSpec, image: str, *, entry: str, deploy_dir: Path, old: Any, name: str, created: str
-    ) -> dict[str, Any]:
-        """The container's configuration (docker SDK ``containers.run`` keyword arguments).
-
-        Deterministic for a given spec: ``name`` and ``created`` (the parts that differ per
-        deploy) come from the caller, so ``render`` -- and the fingerprint built on it -- is the
-        same for the same spec at deploy time and at any later ``diff``."""
-        d = spec.deployment
-        command = [
-            images.PYTHON,
-            "-m",
-            "mlctl.serve",
-            "--entry-script",
-            f"{images.APP_ROOT}/{entry}",
-            *server_options(
-                d,
-                host=self.host,
-                status_file=f"{MOUNT}/status.json",
-                control_socket=f"{MOUNT}/control.sock",
-                keys_file=f"{SECRETS_MOUNT}/keys.json" if d.auth_enabled else None,
-                tls=tls_paths(spec, MOUNT),
-            ),
-        ]
-        volumes = {str(deploy_dir): {"bind": MOUNT, "mode": "rw"}}
-        if d.auth_enabled:
-            volumes[str(self._secrets_dir(spec.name))] = {"bind": SECRETS_MOUNT, "mode": "ro"}
-        if old is not None:
-            command += ["--inherit-from", f"{OLD_MOUNT}/control.sock"]
-            volumes[old.labels["mlctl.deploy_dir"]] = {"bind": OLD_MOUNT, "mode": "rw"}
-        probe = (  # the liveness route; our own certificate needs no check from inside the container
-            "import ssl, urllib.request; urllib.request.urlopen("
-            f"'{'https' if uses_tls(spec) else 'http'}://{_reachable(self.host)}:{d.port}/', timeout=3, "
-            "context=ssl._create_unverified_context())"
-        )
-        healthcheck = {
-            "test": ["CMD", images.PYTHON, "-c", probe],
-            "interval": 10 * 10**9,
-            "timeout": 5 * 10**9,
-            "start_period": 60 * 10**9,
-        }
-        return {
-            "command": command,
-            "network_mode": "host",
-            "volumes": volumes,
-            "healthcheck": healthcheck,
-            "environment": dict(d.environment_variables),
-            **({"nano_cpus": int(d.cpu_cores * 1e9)} if d.cpu_cores else {}),
-            **({"mem_limit": f"{max(6, int(d.memory_gb * 1024))}m"} if d.memory_gb else {}),
-            "restart_policy": {"Name": "unless-stopped"},
-            **({} if os.geteuid() == 0 else {"user": f"{os.getuid()}:{os.getgid()}"}),
-            **({"device_requests": [_gpu_request(d.gpu_cores)]} if d.gpu_cores else {}),
-            "name": name,
-            "labels": {
-                LABEL: spec.name,
-                "mlctl.port": str(d.port),
-                "mlctl.auth": "true" if d.auth_enabled else "false",
-                "mlctl.tls": "true" if uses_tls(spec) else "false",
-                "mlctl.host": self.host,
-                "mlctl.created": created,
-            },
-        }
+    def _state(self, container: Any) -> ServiceState:
+        container.reload()
+        return container_state(container, self.kind, self._secrets_dir(container.labels[LABEL]))
 
     def _save(self, deployment: Deployment, container: Any) -> None:
         # The engine's labels are the truth; this record only lets `mlctl service ...` find the
@@ -338,68 +283,12 @@ class Driver:
             list(deployment.models),
         )
 
-    def _state(self, container: Any) -> ServiceState:
-        container.reload()
-        labels = container.labels
-        host, port = labels.get("mlctl.host", HOST), int(labels.get("mlctl.port", 0))
-        secrets = self._secrets_dir(labels[LABEL])
-        auth, tls = labels.get("mlctl.auth") == "true", labels.get("mlctl.tls") == "true"
-        deploy_dir = Path(labels.get("mlctl.deploy_dir", "/nonexistent"))
-        record = {
-            "status_file": str(deploy_dir / "status.json"),
-            "tls_cert": str(deploy_dir / TLS_FILES[0]) if tls else None,
-        }
-        running = container.status == "running"
-        state = "failed" if not running else ("running" if _ready(record, timeout_s=1.0) else "unhealthy")
-        return ServiceState(
-            name=labels[LABEL],
-            target=self.kind,
-            state=state,
-            scoring_uri=_uri(host, port, tls=tls),
-            swagger_uri=_uri(host, port, "/swagger.json", tls=tls),
-            models=tuple(filter(None, labels.get("mlctl.models", "").split(","))),
-            environment=labels.get("mlctl.image", ""),
-            created_at=labels.get("mlctl.created", ""),
-            updated_at=labels.get("mlctl.created", ""),
-            details={
-                "container": container.name,
-                "image": labels.get("mlctl.image"),
-                "port": port,
-                "auth_enabled": auth,
-                "keys_file": str(secrets / "keys.json") if auth else None,
-                "tls_cert": record["tls_cert"],
-            },
-            fingerprint=json.loads(labels.get("mlctl.fingerprint", "{}")),
-        )
-
-
-def _gpu_request(count: int) -> Any:
-    """``gpu_cores`` as a Docker device request for ``count`` NVIDIA GPUs (what ``docker run
-    --gpus N`` sends: driver chosen by the engine, capability ``gpu``). Needs the NVIDIA
-    container toolkit on the engine's host; without it the engine refuses to start the container."""
-    from docker.types import DeviceRequest
-
-    return DeviceRequest(count=count, capabilities=[["gpu"]])
-
 
 def _hand_to_container(folder: Path) -> None:
     """Let the container's user use ``folder``: run by root, the container runs as the image's
     user, who is given the folder; otherwise it runs as the caller, who owns it already."""
     if os.geteuid() == 0:
         os.chown(folder, *IMAGE_USER)
-
-
-def _reachable(host: str) -> str:
-    return HOST if host in ("0.0.0.0", "::", "") else host
-
-
-def _entry_name(spec: ServiceSpec, image: str | None = None) -> str:
-    if spec.inference is not None:
-        return spec.inference.entry_script.name
-    if image is None:
-        return "<entry script of the image>"
-    env = docker_client().images.get(image).attrs["Config"].get("Env") or []
-    return next((e.split("=", 1)[1] for e in env if e.startswith("AZUREML_ENTRY_SCRIPT=")), "score.py")
 
 
 def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: Any, *, tls: bool) -> None:
