@@ -241,3 +241,58 @@ def test_no_secret_is_printed_or_stored(setup: Setup) -> None:
             if path.is_file() and not path.name.endswith(".connection-string"):
                 assert secret.encode() not in path.read_bytes(), path
     assert not setup.device.errors, setup.device.errors
+
+
+def _raw_method(hub: RunningHub, device_id: str, module_id: str, body: Any) -> tuple[int, dict[str, str], Any]:
+    """A raw service call ``POST /twins/{id}/modules/{m}/methods``, signed as the SDK signs it."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote, quote_plus
+
+    from edge_fakes.hub import sas_signature
+
+    sr, se = quote_plus(hub.host), str(int(time.time()) + 600)
+    key = hub.connection_string.split("SharedAccessKey=")[1]
+    auth = f"SharedAccessSignature sr={sr}&sig={quote_plus(sas_signature(key, sr, se))}&se={se}&skn=iothubowner"
+    request = urllib.request.Request(
+        f"https://{hub.host}/twins/{device_id}/modules/{quote(module_id)}/methods?api-version=2021-04-12",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": auth, "Content-Type": "application/json; charset=utf-8"},
+    )
+    context = ssl.create_default_context(cafile=str(hub.ca_file))
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=60) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, dict(error.headers), json.loads(error.read())
+
+
+def test_the_fakes_answer_direct_methods_as_the_hub_and_the_agent_do(setup: Setup, tmp_path: Path) -> None:
+    def call(method: str, payload: Any, device: str = DEVICE, **extra: Any) -> tuple[int, dict[str, str], Any]:
+        return _raw_method(setup.hub, device, "$edgeAgent", {"methodName": method, "payload": payload, **extra})
+
+    _wait_for_ticks(setup, 2)
+    status, _, body = call("GetModuleLogs", {"schemaVersion": "1.0", "items": {"id": "tick", "filter": {"tail": 1}}})
+    assert status == 200 and body["status"] == 200  # one item, not a list; an unanchored regex
+    assert [a["id"] for a in body["payload"]] == [MODULE] and body["payload"][0]["payload"].startswith("tick ")
+    nothing = call("getmodulelogs", {"schemaVersion": "1.0", "items": [{"id": "^zzz$"}]})[2]
+    assert nothing == {"status": 200, "payload": []}  # no module matches: an empty list, not an error
+    assert call("ping", None)[2] == {"status": 200, "payload": None}
+    unknown = call("Reboot", None)[2]
+    assert unknown["status"] == 400 and unknown["payload"]["message"].startswith("Command 'Reboot' not found.")
+    missing = call("RestartModule", {"schemaVersion": "1.0", "id": "nope"})[2]
+    assert missing == {"status": 500, "payload": {"message": "Module nope not found in the current environment"}}
+    assert call("ping", None, responseTimeoutInSeconds=2)[0] == 400
+
+    status, headers, body = call("ping", None, device="edgelogs-nodevice")
+    assert status == 404 and headers["iothub-errorcode"] == "DeviceNotFound"
+    assert _raw_method(setup.hub, DEVICE, "nomodule", {"methodName": "ping"})[0] == 404
+    created = setup.run("edge", "device", "create", "edgelogs-raw", "--connection-string-file", str(tmp_path / "raw"))
+    assert created.code == 0, created.err
+    status, headers, body = call("ping", None, device="edgelogs-raw")
+    assert status == 404 and headers["iothub-errorcode"] == "DeviceNotOnline"
+    inner = json.loads(body["Message"])  # the newer error body, nested in Message
+    assert inner["errorCode"] == 404103 and inner["message"] == "Timed out waiting for device to connect."
