@@ -296,3 +296,26 @@ def test_the_fakes_answer_direct_methods_as_the_hub_and_the_agent_do(setup: Setu
     assert status == 404 and headers["iothub-errorcode"] == "DeviceNotOnline"
     inner = json.loads(body["Message"])  # the newer error body, nested in Message
     assert inner["errorCode"] == 404103 and inner["message"] == "Timed out waiting for device to connect."
+
+
+def test_follow_prints_every_new_line_once_until_interrupted(setup: Setup) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _wait_for_ticks(setup, 2)
+    args = [sys.executable, "-m", "mlctl", "-o", "json", "edge", "logs", DEVICE, MODULE, "--follow", "--tail", "2"]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **setup.env}
+    )
+    time.sleep(7)  # several polls
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    setup.outputs.append(out + err)
+    assert proc.returncode == 130, err
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert {(d["device_id"], d["module"]) for d in docs} == {(DEVICE, MODULE)}
+    numbers = [n for n, _ in _ticks([d["line"] for d in docs])]
+    assert len(numbers) >= 15 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no gap, no repeat
+    assert setup.run("edge", "logs", DEVICE, MODULE, "--follow", "--until", "1m").code == 2

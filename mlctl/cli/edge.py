@@ -240,14 +240,24 @@ def logs(
         None, "--since", help="Only lines since: a duration back from now (15m, 2h, 1h 30m), RFC 3339 or unix time."
     ),
     until: str | None = typer.Option(None, "--until", help="Only lines until (same forms as --since)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (polls; Ctrl-C to stop)."),
     timeout: int = _METHOD_TIMEOUT,
     connect_timeout: int = _CONNECT_TIMEOUT,
     target: str | None = _HUB,
 ) -> None:
-    """Print a module's log lines, read on the device by its IoT Edge agent (GetModuleLogs)."""
+    """Print a module's log lines, read on the device by its IoT Edge agent (GetModuleLogs).
+    JSON: {"device_id", "module", "filter", "lines"}; with -f, one JSON object per line."""
     from mlctl.edge import methods
 
     hub, reporter = _hub(target), _state.reporter()
+    if follow:
+        if until is not None:
+            raise typer.BadParameter("--until cannot be combined with --follow", param_hint="--until")
+        call = {"timeout_s": timeout, "connect_timeout_s": connect_timeout}
+        for line in methods.follow_logs(hub, device_id, module, tail=tail, since=_since(since), **call):
+            doc = {"device_id": device_id, "module": module, "line": line}
+            reporter.raw(json.dumps(doc) + "\n" if reporter.machine else f"{line}\n")
+        return
     doc = methods.module_logs(
         hub,
         device_id,

@@ -17,7 +17,10 @@ The agent answers errors as ``{"message": ...}`` with 400 (bad request) or 500 (
 
 from __future__ import annotations
 
+import math
 import re
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +29,8 @@ from mlctl.errors import NotFoundError, TargetError
 
 AGENT = "$edgeAgent"
 SCHEMA = "1.0"
+FOLLOW_POLL_S = 1.0
+_KEEP = 5000  # lines remembered to find where a new window starts
 _DURATION = re.compile(r"^(\s*\d+\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hr|hrs|hours?|d|days?|w|weeks?))+\s*$")
 
 
@@ -86,6 +91,55 @@ def module_logs(
         raise _no_module(hub, device_id, module)
     text = str(found[0].get("payload") or "")
     return {"device_id": device_id, "module": module, "filter": log_filter, "lines": text.splitlines()}
+
+
+def follow_logs(
+    hub: Hub,
+    device_id: str,
+    module: str,
+    *,
+    tail: int | None = None,
+    since: str | None = None,
+    timeout_s: int = 30,
+    connect_timeout_s: int = 0,
+) -> Iterator[str]:
+    """The module's lines as ``module_logs`` gives them, then every new line, polling forever.
+
+    A direct method cannot stream, so every ``FOLLOW_POLL_S`` mlctl asks again for the lines of a
+    window reaching back past the previous call (``since`` as a duration: the device's clock, not
+    this host's) and prints only the lines after the run it printed already (``_overlap``).
+    Raises as ``module_logs``.
+    """
+
+    def read(tail: int | None, since: str | None) -> list[str]:
+        doc = module_logs(
+            hub, device_id, module, tail=tail, since=since, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s
+        )
+        return list(doc["lines"])
+
+    started = time.monotonic()
+    printed = read(tail, since)
+    yield from printed
+    while True:
+        time.sleep(FOLLOW_POLL_S)
+        window = math.ceil(time.monotonic() - started) + 2
+        started = time.monotonic()
+        lines = read(None, f"{window}s")
+        new = lines[_overlap(printed, lines) :]
+        yield from new
+        printed = (printed + new)[-_KEEP:]
+
+
+def _overlap(printed: list[str], lines: list[str]) -> int:
+    """How many of ``lines`` (a window of the log) were printed already: the largest j such that
+    ``lines[:j]`` ends with the end of ``printed`` (all of ``printed``, or all of ``lines[:j]``)."""
+    if not printed:
+        return 0
+    for j in range(len(lines), 0, -1):
+        k = min(j, len(printed))
+        if lines[j - k : j] == printed[len(printed) - k :]:
+            return j
+    return 0
 
 
 def restart_module(
