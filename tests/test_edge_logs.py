@@ -39,10 +39,10 @@ TICKER = (
 class Setup:
     hub: RunningHub
     engine: Any
-    device: SimulatedDevice
     env: dict[str, str]
     home: Path
     outputs: list[str]
+    device: Any = None  # the SimulatedDevice, once started
 
     def run(self, *args: str, **extra: str) -> Result:
         result = mlctl(*args, **{**self.env, **extra})
@@ -57,6 +57,8 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     """A hub target, device DEVICE simulated and running MODULE (pushed with `mlctl edge push`)."""
     engine = engine_or_skip()
+    for stale in engine.containers.list(all=True, filters={"label": f"edge.device={DEVICE}"}):  # a killed run's
+        stale.remove(force=True)
     cert, key = self_signed_certificate(tmp_path_factory.mktemp("edgelogs-tls"))
     folder = tmp_path_factory.mktemp("edgelogs")
     with serve(cert, key) as hub, run_registry(folder) as oci:
@@ -67,7 +69,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             assert not [p for p in pushed if "error" in p], pushed
             home = folder / "home"
             env = {"MLCTL_HOME": str(home), "EDGELOGS_HUB": hub.connection_string}
-            setup = Setup(hub, engine, None, env, home, [])  # type: ignore[arg-type]
+            setup = Setup(hub, engine, env, home, [])
             added = setup.run(
                 "target", "add", "hub1", "--kind", "iot-edge",
                 "--option", "connection_string_env=EDGELOGS_HUB", "--option", f"ca_file={hub.ca_file}",
