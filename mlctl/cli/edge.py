@@ -210,6 +210,90 @@ def status(device_id: str = typer.Argument(..., help="Device id."), target: str 
     reporter.result(doc, lambda d: reporter.fields(list(d.items())))
 
 
+# -- running modules ------------------------------------------------------------------------------
+
+_METHOD_TIMEOUT = typer.Option(
+    30, "--timeout", min=5, max=300, help="Seconds the device's agent has to answer (exit 9 after)."
+)
+_CONNECT_TIMEOUT = typer.Option(
+    0, "--connect-timeout", min=0, max=300, help="Seconds to wait for a disconnected device to connect (exit 6 after)."
+)
+
+
+def _since(value: str | None) -> str | None:
+    from mlctl.edge.methods import check_since
+
+    if value is None:
+        return None
+    try:
+        return check_since(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@app.command("logs")
+def logs(
+    device_id: str = typer.Argument(..., help="Device id."),
+    module: str = typer.Argument(..., help="Module name (as in the deployment's modules)."),
+    tail: int | None = typer.Option(None, "--tail", min=0, help="Only the last N lines."),
+    since: str | None = typer.Option(
+        None, "--since", help="Only lines since: a duration back from now (15m, 2h, 1h 30m), RFC 3339 or unix time."
+    ),
+    until: str | None = typer.Option(None, "--until", help="Only lines until (same forms as --since)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (polls; Ctrl-C to stop)."),
+    timeout: int = _METHOD_TIMEOUT,
+    connect_timeout: int = _CONNECT_TIMEOUT,
+    target: str | None = _HUB,
+) -> None:
+    """Print a module's log lines, read on the device by its IoT Edge agent (GetModuleLogs).
+    JSON: {"device_id", "module", "filter", "lines"}; with -f, one JSON object per line."""
+    from mlctl.edge import methods
+
+    hub, reporter = _hub(target), _state.reporter()
+    if follow:
+        if until is not None:
+            raise typer.BadParameter("--until cannot be combined with --follow", param_hint="--until")
+        call = {"timeout_s": timeout, "connect_timeout_s": connect_timeout}
+        for line in methods.follow_logs(hub, device_id, module, tail=tail, since=_since(since), **call):
+            doc = {"device_id": device_id, "module": module, "line": line}
+            reporter.raw(json.dumps(doc) + "\n" if reporter.machine else f"{line}\n")
+        return
+    doc = methods.module_logs(
+        hub,
+        device_id,
+        module,
+        tail=tail,
+        since=_since(since),
+        until=_since(until),
+        timeout_s=timeout,
+        connect_timeout_s=connect_timeout,
+    )
+
+    def human(d: dict[str, Any]) -> None:
+        if d["lines"]:
+            reporter.raw("".join(f"{line}\n" for line in d["lines"]))
+        else:
+            reporter.info(f"no log lines from module {module} on device {device_id}")
+
+    reporter.result(doc, human)
+
+
+@app.command("restart")
+def restart(
+    device_id: str = typer.Argument(..., help="Device id."),
+    module: str = typer.Argument(..., help="Module name."),
+    timeout: int = _METHOD_TIMEOUT,
+    connect_timeout: int = _CONNECT_TIMEOUT,
+    target: str | None = _HUB,
+) -> None:
+    """Restart a module on the device through its IoT Edge agent (RestartModule)."""
+    from mlctl.edge import methods
+
+    hub, reporter = _hub(target), _state.reporter()
+    doc = methods.restart_module(hub, device_id, module, timeout_s=timeout, connect_timeout_s=connect_timeout)
+    reporter.result(doc, lambda d: reporter.ok(f"restarted module {module} on device {device_id}"))
+
+
 # -- deployments ----------------------------------------------------------------------------------
 
 

@@ -184,6 +184,54 @@ class Hub:
             return False
         return True
 
+    # -- direct methods -----------------------------------------------------------------------
+    def invoke_module_method(
+        self, device_id: str, module_id: str, method: str, payload: Any, *, timeout_s: int, connect_timeout_s: int = 0
+    ) -> tuple[int, Any]:
+        """Invoke direct method ``method`` of module ``module_id`` (``$edgeAgent`` for the IoT Edge
+        built-in methods), as ``az iot hub invoke-module-method``: ``POST
+        /twins/{id}/modules/{module}/methods`` with ``responseTimeoutInSeconds`` ``timeout_s``
+        (5..300) and ``connectTimeoutInSeconds`` ``connect_timeout_s`` (0..300).
+
+        Returns:
+            (the status the module answered, its payload as JSON data); a status other than 200 is
+            the module's own refusal, not raised here.
+
+        Raises:
+            TargetError: the device is not connected (404103 DeviceNotOnline).
+            WaitTimeout: it did not answer within ``timeout_s`` (504101 GatewayTimeout).
+            NotFoundError: no such device or module identity; others as every method.
+        """
+        from azure.iot.hub.models import CloudToDeviceMethod
+
+        request = CloudToDeviceMethod(
+            method_name=method,
+            payload=payload,
+            response_timeout_in_seconds=timeout_s,
+            connect_timeout_in_seconds=connect_timeout_s,
+        )
+        self._registry.protocol.config.connection.timeout = timeout_s + connect_timeout_s + 30
+        invoke = self._registry.invoke_device_module_method
+        try:
+            result = self._call(
+                lambda: self._raising(lambda: invoke(device_id, module_id, request)), f"device {device_id}"
+            )
+        except _MethodRefused as refused:
+            raise _method_error(refused.response, device_id, self.host, timeout_s) from None
+        return int(result.status), result.payload
+
+    @staticmethod
+    def _raising(call: Callable[[], T]) -> T:
+        """``call``, with a refusal of a direct method kept apart from other refusals."""
+        from msrest.exceptions import HttpOperationError
+
+        try:
+            return call()
+        except HttpOperationError as exc:
+            if _error_code(exc.response) in _METHOD_CODES:
+                raise _MethodRefused(exc.response) from None
+            raise
+
     # -- errors -----------------------------------------------------------------------------
     def _call(self, call: Callable[[], T], what: str) -> T:
         from msrest.exceptions import ClientRequestError, HttpOperationError
@@ -222,6 +270,46 @@ def _translate(response: Any, what: str, host: str) -> Exception:
         )
     return TargetError(
         f"{what}: IoT Hub {host} answered {detail}: {_message(text)}", hint="rerun with --debug for details"
+    )
+
+
+class _MethodRefused(Exception):
+    def __init__(self, response: Any) -> None:
+        super().__init__("direct method refused")
+        self.response = response
+
+
+_METHOD_CODES = {"DeviceNotOnline", "404103", "GatewayTimeout", "504101"}
+
+
+def _error_code(response: Any) -> str:
+    """``iothub-errorcode`` or, in the newer body (maybe JSON inside ``Message``), ``errorCode``."""
+    import json
+
+    header = str(getattr(response, "headers", {}).get("iothub-errorcode") or "")
+    if header:
+        return header
+    try:
+        body = json.loads(getattr(response, "text", "") or "")
+        if isinstance(body, dict) and isinstance(body.get("Message"), str) and body["Message"].startswith("{"):
+            body = json.loads(body["Message"])
+    except ValueError:
+        return ""
+    return str(body.get("errorCode", "")) if isinstance(body, dict) else ""
+
+
+def _method_error(response: Any, device_id: str, host: str, timeout_s: int) -> Exception:
+    from mlctl.errors import WaitTimeout
+
+    if _error_code(response) in ("GatewayTimeout", "504101"):
+        return WaitTimeout(
+            f"device {device_id} did not answer within {timeout_s}s (IoT Hub {host}: 504101 GatewayTimeout)",
+            hint="its IoT Edge agent may be busy or restarting: retry with a larger --timeout",
+        )
+    return TargetError(
+        f"device {device_id} is not connected to IoT Hub {host} (404103 DeviceNotOnline)",
+        hint=f"start the IoT Edge runtime on the device (`sudo iotedge system status` there); "
+        f"`mlctl edge device show {device_id}` shows its connection state; --connect-timeout waits for it",
     )
 
 

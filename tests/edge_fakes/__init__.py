@@ -5,6 +5,9 @@
   conditions and metric queries.
 * ``device``: a simulated IoT Edge runtime per device, running the modules on the local Docker
   engine (host networking) and reporting like edgeAgent (wire reference D).
+* ``methods``: module direct methods through the hub (``POST /twins/{id}/modules/{m}/methods``)
+  and the simulated edgeAgent's ``GetModuleLogs`` / ``RestartModule`` / ``ping`` answers, read
+  from and done to the real containers.
 * ``fleet``: starts a simulated device for every connection string file that appears in a folder
   (the "provisioning" of the tests).
 

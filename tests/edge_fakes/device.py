@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fakes.hub import device_token
+from edge_fakes.methods import AgentMethods
 
 NEVER = "0001-01-01T00:00:00Z"
 DOCKER_RESTART = {"always": "always", "on-unhealthy": "always", "on-failure": "on-failure", "never": "no"}
@@ -57,15 +58,18 @@ class SimulatedDevice:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.errors: list[str] = []
         self.deleted = False
+        self.methods = AgentMethods(self)  # answers $edgeAgent direct methods (methods.py)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> SimulatedDevice:
         self._thread.start()
+        self.methods.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
+        self.methods.stop()
         for container in self._containers():
             container.remove(force=True)
 

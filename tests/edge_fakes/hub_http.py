@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote_plus, unquote, urlsplit
 
 from edge_fakes.hub import API_VERSION, HubError, HubState, sas_signature
+from edge_fakes.methods import NestedHubError, PendingMethod, device_answer, device_take, invoke
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     (m, re.compile(f"^{p}$"), h)
@@ -38,6 +39,9 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("DELETE", r"/configurations/([^/]+)", "delete_configuration"),
         ("GET", r"/_device/([^/]+)/twin/([^/]+)", "device_get_twin"),
         ("PATCH", r"/_device/([^/]+)/twin/([^/]+)/reported", "device_report"),
+        ("POST", r"/twins/([^/]+)/modules/([^/]+)/methods", "invoke_module_method"),
+        ("GET", r"/_device/([^/]+)/methods/([^/]+)", "device_take_methods"),
+        ("POST", r"/_device/([^/]+)/methods/([^/]+)/([^/]+)", "device_answer_method"),
     ]
 ]
 
@@ -72,6 +76,11 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         try:
             status, body = self._dispatch(method, url, raw)
+            if isinstance(body, PendingMethod):  # a direct method: waits for the device outside the lock
+                status, body = body.wait()
+        except NestedHubError as error:
+            self._nested_error(error)
+            return
         except HubError as error:
             self._error(error)
             return
@@ -206,6 +215,30 @@ class Handler(BaseHTTPRequestHandler):
         twin["reported_version"] += 1
         entry["device"].update(connectionState="Connected", lastActivityTime=_now())
         return 200, {"$version": twin["reported_version"]}
+
+    # -- direct methods (methods.py) -------------------------------------------------------------
+    def invoke_module_method(
+        self, state: HubState, device_id: str, module_id: str, *, body: Any, **_: Any
+    ) -> tuple[int, Any]:
+        return 200, invoke(state, device_id, module_id, body)
+
+    def device_take_methods(self, state: HubState, device_id: str, module_id: str, **_: Any) -> tuple[int, Any]:
+        return 200, device_take(state, device_id, module_id)
+
+    def device_answer_method(
+        self, state: HubState, device_id: str, module_id: str, rid: str, *, body: Any, **_: Any
+    ) -> tuple[int, Any]:
+        device_answer(state, device_id, rid, body)
+        return 204, None
+
+    def _nested_error(self, error: NestedHubError) -> None:
+        data = json.dumps({"Message": error.detail, "ExceptionMessage": ""}).encode()
+        self.send_response(error.status)
+        self.send_header("iothub-errorcode", error.code)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     # -- answers ---------------------------------------------------------------------------------
     def _send(self, status: int, body: Any) -> None:
