@@ -82,6 +82,10 @@ def test_num_replicas_turns_autoscaling_off_and_limits_map(spec: Path) -> None:
     assert dep["replicas"] == 3 and "--keys-file" not in container["command"]
     assert container["resources"]["limits"] == {"cpu": "1000m", "memory": "2048Mi", "nvidia.com/gpu": "1"}
     assert container["command"][container["command"].index("--concurrency") + 1] == "2"  # 4 over 2 workers
+    assert container["command"][container["command"].index("--max-wait-ms") + 1] == "500"  # v1's default
+    code, plan, err = _render(spec, *sets, D + "max_request_wait_time=1200")
+    command = _by_kind(plan)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert code == 0 and command[command.index("--max-wait-ms") + 1] == "1200", err
 
 
 D = "deployment_config."
@@ -97,7 +101,6 @@ D = "deployment_config."
         ([D + "token_auth_enabled=true"], "token_auth_enabled is not supported"),
         ([D + "enable_app_insights=true"], "enable_app_insights is not supported"),
         ([D + "collect_model_data=true"], "collect_model_data is not supported"),
-        ([D + "max_request_wait_time=500"], "max_request_wait_time is not supported"),
         ([D + "namespace=Not_A_Label"], "namespace"),
     ],
 )

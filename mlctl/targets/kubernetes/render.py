@@ -222,7 +222,13 @@ def _container(spec: ServiceSpec, s: Settings, image: str) -> dict[str, Any]:
 def _command(spec: ServiceSpec, s: Settings) -> dict[str, Any]:
     d = spec.deployment
     options = server_options(
-        DeploymentConfig(**{**_config_fields(d), "concurrency_per_worker": s.concurrency_per_worker}),
+        DeploymentConfig(
+            **{
+                **_config_fields(d),
+                "concurrency_per_worker": s.concurrency_per_worker,
+                "max_request_wait_time": s.max_wait_ms,
+            }
+        ),
         host="0.0.0.0",
         status_file=f"{RUN_MOUNT}/status.json",
         control_socket=f"{RUN_MOUNT}/control.sock",
