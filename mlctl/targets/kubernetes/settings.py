@@ -41,6 +41,7 @@ class Settings:
     failure_threshold: int
     concurrency_per_worker: int
     max_wait_ms: int
+    tls: bool = False
 
 
 def settings(spec: ServiceSpec, default_namespace: str = "default") -> Settings:
@@ -55,12 +56,14 @@ def settings(spec: ServiceSpec, default_namespace: str = "default") -> Settings:
     Raises:
         SpecError: a v1 rule is broken (``num_replicas`` with autoscaling, limits below
             requests, min above max, a namespace that is not a DNS label, a name that is not a
-            DNS-1035 label) or a key is given that this target refuses (``token_auth_enabled``,
+            DNS-1035 label, ``ssl_enabled`` without both PEM files or false with them) or a key
+            is given that this target refuses (``token_auth_enabled``,
             ``enable_app_insights``, ``collect_model_data``).
     """
     d = spec.deployment
     _refuse(spec)
     _check_name(spec)
+    tls = _tls(spec)
     autoscale = d.autoscale_enabled if d.autoscale_enabled is not None else d.num_replicas is None
     if autoscale and d.num_replicas is not None:
         raise _error(
@@ -115,6 +118,7 @@ def settings(spec: ServiceSpec, default_namespace: str = "default") -> Settings:
         failure_threshold=d.failure_threshold or 3,
         concurrency_per_worker=per_worker,
         max_wait_ms=d.max_request_wait_time if d.max_request_wait_time is not None else 500,
+        tls=tls,
     )
 
 
@@ -134,6 +138,26 @@ def _refuse(spec: ServiceSpec) -> None:
             raise _error(
                 spec, f"deployment_config.{key} is not supported by the kubernetes target: {why}", f"remove {key}"
             )
+
+
+def _tls(spec: ServiceSpec) -> bool:
+    """Whether the service serves https (v1: ``ssl_enabled`` with ``ssl_cert_pem_file`` and
+    ``ssl_key_pem_file``; the files alone suffice, as on the other targets)."""
+    d = spec.deployment
+    files = bool(d.ssl_cert_pem_file and d.ssl_key_pem_file)
+    if d.ssl_enabled and not files:
+        raise _error(
+            spec,
+            "ssl_enabled needs ssl_cert_pem_file and ssl_key_pem_file",
+            "give both files (PEM), or drop ssl_enabled",
+        )
+    if d.ssl_enabled is False and files:
+        raise _error(
+            spec,
+            "ssl_enabled is false but certificate files are given",
+            "drop ssl_enabled: false, or the certificate files",
+        )
+    return files
 
 
 def _check_name(spec: ServiceSpec) -> None:
