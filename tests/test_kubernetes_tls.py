@@ -7,10 +7,11 @@ would: the test cluster has none) used as the scoring URI."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 from conftest import mlctl, self_signed_certificate, write
-from k8s_cluster import Cluster, k8s_fixture, wait_until  # noqa: F401 - the k8s fixture
+from k8s_cluster import KUBECONFIG, ROOT, Cluster, k8s_fixture, wait_until  # noqa: F401 - the k8s fixture
 
 SPEC = """
     apiVersion: mlctl/v1
@@ -42,6 +43,7 @@ def run(raw):
     return raw
 """
 CANARY = "canary-tls-private-key-8b2f"
+KUBECTL = str(ROOT / "bin" / "kubectl")
 
 
 def _tls_secrets(k8s: Cluster) -> list[str]:
@@ -65,6 +67,17 @@ def test_tls_service_tests_over_https_survives_a_bad_pair_and_uses_the_load_bala
     key = tmp_path / "key.pem"
     key.write_text(key.read_text() + f"# {CANARY}\n")  # after the PEM block: still a valid key
     printed = ""
+
+    # --dry-run prints a TLS Secret (key redacted) and Deployment that the v1.20 API server accepts
+    namespace = f"deployment_config.namespace={k8s.namespace}"
+    dry = mlctl("service", "deploy", "-f", str(spec), "--dry-run", "--set", namespace)
+    printed += dry.out + dry.err
+    assert dry.code == 0, dry.err
+    kubectl = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(KUBECONFIG), "apply", "--dry-run=server", "-f", "-"],
+        input=dry.out, capture_output=True, text=True,
+    )  # fmt: skip
+    assert kubectl.returncode == 0 and "secret/k8s-tls-tls-" in kubectl.stdout, kubectl.stderr
 
     deployed = mlctl("service", "deploy", "-f", str(spec), "--timeout", "180")
     printed += deployed.out + deployed.err
