@@ -20,7 +20,7 @@ def init():
     pass
 
 def run(raw_data):
-    time.sleep(0.5)
+    time.sleep(1.0)
     return {"ok": True}
 """
 
@@ -47,9 +47,9 @@ def _burst(base: str, count: int) -> list[tuple[int, dict[str, str], bytes]]:
 def test_requests_that_waited_past_the_limit_get_503_with_retry_after(
     tmp_path: Path, servers: list[subprocess.Popen[bytes]]
 ) -> None:
-    # 2 threads, run() takes 0.5 s, 8 requests at once: 2 run at once, 2 wait ~0.5 s (< 0.7 s: run),
-    # the other 4 wait ~1 s (> 0.7 s: 503 without run()).
-    base = _start(servers, tmp_path / "limited", "--max-wait-ms", "700")
+    # 2 threads, run() takes 1 s, 8 requests at once: 2 run at once, 2 wait ~1 s (< 1.5 s: run),
+    # the other 4 wait ~2 s (> 1.5 s: 503 without run()); 0.5 s margins for a busy machine
+    base = _start(servers, tmp_path / "limited", "--max-wait-ms", "1500")
     answers = _burst(base, 8)
     statuses = sorted(status for status, _, _ in answers)
     assert statuses == [200] * 4 + [503] * 4, answers
