@@ -52,21 +52,17 @@ def _read(path: Path) -> bytes:
         raise SpecError(f"cannot read {path}: {exc.strerror}", hint="check the path and its permissions") from None
 
 
-def secret_of(template_spec: Any) -> str | None:
-    """The TLS Secret a pod spec (``V1PodSpec`` or its dict) mounts, or None: it serves http."""
-    volumes = template_spec.get("volumes") if isinstance(template_spec, dict) else template_spec.volumes
-    for volume in volumes or []:
-        if isinstance(volume, dict):
-            if volume.get("name") == VOLUME and volume.get("secret"):
-                return str(volume["secret"].get("secretName") or volume["secret"].get("secret_name"))
-        elif volume.name == VOLUME and volume.secret is not None:
+def secret_of(pod_spec: Any) -> str | None:
+    """The TLS Secret a pod spec (a ``V1PodSpec``) mounts, or None: it serves http."""
+    for volume in pod_spec.volumes or []:
+        if volume.name == VOLUME and volume.secret is not None:
             return str(volume.secret.secret_name)
     return None
 
 
-def scheme(template_spec: Any) -> str:
+def scheme(pod_spec: Any) -> str:
     """``https`` when the pod spec mounts a TLS Secret, else ``http``."""
-    return "https" if secret_of(template_spec) else "http"
+    return "https" if secret_of(pod_spec) else "http"
 
 
 def _secrets(cluster: Cluster, name: str) -> list[Any]:
