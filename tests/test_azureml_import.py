@@ -61,6 +61,8 @@ def _service(project: Path) -> dict[str, Any]:
 
 
 def test_the_aks_sample_becomes_a_kubernetes_service_that_validates_with_every_key_reported(project: Path) -> None:
+    sample = project / "aks-deploymentconfig.json"
+    sample.write_text(json.dumps({**json.loads(sample.read_text()), "maxQueueWaitMs": 750}))
     result = _import(project, "aks-deploymentconfig.json", "--model", "sklearn_mnist_model.pkl:1")
     assert result.code == 0, result.err
     doc = result.json()
@@ -81,6 +83,7 @@ def test_the_aks_sample_becomes_a_kubernetes_service_that_validates_with_every_k
         "auth_enabled": True,
         "cpu_cores": 0.5,
         "memory_gb": 1.0,
+        "max_request_wait_time": 750,
     }
     assert service["inference_config"] == {
         "entry_script": "../score.py",

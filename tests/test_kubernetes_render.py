@@ -3,11 +3,12 @@ against the Kubernetes OpenAPI schemas (kubernetes-validate), secrets redacted. 
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import mlctl, write
+from conftest import mlctl, self_signed_certificate, write
 
 SPEC = """
     apiVersion: mlctl/v1
@@ -82,6 +83,10 @@ def test_num_replicas_turns_autoscaling_off_and_limits_map(spec: Path) -> None:
     assert dep["replicas"] == 3 and "--keys-file" not in container["command"]
     assert container["resources"]["limits"] == {"cpu": "1000m", "memory": "2048Mi", "nvidia.com/gpu": "1"}
     assert container["command"][container["command"].index("--concurrency") + 1] == "2"  # 4 over 2 workers
+    assert container["command"][container["command"].index("--max-wait-ms") + 1] == "500"  # v1's default
+    code, plan, err = _render(spec, *sets, D + "max_request_wait_time=1200")
+    command = _by_kind(plan)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert code == 0 and command[command.index("--max-wait-ms") + 1] == "1200", err
 
 
 D = "deployment_config."
@@ -97,7 +102,6 @@ D = "deployment_config."
         ([D + "token_auth_enabled=true"], "token_auth_enabled is not supported"),
         ([D + "enable_app_insights=true"], "enable_app_insights is not supported"),
         ([D + "collect_model_data=true"], "collect_model_data is not supported"),
-        ([D + "max_request_wait_time=500"], "max_request_wait_time is not supported"),
         ([D + "namespace=Not_A_Label"], "namespace"),
     ],
 )
@@ -107,11 +111,45 @@ def test_v1_rules_refuse_bad_configuration(spec: Path, sets: list[str], message:
 
 
 def test_keys_not_honoured_by_the_target_are_refused(spec: Path) -> None:
-    write(spec.parent / "cert.pem", "x")
-    code, _, err = _render(
-        spec, "deployment_config.ssl_cert_pem_file=cert.pem", "deployment_config.ssl_key_pem_file=cert.pem"
+    code, _, err = _render(spec, "deployment_config.dns_name_label=my-label")
+    assert code == 6 and "does not support deployment_config.dns_name_label" in err, err
+
+
+def test_tls_becomes_a_content_named_tls_secret_mounted_read_only_and_the_key_is_never_rendered(spec: Path) -> None:
+    cert, key = self_signed_certificate(spec.parent)
+    canary = "canary-private-key-5d1e"
+    key.write_text(key.read_text() + f"# {canary}\n")
+    files = [D + "ssl_cert_pem_file=cert.pem", D + "ssl_key_pem_file=key.pem"]
+    result = mlctl(
+        "service", "render", "-f", str(spec), "--set", files[0], "--set", files[1], "--set", D + "ssl_enabled=true"
     )
-    assert code == 6 and "does not support deployment_config.ssl_cert_pem_file" in err, err
+    assert result.code == 0 and canary not in result.out + result.err, result.err
+    code, plan, err = _render(spec, *files)
+    assert code == 0 and canary not in str(plan), err
+    objects = {m["kind"] + "/" + m["metadata"]["name"]: m for m in plan["manifests"]}
+    (secret_name,) = [n for n in objects if n.startswith("Secret/k8s-echo-tls-")]
+    secret = objects[secret_name]
+    assert secret["type"] == "kubernetes.io/tls" and secret["stringData"]["tls.key"].startswith("redacted")
+    assert base64.b64decode(secret["data"]["tls.crt"]) == cert.read_bytes()  # the public part, for GitOps
+    pod = objects["Deployment/k8s-echo"]["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": secret_name.split("/")[1], "defaultMode": 0o440}} in pod["volumes"]
+    container = pod["containers"][0]
+    assert {"name": "tls", "mountPath": "/run/mlctl-tls", "readOnly": True} in container["volumeMounts"]
+    command = container["command"]
+    assert command[command.index("--ssl-certfile") + 1] == "/run/mlctl-tls/tls.crt"
+    assert command[command.index("--ssl-keyfile") + 1] == "/run/mlctl-tls/tls.key"
+    assert {container[p]["httpGet"]["scheme"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {"HTTPS"}
+    assert plan["scoring_uri"] == "https://k8s-echo.default.svc.cluster.local:8890/score"
+    import kubernetes_validate
+
+    for manifest in plan["manifests"]:
+        kubernetes_validate.validate(manifest, "1.37.0", strict=True)
+    key.write_text(key.read_text() + "# another key\n")  # other content: another Secret
+    assert not any(m["metadata"]["name"] == secret_name.split("/")[1] for m in _render(spec, *files)[1]["manifests"])
+    refused = _render(spec, D + "ssl_enabled=true")
+    assert refused[0] == 3 and "ssl_enabled needs ssl_cert_pem_file and ssl_key_pem_file" in refused[2]
+    refused = _render(spec, *files, D + "ssl_enabled=false")
+    assert refused[0] == 3 and "ssl_enabled is false but certificate files are given" in refused[2]
 
 
 @pytest.mark.parametrize("version", ["1.25.0", "1.37.0"])

@@ -39,10 +39,6 @@ DATA_COLLECTION = (
     "model data collection wrote to Azure Blob storage through Azure ML: not available in mlctl; log inputs "
     "from run() and read them with `mlctl service logs`"
 )
-QUEUE_WAIT = (
-    "the scoring server bounds waiting by queue length, not time: set deployment_config.max_queue_per_worker "
-    "(503 with Retry-After once full)"
-)
 CMK = "customer-managed encryption keys (Key Vault) are Azure-only: not available in mlctl"
 VNET = "mlctl creates no virtual network: run the aci target in a network you manage"
 _CPU = {
@@ -88,7 +84,7 @@ AKS: dict[str, Rule] = {
     "appInsightsEnabled": Rule(None, "boolean", APP_INSIGHTS),
     "scoringTimeoutMs": Rule("scoring_timeout_ms", "integer"),
     "maxConcurrentRequestsPerContainer": Rule("replica_max_concurrent_requests", "integer"),
-    "maxQueueWaitMs": Rule(None, "integer", QUEUE_WAIT),
+    "maxQueueWaitMs": Rule("max_request_wait_time", "integer"),
     "numReplicas": Rule("num_replicas", "integer"),
     **_KEYS,
     "gpuCores": Rule("gpu_cores", "integer"),

@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=1, help="threads calling run() at once, per worker")
     p.add_argument("--queue", type=int, default=64, help="requests waiting beyond those, per worker (then 503)")
     p.add_argument("--timeout-ms", type=int, default=60000, help="run() time limit (then 504); 0: none")
+    p.add_argument(
+        "--max-wait-ms", type=int, default=0, help="longest wait in the queue before run() (then 503); 0: none"
+    )
     p.add_argument("--listen-fd", type=int, action="append", help="inherited listening socket (repeatable)")
     p.add_argument("--control-socket", type=Path, help="Unix socket that hands out the listening socket")
     p.add_argument(
@@ -295,7 +298,12 @@ def _serve(
     from mlctl.serve.runner import Runner
     from mlctl.serve.worker import serve
 
-    runner = Runner(concurrency=args.concurrency, queue=args.queue, timeout_s=args.timeout_ms / 1000)
+    runner = Runner(
+        concurrency=args.concurrency,
+        queue=args.queue,
+        timeout_s=args.timeout_ms / 1000,
+        max_wait_s=args.max_wait_ms / 1000,
+    )
     app = ScoringApp(
         entry,  # type: ignore[arg-type]
         max_request_bytes=args.max_request_bytes,

@@ -13,7 +13,8 @@ Routes (Azure ML's plus Kubernetes-style probes):
 Statuses: 400/415 bad input, 404 unknown route, 405 wrong method, 413 body over the limit,
 431 ``x-request-id`` over 100 characters (as Azure ML), 500 ``run()`` raised (JSON body naming the
 error type and the request id; the traceback goes to the log, and to the body only in debug),
-503 with ``Retry-After`` when the worker's queue is full, 504 when ``run()`` exceeds the timeout.
+503 with ``Retry-After`` when the worker's queue is full or a request waited in it longer than
+the runner's ``max_wait_s`` (``max_request_wait_time``), 504 when ``run()`` exceeds the timeout.
 Every answer carries ``x-request-id``: the client's, or a new one shaped like a UUID4 (a random
 prefix drawn when the worker starts, then a per-worker counter in the last 12 hex digits: unique
 across workers and restarts without a random draw per request).
@@ -43,7 +44,7 @@ from mlctl.serve.batching import Batcher, BatchFailed
 from mlctl.serve.entry import BadInput, EntryScript
 from mlctl.serve.metrics import SharedMetrics
 from mlctl.serve.request import Request
-from mlctl.serve.runner import Overloaded, Runner, TimedOut
+from mlctl.serve.runner import Overloaded, Runner, TimedOut, WaitedTooLong
 from mlctl.serve.swagger import swagger_document
 
 Scope = dict[str, Any]
@@ -278,6 +279,14 @@ class ScoringApp:
                 "request_id": request_id,
             }
             return _answer(504, json.dumps(doc).encode(), rid, _JSON)
+        if isinstance(exc, WaitedTooLong):
+            doc = {
+                "error": "overloaded",
+                "message": f"the request waited longer than {self.runner.max_wait_s * 1000:g} ms in the queue "
+                "(max_request_wait_time); retry after the Retry-After delay",
+                "request_id": request_id,
+            }
+            return _answer(503, json.dumps(doc).encode(), rid, _JSON, (b"retry-after", b"1"))
         if isinstance(exc, BadInput):
             return _answer(exc.status, json.dumps({"error": str(exc), "request_id": request_id}).encode(), rid, _JSON)
         if isinstance(exc, BatchFailed):

@@ -4,6 +4,12 @@
 * ``queue``: requests that may wait beyond those; past ``concurrency + queue`` a request is
   refused at once (503 with ``Retry-After``), before its body is read, so memory stays bounded.
 * ``timeout_s``: a request whose ``run()`` takes longer gets 504.
+* ``max_wait_s`` (Azure ML's ``max_request_wait_time``): a request that waited in this worker's
+  queue longer than that before a thread took it is not run (``WaitedTooLong``: 503 with
+  ``Retry-After``). It costs one monotonic timestamp when the request is queued and one check
+  when a thread takes it. With ``concurrency`` 1 there is no queue in the server (``run()`` is
+  called as soon as the request is read; waiting requests sit in the kernel's socket buffers,
+  where the server cannot time them), so the limit applies only with ``concurrency`` > 1.
 
 With ``concurrency`` 1 (the default), ``run()`` is called inline on the event loop's thread: a
 thread hop would halve throughput for fast models (GIL contention with the loop; measured in
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -32,12 +39,19 @@ class TimedOut(Exception):
     """``run()`` did not return within the timeout."""
 
 
+class WaitedTooLong(Exception):
+    """The request waited in the queue longer than ``max_wait_s``; ``run()`` was not called."""
+
+
 class Runner:
     """Admission control and execution of ``run()`` calls for one worker."""
 
-    def __init__(self, *, concurrency: int = 1, queue: int = 64, timeout_s: float = 0.0) -> None:
+    def __init__(
+        self, *, concurrency: int = 1, queue: int = 64, timeout_s: float = 0.0, max_wait_s: float = 0.0
+    ) -> None:
         self.capacity = concurrency + queue
         self.timeout_s = timeout_s
+        self.max_wait_s = max_wait_s  # 0: no limit
         self.pending = 0  # admitted and not finished (a timed-out run() still counts until it returns)
         self.executor = None if concurrency == 1 else ThreadPoolExecutor(concurrency, thread_name_prefix="mlctl-run")
         if self.executor is None and timeout_s > 0:
@@ -93,9 +107,13 @@ class _Slot:
             return runner.call_inline(function, *args)
         loop = asyncio.get_running_loop()
         started = asyncio.Event()
+        max_wait_s = runner.max_wait_s
+        queued = time.monotonic() if max_wait_s > 0 else 0.0
 
         def call() -> Any:
             loop.call_soon_threadsafe(started.set)  # the timeout counts run() only, not the queue wait
+            if max_wait_s > 0 and time.monotonic() - queued > max_wait_s:
+                raise WaitedTooLong
             return function(*args)
 
         future = loop.run_in_executor(runner.executor, call)

@@ -176,6 +176,8 @@ def server_options(
         "--control-socket",
         control_socket,
     ]
+    if d.max_request_wait_time:
+        options += ["--max-wait-ms", str(d.max_request_wait_time)]
     if d.access_log:
         options.append("--access-log")
     if d.batch_size:
@@ -255,6 +257,7 @@ COMMON_KEYS = frozenset(
         "auth_enabled",
         "max_request_bytes",
         "environment_variables",
+        "max_request_wait_time",
     }
 )
 

@@ -35,7 +35,7 @@ from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.targets import COMMON_KEYS, Deployment, ServiceState, test_record
 from mlctl.targets.kubernetes import cluster as kube
-from mlctl.targets.kubernetes import rollout
+from mlctl.targets.kubernetes import rollout, tls
 from mlctl.targets.kubernetes.forward import forwarded
 from mlctl.targets.kubernetes.images import image_for, placeholder_image, registry_auth
 from mlctl.targets.kubernetes.render import (
@@ -46,6 +46,7 @@ from mlctl.targets.kubernetes.render import (
     Inputs,
     manifests,
     names,
+    versions_option,
 )
 from mlctl.targets.kubernetes.settings import Settings, settings
 from mlctl.targets.kubernetes.state import service_state
@@ -57,7 +58,7 @@ OPTIONS = {
     "api_versions": "what render writes for HPA and PDB (default autoscaling/v2,policy/v1; e.g. "
     "autoscaling/v2beta2,policy/v1beta1 for clusters before 1.23); deploy asks the cluster",
 }
-DEPLOYMENT_KEYS = (COMMON_KEYS - {"ssl_cert_pem_file", "ssl_key_pem_file"}) | {
+DEPLOYMENT_KEYS = COMMON_KEYS | {"ssl_enabled"} | {
     "gpu_cores", "cpu_cores_limit", "memory_gb_limit", "num_replicas", "autoscale_enabled",
     "autoscale_min_replicas", "autoscale_max_replicas", "autoscale_refresh_seconds",
     "autoscale_target_utilization", "token_auth_enabled", "replica_max_concurrent_requests",
@@ -98,10 +99,11 @@ class Driver:
         s = settings(spec, self.namespace or "default")
         inputs = Inputs(
             image=placeholder_image(spec, self.registry),
-            versions=_versions_option(self.api_versions),
+            versions=versions_option(self.api_versions),
             fingerprint=json.dumps(deployment.fingerprint, sort_keys=True),
             models=",".join(m.ref for m in deployment.models),
             pull_secret=registry_auth() is not None,
+            **tls.inputs(spec, with_key=False),
         )
         return {
             "target": self.kind,
@@ -109,7 +111,7 @@ class Driver:
             "namespace": s.namespace,
             "models": [m.ref for m in deployment.models],
             "image": inputs.image,
-            "scoring_uri": _cluster_uri(spec.name, s.namespace, spec.deployment.port),
+            "scoring_uri": _cluster_uri(spec.name, s.namespace, spec.deployment.port, https=s.tls),
             "manifests": manifests(spec, s, inputs),
         }
 
@@ -191,7 +193,7 @@ class Driver:
         """The service's state from its objects. Raises NotFoundError, TargetError."""
         cluster = self._connect()
         dep = self._deployment(cluster, name)
-        return service_state(cluster, dep, keys_file=self._keys_file(cluster, name, dep))
+        return service_state(cluster, dep, keys_file=self._keys_file(cluster, name, dep), home=self.home)
 
     def list(self) -> Sequence[ServiceState]:
         """Every mlctl service on the cluster (all namespaces, else the target's); [] at once
@@ -204,7 +206,13 @@ class Driver:
         except (TargetError, NotFoundError):
             return []
         return [
-            service_state(cluster, d, keys_file=self._keys_file(cluster, d.metadata.name, d, fetch=False))
+            service_state(
+                cluster,
+                d,
+                keys_file=self._keys_file(cluster, d.metadata.name, d, fetch=False),
+                home=self.home,
+                fetch=False,
+            )
             for d in sorted(found, key=lambda d: (d.metadata.namespace, d.metadata.name))
         ]
 
@@ -231,6 +239,7 @@ class Driver:
                     continue  # not ours: never delete it
                 if live is not None:
                     deleted = kube.delete(cluster, manifest) or deleted
+            deleted = tls.delete_all(cluster, name) or deleted
             if wait and deleted:
                 kube.wait_gone(cluster, name, timeout_s + 60)
         shutil.rmtree(self.home / "services" / name, ignore_errors=True)
@@ -255,7 +264,7 @@ class Driver:
                 hint=f"see `mlctl service show {name}` and `mlctl service logs {name}`",
             )
         with forwarded(cluster, pods[0].metadata.name, int(state.details["port"])) as port:
-            yield f"http://127.0.0.1:{port}/score"
+            yield f"{tls.scheme(pods[0].spec)}://127.0.0.1:{port}/score"
 
     def keys_changed(self, name: str, reporter: Reporter) -> None:
         """Copy the local keys file into the service's keys Secret (after ``keys --regenerate``);
@@ -289,6 +298,7 @@ class Driver:
         """The live Deployment of the service (None: absent), after checking that every object of
         its names is mlctl's (ConflictError otherwise: never overwrite someone else's object)."""
         name = deployment.spec.name
+        tls.check_owned(cluster, deployment.spec)
         found = {
             m["kind"]: kube.check_owned(cluster, m, name) for m in kube.skeletons(name, cluster.namespace, versions)
         }
@@ -307,6 +317,7 @@ class Driver:
             keys=key_bytes,
             registry_auth=registry_auth(),
             replicas=replicas,
+            **tls.inputs(spec, with_key=True),
         )
         return manifests(spec, s, inputs)
 
@@ -329,6 +340,7 @@ class Driver:
             raise failure.error(name, rolled_back=rolled_back)
         with reporter.step("checking /readyz through a port-forward"):
             rollout.check_readyz(cluster, name)
+        tls.prune(cluster, name)  # TLS Secrets of templates no longer running
 
     def _deployment(self, cluster: kube.Cluster, name: str) -> Any:
         try:
@@ -387,25 +399,8 @@ class Driver:
         )  # fmt: skip
 
 
-def _versions_option(text: str | None) -> ApiVersions:
-    """The ``api_versions`` option (``GROUP/VERSION,...``) over the default versions.
-
-    Raises:
-        TargetError: an entry is not an autoscaling or policy group version."""
-    chosen: dict[str, str] = {}
-    for item in filter(None, (text or "").split(",")):
-        group = item.strip().partition("/")[0]
-        if group not in ("autoscaling", "policy"):
-            raise TargetError(
-                f"api_versions: {item!r} is not an autoscaling/... or policy/... version",
-                hint="e.g. autoscaling/v2beta2,policy/v1beta1",
-            )
-        chosen[group] = item.strip()
-    return ApiVersions(**chosen)
-
-
-def _cluster_uri(name: str, namespace: str, port: int, path: str = "/score") -> str:
-    return f"http://{name}.{namespace}.svc.cluster.local:{port}{path}"
+def _cluster_uri(name: str, namespace: str, port: int, *, https: bool) -> str:
+    return f"{'https' if https else 'http'}://{name}.{namespace}.svc.cluster.local:{port}/score"
 
 
 def _quietly(action: Any, *args: Any) -> None:

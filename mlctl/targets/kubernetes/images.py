@@ -8,6 +8,7 @@ they are never printed.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from mlctl import config
 from mlctl.errors import TargetError
@@ -53,7 +54,9 @@ def placeholder_image(spec: ServiceSpec, registry: Registry) -> str:
 
 def image_for(deployment: Deployment, registry: Registry, reporter: Reporter) -> str:
     """Build (unless the spec names an image) and push the service's image; returns the reference
-    the cluster pulls (``REGISTRY/NAME:VERSION``).
+    the cluster pulls: ``REGISTRY/NAME:VERSION@sha256:...`` (the pushed digest pins it: versions are
+    numbered per MLCTL_HOME, so a node may hold another image under the same tag, which
+    ``imagePullPolicy: IfNotPresent`` would run), ``REGISTRY/NAME:VERSION`` when no digest is known.
 
     Raises:
         TargetError: no registry configured, Docker unreachable, the push failed.
@@ -66,10 +69,16 @@ def image_for(deployment: Deployment, registry: Registry, reporter: Reporter) ->
     spec = deployment.spec
     if spec.image is not None:  # pushed there already: nothing to do
         name, _, version = spec.image.partition(":")
-        if registry.image(name, int(version)).get("pushed") == f"{where}/{name}:{version}":
-            return f"{where}/{name}:{version}"
+        known = registry.image(name, int(version))
+        if known.get("pushed") == f"{where}/{name}:{version}":
+            return _pinned(known)
     name, number = service_image(deployment, registry, reporter)
     version = str(number)
     with reporter.step(f"pushing {name}:{version} to {where}") as progress:
         pushed = push(registry, name, int(version), where, progress)
-    return str(pushed["pushed"])
+    return _pinned(pushed)
+
+
+def _pinned(image: dict[str, Any]) -> str:
+    digest = image.get("digest")
+    return f"{image['pushed']}@{digest}" if digest else str(image["pushed"])

@@ -3,7 +3,8 @@
 Nothing here talks to a cluster: ``settings`` applies Azure ML v1's ``AksWebservice``
 defaults and validation rules to a spec's deployment configuration, ``manifests`` turns a spec
 into the objects ``deploy`` applies, in apply order: the keys ``Secret`` (``auth_enabled``), the
-registry ``Secret`` (``kubernetes.io/dockerconfigjson``, with registry credentials), the
+TLS ``Secret`` (``kubernetes.io/tls``, named after its content so a failed update cannot reach the
+pods still serving), the registry ``Secret`` (``kubernetes.io/dockerconfigjson``, with registry credentials), the
 ``Service``, the ``Deployment``, the ``HorizontalPodAutoscaler`` (autoscaling) and the
 ``PodDisruptionBudget`` (more than one replica). Secret values are passed in by the caller;
 ``render`` for people and GitOps gets placeholders that a scoring server refuses to start with.
@@ -36,6 +37,9 @@ CONTAINER = "scoring"
 RUN_MOUNT = "/run/mlctl"
 SECRETS_MOUNT = "/run/mlctl-secrets"
 KEYS_FILE = "keys.json"
+TLS_MOUNT = "/run/mlctl-tls"
+TLS_ROLE = "mlctl.io/role"  # label value "tls" on the TLS Secrets
+REDACTED_TLS = "redacted: mlctl writes the private key when it deploys; a server refuses to start with this"
 PRE_STOP_S = 3  # endpoints controllers and proxies drop the pod before its server stops accepting
 REDACTED_KEYS = "redacted: mlctl writes the keys when it deploys; a server refuses to start with this"
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
@@ -66,6 +70,28 @@ class Inputs:
     registry_auth: tuple[str, str, str] | None = None  # (registry, user, password)
     pull_secret: bool = False
     replicas: int | None = None
+    tls_secret: str | None = None  # the TLS Secret's name (with TLS)
+    tls_cert: bytes = b""
+    tls_key: bytes | None = None  # None: the redacted placeholder
+
+
+def versions_option(text: str | None) -> ApiVersions:
+    """The target's ``api_versions`` option (``GROUP/VERSION,...``) over the default versions.
+
+    Raises:
+        TargetError: an entry is not an autoscaling or policy group version."""
+    from mlctl.errors import TargetError
+
+    chosen: dict[str, str] = {}
+    for item in filter(None, (text or "").split(",")):
+        group = item.strip().partition("/")[0]
+        if group not in ("autoscaling", "policy"):
+            raise TargetError(
+                f"api_versions: {item!r} is not an autoscaling/... or policy/... version",
+                hint="e.g. autoscaling/v2beta2,policy/v1beta1",
+            )
+        chosen[group] = item.strip()
+    return ApiVersions(**chosen)
 
 
 def manifests(spec: ServiceSpec, s: Settings, inputs: Inputs) -> list[dict[str, Any]]:
@@ -73,6 +99,8 @@ def manifests(spec: ServiceSpec, s: Settings, inputs: Inputs) -> list[dict[str, 
     objects = []
     if s.auth:
         objects.append(_keys_secret(spec, s, inputs.keys))
+    if s.tls:
+        objects.append(_tls_secret(spec, s, inputs))
     if inputs.pull_secret or inputs.registry_auth:
         objects.append(_pull_secret(spec, s, inputs.registry_auth))
     objects += [_service(spec, s), _deployment(spec, s, inputs)]
@@ -131,6 +159,17 @@ def _keys_secret(spec: ServiceSpec, s: Settings, keys: bytes | None) -> dict[str
     }
 
 
+def _tls_secret(spec: ServiceSpec, s: Settings, inputs: Inputs) -> dict[str, Any]:
+    meta = _meta(spec, s, inputs.tls_secret or f"{spec.name}-tls")
+    meta["labels"] = {**meta["labels"], TLS_ROLE: "tls"}
+    body: dict[str, Any] = {"data": {"tls.crt": base64.b64encode(inputs.tls_cert).decode()}}
+    if inputs.tls_key is None:
+        body["stringData"] = {"tls.key": REDACTED_TLS}
+    else:
+        body["data"]["tls.key"] = base64.b64encode(inputs.tls_key).decode()
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "kubernetes.io/tls", **body}
+
+
 def _pull_secret(spec: ServiceSpec, s: Settings, auth: tuple[str, str, str] | None) -> dict[str, Any]:
     meta = _meta(spec, s, names(spec.name)["Secret/registry"])
     if auth is None:
@@ -170,6 +209,9 @@ def _deployment(spec: ServiceSpec, s: Settings, inputs: Inputs) -> dict[str, Any
         pod["volumes"].append(
             {"name": "keys", "secret": {"secretName": names(spec.name)["Secret"], "defaultMode": 0o440}}
         )
+    if s.tls:
+        secret = inputs.tls_secret or f"{spec.name}-tls"
+        pod["volumes"].append({"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440}})
     if inputs.pull_secret or inputs.registry_auth:
         pod["imagePullSecrets"] = [{"name": names(spec.name)["Secret/registry"]}]
     annotations = {FINGERPRINT: inputs.fingerprint, MODELS: inputs.models}
@@ -192,6 +234,9 @@ def _container(spec: ServiceSpec, s: Settings, image: str) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [{"name": "run", "mountPath": RUN_MOUNT}]
     if s.auth:
         mounts.append({"name": "keys", "mountPath": SECRETS_MOUNT, "readOnly": True})
+    if s.tls:
+        mounts.append({"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True})
+    scheme = "HTTPS" if s.tls else "HTTP"
     return {
         "name": CONTAINER,
         "image": image,
@@ -201,17 +246,20 @@ def _container(spec: ServiceSpec, s: Settings, image: str) -> dict[str, Any]:
         "env": [{"name": k, "value": v} for k, v in sorted(d.environment_variables.items())],
         "resources": _resources(s),
         "volumeMounts": mounts,
-        "startupProbe": _probe("/readyz", d.port, period=1, timeout=s.timeout_s, failures=max(1, s.initial_delay_s)),
+        "startupProbe": _probe(
+            "/readyz", d.port, scheme, period=1, timeout=s.timeout_s, failures=max(1, s.initial_delay_s)
+        ),
         "readinessProbe": _probe(
             "/readyz",
             d.port,
+            scheme,
             period=s.period_s,
             timeout=s.timeout_s,
             failures=s.failure_threshold,
             successes=s.success_threshold,
         ),
         "livenessProbe": _probe(
-            "/healthz", d.port, period=s.period_s, timeout=s.timeout_s, failures=s.failure_threshold
+            "/healthz", d.port, scheme, period=s.period_s, timeout=s.timeout_s, failures=s.failure_threshold
         ),
         "lifecycle": {
             "preStop": {"exec": {"command": [images.PYTHON, "-c", f"import time; time.sleep({PRE_STOP_S})"]}}
@@ -222,11 +270,18 @@ def _container(spec: ServiceSpec, s: Settings, image: str) -> dict[str, Any]:
 def _command(spec: ServiceSpec, s: Settings) -> dict[str, Any]:
     d = spec.deployment
     options = server_options(
-        DeploymentConfig(**{**_config_fields(d), "concurrency_per_worker": s.concurrency_per_worker}),
+        DeploymentConfig(
+            **{
+                **_config_fields(d),
+                "concurrency_per_worker": s.concurrency_per_worker,
+                "max_request_wait_time": s.max_wait_ms,
+            }
+        ),
         host="0.0.0.0",
         status_file=f"{RUN_MOUNT}/status.json",
         control_socket=f"{RUN_MOUNT}/control.sock",
         keys_file=f"{SECRETS_MOUNT}/{KEYS_FILE}" if s.auth else None,
+        tls=(f"{TLS_MOUNT}/tls.crt", f"{TLS_MOUNT}/tls.key") if s.tls else None,
     )
     if spec.inference is not None:
         entry = f"{images.APP_ROOT}/{spec.inference.entry_script.name}"
@@ -260,9 +315,11 @@ def _memory(gb: float) -> str:
     return f"{round(gb * 1024)}Mi"
 
 
-def _probe(path: str, port: int, *, period: int, timeout: int, failures: int, successes: int = 1) -> dict[str, Any]:
+def _probe(
+    path: str, port: int, scheme: str, *, period: int, timeout: int, failures: int, successes: int = 1
+) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
+        "httpGet": {"path": path, "port": port, "scheme": scheme},
         "periodSeconds": period,
         "timeoutSeconds": timeout,
         "failureThreshold": failures,

@@ -9,6 +9,7 @@ crashes (``init()`` raised: CrashLoopBackOff, or a non-zero exit), cannot be cre
 
 from __future__ import annotations
 
+import ssl
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 from mlctl.errors import DeploymentError
 from mlctl.output import Reporter
+from mlctl.targets.kubernetes import tls
 from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster, service_pods, translate
 from mlctl.targets.kubernetes.forward import forwarded
 from mlctl.targets.kubernetes.render import CONTAINER, FINGERPRINT, LABEL, MODELS
@@ -185,9 +187,12 @@ def check_readyz(cluster: Cluster, name: str) -> None:
     port = int(pods[0].spec.containers[0].ports[0].container_port) if pods else 0
     if not pods:
         raise DeploymentError(f"service {name!r}: no ready pod after the rollout", phase="readiness")
+    web = tls.scheme(pods[0].spec)
+    # this very pod, reached through the API server: its certificate need not name 127.0.0.1
+    context = ssl._create_unverified_context() if web == "https" else None  # noqa: S323
     with forwarded(cluster, pods[0].metadata.name, port) as local:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{local}/readyz", timeout=10) as answer:
+            with urllib.request.urlopen(f"{web}://127.0.0.1:{local}/readyz", timeout=10, context=context) as answer:
                 if answer.status == 200:
                     return
         except OSError as exc:
@@ -222,6 +227,7 @@ def roll_back(cluster: Cluster, previous: dict[str, Any], reporter: Reporter) ->
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, cluster, verb="patch", resource="deployments.apps") from None
         wait(cluster, name, timeout_s=ROLLBACK_TIMEOUT_S, progress=progress)
+        tls.prune(cluster, name)  # the failed update's TLS Secret, if it had one
 
 
 def _revision_template(cluster: Cluster, name: str, previous: dict[str, Any]) -> dict[str, Any] | None:

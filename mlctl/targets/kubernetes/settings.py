@@ -40,6 +40,8 @@ class Settings:
     success_threshold: int
     failure_threshold: int
     concurrency_per_worker: int
+    max_wait_ms: int
+    tls: bool = False
 
 
 def settings(spec: ServiceSpec, default_namespace: str = "default") -> Settings:
@@ -48,17 +50,20 @@ def settings(spec: ServiceSpec, default_namespace: str = "default") -> Settings:
     Defaults: autoscaling on unless ``num_replicas`` is given (min 1, max 10, refresh 1 s,
     target 70 %), ``cpu_cores`` 0.1, ``memory_gb`` 0.5, ``auth_enabled`` on, probes every 10 s
     with a 2 s timeout, 1 success, 3 failures, ``initial_delay_seconds`` 310 (the startup
-    probe's budget here), ``namespace`` the target's, ``service_type`` ClusterIP.
+    probe's budget here), ``max_request_wait_time`` 500 ms (0: no limit), ``namespace`` the
+    target's, ``service_type`` ClusterIP.
 
     Raises:
         SpecError: a v1 rule is broken (``num_replicas`` with autoscaling, limits below
             requests, min above max, a namespace that is not a DNS label, a name that is not a
-            DNS-1035 label) or a key is given that this target refuses (``token_auth_enabled``,
-            ``enable_app_insights``, ``collect_model_data``, ``max_request_wait_time``).
+            DNS-1035 label, ``ssl_enabled`` without both PEM files or false with them) or a key
+            is given that this target refuses (``token_auth_enabled``,
+            ``enable_app_insights``, ``collect_model_data``).
     """
     d = spec.deployment
     _refuse(spec)
     _check_name(spec)
+    tls = _tls(spec)
     autoscale = d.autoscale_enabled if d.autoscale_enabled is not None else d.num_replicas is None
     if autoscale and d.num_replicas is not None:
         raise _error(
@@ -112,6 +117,8 @@ def settings(spec: ServiceSpec, default_namespace: str = "default") -> Settings:
         success_threshold=d.success_threshold or 1,
         failure_threshold=d.failure_threshold or 3,
         concurrency_per_worker=per_worker,
+        max_wait_ms=d.max_request_wait_time if d.max_request_wait_time is not None else 500,
+        tls=tls,
     )
 
 
@@ -121,8 +128,6 @@ _REFUSED = {
     "read the logs with `mlctl service logs` or scrape /metrics",
     "collect_model_data": "model data collection writes to Azure Blob storage through Azure ML; "
     "log inputs from run() and read them with `mlctl service logs`",
-    "max_request_wait_time": "the scoring server bounds waiting by queue length: use max_queue_per_worker "
-    "(503 with Retry-After once full)",
 }
 
 
@@ -133,6 +138,26 @@ def _refuse(spec: ServiceSpec) -> None:
             raise _error(
                 spec, f"deployment_config.{key} is not supported by the kubernetes target: {why}", f"remove {key}"
             )
+
+
+def _tls(spec: ServiceSpec) -> bool:
+    """Whether the service serves https (v1: ``ssl_enabled`` with ``ssl_cert_pem_file`` and
+    ``ssl_key_pem_file``; the files alone suffice, as on the other targets)."""
+    d = spec.deployment
+    files = bool(d.ssl_cert_pem_file and d.ssl_key_pem_file)
+    if d.ssl_enabled and not files:
+        raise _error(
+            spec,
+            "ssl_enabled needs ssl_cert_pem_file and ssl_key_pem_file",
+            "give both files (PEM), or drop ssl_enabled",
+        )
+    if d.ssl_enabled is False and files:
+        raise _error(
+            spec,
+            "ssl_enabled is false but certificate files are given",
+            "drop ssl_enabled: false, or the certificate files",
+        )
+    return files
 
 
 def _check_name(spec: ServiceSpec) -> None:

@@ -4,16 +4,22 @@ annotations are the truth; nothing is read from the local record)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from mlctl.targets import ServiceState
 from mlctl.targets.kubernetes.cluster import TIMEOUT, Cluster
 from mlctl.targets.kubernetes.render import FINGERPRINT, MODELS
+from mlctl.targets.kubernetes.tls import local_cert, scheme
 
 
-def service_state(cluster: Cluster, dep: Any, *, keys_file: str | None) -> ServiceState:
+def service_state(
+    cluster: Cluster, dep: Any, *, keys_file: str | None, home: Path | None = None, fetch: bool = True
+) -> ServiceState:
     """The ServiceState of Deployment ``dep`` (a V1Deployment): ``running`` when a replica is
-    ready, else ``unhealthy``; details give replicas, the HPA, the image and the endpoints."""
+    ready, else ``unhealthy``; details give replicas, the HPA, the image and the endpoints, and
+    with TLS (https scoring URI) a local copy of the certificate under ``home`` (fetched from its
+    Secret when missing and ``fetch``)."""
     name, namespace = dep.metadata.name, dep.metadata.namespace
     annotations = dep.metadata.annotations or {}
     container = dep.spec.template.spec.containers[0]
@@ -22,6 +28,7 @@ def service_state(cluster: Cluster, dep: Any, *, keys_file: str | None) -> Servi
     ready = st.ready_replicas or 0
     lb, service = _service(cluster, name, namespace)
     host = lb or f"{name}.{namespace}.svc.cluster.local"
+    web = scheme(dep.spec.template.spec)
     created = dep.metadata.creation_timestamp
     conditions = {c.type: c for c in st.conditions or []}
     progressing = conditions.get("Progressing")
@@ -30,8 +37,8 @@ def service_state(cluster: Cluster, dep: Any, *, keys_file: str | None) -> Servi
         name=name,
         target="kubernetes",
         state="running" if ready > 0 else "unhealthy",
-        scoring_uri=f"http://{host}:{port}/score",
-        swagger_uri=f"http://{host}:{port}/swagger.json",
+        scoring_uri=f"{web}://{host}:{port}/score",
+        swagger_uri=f"{web}://{host}:{port}/swagger.json",
         models=tuple(filter(None, annotations.get(MODELS, "").split(","))),
         environment=container.image,
         created_at=created.isoformat() if created else "",
@@ -49,7 +56,7 @@ def service_state(cluster: Cluster, dep: Any, *, keys_file: str | None) -> Servi
             "load_balancer": lb,
             "auth_enabled": keys_file is not None,
             "keys_file": keys_file,
-            "tls_cert": None,
+            "tls_cert": local_cert(cluster, home, dep, fetch=fetch) if home is not None else None,
         },
         fingerprint=json.loads(annotations.get(FINGERPRINT, "{}")),
     )
