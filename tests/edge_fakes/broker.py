@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ class Broker:
             self.proc.wait(15)
 
     def restart(self, down_s: float = 1.0) -> None:
+        """Stop (clients see the connection drop), wait ``down_s``, start again."""
         self.stop()
         time.sleep(down_s)
         self.start()
@@ -130,24 +131,35 @@ class EdgeHubSide:
     """The test's MQTT client in edgeHub's place: routes a message into a module's input, collects
     the module's output messages, answers its twin requests and records its reported properties."""
 
-    def __init__(self, ca_file: Path, device: str, module: str, desired: dict[str, Any]) -> None:
+    def __init__(self, ca_file: Path, device: str, module: str, desired: Callable[[], dict[str, Any]]) -> None:
+        """``desired()``: the module twin's desired properties with ``$version`` (e.g. from the fake hub);
+        a new ``$version`` is forwarded to the module as a patch, as edgeHub forwards IoT Hub's."""
         import paho.mqtt.client as mqtt
 
-        self.device, self.module = device, module
-        self.desired = {**desired, "$version": 1}
+        self.device, self.module, self.desired = device, module, desired
+        self._forwarded: dict[str, Any] = {}
+        self._stop = threading.Event()
         self.reported: list[dict[str, Any]] = []
         self.outputs: queue.Queue[tuple[str, dict[str, str], bytes]] = queue.Queue()
         self.client = mqtt.Client(client_id=f"edgemsg-hub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311)
         self.client.tls_set_context(ssl.create_default_context(cafile=str(ca_file)))
         self.client.on_connect = self._subscribe
         self.client.on_message = self._received
+        self.client.on_disconnect = lambda *_: self._connected.clear()
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self._connected = threading.Event()
         self.client.connect("127.0.0.1", PORT)
         self.client.loop_start()
         if not self._connected.wait(10):
             raise AssertionError("the test's MQTT client could not connect to the broker")
+        threading.Thread(target=self._forward_desired, daemon=True).start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once this client is (again) connected and subscribed, e.g. after a broker restart."""
+        return self._connected.wait(timeout)
 
     def close(self) -> None:
+        self._stop.set()
         self.client.loop_stop()
         self.client.disconnect()
 
@@ -157,12 +169,17 @@ class EdgeHubSide:
         topic = f"devices/{self.device}/modules/{self.module}/inputs/{input_name}/{props}"
         self.client.publish(topic, body, qos=1).wait_for_publish(10)
 
-    def patch_desired(self, patch: dict[str, Any]) -> None:
-        """A desired-properties patch, as IoT Hub forwards it through edgeHub."""
-        self.desired["$version"] += 1
-        self.desired.update(patch)
-        body = json.dumps({**patch, "$version": self.desired["$version"]})
-        self.client.publish(f"$iothub/twin/PATCH/properties/desired/?$version={self.desired['$version']}", body, qos=1)
+    def _forward_desired(self) -> None:
+        while not self._stop.wait(0.3):
+            desired = self.desired()
+            if not self._forwarded:
+                self._forwarded = desired  # what the module gets from its first twin GET
+            elif desired.get("$version") != self._forwarded.get("$version"):
+                patch = {k: v for k, v in desired.items() if self._forwarded.get(k) != v}
+                patch.update({k: None for k in self._forwarded if k not in desired})  # removed keys
+                self._forwarded = desired
+                topic = f"$iothub/twin/PATCH/properties/desired/?$version={desired['$version']}"
+                self.client.publish(topic, json.dumps(patch), qos=1)
 
     def next_output(self, timeout: float = 30) -> tuple[str, dict[str, str], bytes]:
         """``(output name, properties, body)`` of the module's next message."""
@@ -184,7 +201,8 @@ class EdgeHubSide:
             client.publish(f"$iothub/twin/res/204/?$rid={_rid(topic)}&$version={len(self.reported) + 1}", b"", qos=1)
 
     def _twin(self) -> dict[str, Any]:
-        return {"desired": self.desired, "reported": {"$version": len(self.reported) + 1}}
+        self._forwarded = self.desired()
+        return {"desired": self._forwarded, "reported": {"$version": len(self.reported) + 1}}
 
 
 def _properties(encoded: str) -> dict[str, str]:
