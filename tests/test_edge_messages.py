@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -270,6 +272,16 @@ def _check_secrets(workload: Any, hub: RunningHub, logs: str, outputs: list[str]
     text = logs + "\n".join(outputs)
     for secret in secrets:
         assert secret not in text and quote(secret, safe="") not in text
+
+
+def test_the_message_modules_load_the_sdk_only_when_connecting() -> None:
+    code = """
+import sys
+import mlctl.serve.__main__, mlctl.serve.edge_messages, mlctl.serve.edge_convert
+print(",".join(sorted(m for m in sys.modules if m.startswith(("azure", "paho")))))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == ""
 
 
 def test_the_module_settings_come_from_the_runtime_environment() -> None:
