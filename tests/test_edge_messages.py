@@ -360,5 +360,14 @@ def test_the_defaults_give_one_route_in_and_one_out_and_spec_routes_win(tmp_path
         "MLCTL_EDGE_OUTPUT": {"value": "scores"},
         "MLCTL_EDGE_ERROR_OUTPUT": {"value": "rejects"},
     }
+    text = spec.read_text().replace("device_id: dev-1", "target_condition: tags.x='y'\nlayered: true\npriority: 20")
+    layered = mlctl("-o", "json", "edge", "manifest", "-f", str(write(tmp_path / "layered.yaml", text)))
+    assert layered.code == 0, layered.err
+    hub_paths = layered.json()["modulesContent"]["$edgeHub"]
+    assert (
+        hub_paths["properties.desired.routes.named-output"]
+        == f"FROM /messages/modules/named/outputs/scores INTO {to_m}"
+    )
+    assert len(hub_paths) == 6
     bad = mlctl("-o", "json", "edge", "manifest", "-f", str(spec), "--set", "modules.m.messages.input=a b")
     assert bad.code == 3 and "modules.m.messages.input" in bad.err

@@ -18,6 +18,9 @@ create``), reads the content the fake hub resolved for it, and acts like the age
   simulator's ``port_offset``, so several simulated devices share one host): the image's own
   command has its ``--port`` value replaced by the host port and its ``--host`` by 127.0.0.1 (mlctl
   images run ``python -m mlctl.serve ... --host 0.0.0.0 --port 5001``);
+* with a workload stand-in (``workload=``): gives each module the runtime's ``IOTEDGE_*``
+  environment (edgeHub at 127.0.0.1, a module identity registered with the stand-in) and mounts
+  its socket at ``/var/run/iotedge/workload.sock``;
 * writes ``$edgeAgent`` reported properties as in wire reference D.6 (``lastDesiredVersion``,
   ``lastDesiredStatus``, per module ``runtimeStatus`` running/backoff/failed/stopped,
   ``exitCode``, ``restartCount`` from Docker, ``statusDescription``), whenever they change.
