@@ -371,3 +371,79 @@ def test_the_defaults_give_one_route_in_and_one_out_and_spec_routes_win(tmp_path
     assert len(hub_paths) == 6
     bad = mlctl("-o", "json", "edge", "manifest", "-f", str(spec), "--set", "modules.m.messages.input=a b")
     assert bad.code == 3 and "modules.m.messages.input" in bad.err
+
+
+FRAGILE = """
+import json, os, time
+
+def init():
+    print("fragile init", os.getpid(), flush=True)
+
+def on_desired_properties(properties):
+    raise RuntimeError("cannot use " + ",".join(sorted(properties)))
+
+def run(raw_data):
+    data = json.loads(raw_data)
+    time.sleep(data.get("sleep", 0))
+    if data.get("crash"):
+        os._exit(1)
+    return [sum(row) for row in data["data"]]
+"""
+
+
+def test_the_message_process_survives_a_failing_hook_a_slow_run_and_its_own_crash(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The server as a plain process with the runtime's environment (no container): the same SDK and broker."""
+    from edge_fakes.workload import API_VERSION
+
+    cert, key = self_signed_certificate(tmp_path_factory.mktemp("edgemsg-local"))
+    script = write(tmp_path / "score.py", FRAGILE)
+    port = free_port()
+    with run_broker(cert, key), serve_workload(tmp_path / "workload", cert.read_text()) as workload:
+        side = EdgeHubSide(cert, "dev-local", "fragile", lambda: {"threshold": 3, "$version": 4})
+        env = {
+            **os.environ,
+            "IOTEDGE_IOTHUBHOSTNAME": "hub.example",
+            "IOTEDGE_GATEWAYHOSTNAME": "127.0.0.1",
+            "IOTEDGE_DEVICEID": "dev-local",
+            "IOTEDGE_MODULEID": "fragile",
+            "IOTEDGE_MODULEGENERATIONID": workload.add_module("fragile"),
+            "IOTEDGE_WORKLOADURI": f"unix://{workload.socket_path}",
+            "IOTEDGE_APIVERSION": API_VERSION,
+            "MLCTL_EDGE_RETRY_S": "1",
+        }
+        command = [sys.executable, "-m", "mlctl.serve", "--entry-script", str(script), "--port", str(port)]
+        log = tmp_path / "server.log"
+        with log.open("wb") as sink:
+            server = subprocess.Popen(
+                [*command, "--workers", "1", "--timeout-ms", "1000"], env=env, stdout=sink, stderr=sink
+            )
+        module = Module(side)
+        try:
+            assert wait_for(lambda: bool(side.reported), timeout=30), log.read_text()
+            assert wait_for(lambda: side.reported[-1]["mlctl"]["errors"] == 1, timeout=15)
+            first = side.reported[-1]["mlctl"]
+            assert first["last_error"]["error"] == "on_desired_properties() raised RuntimeError: cannot use threshold"
+            assert first["desired_version"] == 4
+
+            side.route_in(json.dumps({"data": [[1, 2], [3, 4]]}).encode(), "amlInput", **{"$.mid": "rows"})
+            assert [side.next_output(30)[::2] for _ in range(2)] == [("amlOutput", b"3"), ("amlOutput", b"7")]
+
+            output, _, body = module.score(json.dumps({"sleep": 3, "data": []}).encode(), "slow")
+            assert output == "amlError" and body["error"] == "run() took longer than 1s"
+
+            side.route_in(json.dumps({"crash": True}).encode(), "amlInput", **{"$.mid": "crash"})
+            assert wait_for(lambda: "exited with 1; starting a new one" in log.read_text(), timeout=15)
+            output, _, body = module.score(json.dumps({"data": [[5, 5]]}).encode(), "after")
+            assert (output, body) == ("amlOutput", 10)
+            status, _, answer = post(f"http://127.0.0.1:{port}/score", b'{"data": [[1, 1]]}')
+            assert (status, json.loads(answer)) == (200, [2])
+        finally:
+            server.terminate()
+            server.wait(30)
+            side.close()
+    text = log.read_text()
+    assert server.returncode == 0, text
+    assert text.count("fragile init") == 3, text  # the HTTP worker, the message process and its replacement
+    assert "message slow on amlInput failed: run() took longer than 1s" in text
