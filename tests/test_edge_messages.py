@@ -192,7 +192,13 @@ def test_a_temperature_message_is_scored_in_the_module_and_a_failing_one_is_answ
             except HubError:
                 return {}
 
-        side = EdgeHubSide(cert, DEVICE, MODULE, desired)
+        def upstream(patch: dict[str, Any]) -> None:  # edgeHub sends reported properties on to IoT Hub
+            with hub.state.lock:
+                twin = hub.state.devices[DEVICE]["modules"][MODULE]
+                twin["reported"] = merge_patch(twin["reported"], patch)
+                twin["reported_version"] += 1
+
+        side = EdgeHubSide(cert, DEVICE, MODULE, desired, upstream)
         with serve_workload(tmp_path / "workload", cert.read_text()) as workload:
             device = SimulatedDevice(connection.read_text(), hub.ca_file, engine, prefix="edgemsg-", workload=workload)
             device.start()
@@ -255,6 +261,8 @@ def _exercise(run: Any, spec: str, port: int, module: Module, broker: Any, engin
         "amlError",
     )
     assert status_now["desired_version"] == side.desired()["$version"]
+    shown = run("edge", "status", DEVICE)["modules"][MODULE]["messages"]  # through the hub, as an operator sees it
+    assert (shown["messages_scored"], shown["errors"]) == (scored, 2) and shown["status"] == "running"
     [container] = engine.containers.list(filters={"label": f"edge.device={DEVICE}"})
     logs = container.logs().decode(errors="replace")
     assert logs.count("anomaly init") == 3, logs  # two HTTP workers and the message process: once each

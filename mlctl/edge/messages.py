@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlctl.edge.hub import Hub
 
 LEAF_DEVICES = "/messages/* WHERE NOT IS_DEFINED($connectionModuleId)"  # telemetry of downstream devices only
 
@@ -78,3 +81,18 @@ def message_env(messages: EdgeMessages | None) -> dict[str, Any]:
     if messages.retry_interval_secs is not None:
         env["MLCTL_EDGE_RETRY_S"] = messages.retry_interval_secs
     return env
+
+
+def add_message_status(hub: Hub, status: dict[str, Any]) -> dict[str, Any]:
+    """``status`` (``wait.device_status``) with ``messages`` on each module whose twin has the scoring
+    server's reported ``mlctl`` property (messages scored, errors, last error, models, names)."""
+    from mlctl.errors import NotFoundError
+
+    for name, module in status.get("modules", {}).items():
+        try:
+            reported = hub.module_twin(status["device_id"], name).get("properties", {}).get("reported", {})
+        except NotFoundError:
+            continue
+        if isinstance(reported.get("mlctl"), Mapping):
+            module["messages"] = dict(reported["mlctl"])
+    return status

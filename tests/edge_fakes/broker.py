@@ -131,12 +131,20 @@ class EdgeHubSide:
     """The test's MQTT client in edgeHub's place: routes a message into a module's input, collects
     the module's output messages, answers its twin requests and records its reported properties."""
 
-    def __init__(self, ca_file: Path, device: str, module: str, desired: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        ca_file: Path,
+        device: str,
+        module: str,
+        desired: Callable[[], dict[str, Any]],
+        upstream: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         """``desired()``: the module twin's desired properties with ``$version`` (e.g. from the fake hub);
-        a new ``$version`` is forwarded to the module as a patch, as edgeHub forwards IoT Hub's."""
+        a new ``$version`` is forwarded to the module as a patch, as edgeHub forwards IoT Hub's.
+        ``upstream(patch)``: where the module's reported-properties patches go (e.g. the fake hub)."""
         import paho.mqtt.client as mqtt
 
-        self.device, self.module, self.desired = device, module, desired
+        self.device, self.module, self.desired, self.upstream = device, module, desired, upstream
         self._forwarded: dict[str, Any] = {}
         self._stop = threading.Event()
         self.reported: list[dict[str, Any]] = []
@@ -198,6 +206,8 @@ class EdgeHubSide:
             client.publish(f"$iothub/twin/res/200/?$rid={_rid(topic)}", json.dumps(self._twin()), qos=1)
         elif topic.startswith("$iothub/twin/PATCH/properties/reported/"):
             self.reported.append(json.loads(message.payload))
+            if self.upstream is not None:
+                self.upstream(self.reported[-1])
             client.publish(f"$iothub/twin/res/204/?$rid={_rid(topic)}&$version={len(self.reported) + 1}", b"", qos=1)
 
     def _twin(self) -> dict[str, Any]:
