@@ -1,6 +1,6 @@
 """Message scoring inside an IoT Edge module: edgeHub messages on an input go to ``run()``, results to an output.
 
-Azure ML images run as IoT Edge modules received data through edgeHub routes, not HTTP, e.g.
+Azure ML images, run as IoT Edge modules, received data through edgeHub routes, not HTTP, e.g.
 ``FROM /messages/modules/tempSensor/outputs/temperatureOutput INTO BrokeredEndpoint("/modules/M/inputs/amlInput")``
 and ``FROM /messages/modules/M/outputs/amlOutput INTO $upstream``. mlctl's server does the same when
 the IoT Edge runtime starts it as a module (the runtime sets ``IOTEDGE_MODULEID``,
@@ -23,13 +23,14 @@ the IoT Edge runtime starts it as a module (the runtime sets ``IOTEDGE_MODULEID`
   default ``amlError``) with ``{"error", "message_id", "input"}``; the module keeps serving;
 * the module twin's desired properties (without ``$version``) are passed to the entry script's
   optional ``on_desired_properties(properties)`` after ``init()``, after each patch (merged, so
-  the hook always sees them whole) and after a reconnection; it runs in the message process only,
-  between messages;
+  the hook always sees them whole), also for changes missed while disconnected (the SDK gets the
+  twin again when it reconnects); it runs in the message process only, between messages;
 * reported properties ``mlctl``: status, models (name, version), input/output names, messages
   scored, errors, the last error, the desired ``$version`` seen (at most every 5 s, when changed);
 * after edgeHub restarts the SDK reconnects every ``MLCTL_EDGE_RETRY_S`` seconds (default 10).
 
-``MLCTL_EDGE_MESSAGES=off`` keeps a module HTTP-only. ``azure-iot-device`` is imported here only.
+``MLCTL_EDGE_MESSAGES=off`` keeps a module HTTP-only. ``azure-iot-device`` is imported only in the
+message process (here and by ``edge_convert.reply``).
 """
 
 from __future__ import annotations
@@ -88,8 +89,16 @@ def settings_from_env(environ: Mapping[str, str]) -> EdgeSettings | None:
         input=environ.get("MLCTL_EDGE_INPUT") or "amlInput",
         output=environ.get("MLCTL_EDGE_OUTPUT") or "amlOutput",
         error_output=environ.get("MLCTL_EDGE_ERROR_OUTPUT") or "amlError",
-        retry_interval_s=int(environ.get("MLCTL_EDGE_RETRY_S") or 10),
+        retry_interval_s=_seconds(environ.get("MLCTL_EDGE_RETRY_S"), default=10),
     )
+
+
+def _seconds(text: str | None, *, default: int) -> int:
+    try:
+        return max(1, int(text)) if text else default
+    except ValueError:
+        log.warning("MLCTL_EDGE_RETRY_S=%r is not a number of seconds; using %d", text, default)
+        return default
 
 
 @dataclass
@@ -138,6 +147,8 @@ def fork_message_process(args: Any, settings: EdgeSettings, listening: list[Any]
     """Fork the message process of a supervisor (``args``: its command line); returns its pid."""
     pid = os.fork()
     if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's handlers (they signal workers)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # draining concerns HTTP only
         for sock in listening:
             sock.close()  # this process serves no HTTP
