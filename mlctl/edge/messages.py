@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: spec.py imports this module
     from mlctl.edge.hub import Hub
+    from mlctl.edge.spec import EdgeModule
 
 LEAF_DEVICES = "/messages/* WHERE NOT IS_DEFINED($connectionModuleId)"  # telemetry of downstream devices only
 
@@ -55,11 +56,11 @@ def build_messages(data: Mapping[str, Any] | None) -> EdgeMessages | None:
     )
 
 
-def message_routes(modules: Iterable[Any]) -> dict[str, str]:
-    """Route name -> route text for every module (an ``EdgeModule``) with ``messages``."""
+def message_routes(modules: Iterable[EdgeModule]) -> dict[str, str]:
+    """Route name -> route text for every module with ``messages``."""
     routes: dict[str, str] = {}
     for module in modules:
-        m: EdgeMessages | None = getattr(module, "messages", None)
+        m = module.messages
         if m is None:
             continue
         name = module.name

@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlctl.serve.request import Request
 
 
-def message_request(message: Any) -> Any:
+def message_request(message: Any) -> Request:
     """A ``POST /score`` request for an edgeHub message: its body, content type and custom properties as headers."""
     from mlctl.serve.request import Request
 
