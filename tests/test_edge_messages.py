@@ -411,7 +411,7 @@ def test_the_message_process_survives_a_failing_hook_a_slow_run_and_its_own_cras
     cert, key = self_signed_certificate(tmp_path_factory.mktemp("edgemsg-local"))
     script = write(tmp_path / "score.py", FRAGILE)
     port = free_port()
-    with run_broker(cert, key), serve_workload(tmp_path / "workload", cert.read_text()) as workload:
+    with run_broker(cert, key) as broker, serve_workload(tmp_path / "workload", cert.read_text()) as workload:
         side = EdgeHubSide(cert, "dev-local", "fragile", lambda: {"threshold": 3, "$version": 4})
         env = {
             **os.environ,
@@ -450,6 +450,12 @@ def test_the_message_process_survives_a_failing_hook_a_slow_run_and_its_own_cras
             assert (output, body) == ("amlOutput", 10)
             status, _, answer = post(f"http://127.0.0.1:{port}/score", b'{"data": [[1, 1]]}')
             assert (status, json.loads(answer)) == (200, [2])
+
+            broker.restart(forget_sessions=True)  # edgeHub lost the subscriptions: the module subscribes again
+            assert side.wait_connected(20)
+            assert wait_for(lambda: log.read_text().count("edgeHub connection restored") == 1, timeout=20)
+            output, _, body = module.score(json.dumps({"data": [[2, 2]]}).encode(), "after-restart")
+            assert (output, body) == ("amlOutput", 4)
         finally:
             server.terminate()
             server.wait(30)

@@ -27,7 +27,8 @@ the IoT Edge runtime starts it as a module (the runtime sets ``IOTEDGE_MODULEID`
   twin again when it reconnects); it runs in the message process only, between messages;
 * reported properties ``mlctl``: status, models (name, version), input/output names, messages
   scored, errors, the last error, the desired ``$version`` seen (at most every 5 s, when changed);
-* after edgeHub restarts the SDK reconnects every ``MLCTL_EDGE_RETRY_S`` seconds (default 10).
+* after edgeHub restarts the SDK reconnects every ``MLCTL_EDGE_RETRY_S`` seconds (default 10) and
+  the module subscribes to its input again (edgeHub may have lost the subscription).
 
 ``MLCTL_EDGE_MESSAGES=off`` keeps a module HTTP-only. ``azure-iot-device`` is imported only in the
 message process (here and by ``edge_convert.reply``).
@@ -258,7 +259,25 @@ class MessageLoop:
             return
         self.status.connected, self.status.changed = connected, True
         log.info("edgeHub connection %s", "restored" if connected else "lost; the SDK reconnects")
-        # on reconnection the SDK itself gets the twin and hands a newer desired version over as a patch
+        if connected:  # the SDK itself gets the twin again and hands a newer desired version over as a patch
+            self._renew_subscription()
+
+    def _renew_subscription(self) -> None:
+        """Subscribe to the input again after a reconnection. edgeHub can lose a client's subscriptions
+        when it restarts (Azure/iotedge#4050) and the SDK (clean session off) never subscribes again;
+        a SUBSCRIBE to a topic already subscribed only replaces it, so no message is lost. Uses the
+        SDK 2.x pipeline's ``enable_feature`` (public handlers offer no re-subscribe)."""
+        pipeline = getattr(self.client, "_mqtt_pipeline", None)
+        if pipeline is None or not hasattr(pipeline, "enable_feature"):
+            return
+        try:
+            from azure.iot.device.common.evented_callback import EventedCallback
+
+            done = EventedCallback()  # type: ignore[no-untyped-call]
+            pipeline.enable_feature("input", callback=done)
+            done.wait_for_completion()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # noqa: BLE001 - the subscription may well have survived
+            log.warning("could not renew the subscription to input %s: %s", self.settings.input, type(exc).__name__)
 
     def _fetch_twin(self) -> None:
         client = self.client

@@ -72,9 +72,12 @@ class Broker:
             self.proc.terminate()  # SIGTERM: mosquitto saves its sessions first
             self.proc.wait(15)
 
-    def restart(self, down_s: float = 1.0) -> None:
-        """Stop (clients see the connection drop), wait ``down_s``, start again."""
+    def restart(self, down_s: float = 1.0, *, forget_sessions: bool = False) -> None:
+        """Stop (clients see the connection drop), wait ``down_s``, start again; ``forget_sessions``:
+        lose every client's session and subscriptions, as edgeHub sometimes does (Azure/iotedge#4050)."""
         self.stop()
+        if forget_sessions:
+            (self.folder / "mosquitto.db").unlink(missing_ok=True)
         time.sleep(down_s)
         self.start()
 
