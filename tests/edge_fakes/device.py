@@ -59,6 +59,7 @@ class SimulatedDevice:
         fields = dict(p.split("=", 1) for p in connection_string.strip().split(";"))
         self.host, self.device_id, self.key = fields["HostName"], fields["DeviceId"], fields["SharedAccessKey"]
         self.ca_file, self.engine, self.prefix, self.port_offset = ca_file, engine, prefix, port_offset
+        self.workload = workload  # edge_fakes.workload.Workload: modules get the runtime's IOTEDGE_* environment
         self.applied_version: int | None = None
         self.status: dict[str, Any] = {"code": 200, "description": ""}
         self.modules: dict[str, dict[str, Any]] = {}  # name -> desired module
@@ -68,7 +69,6 @@ class SimulatedDevice:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.errors: list[str] = []
         self.deleted = False
-        self.workload = workload  # edge_fakes.workload.Workload: modules get the runtime's IOTEDGE_* environment
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> SimulatedDevice:
