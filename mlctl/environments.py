@@ -127,6 +127,17 @@ def runtime_requirements() -> list[str]:
     return pins
 
 
+def edge_requirements() -> list[str]:
+    """Packages every image adds to the scoring runtime: ``azure-iot-device`` (pinned to mlctl's own
+    version), so the image can score edgeHub messages when it runs as an IoT Edge module
+    (``mlctl.serve.edge_messages``). Pure Python, a few MB with its dependencies; the process
+    target's environments do not get it."""
+    try:
+        return [f"azure-iot-device=={version('azure-iot-device')}"]
+    except PackageNotFoundError:
+        return ["azure-iot-device>=2.14,<3"]
+
+
 def runtime_dir(home: Path) -> Path:
     """Folder (``home/runtime/<hash>``) holding a copy of ``mlctl/__init__.py`` and ``mlctl/serve``."""
     return home / "runtime" / _runtime_hash()

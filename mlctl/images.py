@@ -177,7 +177,7 @@ def plan_context(
             f"image {name!r}: an image needs its own environment, not the current interpreter",
             hint="give inference_config.conda_file or requirements",
         )
-    runtime = tuple(environments.runtime_requirements())
+    runtime = (*environments.runtime_requirements(), *environments.edge_requirements())  # edge: any image
     requirements = (*environments.plan(env, Path("/nonexistent"), warn).requirements, *runtime)
     conda_file = None
     if env.kind == "conda" and env.file is not None:

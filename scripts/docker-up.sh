@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Make a Docker engine and the tests' base image available on this machine (idempotent):
-# installs Debian's docker.io, docker-registry and debootstrap if missing, starts dockerd in the background if no
+# installs Debian's docker.io, docker-registry, debootstrap and mosquitto if missing, starts dockerd in the background if no
 # daemon answers, waits for `docker info`, then builds the local Python base image.
 # Needs root for the first two steps; tests that need Docker skip with a reason when it fails.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v docker-registry >/dev/null; then
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v docker-registry >/dev/null \
+  || ! [ -x /usr/sbin/mosquitto ]; then  # mosquitto: edgeHub's MQTT endpoint in tests/test_edge_messages.py
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-registry debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-registry debootstrap mosquitto >/dev/null
 fi
 if ! docker info >/dev/null 2>&1; then
   nohup dockerd > /tmp/mlctl-dockerd.log 2>&1 &

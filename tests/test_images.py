@@ -86,6 +86,7 @@ def test_a_conda_file_goes_into_the_context_for_conda_and_its_pip_part_for_pip(p
         "uvloop",
         "httptools",
         "werkzeug",
+        "azure-iot-device",  # edgeHub messages when the image runs as an IoT Edge module
     ]
 
 

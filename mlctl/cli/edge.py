@@ -202,10 +202,12 @@ def show_manifest(
 
 @app.command("status")
 def status(device_id: str = typer.Argument(..., help="Device id."), target: str | None = _HUB) -> None:
-    """What a device's IoT Edge agent reports: applied version, status, each module's state."""
+    """What a device's IoT Edge agent reports: applied version, status, each module's state (and message counts)."""
     from mlctl.edge import wait
+    from mlctl.edge.messages import add_message_status
 
-    doc = wait.device_status(_hub(target), device_id)
+    hub = _hub(target)
+    doc = add_message_status(hub, wait.device_status(hub, device_id))
     reporter = _state.reporter()
     reporter.result(doc, lambda d: reporter.fields(list(d.items())))
 

@@ -153,6 +153,11 @@ class Hub:
         """The ``$edgeAgent`` module twin (desired ``$version``, reported runtime state)."""
         return _wire(self._call(lambda: self._registry.get_module_twin(device_id, "$edgeAgent"), f"device {device_id}"))
 
+    def module_twin(self, device_id: str, module_id: str) -> dict[str, Any]:
+        """A module's twin (GET ``/twins/{id}/modules/{module}``); NotFoundError when it has none."""
+        what = f"module {module_id} of device {device_id}"
+        return _wire(self._call(lambda: self._registry.get_module_twin(device_id, module_id), what))
+
     # -- deployments ------------------------------------------------------------------------
     def apply_content(self, device_id: str, content: Mapping[str, Any]) -> None:
         """Set one device's modules (``applyConfigurationContent``, as ``az iot edge set-modules``)."""

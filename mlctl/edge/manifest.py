@@ -22,6 +22,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from mlctl.edge.messages import message_env, message_routes
 from mlctl.edge.spec import EdgeDeploymentSpec, EdgeModule, EdgeRuntime, RegistryCredential
 from mlctl.errors import SpecError
 
@@ -56,7 +57,7 @@ def render(
         return {"modulesContent": _layered(spec, images, secrets)}
     content: dict[str, Any] = {
         "$edgeAgent": {"properties.desired": _agent(spec, images, secrets)},
-        "$edgeHub": {"properties.desired": _hub(spec.runtime)},
+        "$edgeHub": {"properties.desired": _hub(spec.runtime, message_routes(spec.modules))},
     }
     content.update(_twins(spec.modules))
     return {"modulesContent": content}
@@ -176,8 +177,8 @@ def _agent(spec: EdgeDeploymentSpec, images: Mapping[str, str], secrets: Mapping
     }
 
 
-def _hub(r: EdgeRuntime) -> dict[str, Any]:
-    routes: dict[str, Any] = {}
+def _hub(r: EdgeRuntime, generated: Mapping[str, str] | None = None) -> dict[str, Any]:
+    routes: dict[str, Any] = dict(generated or {})  # a spec route of the same name replaces a generated one
     for name, route in r.routes.items():
         if route.priority is None and route.time_to_live_secs is None:
             routes[name] = route.route
@@ -205,8 +206,9 @@ def _module(m: EdgeModule, image: str) -> dict[str, Any]:
         body["startupOrder"] = m.startup_order
     if m.image_pull_policy is not None:
         body["imagePullPolicy"] = m.image_pull_policy
-    if m.env:
-        body["env"] = {k: {"value": v} for k, v in m.env.items()}
+    env = {**message_env(m.messages), **m.env}
+    if env:
+        body["env"] = {k: {"value": v} for k, v in env.items()}
     where = f"modules.{m.name}.create_options"
     body["settings"] = {"image": image, **chunk_create_options(m.create_options, where=where)}
     return body
@@ -221,8 +223,8 @@ def _layered(spec: EdgeDeploymentSpec, images: Mapping[str, str], secrets: Mappi
     for c in spec.runtime.registry_credentials:
         agent[f"properties.desired.runtime.settings.registryCredentials.{c.name}"] = _credential(c, secrets)
     content: dict[str, Any] = {"$edgeAgent": agent}
-    hub = _hub(spec.runtime)
-    if spec.runtime.routes:
+    hub = _hub(spec.runtime, message_routes(spec.modules))
+    if spec.runtime.routes or message_routes(spec.modules):
         content["$edgeHub"] = {f"properties.desired.routes.{n}": v for n, v in hub["routes"].items()}
     content.update(_twins(spec.modules))
     return content

@@ -12,6 +12,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlctl.edge.messages import EdgeMessages, build_messages
+
 if TYPE_CHECKING:  # only annotations: importing mlctl.spec here would be circular (its records import this)
     from mlctl.spec.document import Document
 
@@ -40,6 +42,7 @@ class EdgeModule:
     startup_order: int | None = None
     image_pull_policy: str | None = None
     desired_properties: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    messages: EdgeMessages | None = None  # edgeHub message scoring (mlctl.edge.messages)
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ def _module(doc: Document, name: str) -> EdgeModule:
         startup_order=m.get("startup_order"),
         image_pull_policy=m.get("image_pull_policy"),
         desired_properties=_frozen(m.get("desired_properties")),
+        messages=build_messages(m.get("messages")),
     )
 
 

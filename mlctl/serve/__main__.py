@@ -40,6 +40,7 @@ from typing import Any
 EXIT_INIT_FAILED = 3
 EXIT_BIND_FAILED = 4
 EXIT_CRASHING = 1
+EXIT_NO_SDK = 6  # the edgeHub message process without azure-iot-device (mlctl.serve.edge_messages)
 _MAX_RESTARTS = 5  # per minute, then the supervisor gives up
 
 log = logging.getLogger("mlctl.serve")
@@ -138,6 +139,8 @@ class Supervisor:
         self.workers: set[int] = set()
         self.stopping = False
         self.restarts: list[float] = []
+        self.edge = _edge_settings()  # set when the IoT Edge runtime started this server as a module
+        self.messages_pid: int | None = None
 
     def run(self) -> int:
         """Supervise until stopped; returns the exit code."""
@@ -146,6 +149,8 @@ class Supervisor:
         signal.signal(signal.SIGUSR1, self._stop_accepting)
         for slot in range(self.args.workers):
             self._spawn(slot)
+        if self.edge is not None:
+            self._spawn_messages()
         code = 0
         while self.workers:
             self._serve_control(timeout_s=0.2)
@@ -175,6 +180,8 @@ class Supervisor:
     def _reap(self, pid: int, exit_code: int, code: int) -> int:
         if self.stopping:
             return code
+        if pid == self.messages_pid and exit_code == EXIT_NO_SDK:
+            return code  # logged by the message process; HTTP keeps serving
         if exit_code == EXIT_INIT_FAILED:
             log.error("worker %d failed to initialise; stopping the server", pid)
             self._stop_workers()
@@ -186,7 +193,10 @@ class Supervisor:
             self._stop_workers()
             return EXIT_CRASHING
         log.warning("worker %d exited with %d; starting a new one", pid, exit_code)
-        self._spawn(self.slots.pop(pid, 0))  # the new worker continues the old one's counters
+        if pid == self.messages_pid:
+            self._spawn_messages()
+        else:
+            self._spawn(self.slots.pop(pid, 0))  # the new worker continues the old one's counters
         return code
 
     def _spawn(self, slot: int) -> None:
@@ -199,6 +209,12 @@ class Supervisor:
             os._exit(_worker(self.args, self._sockets_of(slot), self.metrics))
         self.workers.add(pid)
         self.slots[pid] = slot
+
+    def _spawn_messages(self) -> None:
+        from mlctl.serve.edge_messages import fork_message_process
+
+        self.messages_pid = fork_message_process(self.args, self.edge, self.public)
+        self.workers.add(self.messages_pid)
 
     def _sockets_of(self, slot: int) -> list[socket.socket]:
         """The public sockets worker ``slot`` accepts on (every one has a worker), and the probe."""
@@ -226,6 +242,15 @@ class Supervisor:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 self.workers.discard(pid)
+
+
+def _edge_settings() -> Any:
+    """edgeHub message settings when running as an IoT Edge module (imported only then), else None."""
+    if not os.environ.get("IOTEDGE_MODULEID"):
+        return None
+    from mlctl.serve.edge_messages import settings_from_env
+
+    return settings_from_env(os.environ)
 
 
 def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any) -> int:

@@ -10,6 +10,9 @@
   from and done to the real containers.
 * ``fleet``: starts a simulated device for every connection string file that appears in a folder
   (the "provisioning" of the tests).
+* ``broker`` + ``workload``: Mosquitto in edgeHub's MQTT place (plus the test's side of edgeHub:
+  routing into a module's input, its twin service) and the IoT Edge daemon's workload API
+  (trust bundle, SAS signing) on a Unix socket, for message scoring inside modules.
 
 Real, not faked: the Docker engine, the OCI registry (Debian's docker-registry with htpasswd), the
 images mlctl builds, the scoring servers in the modules, the HTTP between them.

@@ -18,6 +18,9 @@ create``), reads the content the fake hub resolved for it, and acts like the age
   simulator's ``port_offset``, so several simulated devices share one host): the image's own
   command has its ``--port`` value replaced by the host port and its ``--host`` by 127.0.0.1 (mlctl
   images run ``python -m mlctl.serve ... --host 0.0.0.0 --port 5001``);
+* with a workload stand-in (``workload=``): gives each module the runtime's ``IOTEDGE_*``
+  environment (edgeHub at 127.0.0.1, a module identity registered with the stand-in) and mounts
+  its socket at ``/var/run/iotedge/workload.sock``;
 * writes ``$edgeAgent`` reported properties as in wire reference D.6 (``lastDesiredVersion``,
   ``lastDesiredStatus``, per module ``runtimeStatus`` running/backoff/failed/stopped,
   ``exitCode``, ``restartCount`` from Docker, ``statusDescription``), whenever they change.
@@ -37,6 +40,7 @@ from edge_fakes.hub import device_token
 from edge_fakes.methods import AgentMethods
 
 NEVER = "0001-01-01T00:00:00Z"
+WORKLOAD_SOCKET = "/var/run/iotedge/workload.sock"
 DOCKER_RESTART = {"always": "always", "on-unhealthy": "always", "on-failure": "on-failure", "never": "no"}
 
 
@@ -44,11 +48,19 @@ class SimulatedDevice:
     """One simulated IoT Edge device; ``start()`` polls in a thread until ``stop()``."""
 
     def __init__(
-        self, connection_string: str, ca_file: Path, engine: Any, *, prefix: str = "edge-", port_offset: int = 0
+        self,
+        connection_string: str,
+        ca_file: Path,
+        engine: Any,
+        *,
+        prefix: str = "edge-",
+        port_offset: int = 0,
+        workload: Any = None,
     ) -> None:
         fields = dict(p.split("=", 1) for p in connection_string.strip().split(";"))
         self.host, self.device_id, self.key = fields["HostName"], fields["DeviceId"], fields["SharedAccessKey"]
         self.ca_file, self.engine, self.prefix, self.port_offset = ca_file, engine, prefix, port_offset
+        self.workload = workload  # edge_fakes.workload.Workload: modules get the runtime's IOTEDGE_* environment
         self.applied_version: int | None = None
         self.status: dict[str, Any] = {"code": 200, "description": ""}
         self.modules: dict[str, dict[str, Any]] = {}  # name -> desired module
@@ -141,10 +153,10 @@ class SimulatedDevice:
             command=self._command(image, options),
             entrypoint=options.get("Entrypoint"),
             working_dir=options.get("WorkingDir"),
-            environment=env,
+            environment=env + self._runtime_env(name),
             name=f"{self.prefix}{self.device_id}-{name}",
             network_mode="host",
-            volumes=host_config.get("Binds") or [],
+            volumes=(host_config.get("Binds") or []) + self._runtime_binds(),
             restart_policy={"Name": DOCKER_RESTART[module.get("restartPolicy", "always")]},
             labels={"edge.device": self.device_id, "edge.module": name, "edge.spec": _fingerprint(module)},
         )
@@ -163,6 +175,30 @@ class SimulatedDevice:
         if "--host" in command:
             command[command.index("--host") + 1] = "127.0.0.1"
         return command
+
+    def _runtime_env(self, name: str) -> list[str]:
+        """What edgeAgent sets for a module (its identity, edgeHub, the workload API); with a workload stand-in only.
+
+        edgeHub is the MQTT broker on 127.0.0.1 (port 8883, the SDK's); the module's identity is
+        registered with the stand-in, which then signs its SAS tokens."""
+        if self.workload is None:
+            return []
+        from edge_fakes.workload import API_VERSION
+
+        return [
+            f"IOTEDGE_IOTHUBHOSTNAME={self.host}",
+            "IOTEDGE_GATEWAYHOSTNAME=127.0.0.1",
+            f"IOTEDGE_DEVICEID={self.device_id}",
+            f"IOTEDGE_MODULEID={name}",
+            f"IOTEDGE_MODULEGENERATIONID={self.workload.add_module(name)}",
+            f"IOTEDGE_WORKLOADURI=unix://{WORKLOAD_SOCKET}",
+            f"IOTEDGE_APIVERSION={API_VERSION}",
+            "IOTEDGE_AUTHSCHEME=sasToken",
+        ]
+
+    def _runtime_binds(self) -> list[str]:
+        """The workload socket, mounted where modules expect it."""
+        return [f"{self.workload.socket_path}:{WORKLOAD_SOCKET}"] if self.workload is not None else []
 
     # -- reporting ------------------------------------------------------------------------------
     def _report(self) -> None:
