@@ -10,9 +10,7 @@ import typer
 from mlctl.cli import _state
 from mlctl.errors import MlctlError, SpecError
 
-app = typer.Typer(
-    rich_markup_mode=None, help="Validate spec files; print the JSON Schema of a kind.", no_args_is_help=True
-)
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)  # its help: GROUPS in mlctl/cli/__init__.py
 
 
 @app.command("validate")
