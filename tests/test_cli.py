@@ -125,6 +125,27 @@ def test_a_verb_imports_its_own_group_and_no_other() -> None:
     assert _in_package(loaded, "mlctl.edge", "mlctl.azureml", "mlctl.registry") == set()  # a Service spec
 
 
+def test_validate_warns_of_a_target_it_cannot_deploy_to_and_reads_the_configuration_only_for_those(
+    tmp_path: Path, mlctl_home: Path
+) -> None:
+    spec = (REPO / "specs/examples/digits/service.yaml").read_text()
+    files = {}
+    for target in ("process", "fpga", "nosuch", "mine"):
+        files[target] = tmp_path / f"{target}.yaml"
+        files[target].write_text(spec.replace("target: process", f"target: {target}"))
+    (tmp_path / "score.py").write_text((REPO / "specs/examples/digits/score.py").read_text())
+    (tmp_path / "requirements.txt").write_text("")
+    (tmp_path / "sample.json").write_text("[]")
+    assert mlctl("target", "add", "mine", "--kind", "docker").code == 0
+    result = mlctl("spec", "validate", *map(str, files.values()))
+    assert result.code == 0, result.err
+    warnings = [line for line in result.err.splitlines() if "a deploy is refused" in line]
+    assert len(warnings) == 2, result.err
+    assert "retired" in warnings[0] and "unknown compute target 'nosuch'" in warnings[1]
+    loaded, _ = _imports_of("spec", "validate", str(files["process"]), MLCTL_HOME=str(mlctl_home))
+    assert _in_package(loaded, "mlctl.config", "platformdirs") == set()  # a target kind: nothing to read
+
+
 def test_completing_group_names_imports_no_group_and_inside_a_group_completes_its_commands() -> None:
     loaded, out = _imports_of(_MLCTL_COMPLETE="complete_zsh", _TYPER_COMPLETE_ARGS="mlctl ")
     for name, info in GROUPS.items():
