@@ -12,12 +12,16 @@ import typer
 
 from mlctl import __version__
 from mlctl.cli import _state
-from mlctl.cli._lazy import LazyGroup, LazyGroupInfo
-from mlctl.cli.apply import apply, diff
+from mlctl.cli._lazy import LazyCommandInfo, LazyGroup, LazyGroupInfo
 from mlctl.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USAGE, MlctlError
 
-# The command groups, in `mlctl --help` order: each module is imported only when its group is used
-# (run, its help shown, completed inside), so their help is written here, and only here.
+# The commands of `mlctl` itself, then its command groups, in `mlctl --help` order, built only when
+# used (run, their help shown, completed inside). A command's help is its function's docstring; a
+# group's module is not imported to list it, so a group's help is written here, and only here.
+COMMANDS = {
+    "apply": LazyCommandInfo("mlctl.cli.apply", "apply"),
+    "diff": LazyCommandInfo("mlctl.cli.apply", "diff"),
+}
 GROUPS = {
     "model": LazyGroupInfo("mlctl.cli.model", "Register and manage models (versioned 1, 2, 3... per name)."),
     "image": LazyGroupInfo(
@@ -36,7 +40,7 @@ GROUPS = {
 
 
 class _Root(LazyGroup):
-    lazy = GROUPS
+    lazy = {**COMMANDS, **GROUPS}
 
 
 app = typer.Typer(
@@ -49,8 +53,6 @@ app = typer.Typer(
     epilog="Exit codes: 0 ok, 1 unexpected, 2 usage, 3 spec, 4 not found, 5 conflict, 6 target, "
     "7 deployment failed, 8 test failed, 9 timeout, 10 integrity, 130 interrupted.",
 )
-app.command("apply")(apply)
-app.command("diff")(diff)
 
 
 def _print_version(value: bool) -> None:

@@ -13,13 +13,14 @@ formatting, completion and suggestions stay Typer's.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+import inspect
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import typer
 import typer.main
-from typer.core import MarkupMode, TyperGroup
+from typer.core import MarkupMode, TyperCommand, TyperGroup
 
 if TYPE_CHECKING:  # Typer's own copy of Click (0.26 to 0.28)
     from typer._click import Command, Context, HelpFormatter
@@ -37,41 +38,69 @@ class LazyGroupInfo(NamedTuple):
     help: str
 
 
-class _Unloaded(TyperGroup):
+class LazyCommandInfo(NamedTuple):
+    """Where a command of the app itself lives: ``function`` of ``module`` (its docstring is its help)."""
+
+    module: str
+    function: str
+
+
+class _UnloadedGroup(TyperGroup):
     """Stands for a group until it is needed: enough to be listed (name, help), nothing to run."""
 
     def __init__(self, name: str, info: LazyGroupInfo) -> None:
         super().__init__(name=name, help=info.help)
         self.info = info
 
-    def load(self, rich_markup_mode: MarkupMode) -> TyperGroup:
+    def load(self, rich_markup_mode: MarkupMode) -> Command:
         """The real group, built exactly as ``add_typer(module.app, name=..., help=...)`` builds it."""
-        module = importlib.import_module(self.info.module)
         holder = typer.Typer(rich_markup_mode=rich_markup_mode)
-        holder.add_typer(module.app, name=self.name, help=self.info.help)
-        group = typer.main.get_group(holder).commands[str(self.name)]
-        assert isinstance(group, TyperGroup)
-        return group
+        holder.add_typer(importlib.import_module(self.info.module).app, name=self.name, help=self.info.help)
+        return typer.main.get_group(holder).commands[str(self.name)]
+
+
+class _UnloadedCommand(TyperCommand):
+    """Stands for a command until it is run; listing it imports its module (for the docstring) only."""
+
+    def __init__(self, name: str, info: LazyCommandInfo) -> None:
+        super().__init__(name=name)
+        self.info = info
+
+    def function(self) -> Callable[..., Any]:
+        return getattr(importlib.import_module(self.info.module), self.info.function)  # type: ignore[no-any-return]
+
+    def describe(self) -> None:
+        """Take the help a real command would have (``help=None``: the docstring, as Typer does)."""
+        if self.help is None:
+            self.help = inspect.getdoc(self.function())
+
+    def load(self, rich_markup_mode: MarkupMode) -> Command:
+        """The real command, built exactly as ``app.command(name)(function)`` builds it."""
+        holder = typer.Typer(rich_markup_mode=rich_markup_mode)
+        holder.command(self.name)(self.function())
+        return typer.main.get_group(holder).commands[str(self.name)]
 
 
 class LazyGroup(TyperGroup):
-    """A Typer group whose subgroups (``lazy``: name -> LazyGroupInfo) are imported on first use.
+    """A Typer group whose subcommands and subgroups (``lazy``: name -> LazyCommandInfo or
+    LazyGroupInfo) are imported and built on first use.
 
-    Subclass it with ``lazy`` set and pass the subclass as ``typer.Typer(cls=...)``. The lazy groups
-    come after the app's own commands, in ``lazy``'s order (as ``add_typer`` after ``command``).
+    Subclass it with ``lazy`` set and pass the subclass as ``typer.Typer(cls=...)``. They come after
+    the app's own commands (if any), in ``lazy``'s order.
     """
 
-    lazy: ClassVar[Mapping[str, LazyGroupInfo]] = {}
+    lazy: ClassVar[Mapping[str, LazyGroupInfo | LazyCommandInfo]] = {}
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         self._listing = False
         for name, info in self.lazy.items():
-            self.commands.setdefault(name, _Unloaded(name, info))
+            unloaded = _UnloadedGroup(name, info) if isinstance(info, LazyGroupInfo) else _UnloadedCommand(name, info)
+            self.commands.setdefault(name, unloaded)
 
     def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         command = self.commands.get(cmd_name)
-        if isinstance(command, _Unloaded) and not self._listing:
+        if isinstance(command, _UnloadedGroup | _UnloadedCommand) and not self._listing:
             command = self.commands[cmd_name] = command.load(self.rich_markup_mode)
         return command
 
@@ -85,7 +114,10 @@ class LazyGroup(TyperGroup):
 
     @contextmanager
     def _names_and_help_only(self) -> Iterator[None]:
-        """While listing subcommands, ``get_command`` gives placeholders instead of importing."""
+        """While listing subcommands, ``get_command`` gives placeholders instead of building them."""
+        for command in self.commands.values():
+            if isinstance(command, _UnloadedCommand):
+                command.describe()
         self._listing = True
         try:
             yield
