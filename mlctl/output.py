@@ -10,7 +10,6 @@ command's start-up).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -118,6 +117,8 @@ class Reporter:
         elif human is not None:
             human(doc)
         else:
+            import json
+
             self.out.print(_escape(json.dumps(doc, indent=2, default=str)))
 
     def table(self, rows: Sequence[dict[str, Any]], columns: Sequence[str], *, empty: str) -> None:
@@ -235,6 +236,8 @@ def _plain() -> bool:
 
 
 def _serialise(doc: Any, mode: OutputMode, indent: int | None = None) -> str:
+    import json  # only for machine output: `mlctl --help` and table output need no json
+
     text = json.dumps(doc, indent=indent, default=str)
     if mode == "json":
         return text + "\n"

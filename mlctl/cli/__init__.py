@@ -12,17 +12,39 @@ import typer
 
 from mlctl import __version__
 from mlctl.cli import _state
-from mlctl.cli.apply import apply, diff
-from mlctl.cli.edge import app as edge_app
-from mlctl.cli.image import app as image_app
-from mlctl.cli.import_ import app as import_app
-from mlctl.cli.model import app as model_app
-from mlctl.cli.service import app as service_app
-from mlctl.cli.spec import app as spec_app
-from mlctl.cli.target import app as target_app
+from mlctl.cli._lazy import LazyCommandInfo, LazyGroup, LazyGroupInfo
 from mlctl.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USAGE, MlctlError
 
+# The commands of `mlctl` itself, then its command groups, in `mlctl --help` order, built only when
+# used (run, their help shown, completed inside). A command's help is its function's docstring; a
+# group's module is not imported to list it, so a group's help is written here, and only here.
+COMMANDS = {
+    "apply": LazyCommandInfo("mlctl.cli.apply", "apply"),
+    "diff": LazyCommandInfo("mlctl.cli.apply", "diff"),
+}
+GROUPS = {
+    "model": LazyGroupInfo("mlctl.cli.model", "Register and manage models (versioned 1, 2, 3... per name)."),
+    "image": LazyGroupInfo(
+        "mlctl.cli.image", "Build container images of web services (versioned NAME:1, NAME:2, ...)."
+    ),
+    "service": LazyGroupInfo(
+        "mlctl.cli.service", "Deploy a model as a web service, test it, update it, read its logs, delete it."
+    ),
+    "spec": LazyGroupInfo("mlctl.cli.spec", "Validate spec files; print the JSON Schema of a kind."),
+    "target": LazyGroupInfo("mlctl.cli.target", "Name compute targets with their options; choose the default."),
+    "import": LazyGroupInfo("mlctl.cli.import_", "Write mlctl specs from other tools' configuration files."),
+    "edge": LazyGroupInfo(
+        "mlctl.cli.edge", "Register IoT Edge devices and push models to them (or to a fleet) as IoT Edge modules."
+    ),
+}
+
+
+class _Root(LazyGroup):
+    lazy = {**COMMANDS, **GROUPS}
+
+
 app = typer.Typer(
+    cls=_Root,
     rich_markup_mode=None,
     name="mlctl",
     no_args_is_help=True,
@@ -31,15 +53,6 @@ app = typer.Typer(
     epilog="Exit codes: 0 ok, 1 unexpected, 2 usage, 3 spec, 4 not found, 5 conflict, 6 target, "
     "7 deployment failed, 8 test failed, 9 timeout, 10 integrity, 130 interrupted.",
 )
-app.add_typer(model_app, name="model")
-app.add_typer(image_app, name="image")
-app.add_typer(service_app, name="service")
-app.add_typer(spec_app, name="spec")
-app.add_typer(target_app, name="target")
-app.add_typer(import_app, name="import")
-app.add_typer(edge_app, name="edge")
-app.command("apply")(apply)
-app.command("diff")(diff)
 
 
 def _print_version(value: bool) -> None:

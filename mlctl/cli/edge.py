@@ -13,7 +13,6 @@ from mlctl.cli import _state
 
 app = typer.Typer(
     rich_markup_mode=None,
-    help="Register IoT Edge devices and push models to them (or to a fleet) as IoT Edge modules.",
     no_args_is_help=True,
 )
 device_app = typer.Typer(rich_markup_mode=None, help="IoT Edge device identities and their tags.", no_args_is_help=True)

@@ -9,11 +9,7 @@ import typer
 
 from mlctl.cli import _state
 
-app = typer.Typer(
-    rich_markup_mode=None,
-    help="Build container images of web services (versioned NAME:1, NAME:2, ...).",
-    no_args_is_help=True,
-)
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)  # its help: GROUPS in mlctl/cli/__init__.py
 
 
 @app.command("build")

@@ -9,9 +9,7 @@ import typer
 
 from mlctl.cli import _state
 
-app = typer.Typer(
-    rich_markup_mode=None, help="Write mlctl specs from other tools' configuration files.", no_args_is_help=True
-)
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)  # its help: GROUPS in mlctl/cli/__init__.py
 _COLUMNS = ["source", "status", "destination", "note"]
 
 

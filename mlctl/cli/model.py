@@ -13,9 +13,7 @@ from mlctl.cli import _state
 if TYPE_CHECKING:
     from mlctl.registry import ModelVersion
 
-app = typer.Typer(
-    rich_markup_mode=None, help="Register and manage models (versioned 1, 2, 3... per name).", no_args_is_help=True
-)
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)  # its help: GROUPS in mlctl/cli/__init__.py
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 

@@ -12,11 +12,7 @@ import typer
 from mlctl.cli import _state
 from mlctl.errors import ServiceTestFailed
 
-app = typer.Typer(
-    rich_markup_mode=None,
-    help="Deploy a model as a web service, test it, update it, read its logs, delete it.",
-    no_args_is_help=True,
-)
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)  # its help: GROUPS in mlctl/cli/__init__.py
 
 _SPEC = typer.Option(..., "--file", "-f", help="A spec file with one `kind: Service` document.")
 _SET = typer.Option([], "--set", help=_state.SET_HELP)

@@ -10,9 +10,7 @@ import typer
 from mlctl.cli import _state
 from mlctl.errors import MlctlError, SpecError
 
-app = typer.Typer(
-    rich_markup_mode=None, help="Validate spec files; print the JSON Schema of a kind.", no_args_is_help=True
-)
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)  # its help: GROUPS in mlctl/cli/__init__.py
 
 
 @app.command("validate")
@@ -46,14 +44,19 @@ def validate(
 
 def _warn_unavailable_target(record: object) -> None:
     """A valid spec may name a target this mlctl cannot deploy to (yet): say so, without failing."""
-    from mlctl import config
     from mlctl.spec import ServiceSpec
+    from mlctl.targets import TARGETS
 
-    if isinstance(record, ServiceSpec) and record.target is not None:
-        try:
-            config.load().resolve(record.target)
-        except MlctlError as error:
-            _state.reporter().warn(f"service {record.name}: {error.message}; the spec is valid, a deploy is refused")
+    # a target kind always resolves (to a configured target of that name, else to the bare kind),
+    # so the configuration is read only for other names (configured targets, retired kinds, typos)
+    if not isinstance(record, ServiceSpec) or record.target is None or record.target in TARGETS:
+        return
+    from mlctl import config
+
+    try:
+        config.load().resolve(record.target)
+    except MlctlError as error:
+        _state.reporter().warn(f"service {record.name}: {error.message}; the spec is valid, a deploy is refused")
 
 
 @app.command("migrate")

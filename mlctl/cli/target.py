@@ -10,9 +10,7 @@ import typer
 
 from mlctl.cli import _state
 
-app = typer.Typer(
-    rich_markup_mode=None, help="Name compute targets with their options; choose the default.", no_args_is_help=True
-)
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)  # its help: GROUPS in mlctl/cli/__init__.py
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from mlctl.spec.document import Document
 
@@ -218,9 +218,10 @@ class ImageSpec:
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
-from mlctl.edge.spec import EdgeDeploymentSpec, build_edge  # noqa: E402 - after the records it does not need
+if TYPE_CHECKING:  # its records are built only for EdgeDeployment documents (`build` imports them then)
+    from mlctl.edge.spec import EdgeDeploymentSpec
 
-Record = ModelSpec | ImageSpec | ServiceSpec | EdgeDeploymentSpec
+Record: TypeAlias = "ModelSpec | ImageSpec | ServiceSpec | EdgeDeploymentSpec"
 
 
 def build(doc: Document) -> Record:
@@ -235,6 +236,8 @@ def build(doc: Document) -> Record:
     if kind == "Image":
         return _image(doc)
     if kind == "EdgeDeployment":
+        from mlctl.edge.spec import build_edge
+
         return build_edge(doc)
     return _service(doc)
 
