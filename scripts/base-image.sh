@@ -3,9 +3,15 @@
 # here): Debian bookworm minbase with python3, venv, pip and ca-certificates, the machine's CA
 # bundle copied in (outbound TLS is intercepted on this network), then `docker import`.
 #
-#   bash scripts/base-image.sh [IMAGE]        # default mlctl-test/python:bookworm; no-op if present
+#   bash scripts/base-image.sh [IMAGE] [ARCH] # default mlctl-test/python:bookworm; no-op if present
+#
+# ARCH (a Debian architecture, e.g. arm64) other than the machine's builds a foreign tree: the
+# first debootstrap stage here, the second in a chroot run by QEMU user emulation (needs
+# scripts/binfmt-up.sh first; some minutes), imported with `--platform linux/ARCH` so the engine
+# records the architecture in the image config.
 set -euo pipefail
 IMAGE=${1:-mlctl-test/python:bookworm}
+ARCH=${2:-$(dpkg --print-architecture)}
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
   echo "$IMAGE is present"
   exit 0
@@ -18,10 +24,16 @@ fi
 [ -n "$mirror" ] || { echo "no Debian mirror found in the apt sources" >&2; exit 1; }
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates bookworm "$root" "$mirror"
+packages=python3,python3-venv,python3-pip,ca-certificates
+if [ "$ARCH" = "$(dpkg --print-architecture)" ]; then
+  debootstrap --variant=minbase --include="$packages" bookworm "$root" "$mirror"
+else
+  debootstrap --arch="$ARCH" --foreign --variant=minbase --include="$packages" bookworm "$root" "$mirror"
+  chroot "$root" /debootstrap/debootstrap --second-stage  # runs under qemu-*-static via binfmt_misc (F flag)
+fi
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-tar -C "$root" -c . | docker import \
+tar -C "$root" -c . | docker import --platform "linux/$ARCH" \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$IMAGE"
 echo "built $IMAGE"
