@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from mlctl import platforms as platforms_mod
 from mlctl.errors import DeploymentError, SpecError, TargetError
 from mlctl.images import ContextPlan, fingerprint, write_context
+from mlctl.pushing import pull
+from mlctl.pushing import push as push  # re-exported: `builder.push` is where callers find it
 from mlctl.registry import Registry
 from mlctl.spec.records import RegistryAuth
 
@@ -280,110 +282,6 @@ def _split_tag(image: str) -> tuple[str, str]:
     if not name or "/" in tag:
         return image, "latest"
     return name, tag
-
-
-def push(
-    registry: Registry,
-    name: str,
-    version: int,
-    target: str,
-    progress: Callable[[str], None],
-    auth: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Tag ``name:version`` as ``target/name:version`` and push it; records where it went.
-
-    Credentials: ``auth`` (``{username, password}``, e.g. read from a registry resource), else the
-    Docker configuration (``docker login``), or ``MLCTL_REGISTRY_USERNAME`` and
-    ``MLCTL_REGISTRY_PASSWORD``; they are never printed.
-
-    Raises:
-        TargetError: the registry refused the push (unreachable, authentication).
-    """
-    client = docker_client()
-    repository = f"{target}/{name}"
-    auth = auth or _auth_from_environment()
-    variants = registry.image(name, version).get("variants") or {}
-    if variants:  # one tag per platform, then the index over them under NAME:VERSION
-        for platform, variant in variants.items():
-            tag = f"{version}-{platforms_mod.suffix(platform)}"
-            progress(f"pushing the {platform} variant")
-            _push_tag(client, variant["tag"], repository, tag, progress, auth)
-        from mlctl import oci_index
-
-        progress("writing the image index")
-        mapping = {p: f"{version}-{platforms_mod.suffix(p)}" for p in variants}
-        digest = oci_index.compose(target, name, str(version), mapping, auth or _docker_login(target))
-    else:
-        _push_tag(client, f"{name}:{version}", repository, str(version), progress, auth)
-        digest = client.images.get_registry_data(f"{repository}:{version}", auth_config=auth).id
-    registry.update_image(name, version, {"pushed": f"{repository}:{version}", "digest": digest})
-    return registry.image(name, version)
-
-
-def _push_tag(
-    client: Any, local: str, repository: str, tag: str, progress: Callable[[str], None], auth: dict[str, str] | None
-) -> None:
-    client.images.get(local).tag(repository, tag)
-    for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
-        if "error" in chunk:
-            raise TargetError(
-                f"pushing {repository}:{tag} failed: {chunk['error']}",
-                hint="is the registry reachable, and are you logged in (`docker login`, or "
-                "MLCTL_REGISTRY_USERNAME/MLCTL_REGISTRY_PASSWORD)?",
-            )
-        if chunk.get("status"):
-            progress(str(chunk["status"])[:60])
-
-
-def _docker_login(host: str) -> dict[str, str] | None:
-    """Credentials ``docker login`` stored for ``host`` (for the registry HTTP API), or None."""
-    from docker import auth
-
-    found = auth.resolve_authconfig(auth.load_config(), host) or {}
-    if found.get("username") and found.get("password"):
-        return {"username": found["username"], "password": found["password"]}
-    return None
-
-
-def pull(registry: Registry, name: str, version: int) -> None:
-    """Make ``name:version`` local again from where it was pushed.
-
-    Raises:
-        NotFoundError: it is neither local nor pushed.
-        TargetError: the pull failed.
-    """
-    from docker.errors import APIError, ImageNotFound
-
-    from mlctl.errors import NotFoundError
-
-    client = docker_client()
-    try:
-        client.images.get(f"{name}:{version}")
-        return
-    except ImageNotFound:
-        pass
-    pushed = registry.image(name, version).get("pushed")
-    if not pushed:
-        raise NotFoundError(
-            f"image {name}:{version} is not in the Docker engine and was never pushed",
-            hint="build it again: `mlctl image build`",
-        )
-    repository, _, tag = pushed.rpartition(":")
-    try:
-        image = client.images.pull(repository, tag=tag, auth_config=_auth_from_environment())
-    except APIError as exc:
-        raise TargetError(
-            f"pulling {pushed} failed: {exc.explanation or exc}",
-            hint="is the registry reachable, and are you logged in (`docker login`)?",
-        ) from None
-    image.tag(name, str(version))
-
-
-def _auth_from_environment() -> dict[str, str] | None:
-    import os
-
-    user, password = os.environ.get("MLCTL_REGISTRY_USERNAME"), os.environ.get("MLCTL_REGISTRY_PASSWORD")
-    return {"username": user, "password": password} if user and password else None
 
 
 def _hint(lines: list[str], step: str, base_image: str) -> str:
