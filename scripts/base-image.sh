@@ -8,12 +8,25 @@
 # ARCH (a Debian architecture, e.g. arm64) other than the machine's builds a foreign tree: the
 # first debootstrap stage here, the second in a chroot run by QEMU user emulation (needs
 # scripts/binfmt-up.sh first; some minutes), imported with `--platform linux/ARCH` so the engine
-# records the architecture in the image config.
+# records the architecture in the image config. The file system is kept as a tarball in
+# MLCTL_BASE_CACHE (default /var/cache/mlctl), so an image removed from the engine is imported again
+# in seconds instead of being bootstrapped again (minutes; for arm64, under emulation).
 set -euo pipefail
 IMAGE=${1:-mlctl-test/python:bookworm}
 ARCH=${2:-$(dpkg --print-architecture)}
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
   echo "$IMAGE is present"
+  exit 0
+fi
+cache=${MLCTL_BASE_CACHE:-/var/cache/mlctl}/$(echo "$IMAGE" | tr '/:' '__').tar
+import_tar() {
+  docker import --platform "linux/$ARCH" \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' "$1" "$IMAGE"
+}
+if [ -s "$cache" ]; then
+  import_tar "$cache"
+  echo "imported $IMAGE from $cache"
   exit 0
 fi
 # The Debian mirror this machine's apt uses (deb822 .sources first, then sources.list).
@@ -33,7 +46,7 @@ else
 fi
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-tar -C "$root" -c . | docker import --platform "linux/$ARCH" \
-  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$IMAGE"
+mkdir -p "$(dirname "$cache")"
+tar -C "$root" -c -f "$cache.partial" . && mv "$cache.partial" "$cache"
+import_tar "$cache"
 echo "built $IMAGE"
