@@ -76,19 +76,22 @@ def build(
             ``details``, the step named in the message).
     """
     client = docker_client()
-    built: dict[str, Any] = {}  # platform -> image, in build order
+    variants = []  # (platform or None, the plan with that platform's base), all checked before any build
+    for platform in platforms or (None,):
+        base = (bases or {}).get(platform or "", plan.base_image)
+        variant = plan if base == plan.base_image else dataclasses.replace(plan, base_image=base)
+        if variant.registry is not None:
+            pull_base(client, variant.base_image, variant.registry, progress, platform=platform)
+        if platform is not None:
+            _check_base(client, variant.base_image, platform)
+        variants.append((platform, variant))
+    built: dict[str, tuple[Any, str]] = {}  # platform -> (image, its base image), in build order
     temporary: list[str] = []
     try:
-        for platform in platforms or (None,):
-            base = (bases or {}).get(platform or "", plan.base_image)
-            variant = plan if base == plan.base_image else dataclasses.replace(plan, base_image=base)
-            if variant.registry is not None:
-                pull_base(client, variant.base_image, variant.registry, progress, platform=platform)
-            if platform is not None:
-                _check_base(client, variant.base_image, platform)
+        for platform, variant in variants:
             tag = f"{plan.name}:building-{uuid.uuid4().hex[:12]}"
             temporary.append(tag)
-            if platform is not None and len(platforms) > 1:
+            if platform is not None and len(variants) > 1:
                 progress(f"building for {platform}")
             image = _build_one(client, variant, tag, registry, progress, cache=cache, platform=platform)
             built[platforms_mod.of_image(image.attrs)] = (image, variant.base_image)

@@ -202,6 +202,10 @@ def test_the_diabetes_image_for_amd64_and_arm64_answers_the_same_under_emulation
     assert sent.code == 0, sent.err
     assert "platform" not in sent.err and "architecture" not in sent.err  # checked, and nothing to say
 
+    assert mlctl("image", "delete", f"{name}:1").code == 0
+    left = [t for i in engine.images.list() for t in i.tags if t.startswith(f"{name}:")]
+    assert left == []  # every variant's tag went with the version
+
 
 def test_edge_push_refuses_an_image_without_the_devices_platform_and_warns_when_it_is_unknown(
     engine: Any, tmp_path: Path, oci: str, hub: RunningHub, cleanup: list[str], monkeypatch: pytest.MonkeyPatch

@@ -162,10 +162,11 @@ def delete(
             f"image {name}:{version} is used by service(s) {', '.join(services)}",
             hint="delete those services first, or pass --force",
         )
-    try:
-        client.images.remove(f"{name}:{version}", force=force)
-    except ImageNotFound:
-        pass  # already gone from the engine: forget the record all the same
+    for tag in [f"{name}:{version}", *(v["tag"] for v in (record.get("variants") or {}).values())]:
+        try:
+            client.images.remove(tag, force=force)
+        except ImageNotFound:
+            pass  # already gone from the engine: forget the record all the same
     registry.forget_image(name, version)
     reporter = _state.reporter()
     reporter.result(
