@@ -7,8 +7,8 @@
 #
 # ARCH (a Debian architecture, e.g. arm64) other than the machine's builds a foreign tree: the
 # first debootstrap stage here, the second in a chroot run by QEMU user emulation (needs
-# scripts/binfmt-up.sh first; some minutes), imported with `--platform linux/ARCH` so the engine
-# records the architecture in the image config. The file system is kept as a tarball in
+# scripts/binfmt-up.sh first; some minutes), loaded with an image config saying linux/ARCH
+# (scripts/rootfs-image.py: the engine 20.10's `docker import` records its own architecture). The file system is kept as a tarball in
 # MLCTL_BASE_CACHE (default /var/cache/mlctl), so an image removed from the engine is imported again
 # in seconds instead of being bootstrapped again (minutes; for arm64, under emulation).
 set -euo pipefail
@@ -19,10 +19,15 @@ if docker image inspect "$IMAGE" >/dev/null 2>&1; then
   exit 0
 fi
 cache=${MLCTL_BASE_CACHE:-/var/cache/mlctl}/$(echo "$IMAGE" | tr '/:' '__').tar
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 import_tar() {
-  docker import --platform "linux/$ARCH" \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' "$1" "$IMAGE"
+  if [ "$ARCH" = "$(dpkg --print-architecture)" ]; then
+    docker import \
+      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' "$1" "$IMAGE"
+  else
+    python3 "$here/rootfs-image.py" "$1" "$IMAGE" "linux/$ARCH" | docker load
+  fi
 }
 if [ -s "$cache" ]; then
   import_tar "$cache"
