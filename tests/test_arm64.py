@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BASE_IMAGE, EXAMPLES, free_port, mlctl, post, self_signed_certificate, wait_for, write
+from conftest import (
+    BASE_IMAGE,
+    EXAMPLES,
+    free_port,
+    mlctl,
+    post,
+    self_signed_certificate,
+    serving,
+    wait_for,
+    write,
+)
 from edge_fakes.device import SimulatedDevice
 from edge_fakes.hub_http import RunningHub, serve
 from oci_registry import run_registry
@@ -129,10 +139,9 @@ def _score(engine: Any, image: str) -> list[float]:
     port = free_port()
     container = _serve(engine, image, port)
     try:
-        url = f"http://127.0.0.1:{port}/score"
-        ready = wait_for(lambda: post(url, json.dumps({"data": ROWS}).encode())[0] == 200, 240, 1.0)
-        assert ready, container.logs().decode()[-2000:]
-        status, _, body = post(url, json.dumps({"data": ROWS}).encode())
+        base = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: serving(base), 240, 0.5), container.logs().decode()[-2000:]
+        status, _, body = post(f"{base}/score", json.dumps({"data": ROWS}).encode(), timeout=60)
         assert status == 200, body
         return list(json.loads(body))
     finally:
