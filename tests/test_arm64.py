@@ -10,6 +10,7 @@ minutes under emulation; the engine's layer cache makes later runs quick.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import urllib.request
@@ -67,10 +68,20 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
         yield running
 
 
+PASSWORD = f"canary-{uuid.uuid4().hex}"
+
+
 @pytest.fixture
 def oci(tmp_path: Path) -> Iterator[str]:
-    with run_registry(tmp_path) as address:
+    """docker-registry on 127.0.0.1 asking for user ``arm`` and the canary password (HTTP Basic)."""
+    import bcrypt
+
+    htpasswd = write(tmp_path / "htpasswd", f"arm:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt()).decode()}")
+    with run_registry(tmp_path, htpasswd) as address:
         yield address
+
+
+CREDENTIALS = {"MLCTL_REGISTRY_USERNAME": "arm", "MLCTL_REGISTRY_PASSWORD": PASSWORD}
 
 
 @pytest.fixture
@@ -156,6 +167,7 @@ def test_the_diabetes_image_for_amd64_and_arm64_answers_the_same_under_emulation
     oci: str,
     hub: RunningHub,
     cleanup: list[str],
+    mlctl_home: Path,
 ) -> None:
     name = f"arm-diabetes-{uuid.uuid4().hex[:6]}"
     cleanup.append(name)
@@ -189,20 +201,25 @@ def test_the_diabetes_image_for_amd64_and_arm64_answers_the_same_under_emulation
     on_arm, on_amd = _score(engine, f"{name}:1-arm64"), _score(engine, f"{name}:1")
     assert on_arm == pytest.approx(on_amd, rel=1e-9) and on_amd == pytest.approx(expected, rel=1e-9)
 
-    pushed = mlctl("-o", "json", "image", "push", f"{name}:1", MLCTL_REGISTRY=oci)
+    pushed = mlctl("-o", "json", "image", "push", f"{name}:1", MLCTL_REGISTRY=oci, **CREDENTIALS)
     assert pushed.code == 0, pushed.err
-    assert pushed.json()["pushed"] == f"{oci}/{name}:1"
+    assert pushed.json()["pushed"] == f"{oci}/{name}:1" and PASSWORD not in pushed.out + pushed.err
     accept = "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json"
-    request = urllib.request.Request(f"http://{oci}/v2/{name}/manifests/1", headers={"Accept": accept})
+    basic = base64.b64encode(f"arm:{PASSWORD}".encode()).decode()
+    headers = {"Accept": accept, "Authorization": f"Basic {basic}"}
+    request = urllib.request.Request(f"http://{oci}/v2/{name}/manifests/1", headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         index = json.loads(response.read())
         assert response.headers["Docker-Content-Digest"] == pushed.json()["digest"]
     assert index["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json"
     assert sorted(m["platform"]["architecture"] for m in index["manifests"]) == ["amd64", "arm64"]
-    pulled = engine.images.pull(f"{oci}/{name}", tag="1", platform="linux/arm64")  # the engine picks from the index
+    auth = {"username": "arm", "password": PASSWORD}
+    pulled = engine.images.pull(
+        f"{oci}/{name}", tag="1", platform="linux/arm64", auth_config=auth
+    )  # the engine picks from the index
     assert pulled.attrs["Architecture"] == "arm64" and pulled.id == arm.id
 
-    env = {**_hub_target(hub), "MLCTL_REGISTRY": oci}
+    env = {**_hub_target(hub), "MLCTL_REGISTRY": oci, **CREDENTIALS}
     device = _device(hub, engine, tmp_path, "arm-pi", "aarch64")
     device.poll()
     sent = mlctl(
@@ -214,6 +231,8 @@ def test_the_diabetes_image_for_amd64_and_arm64_answers_the_same_under_emulation
     assert mlctl("image", "delete", f"{name}:1").code == 0
     left = [t for i in engine.images.list() for t in i.tags if t.startswith(f"{name}:")]
     assert left == []  # every variant's tag went with the version
+    for path in mlctl_home.rglob("*"):
+        assert not path.is_file() or PASSWORD.encode() not in path.read_bytes(), path
 
 
 def test_edge_push_refuses_an_image_without_the_devices_platform_and_warns_when_it_is_unknown(
@@ -241,7 +260,7 @@ def test_edge_push_refuses_an_image_without_the_devices_platform_and_warns_when_
     assert built.code == 0, built.err
     assert built.json()["platforms"] == ["linux/amd64"] and "variants" not in built.json()
     assert engine.images.get(f"{name}:1").labels.get("mlctl.platform") is None  # no --platform: the engine's
-    env = {**_hub_target(hub), "MLCTL_REGISTRY": oci}
+    env = {**_hub_target(hub), "MLCTL_REGISTRY": oci, **CREDENTIALS}
 
     pi = _device(hub, engine, tmp_path, "arm-pi4", "aarch64")
     pi.poll()  # connects once: reports runtime.platform.architecture = aarch64
