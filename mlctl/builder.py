@@ -7,15 +7,20 @@ Builds use host networking, so pip reaches the package index where bridge networ
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import re
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlctl import platforms as platforms_mod
 from mlctl.errors import DeploymentError, SpecError, TargetError
 from mlctl.images import ContextPlan, fingerprint, write_context
+from mlctl.pushing import pull
+from mlctl.pushing import push as push  # re-exported: `builder.push` is where callers find it
 from mlctl.registry import Registry
 from mlctl.spec.records import RegistryAuth
 
@@ -48,50 +53,132 @@ def docker_client() -> Any:
 
 
 def build(
-    plan: ContextPlan, registry: Registry, progress: Callable[[str], None], *, cache: bool = True
+    plan: ContextPlan,
+    registry: Registry,
+    progress: Callable[[str], None],
+    *,
+    cache: bool = True,
+    platforms: tuple[str, ...] = (),
+    bases: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build ``plan`` and record it as the next version of its name; returns the image record.
-    ``cache``: reuse cached layers (off only to measure a cold build).
+    ``cache``: reuse cached layers (off only to measure a cold build). ``platforms``: normalized
+    ``linux/ARCH`` (see ``mlctl.platforms``), built one after the other (another architecture runs
+    under QEMU emulation, registered in binfmt_misc); none: the engine's own. ``bases``: platform ->
+    base image for it (else the plan's, which must then be of that platform). The record's
+    ``platforms`` lists what was built, and with several, ``variants`` maps each to its image id and
+    local tag (``NAME:N-<suffix>``; ``NAME:N`` is the engine's platform's variant, else the first).
 
     Raises:
         TargetError: Docker is unreachable.
+        SpecError: a base image is of another platform than the one it is to build.
         DeploymentError: phase ``image build``: a Dockerfile step failed (its last log lines in
             ``details``, the step named in the message).
     """
     client = docker_client()
-    if plan.registry is not None:
-        pull_base(client, plan.base_image, plan.registry, progress)
-    temporary = f"{plan.name}:building-{uuid.uuid4().hex[:12]}"
+    variants = []  # (platform or None, the plan with that platform's base), all checked before any build
+    for platform in platforms or (None,):
+        base = (bases or {}).get(platform or "", plan.base_image)
+        variant = plan if base == plan.base_image else dataclasses.replace(plan, base_image=base)
+        if variant.registry is not None:
+            pull_base(client, variant.base_image, variant.registry, progress, platform=platform)
+        if platform is not None:
+            _check_base(client, variant.base_image, platform)
+        variants.append((platform, variant))
+    built: dict[str, tuple[Any, str]] = {}  # platform -> (image, its base image), in build order
+    temporary: list[str] = []
+    try:
+        for platform, variant in variants:
+            tag = f"{plan.name}:building-{uuid.uuid4().hex[:12]}"
+            temporary.append(tag)
+            if platform is not None and len(variants) > 1:
+                progress(f"building for {platform}")
+            image = _build_one(client, variant, tag, registry, progress, cache=cache, platform=platform)
+            built[platforms_mod.of_image(image.attrs)] = (image, variant.base_image)
+        return _record(client, plan, registry, built, labelled=bool(platforms))
+    finally:
+        for tag in temporary:
+            with contextlib.suppress(Exception):  # a failed build left no such tag
+                client.images.remove(tag, noprune=True)
+
+
+def _build_one(
+    client: Any,
+    plan: ContextPlan,
+    tag: str,
+    registry: Registry,
+    progress: Callable[[str], None],
+    *,
+    cache: bool,
+    platform: str | None,
+) -> Any:
     with tempfile.TemporaryDirectory(prefix="mlctl-context-") as tmp:
         context = write_context(plan, Path(tmp) / "context", registry)
         _stream(
             client.api.build(
                 path=str(context),
-                tag=temporary,
+                tag=tag,
                 rm=True,
                 forcerm=True,
                 decode=True,
                 network_mode="host",
                 pull=False,
                 nocache=not cache,
+                platform=platform,
+                labels={"mlctl.platform": platform} if platform else None,
             ),
             progress,
             base_image=plan.base_image,
         )
-    image = client.images.get(temporary)
+    return client.images.get(tag)
+
+
+def _check_base(client: Any, base_image: str, platform: str) -> None:
+    """A local base image must be of ``platform`` (the engine holds one platform per tag)."""
+    from docker.errors import ImageNotFound
+
     try:
-        record = {
-            "base_image": plan.base_image,
-            "models": [m.ref for m in plan.models],
-            "requirements": list(plan.requirements),
-            "labels": plan.labels,
-            "size": image.attrs.get("Size"),
-            "fingerprint": fingerprint(plan),
-        }
-        version = registry.add_image(plan.name, image.id, record)
-        image.tag(plan.name, str(version))
-    finally:
-        client.images.remove(temporary, noprune=True)
+        found = platforms_mod.of_image(client.images.get(base_image).attrs)
+    except ImageNotFound:
+        return  # the build's FROM step fails with its own hint
+    if found != platform:
+        raise SpecError(
+            f"the base image {base_image} is {found}, so it cannot build for {platform}",
+            hint=f"give a base image of that platform: --platform-base {platform}=IMAGE "
+            "(tests: scripts/binfmt-up.sh builds mlctl-test/python:bookworm-arm64)",
+        )
+
+
+def _record(
+    client: Any, plan: ContextPlan, registry: Registry, built: dict[str, tuple[Any, str]], *, labelled: bool
+) -> dict[str, Any]:
+    info = client.info()
+    host = platforms_mod.from_architecture(info.get("Architecture"), info.get("OSType"))
+    primary = host if host in built else next(iter(built))
+    image, base = built[primary]
+    record = {
+        "base_image": base,
+        "models": [m.ref for m in plan.models],
+        "requirements": list(plan.requirements),
+        "labels": {**plan.labels, "mlctl.platform": primary} if labelled else plan.labels,
+        "size": image.attrs.get("Size"),
+        "fingerprint": fingerprint(plan),
+        "platforms": list(built),
+    }
+    version = registry.add_image(plan.name, image.id, record)
+    image.tag(plan.name, str(version))
+    if len(built) > 1:
+        variants = {}
+        for platform, (variant, variant_base) in built.items():
+            tag = f"{version}-{platforms_mod.suffix(platform)}"
+            variant.tag(plan.name, tag)
+            variants[platform] = {
+                "image_id": variant.id,
+                "tag": f"{plan.name}:{tag}",
+                "base_image": variant_base,
+                "size": variant.attrs.get("Size"),
+            }
+        registry.update_image(plan.name, version, {"variants": variants})
     return registry.image(plan.name, version)
 
 
@@ -129,9 +216,17 @@ def service_image(deployment: Deployment, registry: Registry, reporter: Reporter
     return str(record["name"]), int(record["version"])
 
 
-def pull_base(client: Any, base_image: str, registry: RegistryAuth, progress: Callable[[str], None]) -> None:
-    """Pull ``base_image`` from its private ``registry`` unless the engine has it already,
-    authenticating with the username and the password read from its reference (never printed).
+def pull_base(
+    client: Any,
+    base_image: str,
+    registry: RegistryAuth,
+    progress: Callable[[str], None],
+    *,
+    platform: str | None = None,
+) -> None:
+    """Pull ``base_image`` (its ``platform`` variant, if given) from its private ``registry``
+    unless the engine has it already, authenticating with the username and the password read
+    from its reference (never printed).
 
     Raises:
         SpecError: the password's environment variable is unset or its file unreadable.
@@ -147,7 +242,7 @@ def pull_base(client: Any, base_image: str, registry: RegistryAuth, progress: Ca
     repository, tag = _split_tag(base_image)
     progress(f"pulling {base_image} from {registry.address}")
     try:
-        client.images.pull(repository, tag=tag, auth_config=registry_credentials(registry))
+        client.images.pull(repository, tag=tag, auth_config=registry_credentials(registry), platform=platform)
     except APIError as exc:
         raise TargetError(
             f"pulling the base image {base_image} from {registry.address} failed: {exc.explanation or exc}",
@@ -190,82 +285,6 @@ def _split_tag(image: str) -> tuple[str, str]:
     if not name or "/" in tag:
         return image, "latest"
     return name, tag
-
-
-def push(
-    registry: Registry,
-    name: str,
-    version: int,
-    target: str,
-    progress: Callable[[str], None],
-    auth: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Tag ``name:version`` as ``target/name:version`` and push it; records where it went.
-
-    Credentials: ``auth`` (``{username, password}``, e.g. read from a registry resource), else the
-    Docker configuration (``docker login``), or ``MLCTL_REGISTRY_USERNAME`` and
-    ``MLCTL_REGISTRY_PASSWORD``; they are never printed.
-
-    Raises:
-        TargetError: the registry refused the push (unreachable, authentication).
-    """
-    client = docker_client()
-    repository = f"{target}/{name}"
-    client.images.get(f"{name}:{version}").tag(repository, str(version))
-    auth = auth or _auth_from_environment()
-    for chunk in client.api.push(repository, tag=str(version), stream=True, decode=True, auth_config=auth):
-        if "error" in chunk:
-            raise TargetError(
-                f"pushing {repository}:{version} failed: {chunk['error']}",
-                hint="is the registry reachable, and are you logged in (`docker login`, or "
-                "MLCTL_REGISTRY_USERNAME/MLCTL_REGISTRY_PASSWORD)?",
-            )
-        if chunk.get("status"):
-            progress(str(chunk["status"])[:60])
-    digest = client.images.get_registry_data(f"{repository}:{version}", auth_config=auth).id
-    registry.update_image(name, version, {"pushed": f"{repository}:{version}", "digest": digest})
-    return registry.image(name, version)
-
-
-def pull(registry: Registry, name: str, version: int) -> None:
-    """Make ``name:version`` local again from where it was pushed.
-
-    Raises:
-        NotFoundError: it is neither local nor pushed.
-        TargetError: the pull failed.
-    """
-    from docker.errors import APIError, ImageNotFound
-
-    from mlctl.errors import NotFoundError
-
-    client = docker_client()
-    try:
-        client.images.get(f"{name}:{version}")
-        return
-    except ImageNotFound:
-        pass
-    pushed = registry.image(name, version).get("pushed")
-    if not pushed:
-        raise NotFoundError(
-            f"image {name}:{version} is not in the Docker engine and was never pushed",
-            hint="build it again: `mlctl image build`",
-        )
-    repository, _, tag = pushed.rpartition(":")
-    try:
-        image = client.images.pull(repository, tag=tag, auth_config=_auth_from_environment())
-    except APIError as exc:
-        raise TargetError(
-            f"pulling {pushed} failed: {exc.explanation or exc}",
-            hint="is the registry reachable, and are you logged in (`docker login`)?",
-        ) from None
-    image.tag(name, str(version))
-
-
-def _auth_from_environment() -> dict[str, str] | None:
-    import os
-
-    user, password = os.environ.get("MLCTL_REGISTRY_USERNAME"), os.environ.get("MLCTL_REGISTRY_PASSWORD")
-    return {"username": user, "password": password} if user and password else None
 
 
 def _hint(lines: list[str], step: str, base_image: str) -> str:

@@ -16,3 +16,5 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /tmp/mlctl-dockerd.log" >&2; exit 1; }
 fi
 bash "$here/base-image.sh" "${MLCTL_TEST_BASE_IMAGE:-mlctl-test/python:bookworm}"
+# arm64 images (tests/test_arm64.py): QEMU in binfmt_misc and the arm64 base image (first run: minutes).
+bash "$here/binfmt-up.sh" "${MLCTL_TEST_ARM64_BASE_IMAGE:-mlctl-test/python:bookworm-arm64}"

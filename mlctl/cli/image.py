@@ -19,11 +19,21 @@ def build(
     context_only: Path | None = typer.Option(None, "--context-only", help="Write the build context here; no build."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the Dockerfile and what goes in; build nothing."),
     push_: bool = typer.Option(False, "--push", help="Push it to the configured registry (MLCTL_REGISTRY)."),
+    platform: list[str] = typer.Option(
+        [],
+        "--platform",
+        help="Build for this platform (linux/amd64, linux/arm64, linux/arm/v7; repeat or comma-separate "
+        "for several: one version, one image per platform, an image index when pushed). Default: the engine's.",
+    ),
+    platform_base: list[str] = typer.Option(
+        [], "--platform-base", help="PLATFORM=IMAGE: the base image for that platform (else the spec's base image)."
+    ),
 ) -> None:
     """Build the next version of an image through the Docker engine (or only write its context)."""
-    from mlctl import builder, images
+    from mlctl import builder, images, platforms
 
     registry, reporter = _state.registry(), _state.reporter()
+    wanted, bases = platforms.parse_list(platform), platforms.parse_bases(platform_base)
     plan = _plan(file, set_, registry, reporter)
     for note in plan.notes:
         reporter.warn(note)
@@ -34,6 +44,7 @@ def build(
             "models": [m.ref for m in plan.models],
             "requirements": list(plan.requirements),
             "dockerfile": plan.dockerfile(),
+            "platforms": list(wanted),
             "dry_run": True,
         }
         reporter.result(doc, lambda d: reporter.raw(d["dockerfile"]))
@@ -45,11 +56,16 @@ def build(
         return
     target = _push_target() if push_ else None
     with reporter.step(f"building image {plan.name}") as progress:
-        record = builder.build(plan, registry, progress)
+        record = builder.build(plan, registry, progress, platforms=wanted, bases=bases)
     if target is not None:
         with reporter.step(f"pushing to {target}") as progress:
             record = builder.push(registry, record["name"], record["version"], target, progress)
-    reporter.result(record, lambda r: reporter.ok(f"built image {r['name']}:{r['version']} ({r['image_id'][:19]})"))
+    reporter.result(
+        record,
+        lambda r: reporter.ok(
+            f"built image {r['name']}:{r['version']} for {', '.join(r['platforms'])} ({r['image_id'][:19]})"
+        ),
+    )
 
 
 @app.command("push")
@@ -88,7 +104,7 @@ def list_images(name: str | None = typer.Option(None, "--name", help="Only this 
     reporter.result(
         rows,
         lambda _: reporter.table(
-            rows, ["name", "version", "models", "base_image", "created_at"], empty="no images built"
+            rows, ["name", "version", "models", "base_image", "platforms", "created_at"], empty="no images built"
         ),
     )
 
@@ -110,6 +126,10 @@ def _readable(key: str, value: Any) -> Any:
         return f"{value / 1e6:.1f} MB"
     if key == "labels" and isinstance(value, dict):
         return "\n".join(f"{k}={v}" for k, v in sorted(value.items()))
+    if key == "platforms" and isinstance(value, list):
+        return ", ".join(value)
+    if key == "variants" and isinstance(value, dict):
+        return "\n".join(f"{p}: {v['tag']} ({v['image_id'][:19]})" for p, v in value.items())
     return value
 
 
@@ -138,10 +158,11 @@ def delete(
             f"image {name}:{version} is used by service(s) {', '.join(services)}",
             hint="delete those services first, or pass --force",
         )
-    try:
-        client.images.remove(f"{name}:{version}", force=force)
-    except ImageNotFound:
-        pass  # already gone from the engine: forget the record all the same
+    for tag in [f"{name}:{version}", *(v["tag"] for v in (record.get("variants") or {}).values())]:
+        try:
+            client.images.remove(tag, force=force)
+        except ImageNotFound:
+            pass  # already gone from the engine: forget the record all the same
     registry.forget_image(name, version)
     reporter = _state.reporter()
     reporter.result(

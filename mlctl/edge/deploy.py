@@ -127,15 +127,20 @@ def push(
 
     Raises:
         SpecError: invalid manifest or unreadable secret (nothing sent). NotFoundError: unknown
-        device or image. TargetError, DeploymentError, WaitTimeout: see ``hub`` and ``wait``.
+        device or image. TargetError: an image has no variant for the device's platform (see
+        ``platform``). TargetError, DeploymentError, WaitTimeout: see ``hub`` and ``wait``.
     """
     checked(spec, {m.name: "registry.invalid/check:1" for m in spec.modules}, None)  # before any side effect
     secrets = manifest.resolve_secrets(spec)
     hub = connect(spec.target)
     if spec.device_id is not None:
         _edge_device(hub, spec.device_id)
-    content = checked(spec, resolve_images(spec, registry, reporter, build=True), secrets)
+    images = resolve_images(spec, registry, reporter, build=True)
+    content = checked(spec, images, secrets)
     if spec.device_id is not None:
+        from mlctl.edge import platform  # the images' platforms against the device's (exit 6)
+
+        platform.check(hub, spec.device_id, images, registry, reporter)
         return _to_device(hub, spec, content, reporter, wait_for=wait_for, timeout_s=timeout_s)
     return _at_scale(hub, spec, content, reporter, wait_for=wait_for, timeout_s=timeout_s, min_success=min_success)
 

@@ -47,6 +47,8 @@ DOCKER_RESTART = {"always": "always", "on-unhealthy": "always", "on-failure": "o
 class SimulatedDevice:
     """One simulated IoT Edge device; ``start()`` polls in a thread until ``stop()``."""
 
+    architecture: str | None = "x86_64"  # runtime.platform.architecture it reports (None: none); set before start()
+
     def __init__(
         self,
         connection_string: str,
@@ -207,7 +209,7 @@ class SimulatedDevice:
             "version": {"version": "1.5.0-simulated", "build": "simulated", "commit": "simulated"},
             "lastDesiredVersion": self.applied_version,
             "lastDesiredStatus": self.status,
-            "runtime": {"type": "docker", "platform": {"os": "linux", "architecture": "x86_64"}},
+            "runtime": {"type": "docker", "platform": {"os": "linux", "architecture": self.architecture}},
             "systemModules": {
                 s: {"runtimeStatus": "running", "exitCode": 0, "restartCount": 0, "lastStartTimeUtc": NEVER}
                 for s in ("edgeAgent", "edgeHub")
