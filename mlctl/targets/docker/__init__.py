@@ -58,7 +58,7 @@ from mlctl.targets.docker.container import (
     container_state,
     entry_name,
 )
-from mlctl.targets.process import _check_port_free, _ready, _uri
+from mlctl.targets.process.lifecycle import check_port_free, ready, uri
 
 OPTIONS = {"host": "address the containers' scoring servers listen on (host networking): 127.0.0.1 (default)"}
 DEPLOYMENT_KEYS = COMMON_KEYS | {"gpu_cores"}
@@ -102,7 +102,7 @@ class Driver:
                 name=f"mlctl-{spec.name}-<id>",
                 created="<deploy time>",
             ),
-            "scoring_uri": _uri(self.host, spec.deployment.port, tls=uses_tls(spec)),
+            "scoring_uri": uri(self.host, spec.deployment.port, tls=uses_tls(spec)),
         }
 
     def deploy(
@@ -115,7 +115,7 @@ class Driver:
                 f"service {spec.name!r} already exists",
                 hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
             )
-        _check_port_free(self.host, spec.deployment.port)
+        check_port_free(self.host, spec.deployment.port)
         container, _ = self._launch(deployment, reporter, old=None, wait=wait, timeout_s=timeout_s)
         self._save(deployment, container)
         return self.status(spec.name)
@@ -139,7 +139,7 @@ class Driver:
             )
         same_port = int(old[0].labels.get("mlctl.port", 0)) == spec.deployment.port
         if not same_port:
-            _check_port_free(self.host, spec.deployment.port)
+            check_port_free(self.host, spec.deployment.port)
         container, _ = self._launch(
             deployment, reporter, old=old[0] if same_port else None, wait=True, timeout_s=timeout_s
         )
@@ -307,7 +307,7 @@ def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: An
                 details=lines,
                 hint=f"fix the entry script; `docker logs {container.name}` shows all",
             )
-        if _ready(record, timeout_s=1.0):
+        if ready(record, timeout_s=1.0):
             return
         progress(container.status)
         time.sleep(0.2)

@@ -13,7 +13,7 @@ from mlctl import images
 from mlctl.builder import docker_client
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import TLS_FILES, ServiceState, server_options, tls_paths, uses_tls
-from mlctl.targets.process import _ready, _uri
+from mlctl.targets.process.lifecycle import ready, uri
 
 HOST = "127.0.0.1"
 LABEL = "mlctl.service"
@@ -108,13 +108,13 @@ def container_state(container: Any, kind: str, secrets_dir: Path) -> ServiceStat
         "tls_cert": str(deploy_dir / TLS_FILES[0]) if tls else None,
     }
     running = container.status == "running"
-    state = "failed" if not running else ("running" if _ready(record, timeout_s=1.0) else "unhealthy")
+    state = "failed" if not running else ("running" if ready(record, timeout_s=1.0) else "unhealthy")
     return ServiceState(
         name=labels[LABEL],
         target=kind,
         state=state,
-        scoring_uri=_uri(host, port, tls=tls),
-        swagger_uri=_uri(host, port, "/swagger.json", tls=tls),
+        scoring_uri=uri(host, port, tls=tls),
+        swagger_uri=uri(host, port, "/swagger.json", tls=tls),
         models=tuple(filter(None, labels.get("mlctl.models", "").split(","))),
         environment=labels.get("mlctl.image", ""),
         created_at=labels.get("mlctl.created", ""),

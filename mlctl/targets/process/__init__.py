@@ -16,16 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import signal
-import socket
-import ssl
 import subprocess
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -33,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from mlctl import environments, keys
-from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
+from mlctl.errors import ConflictError, NotFoundError, TargetError
 from mlctl.output import Reporter
 from mlctl.registry import Registry
-from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fds
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import (
     COMMON_KEYS,
@@ -47,15 +40,13 @@ from mlctl.targets import (
     test_record,
     tls_paths,
 )
+from mlctl.targets.process import lifecycle
+from mlctl.targets.process.lifecycle import HOST, STOP_GRACE_S
 
-HOST = "127.0.0.1"
 OPTIONS = {"host": "address web services listen on: 127.0.0.1 (default) or 0.0.0.0 for every interface"}
 # cpu_cores and memory_gb are accepted and not enforced (a local process has no limits; documented)
 DEPLOYMENT_KEYS = COMMON_KEYS
 BUILDS_IMAGES = False  # inference_config image options (docker_file, base_image, ...) are refused
-STOP_GRACE_S = 30.0
-DRAIN_S = 1.0  # after "stop accepting": lets connections accepted a moment ago send their request
-_LOG_TAIL = 30
 _CONTROL = "control.sock"
 
 
@@ -100,7 +91,9 @@ class Driver:
             ),
             "environment_variables": _server_env(spec, model_dir, env.pythonpath, base={}),
             "models": [m.ref for m in deployment.models],
-            "scoring_uri": _uri(self.host, spec.deployment.port, tls=spec.deployment.ssl_cert_pem_file is not None),
+            "scoring_uri": lifecycle.uri(
+                self.host, spec.deployment.port, tls=spec.deployment.ssl_cert_pem_file is not None
+            ),
         }
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -116,7 +109,7 @@ class Driver:
                     f"service {spec.name!r} already exists",
                     hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
                 )
-            _check_port_free(self.host, spec.deployment.port)
+            lifecycle.check_port_free(self.host, spec.deployment.port)
             with self._keys(spec):
                 record = self._launch(deployment, reporter, listen_fds=(), wait=wait, timeout_s=timeout_s)
                 self._save(record, deployment)
@@ -143,9 +136,9 @@ class Driver:
                     f"service {spec.name!r} does not exist",
                     hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`",
                 )
-            inherited = _inherit_sockets(old) if old["port"] == spec.deployment.port else ()
+            inherited = lifecycle.inherit_sockets(old) if old["port"] == spec.deployment.port else ()
             if not inherited:
-                _check_port_free(self.host, spec.deployment.port)
+                lifecycle.check_port_free(self.host, spec.deployment.port)
             try:
                 with self._keys(spec):
                     record = self._launch(deployment, reporter, listen_fds=inherited, wait=True, timeout_s=timeout_s)
@@ -155,23 +148,23 @@ class Driver:
             record["created_at"] = old["created_at"]
             self._save(record, deployment)
             with reporter.step("draining and stopping the previous server"):
-                _retire(old)
+                lifecycle.retire(old)
                 shutil.rmtree(old["deploy_dir"], ignore_errors=True)
         return self.status(spec.name)
 
     def status(self, name: str) -> ServiceState:
         """The service's state; probes its readiness (1 s at most). Raises NotFoundError."""
         record = self._record(name)
-        if not _alive(record):
+        if not lifecycle.alive(record):
             state = "failed"
         else:
-            state = "running" if _ready(record, timeout_s=1.0) else "unhealthy"
+            state = "running" if lifecycle.ready(record, timeout_s=1.0) else "unhealthy"
         return ServiceState(
             name=record["name"],
             target=self.kind,
             state=state,
-            scoring_uri=_uri(record.get("host", HOST), record["port"], tls=bool(record.get("tls_cert"))),
-            swagger_uri=_uri(
+            scoring_uri=lifecycle.uri(record.get("host", HOST), record["port"], tls=bool(record.get("tls_cert"))),
+            swagger_uri=lifecycle.uri(
                 record.get("host", HOST), record["port"], "/swagger.json", tls=bool(record.get("tls_cert"))
             ),
             models=tuple(record["models"]),
@@ -200,7 +193,7 @@ class Driver:
         lines = log_file.read_text(errors="replace").splitlines(keepends=True) if log_file.exists() else []
         yield from lines[-tail:] if tail else lines
         if follow:
-            yield from _follow(self.registry, name, log_file)
+            yield from lifecycle.follow(self.registry, name, log_file)
 
     def delete(self, name: str, reporter: Reporter, *, wait: bool = True, timeout_s: float = STOP_GRACE_S) -> bool:
         """Stop the server and remove its files and record; False when there was no such service.
@@ -213,9 +206,9 @@ class Driver:
                 return False
             with reporter.step(f"stopping {name}"):
                 if wait:
-                    _stop(record, grace_s=timeout_s)
-                elif _alive(record):
-                    _signal_group(record["pid"], signal.SIGTERM)
+                    lifecycle.stop(record, grace_s=timeout_s)
+                elif lifecycle.alive(record):
+                    lifecycle.signal_group(record["pid"], signal.SIGTERM)
             shutil.rmtree(self.home / "services" / name, ignore_errors=True)
             self.registry.forget_service(name)
         return True
@@ -266,11 +259,11 @@ class Driver:
             record = self._start(deployment, env, deploy_dir, deploy_id, listen_fds=listen_fds)
             if wait:
                 with reporter.step("waiting for init() and /readyz") as progress:
-                    _wait_ready(record, timeout_s, progress)
+                    lifecycle.wait_ready(record, timeout_s, progress)
             return record
         except BaseException:
             if record:
-                _stop(record)
+                lifecycle.stop(record)
             shutil.rmtree(deploy_dir, ignore_errors=True)
             raise
 
@@ -309,7 +302,7 @@ class Driver:
             "name": spec.name,
             "target": self.kind,
             "pid": proc.pid,
-            "pid_start": _start_time(proc.pid),
+            "pid_start": lifecycle.start_time(proc.pid),
             "port": spec.deployment.port,
             "host": self.host,
             "target_options": {"host": self.host},
@@ -334,7 +327,7 @@ class Driver:
         try:
             self.registry.save_service(record["name"], self.kind, record, list(deployment.models))
         except BaseException:
-            _stop(record)
+            lifecycle.stop(record)
             shutil.rmtree(record["deploy_dir"], ignore_errors=True)
             raise
 
@@ -386,16 +379,6 @@ def _command(
     return command + [arg for fd in listen_fds for arg in ("--listen-fd", str(fd))]
 
 
-def _inherit_sockets(old: dict[str, Any]) -> tuple[int, ...]:
-    """The old server's listening sockets (new fds); none when it is not running or cannot give them."""
-    if not _alive(old) or "control_socket" not in old:
-        return ()
-    try:
-        return tuple(receive_listen_fds(Path(old["control_socket"])))
-    except OSError:
-        return ()
-
-
 def _server_env(spec: ServiceSpec, model_dir: str, pythonpath: Path | None, *, base: dict[str, str]) -> dict[str, str]:
     assert spec.inference is not None
     env = {
@@ -408,163 +391,6 @@ def _server_env(spec: ServiceSpec, model_dir: str, pythonpath: Path | None, *, b
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return env
-
-
-def _check_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            raise TargetError(
-                f"port {port} on {host} is already in use",
-                hint="set deployment_config.port to a free port, or delete the service using it (`mlctl service list`)",
-            ) from None
-
-
-def _wait_ready(record: dict[str, Any], timeout_s: float, progress: Any) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        code = _exit_code(record["pid"])
-        if code is not None:
-            _raise_exited(record, code)
-        if _ready(record, timeout_s=1.0):
-            return
-        progress(f"pid {record['pid']}")
-        time.sleep(0.1)
-    raise WaitTimeout(
-        f"service {record['name']!r} was not ready after {timeout_s:.0f}s",
-        details=_tail(record["log_file"]),
-        hint="init() may be slow: raise --timeout",
-    )
-
-
-def _raise_exited(record: dict[str, Any], code: int) -> None:
-    lines = _tail(record["log_file"])
-    if code == EXIT_BIND_FAILED:
-        raise TargetError(
-            f"port {record['port']} on {record.get('host', HOST)} is already in use",
-            details=lines,
-            hint="set deployment_config.port to a free port",
-        )
-    phase = "init" if code == EXIT_INIT_FAILED else "start"
-    what = "the entry script failed to load or init() raised" if phase == "init" else f"the server exited ({code})"
-    raise DeploymentError(
-        f"service {record['name']!r} did not start: {what}",
-        phase=phase,
-        details=lines,
-        hint=f"fix the entry script; full log: {record['log_file']}",
-    )
-
-
-def _ready(record: dict[str, Any], *, timeout_s: float) -> bool:
-    try:
-        probe_port = json.loads(Path(record["status_file"]).read_text())["probe_port"]
-        scheme, context = "http", None
-        if record.get("tls_cert"):  # our own server on loopback: its certificate needs no check here
-            scheme, context = "https", ssl.create_default_context()
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        url = f"{scheme}://{HOST}:{probe_port}/readyz"
-        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as response:
-            return response.status == 200  # type: ignore[no-any-return]
-    except (OSError, ValueError, KeyError, urllib.error.URLError):
-        return False
-
-
-def _exit_code(pid: int) -> int | None:
-    """The exit code if ``pid`` (our child) has exited, else None."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return None if _pid_alive(pid) else 1
-    return os.waitstatus_to_exitcode(status) if done else None
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return not Path("/proc").exists()
-
-
-def _alive(record: dict[str, Any]) -> bool:
-    """Whether the recorded server process still runs (guarding against PID reuse)."""
-    pid = record["pid"]
-    return _pid_alive(pid) and _start_time(pid) == record.get("pid_start")
-
-
-def _stop(record: dict[str, Any], grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the server's process group, SIGKILL after ``grace_s`` seconds, reap if ours."""
-    if not _alive(record):
-        _exit_code(record["pid"])
-        return
-    _signal_group(record["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if _exit_code(record["pid"]) is not None or not _pid_alive(record["pid"]):
-            return
-        time.sleep(0.05)
-    _signal_group(record["pid"], signal.SIGKILL)
-    _exit_code(record["pid"])
-
-
-def _retire(record: dict[str, Any]) -> None:
-    """Stop a server that shares its listening socket with its successor: drain, then stop."""
-    if _alive(record):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record["pid"], signal.SIGUSR1)
-        time.sleep(DRAIN_S)
-    _stop(record)
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _follow(registry: Registry, name: str, log_file: Path) -> Iterator[str]:
-    handle = log_file.open("r", errors="replace")
-    handle.seek(0, os.SEEK_END)
-    while True:
-        line = handle.readline()
-        if line:
-            yield line
-            continue
-        record = registry.service(name)
-        if record is None:
-            return
-        if record["log_file"] != str(log_file):  # updated: continue with the new server's log
-            handle.close()
-            log_file = Path(record["log_file"])
-            handle = log_file.open("r", errors="replace")
-        time.sleep(0.2)
-
-
-def _tail(log_file: str, lines: int = _LOG_TAIL) -> list[str]:
-    try:
-        return Path(log_file).read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return []
-
-
-def _uri(host: str, port: int, path: str = "/score", *, tls: bool = False) -> str:
-    """The URI clients use: a wildcard bind address is reached through loopback here."""
-    reachable = HOST if host in ("0.0.0.0", "::", "") else host
-    return f"{'https' if tls else 'http'}://{reachable}:{port}{path}"
 
 
 def _now() -> str:
