@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from mlctl import images, services
+from mlctl.blobfiles import content_hash
 from mlctl.errors import NotFoundError
 from mlctl.images import ContextPlan
-from mlctl.registry import ModelVersion, Registry, content_hash
+from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.records import ImageSpec, ModelRef, ModelSpec, Record, ServiceSpec
 from mlctl.targets import Deployment, check_supported, driver_for
 

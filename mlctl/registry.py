@@ -18,9 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mlctl.blobfiles import copy, copy_hashing, hash_file, link_or_copy, walk
 from mlctl.errors import ConflictError, IntegrityError, NotFoundError
 from mlctl.spec.records import ModelRef
 
@@ -47,7 +46,6 @@ CREATE TABLE IF NOT EXISTS service_models (
     service TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
     PRIMARY KEY (service, model, version));
 """
-_CHUNK = 1 << 20
 _GC_GRACE_S = 3600
 
 
@@ -135,7 +133,7 @@ class Registry:
         if not path.exists():
             raise NotFoundError(f"model path not found: {path}", hint="give an existing file or folder")
         sizes = self._stored_sizes()
-        files = tuple(self._store_blob(p, rel, sizes) for rel, p in _walk(path))
+        files = tuple(self._store_blob(p, rel, sizes) for rel, p in walk(path))
         manifest = json.dumps(files)
         content_hash = hashlib.sha256(manifest.encode()).hexdigest()
         with self._db(write=True) as db:
@@ -264,7 +262,7 @@ class Registry:
             blob = self._verified_blob(model, digest)
             target = root / rel if model.is_folder else root
             target.parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(blob, target) if link else _copy(blob, target)
+            link_or_copy(blob, target) if link else copy(blob, target)
         if model.is_folder:
             root.mkdir(parents=True, exist_ok=True)  # an empty folder model still exists
         return root
@@ -370,7 +368,7 @@ class Registry:
         """
         size = source.stat().st_size
         if size in stored_sizes:
-            digest = _hash_file(source)
+            digest = hash_file(source)
             final = self._blob_path(digest)
             if final.exists():
                 os.utime(final)  # a fresh mtime keeps it from garbage collection (see _collect_garbage)
@@ -379,7 +377,7 @@ class Registry:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / uuid.uuid4().hex
         try:
-            digest, size = _copy_hashing(source, tmp)
+            digest, size = copy_hashing(source, tmp)
             final = self._blob_path(digest)
             if final.exists():
                 tmp.unlink()
@@ -399,7 +397,7 @@ class Registry:
                 f"model {model.ref}: blob {digest[:12]} is missing from {self.blob_root}",
                 hint="register the model again",
             )
-        if _hash_file(blob) != digest:
+        if hash_file(blob) != digest:
             raise IntegrityError(
                 f"model {model.ref}: blob {digest[:12]} is corrupt (its SHA-256 changed)",
                 hint="the stored copy was modified; register the model again",
@@ -417,64 +415,6 @@ class Registry:
         for blob in self.blob_root.glob("*/*"):
             if blob.name not in live and blob.stat().st_mtime < cutoff:
                 blob.unlink(missing_ok=True)
-
-
-def content_hash(path: Path) -> str:
-    """The ``content_hash`` that registering ``path`` would record (reads, stores nothing).
-
-    Raises:
-        NotFoundError: ``path`` does not exist.
-    """
-    path = path.resolve()
-    if not path.exists():
-        raise NotFoundError(f"model path not found: {path}", hint="give an existing file or folder")
-    files = [(rel, _hash_file(p), p.stat().st_size) for rel, p in _walk(path)]
-    return hashlib.sha256(json.dumps(files).encode()).hexdigest()
-
-
-def _walk(path: Path) -> list[tuple[str, Path]]:
-    if path.is_file():
-        return [(path.name, path)]
-    return sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
-
-
-def _copy_hashing(source: Path, dest: Path) -> tuple[str, int]:
-    # one reused buffer, unbuffered files: no per-chunk allocation or extra copy
-    digest, size, buffer = hashlib.sha256(), 0, bytearray(_CHUNK)
-    view = memoryview(buffer)
-    with source.open("rb", buffering=0) as src, dest.open("wb", buffering=0) as out:
-        while n := src.readinto(buffer):
-            digest.update(view[:n])
-            size += n
-            written = 0
-            while written < n:  # a raw file may write less than asked
-                written += out.write(view[written:n])
-        os.fsync(out.fileno())
-    return digest.hexdigest(), size
-
-
-def _hash_file(path: Path) -> str:
-    digest, buffer = hashlib.sha256(), bytearray(_CHUNK)
-    view = memoryview(buffer)
-    with path.open("rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            digest.update(view[:n])
-    return digest.hexdigest()
-
-
-def _link_or_copy(blob: Path, target: Path) -> None:
-    target.unlink(missing_ok=True)
-    try:
-        os.link(blob, target)
-    except OSError:
-        _copy(blob, target)
-
-
-def _copy(blob: Path, target: Path) -> None:
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp, blob.open("rb") as src:
-        shutil.copyfileobj(src, tmp)
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, target)
 
 
 def _row_to_model(row: sqlite3.Row) -> ModelVersion:

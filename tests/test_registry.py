@@ -95,7 +95,7 @@ def test_interrupted_register_leaves_no_version(
     folder = tmp_path / "model"
     for i in range(3):
         write(folder / f"part{i}.bin", f"part {i}")
-    real_copy = registry_module._copy_hashing
+    real_copy = registry_module.copy_hashing
     calls = []
 
     def copy_then_interrupt(source: Path, dest: Path) -> tuple[str, int]:
@@ -104,13 +104,13 @@ def test_interrupted_register_leaves_no_version(
             raise KeyboardInterrupt
         return real_copy(source, dest)
 
-    monkeypatch.setattr(registry_module, "_copy_hashing", copy_then_interrupt)
+    monkeypatch.setattr(registry_module, "copy_hashing", copy_then_interrupt)
     reg = Registry(mlctl_home)
     with pytest.raises(KeyboardInterrupt):
         reg.register("m", folder)
     assert reg.models() == []
     assert list((mlctl_home / "blobs" / "tmp").iterdir()) == []  # no stray temporary file
-    monkeypatch.setattr(registry_module, "_copy_hashing", real_copy)
+    monkeypatch.setattr(registry_module, "copy_hashing", real_copy)
     assert reg.register("m", folder).version == 1
 
 
