@@ -12,7 +12,7 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,6 +275,19 @@ def engine_or_skip() -> Any:
     except Exception as error:  # noqa: BLE001 - any failure means: no engine to test against
         pytest.skip(f"no Docker engine with {BASE_IMAGE} (run `make docker-up` as root): {error}")
     return client
+
+
+def remove_images(engine: Any, ours: Callable[[str], bool]) -> None:
+    """Remove every image with a tag ``ours`` accepts (the engine is shared: only our own names);
+    the build cache stays, so a later build of the same layers is quick."""
+    from docker.errors import APIError
+
+    for image in engine.images.list():
+        if any(ours(tag) for tag in image.tags):
+            try:
+                engine.images.remove(image.id, force=True, noprune=True)
+            except APIError:  # removed already (another tag of it), or in use
+                pass
 
 
 @pytest.fixture

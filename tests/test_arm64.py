@@ -26,6 +26,7 @@ from conftest import (
     free_port,
     mlctl,
     post,
+    remove_images,
     self_signed_certificate,
     serving,
     wait_for,
@@ -91,14 +92,7 @@ def cleanup(engine: Any) -> Iterator[list[str]]:
     """Names of images (repositories) created by the test, removed afterwards (the build cache stays)."""
     names: list[str] = []
     yield names
-    from docker.errors import APIError
-
-    for image in engine.images.list():
-        if any(tag.rsplit(":", 1)[0].rsplit("/", 1)[-1] in names for tag in image.tags):
-            try:
-                engine.images.remove(image.id, force=True, noprune=True)
-            except APIError:
-                pass
+    remove_images(engine, lambda tag: tag.rsplit(":", 1)[0].rsplit("/", 1)[-1] in names)
 
 
 def _hub_target(hub: RunningHub) -> dict[str, str]:

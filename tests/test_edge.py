@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXAMPLES, free_port, mlctl, self_signed_certificate, write
+from conftest import EXAMPLES, free_port, mlctl, remove_images, self_signed_certificate, write
 from edge_fakes.fleet import provisioned
 from edge_fakes.hub_http import RunningHub, serve
 from oci_registry import run_registry
@@ -73,14 +73,7 @@ def env(hub: RunningHub, oci: str, registry_password: str, tmp_path: Path, engin
 def _cleanup(engine: Any, hub: RunningHub) -> Iterator[None]:
     """Images this test's pushes made and everything left on the hub are removed afterwards."""
     yield
-    from docker.errors import APIError
-
-    for image in engine.images.list():
-        if any("edge-diabetes" in tag or "edge-nothing" in tag for tag in image.tags):
-            try:
-                engine.images.remove(image.id, force=True, noprune=True)  # the build cache stays
-            except APIError:
-                pass
+    remove_images(engine, lambda tag: "edge-diabetes" in tag or "edge-nothing" in tag)
     with hub.state.lock:
         hub.state.devices.clear()
         hub.state.configs.clear()

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import free_port, mlctl, post, self_signed_certificate, wait_for, write
+from conftest import free_port, mlctl, post, remove_images, self_signed_certificate, wait_for, write
 from edge_fakes.broker import EdgeHubSide, run_broker
 from edge_fakes.device import SimulatedDevice
 from edge_fakes.hub import HubError
@@ -125,14 +125,7 @@ def _edge_spec(folder: Path, port: int) -> Path:
 def cleanup_images(engine: Any) -> Iterator[None]:
     """Images with this area's prefix are removed afterwards (the build cache stays)."""
     yield
-    from docker.errors import APIError
-
-    for image in engine.images.list():
-        if any("edgemsg-" in tag for tag in image.tags):
-            try:
-                engine.images.remove(image.id, force=True, noprune=True)
-            except APIError:
-                pass
+    remove_images(engine, lambda tag: "edgemsg-" in tag)
 
 
 class Module:

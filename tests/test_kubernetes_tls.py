@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import mlctl, self_signed_certificate, write
+from conftest import mlctl, remove_images, self_signed_certificate, write
 from k8s_cluster import KUBECONFIG, ROOT, Cluster, k8s_fixture, wait_until  # noqa: F401 - the k8s fixture
 
 SPEC = """
@@ -54,11 +54,7 @@ def own_images() -> Iterator[None]:
     yield
     import docker
 
-    engine = docker.from_env()
-    for image in engine.images.list():
-        for tag in image.tags:
-            if tag.rpartition(":")[0].rpartition("/")[2] == "k8sq-tls":
-                engine.images.remove(tag)
+    remove_images(docker.from_env(), lambda tag: tag.rpartition(":")[0].rpartition("/")[2] == "k8sq-tls")
 
 
 def _tls_secrets(k8s: Cluster) -> list[str]:
