@@ -72,10 +72,7 @@ class _Client:
         loopback = re.match(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$", host) is not None
         self.base = f"{'http' if loopback else 'https'}://{host}/v2/{repository}"
         self.host, self.repository, self.auth = host, repository, auth
-        self.authorization: str | None = None
-        if auth and auth.get("username"):
-            pair = f"{auth['username']}:{auth.get('password', '')}".encode()
-            self.authorization = "Basic " + base64.b64encode(pair).decode()
+        self.authorization = _basic(auth)
 
     def manifest(self, tag: str, accept: tuple[str, ...] = (DOCKER_MANIFEST, OCI_MANIFEST)) -> tuple[bytes, str]:
         status, headers, body = self._send("GET", f"/manifests/{tag}", None, {"Accept": ", ".join(accept)})
@@ -125,12 +122,20 @@ class _Client:
         query = {k: fields[k] for k in ("service", "scope") if k in fields}
         query.setdefault("scope", f"repository:{self.repository}:pull,push")
         request = urllib.request.Request(f"{fields.get('realm', '')}?{urllib.parse.urlencode(query)}")
-        if self.auth and self.auth.get("username"):
-            pair = f"{self.auth['username']}:{self.auth.get('password', '')}".encode()
-            request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+        basic = _basic(self.auth)
+        if basic:
+            request.add_header("Authorization", basic)
         try:
             with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
                 doc = json.loads(response.read())
         except (OSError, ValueError) as error:
             raise TargetError(f"getting a token from {self.host}'s authorization server failed: {error}") from None
         return str(doc.get("token") or doc.get("access_token") or "")
+
+
+def _basic(auth: Mapping[str, str] | None) -> str | None:
+    """The HTTP Basic ``Authorization`` value of the push's credentials, or None without a username."""
+    if not auth or not auth.get("username"):
+        return None
+    pair = f"{auth['username']}:{auth.get('password', '')}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
