@@ -55,6 +55,7 @@ log = logging.getLogger("mlctl.serve")
 
 EXIT_INIT_FAILED = 3  # as an HTTP worker: the supervisor stops the server
 EXIT_NO_SDK = 6  # azure-iot-device is not installed: HTTP keeps serving, no restart
+EXIT_SDK_THREAD_DIED = 1  # a thread of the SDK died: the supervisor starts a new message process
 HOOK = "on_desired_properties"
 RUNTIME_VARIABLES = (
     "IOTEDGE_MODULEID",
@@ -180,6 +181,7 @@ def serve_messages(entry_script: Path, settings: EdgeSettings, *, timeout_s: flo
         return EXIT_NO_SDK
     for noisy in ("azure.iot.device", "paho"):  # the SDK logs every publish at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    threading.excepthook = _restart_on_thread_crash
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -187,6 +189,19 @@ def serve_messages(entry_script: Path, settings: EdgeSettings, *, timeout_s: flo
     runner = Runner(concurrency=1, queue=0, timeout_s=timeout_s)
     MessageLoop(entry, runner, settings, status).run(stop)
     return 0
+
+
+def _restart_on_thread_crash(crash: threading.ExceptHookArgs) -> None:
+    """A thread of the SDK died (paho's network thread raises ``ssl.SSLEOFError`` when edgeHub
+    goes away in the middle of a write, and then nothing reconnects): exit, so the supervisor
+    starts a new message process with a new client, as it does after any crash."""
+    log.error(
+        "the IoT SDK's thread %s died (%s: %s); restarting the message process",
+        crash.thread.name if crash.thread else "?",
+        crash.exc_type.__name__,
+        crash.exc_value,
+    )
+    os._exit(EXIT_SDK_THREAD_DIED)
 
 
 class MessageLoop:
