@@ -57,7 +57,7 @@ class Config:
         Raises:
             TargetError: no such target.
         """
-        from mlctl.targets import TARGETS, refuse_retired
+        from mlctl.target_kinds import TARGETS, refuse_retired
 
         wanted = name or self.default_target
         if wanted in self.targets:

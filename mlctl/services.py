@@ -19,7 +19,8 @@ from mlctl.errors import NotFoundError, ServiceTestFailed
 from mlctl.output import Reporter
 from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.records import ImageOptions, ServiceSpec, ServiceTest
-from mlctl.targets import TARGETS, Deployment, TargetDriver, check_supported, driver_of_kind
+from mlctl.target_kinds import TARGETS
+from mlctl.targets import Deployment, TargetDriver, check_supported, driver_of_kind
 
 
 def resolve_models(spec: ServiceSpec, registry: Registry, reporter: Reporter) -> tuple[ModelVersion, ...]:

@@ -13,7 +13,7 @@ from conftest import ECHO_SCORE, free_port, mlctl, post, serve_processes, servic
 from ruamel.yaml import YAML
 
 from mlctl.registry import Registry
-from mlctl.targets import TARGETS
+from mlctl.target_kinds import TARGETS
 
 
 def _project(tmp_path: Path, *, with_model_doc: bool = False) -> Path:

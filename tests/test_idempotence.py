@@ -13,7 +13,8 @@ from conftest import ECHO_SCORE, free_port, mlctl, service_spec, write
 from mlctl import services
 from mlctl.registry import Registry
 from mlctl.spec import ServiceSpec, load_one
-from mlctl.targets import TARGETS, Deployment, driver_for
+from mlctl.target_kinds import TARGETS
+from mlctl.targets import Deployment, driver_for
 
 
 def _project(tmp_path: Path, *, name: str, target: str, extra: str = "") -> Path:

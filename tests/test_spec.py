@@ -13,7 +13,7 @@ from conftest import EXAMPLES, REPO, mlctl, write
 from mlctl.errors import SpecError
 from mlctl.spec import ServiceSpec, load
 from mlctl.spec.schema import KINDS
-from mlctl.targets import TARGETS
+from mlctl.target_kinds import TARGETS
 
 
 def _service(tmp_path: Path, body: str) -> Path:

@@ -12,7 +12,8 @@ from mlctl.errors import NotFoundError
 from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.spec import ServiceSpec, load_one
-from mlctl.targets import TARGETS, Deployment, driver_for
+from mlctl.target_kinds import TARGETS
+from mlctl.targets import Deployment, driver_for
 
 pytest_plugins = ["aci_fixtures"]
 

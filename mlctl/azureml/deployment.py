@@ -18,7 +18,7 @@ from mlctl.azureml import report
 from mlctl.azureml.report import Entry, entry, expect
 from mlctl.azureml.source import Source
 from mlctl.errors import TargetError
-from mlctl.targets import refuse_retired
+from mlctl.target_kinds import refuse_retired
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,8 @@ def translate(
 def _honoured(target: str, config: dict[str, Any], entries: list[Entry]) -> list[Entry]:
     """Drop the keys a target of this mlctl does not have (it would refuse the spec), saying so;
     targets not in this mlctl yet get every key (their issues defined the names)."""
-    from mlctl.targets import TARGETS, deployment_keys
+    from mlctl.target_kinds import TARGETS
+    from mlctl.targets import deployment_keys
 
     if target not in TARGETS:
         return entries

@@ -46,7 +46,7 @@ def azureml(
 
     _check_options(name, model, model_file, local_target)
     if target is not None:
-        from mlctl.targets import refuse_retired
+        from mlctl.target_kinds import refuse_retired
 
         refuse_retired(target)
     inference = azureml.read(inference_config, "inference config")
@@ -193,7 +193,7 @@ def _store_keys(path: Path, target: str, secrets: dict[str, str]) -> None:
 
 
 def _report(result: Any, texts: dict[str, str], *, dry_run: bool) -> None:
-    from mlctl.targets import TARGETS
+    from mlctl.target_kinds import TARGETS
 
     reporter = _state.reporter()
     available = result.target in TARGETS

@@ -45,7 +45,7 @@ def validate(
 def _warn_unavailable_target(record: object) -> None:
     """A valid spec may name a target this mlctl cannot deploy to (yet): say so, without failing."""
     from mlctl.spec import ServiceSpec
-    from mlctl.targets import TARGETS
+    from mlctl.target_kinds import TARGETS
 
     # a target kind always resolves (to a configured target of that name, else to the bare kind),
     # so the configuration is read only for other names (configured targets, retired kinds, typos)

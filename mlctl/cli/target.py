@@ -53,7 +53,7 @@ def add(
 def list_targets() -> None:
     """List configured targets (and the target kinds, usable by name)."""
     from mlctl import config
-    from mlctl.targets import TARGETS
+    from mlctl.target_kinds import TARGETS
 
     current = config.load()
     rows = [_row(t, current.default_target) for t in current.targets.values()]

@@ -10,19 +10,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
 from datetime import date, time
 from pathlib import Path
 from typing import Any
 
 from mlctl.errors import NotFoundError, SpecError
+from mlctl.spec.frozen import FrozenRecord
 from mlctl.spec.overlay import Override, apply_overrides, interpolate
 
 JsonPath = Sequence["str | int"]
 
 
-@dataclass(frozen=True)
-class Document:
+class Document(FrozenRecord):
     """One YAML document of a spec file.
 
     Attributes:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlctl.errors import SpecError
+from mlctl.spec.frozen import FrozenRecord
 
 _VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -66,8 +66,7 @@ def _value(match: re.Match[str], env: Mapping[str, str], file: Path, line: int, 
     return value
 
 
-@dataclass(frozen=True)
-class Override:
+class Override(FrozenRecord):
     """One ``--set``: an optional ``KIND/NAME`` selector, a path and a YAML value."""
 
     kind: str | None

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from mlctl.spec.document import Document
+from mlctl.spec.frozen import FrozenRecord
 
 EnvironmentKind = Literal["current", "conda", "pip", "none"]
+EMPTY_MAP: Mapping[str, str] = MappingProxyType({})  # the default of every map field (immutable)
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?::(?P<version>[1-9][0-9]*)|@latest)$")
 
 
@@ -29,8 +30,7 @@ def _scalar_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-@dataclass(frozen=True)
-class ModelRef:
+class ModelRef(FrozenRecord):
     """A registered model reference: ``NAME:VERSION`` or ``NAME@latest`` (``version`` None)."""
 
     name: str
@@ -55,19 +55,17 @@ class ModelRef:
         return f"{self.name}:{self.version}" if self.version else f"{self.name}@latest"
 
 
-@dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(FrozenRecord):
     """A ``kind: Model`` document: a file or folder to register."""
 
     name: str
     path: Path
     description: str = ""
-    tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    properties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    tags: Mapping[str, str] = EMPTY_MAP
+    properties: Mapping[str, str] = EMPTY_MAP
 
 
-@dataclass(frozen=True)
-class EnvironmentSpec:
+class EnvironmentSpec(FrozenRecord):
     """The Python environment a scoring server runs in.
 
     ``kind``: ``conda`` (pip-installable part of a conda file), ``pip`` (requirements file),
@@ -81,8 +79,7 @@ class EnvironmentSpec:
     keep_azureml_defaults: bool = False
 
 
-@dataclass(frozen=True)
-class RegistryAuth:
+class RegistryAuth(FrozenRecord):
     """A private registry the base image comes from (Azure ML's ``ContainerRegistry``): ``address``
     (``host[:port]``) and a username whose password is given BY REFERENCE only -- an environment
     variable (``password_env``) or a file (``password_file``), read when the image is built."""
@@ -93,8 +90,7 @@ class RegistryAuth:
     password_file: Path | None = None
 
 
-@dataclass(frozen=True)
-class ImageOptions:
+class ImageOptions(FrozenRecord):
     """The rest of Azure ML v1's image configuration (``ContainerImage.image_configuration``,
     ``InferenceConfig``): ``docker_file`` (extra Dockerfile steps), ``dependencies`` (extra files
     or folders copied beside the entry script), ``enable_gpu``/``cuda_version`` and the base
@@ -112,8 +108,7 @@ class ImageOptions:
 IMAGE_KEYS = ("base_image", "docker_file", "dependencies", "enable_gpu", "cuda_version", "base_image_registry")
 
 
-@dataclass(frozen=True)
-class InferenceConfig:
+class InferenceConfig(FrozenRecord):
     """Entry script and environment, as Azure ML SDK v1 ``InferenceConfig`` (with its image options)."""
 
     entry_script: Path
@@ -122,8 +117,7 @@ class InferenceConfig:
     image: ImageOptions = ImageOptions()
 
 
-@dataclass(frozen=True)
-class DeploymentConfig:
+class DeploymentConfig(FrozenRecord):
     """Deployment configuration. Units: ``cpu_cores`` in cores, ``memory_gb`` in GB, bytes for sizes,
     ``scoring_timeout_ms`` in milliseconds (Azure ML's name); concurrency and queue are per worker."""
 
@@ -141,7 +135,7 @@ class DeploymentConfig:
     memory_gb: float | None = None
     auth_enabled: bool = False
     max_request_bytes: int = 100 * 1024 * 1024
-    environment_variables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    environment_variables: Mapping[str, str] = EMPTY_MAP
     # Cloud targets (Azure ML's AksWebservice/AciWebservice.deploy_configuration names); None: the
     # target's own default (v1's defaults differ between ACI and AKS, so the records do not pick).
     gpu_cores: int | None = None
@@ -179,8 +173,7 @@ class DeploymentConfig:
     given: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class ServiceTest:
+class ServiceTest(FrozenRecord):
     """The spec's ``test`` block: a request body and, optionally, the expected JSON answer."""
 
     body: bytes
@@ -189,8 +182,7 @@ class ServiceTest:
     tolerance: float = 0.0
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(FrozenRecord):
     """A ``kind: Service`` document. Exactly one of ``model_files``, ``models``, ``image`` is set."""
 
     name: str
@@ -203,11 +195,10 @@ class ServiceSpec:
     deployment: DeploymentConfig = DeploymentConfig()
     test: ServiceTest | None = None
     description: str = ""
-    tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    tags: Mapping[str, str] = EMPTY_MAP
 
 
-@dataclass(frozen=True)
-class ImageSpec:
+class ImageSpec(FrozenRecord):
     """A ``kind: Image`` document (Azure ML SDK v1 image configuration)."""
 
     name: str
@@ -215,7 +206,7 @@ class ImageSpec:
     inference: InferenceConfig
     base_image: str | None = None  # None: the configured default (mlctl.config.base_image)
     description: str = ""
-    tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    tags: Mapping[str, str] = EMPTY_MAP
 
 
 if TYPE_CHECKING:  # its records are built only for EdgeDeployment documents (`build` imports them then)
@@ -335,7 +326,7 @@ def _service(doc: Document) -> ServiceSpec:
 def _deployment(doc: Document) -> DeploymentConfig:
     # the schema already checked every key and type: take what is given, defaults for the rest
     d = doc.data.get("deployment_config", {})
-    given: dict[str, Any] = {f.name: d[f.name] for f in fields(DeploymentConfig) if f.name in d}
+    given: dict[str, Any] = {name: d[name] for name in DeploymentConfig.field_names() if name in d}
     given["given"] = frozenset(d)
     given["environment_variables"] = _frozen_map(d.get("environment_variables"))
     if "batching" in d:

@@ -1,6 +1,6 @@
 """Compute targets: one module per target kind, behind one Protocol, listed in one registry.
 
-Adding a target = one module here, one line in ``TARGETS``, one test file, one example spec;
+Adding a target = one module here, one line in ``TARGETS`` (``mlctl/target_kinds.py``), one test file, one example spec;
 the Service schema's ``target`` enum must equal ``TARGETS``' keys (a test checks it).
 
 Driver contract (tested once for all drivers in ``tests/test_target_contract.py``):
@@ -24,39 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlctl.spec.records import DeploymentConfig, ServiceSpec
+from mlctl.target_kinds import TARGETS, refuse_retired
 
 if TYPE_CHECKING:  # the registry (sqlite3) is not needed to resolve a target's name
     from mlctl.output import Reporter
     from mlctl.registry import ModelVersion, Registry
-
-# kind -> module defining ``Driver``; imported lazily so `mlctl --help` loads no target SDK.
-TARGETS: dict[str, str] = {
-    "process": "mlctl.targets.process",
-    "docker": "mlctl.targets.docker",
-    "aci": "mlctl.targets.aci",
-    "kubernetes": "mlctl.targets.kubernetes",
-}
-
-# Target kinds Azure ML had and retired: asking for one is refused (exit 6) with its successor.
-RETIRED: dict[str, tuple[str, str]] = {
-    kind: (
-        f"compute target {kind!r} (Azure ML's FPGA deployment, Project Brainwave) is retired: Azure "
-        "ended FPGA inference, so no one can run it",
-        "serve the model on GPUs with deployment_config.gpu_cores (docker target; kubernetes), or "
-        "convert it to ONNX and serve it with ONNX Runtime (onnxruntime in the conda file)",
-    )
-    for kind in ("fpga", "brainwave")
-}
-
-
-def refuse_retired(kind: str) -> None:
-    """Raise TargetError (exit 6) naming the successor when ``kind`` is a retired target kind."""
-    from mlctl.errors import TargetError
-
-    if kind.lower() in RETIRED:
-        message, hint = RETIRED[kind.lower()]
-        raise TargetError(message, hint=hint)
-
 
 @dataclass(frozen=True)
 class Deployment:

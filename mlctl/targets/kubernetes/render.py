@@ -292,7 +292,7 @@ def _command(spec: ServiceSpec, s: Settings) -> dict[str, Any]:
 
 
 def _config_fields(d: DeploymentConfig) -> dict[str, Any]:
-    return {f: getattr(d, f) for f in d.__dataclass_fields__}
+    return {f: getattr(d, f) for f in d.field_names()}
 
 
 def _resources(s: Settings) -> dict[str, Any]:
