@@ -321,3 +321,28 @@ def test_ssl_files_stay_paths_and_their_contents_stay_out(project: Path) -> None
     (project / "gone.json").write_text(json.dumps({**source, "sslKey": "missing.pem"}))
     missing = _import(project, "gone.json", "-m", "m:1", "--force")
     assert missing.code == 3 and "gone.json" in missing.err and "sslKey" in missing.err
+
+
+@pytest.mark.parametrize(
+    ("sample", "target", "config"),
+    [
+        ("aci-deploymentconfig.json", "aci", {"cpu_cores": 0.5, "memory_gb": 1.0, "auth_enabled": True}),
+        ("aks-deploymentconfig.json", "kubernetes", {"autoscale_max_replicas": 3, "auth_enabled": True}),
+        ("local-deploymentconfig.json", "docker", {"port": 32267}),
+    ],
+)
+def test_each_docs_sample_unchanged_becomes_specs_that_validate_with_every_key_reported(
+    project: Path, sample: str, target: str, config: dict[str, Any]
+) -> None:
+    result = _import(project, sample, "--model-file", str(project / "model.txt"))
+    assert result.code == 0, result.err
+    reported = {(e["file"].split("/")[-1], e["key"]) for e in result.json()["report"]}
+    for name in (sample, "inferenceconfig.json"):
+        source = json.loads((project / name).read_text())
+        assert {(name, key) for key in _leaves(source)} <= reported
+    service = _service(project)
+    assert service["target"] == target and service["models"] == ["model.txt@latest"]
+    assert config.items() <= service["deployment_config"].items()
+    for spec in ("service.yaml", "models.yaml"):
+        validated = mlctl("spec", "validate", str(project / "out" / spec))
+        assert validated.code == 0 and validated.err == "", validated.err
