@@ -123,6 +123,7 @@ def test_the_aci_sample_with_keys_runs_on_process_with_those_keys_and_never_writ
         keyVersion="1",
         appInsightsEnabled=True,
         dnsNameLabel="imp-label",
+        location="westeurope",
         gpuCores=1,
     )
     (project / "aci.json").write_text(json.dumps(source))
@@ -135,6 +136,7 @@ def test_the_aci_sample_with_keys_runs_on_process_with_those_keys_and_never_writ
     assert statuses["gpuCores"] == ("unknown", "v1 read it only for AKS, and ignored it here")
     assert statuses["keys.primaryKey"][0] == "not carried" and "refused" in statuses["keys.primaryKey"][1]
     assert _service(project)["deployment_config"]["dns_name_label"] == "imp-label"
+    assert _service(project)["deployment_config"]["location"] == "westeurope"
     port = free_port()
     here = _import(project, "aci.json", "--model-file", str(project / "model.txt"), "--target", "process", "--force")
     assert here.code == 0, here.err
@@ -346,3 +348,56 @@ def test_each_docs_sample_unchanged_becomes_specs_that_validate_with_every_key_r
     for spec in ("service.yaml", "models.yaml"):
         validated = mlctl("spec", "validate", str(project / "out" / spec))
         assert validated.code == 0 and validated.err == "", validated.err
+
+
+def test_every_aks_key_v1_read_lands_on_its_snake_case_name_and_validates(project: Path) -> None:
+    source = {
+        "computeType": "aks",
+        "containerResourceRequirements": {"cpu": 0.5, "memoryInGB": 1.0, "cpuLimit": 1.0, "memoryInGBLimit": 2.0},
+        "gpuCores": 0,
+        "numReplicas": 2,
+        "authEnabled": False,
+        "tokenAuthEnabled": False,
+        "scoringTimeoutMs": 5000,
+        "maxConcurrentRequestsPerContainer": 4,
+        "maxQueueWaitMs": 800,
+        "livenessProbeRequirements": {"periodSeconds": 5, "initialDelaySeconds": 2, "timeoutSeconds": 3,
+                                      "successThreshold": 1, "failureThreshold": 4},
+        "namespace": "scoring",
+        "appInsightsEnabled": False,
+    }  # fmt: skip
+    (project / "aks-all.json").write_text(json.dumps(source))
+    result = _import(project, "aks-all.json", "-m", "m:1")
+    assert result.code == 0, result.err
+    assert _service(project)["deployment_config"] == {
+        "cpu_cores": 0.5,
+        "memory_gb": 1.0,
+        "cpu_cores_limit": 1.0,
+        "memory_gb_limit": 2.0,
+        "gpu_cores": 0,
+        "num_replicas": 2,
+        "auth_enabled": False,
+        "scoring_timeout_ms": 5000,
+        "replica_max_concurrent_requests": 4,
+        "max_request_wait_time": 800,
+        "period_seconds": 5,
+        "initial_delay_seconds": 2,
+        "timeout_seconds": 3,
+        "success_threshold": 1,
+        "failure_threshold": 4,
+        "namespace": "scoring",
+    }
+    statuses = {e["key"]: e["status"] for e in result.json()["report"]}
+    assert statuses["tokenAuthEnabled"] == statuses["appInsightsEnabled"] == "not carried"
+    assert {key for key in _leaves(source)} <= set(statuses)
+    validated = mlctl("spec", "validate", str(project / "out" / "service.yaml"))
+    assert validated.code == 0, validated.err
+    assert mlctl("model", "register", "--name", "m", "--path", str(project / "model.txt")).code == 0
+    rendered = mlctl("-o", "json", "service", "render", "-f", str(project / "out" / "service.yaml"),
+                     MLCTL_REGISTRY="registry.example:5000")  # fmt: skip
+    assert rendered.code == 0, rendered.err  # the kubernetes target takes every key
+    deployment = next(m for m in rendered.json()["manifests"] if m["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["metadata"]["namespace"] == "scoring" and deployment["spec"]["replicas"] == 2
+    assert container["resources"]["limits"] == {"cpu": "1000m", "memory": "2048Mi"}
+    assert container["livenessProbe"]["periodSeconds"] == 5 and container["livenessProbe"]["failureThreshold"] == 4
