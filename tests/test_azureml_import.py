@@ -401,3 +401,16 @@ def test_every_aks_key_v1_read_lands_on_its_snake_case_name_and_validates(projec
     assert deployment["metadata"]["namespace"] == "scoring" and deployment["spec"]["replicas"] == 2
     assert container["resources"]["limits"] == {"cpu": "1000m", "memory": "2048Mi"}
     assert container["livenessProbe"]["periodSeconds"] == 5 and container["livenessProbe"]["failureThreshold"] == 4
+
+
+def test_both_files_may_be_yaml_and_broken_syntax_is_located(project: Path) -> None:
+    (project / "inferenceconfig.yml").write_text("entryScript: score.py\nruntime: python\ncondaFile: myenv.yml\n")
+    (project / "broken.json").write_text('{"computeType": "aci",\n  "authEnabled": tru\n')
+    broken = _import(project, "broken.json", "-m", "m:1", ic="inferenceconfig.yml")
+    assert broken.code == 3, broken.err
+    error = json.loads(broken.err.strip().splitlines()[-1])
+    assert "broken.json" in error["message"] and "line 2" in error["message"], error
+    assert not (project / "out").exists()
+    fine = _import(project, "local-deploymentconfig.json", "-m", "m:1", ic="inferenceconfig.yml")
+    assert fine.code == 0, fine.err
+    assert _service(project)["inference_config"]["conda_file"] == "../myenv.yml"
