@@ -414,3 +414,17 @@ def test_both_files_may_be_yaml_and_broken_syntax_is_located(project: Path) -> N
     fine = _import(project, "local-deploymentconfig.json", "-m", "m:1", ic="inferenceconfig.yml")
     assert fine.code == 0, fine.err
     assert _service(project)["inference_config"]["conda_file"] == "../myenv.yml"
+
+
+@pytest.mark.parametrize(
+    ("dc", "extra"), [({"computeType": "FPGA"}, ()), ({"computeType": "aci"}, ("--target", "fpga"))]
+)
+def test_an_import_asking_for_fpga_is_refused_naming_the_successors(
+    project: Path, dc: dict[str, str], extra: tuple[str, ...]
+) -> None:
+    (project / "dc.json").write_text(json.dumps(dc))
+    result = _import(project, "dc.json", "-m", "m:1", *extra)
+    assert result.code == 6, result.err
+    assert "Brainwave" in result.err and "retired" in result.err
+    assert "gpu_cores" in result.err and "ONNX Runtime" in result.err
+    assert not (project / "out").exists()
