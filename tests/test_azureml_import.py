@@ -123,6 +123,7 @@ def test_the_aci_sample_with_keys_runs_on_process_with_those_keys_and_never_writ
         keyVersion="1",
         appInsightsEnabled=True,
         dnsNameLabel="imp-label",
+        location="westeurope",
         gpuCores=1,
     )
     (project / "aci.json").write_text(json.dumps(source))
@@ -135,6 +136,7 @@ def test_the_aci_sample_with_keys_runs_on_process_with_those_keys_and_never_writ
     assert statuses["gpuCores"] == ("unknown", "v1 read it only for AKS, and ignored it here")
     assert statuses["keys.primaryKey"][0] == "not carried" and "refused" in statuses["keys.primaryKey"][1]
     assert _service(project)["deployment_config"]["dns_name_label"] == "imp-label"
+    assert _service(project)["deployment_config"]["location"] == "westeurope"
     port = free_port()
     here = _import(project, "aci.json", "--model-file", str(project / "model.txt"), "--target", "process", "--force")
     assert here.code == 0, here.err
@@ -321,3 +323,108 @@ def test_ssl_files_stay_paths_and_their_contents_stay_out(project: Path) -> None
     (project / "gone.json").write_text(json.dumps({**source, "sslKey": "missing.pem"}))
     missing = _import(project, "gone.json", "-m", "m:1", "--force")
     assert missing.code == 3 and "gone.json" in missing.err and "sslKey" in missing.err
+
+
+@pytest.mark.parametrize(
+    ("sample", "target", "config"),
+    [
+        ("aci-deploymentconfig.json", "aci", {"cpu_cores": 0.5, "memory_gb": 1.0, "auth_enabled": True}),
+        ("aks-deploymentconfig.json", "kubernetes", {"autoscale_max_replicas": 3, "auth_enabled": True}),
+        ("local-deploymentconfig.json", "docker", {"port": 32267}),
+    ],
+)
+def test_each_docs_sample_unchanged_becomes_specs_that_validate_with_every_key_reported(
+    project: Path, sample: str, target: str, config: dict[str, Any]
+) -> None:
+    result = _import(project, sample, "--model-file", str(project / "model.txt"))
+    assert result.code == 0, result.err
+    reported = {(e["file"].split("/")[-1], e["key"]) for e in result.json()["report"]}
+    for name in (sample, "inferenceconfig.json"):
+        source = json.loads((project / name).read_text())
+        assert {(name, key) for key in _leaves(source)} <= reported
+    service = _service(project)
+    assert service["target"] == target and service["models"] == ["model.txt@latest"]
+    assert config.items() <= service["deployment_config"].items()
+    for spec in ("service.yaml", "models.yaml"):
+        validated = mlctl("spec", "validate", str(project / "out" / spec))
+        assert validated.code == 0 and validated.err == "", validated.err
+
+
+def test_every_aks_key_v1_read_lands_on_its_snake_case_name_and_validates(project: Path) -> None:
+    source = {
+        "computeType": "aks",
+        "containerResourceRequirements": {"cpu": 0.5, "memoryInGB": 1.0, "cpuLimit": 1.0, "memoryInGBLimit": 2.0},
+        "gpuCores": 0,
+        "numReplicas": 2,
+        "authEnabled": False,
+        "tokenAuthEnabled": False,
+        "scoringTimeoutMs": 5000,
+        "maxConcurrentRequestsPerContainer": 4,
+        "maxQueueWaitMs": 800,
+        "livenessProbeRequirements": {"periodSeconds": 5, "initialDelaySeconds": 2, "timeoutSeconds": 3,
+                                      "successThreshold": 1, "failureThreshold": 4},
+        "namespace": "scoring",
+        "appInsightsEnabled": False,
+    }  # fmt: skip
+    (project / "aks-all.json").write_text(json.dumps(source))
+    result = _import(project, "aks-all.json", "-m", "m:1")
+    assert result.code == 0, result.err
+    assert _service(project)["deployment_config"] == {
+        "cpu_cores": 0.5,
+        "memory_gb": 1.0,
+        "cpu_cores_limit": 1.0,
+        "memory_gb_limit": 2.0,
+        "gpu_cores": 0,
+        "num_replicas": 2,
+        "auth_enabled": False,
+        "scoring_timeout_ms": 5000,
+        "replica_max_concurrent_requests": 4,
+        "max_request_wait_time": 800,
+        "period_seconds": 5,
+        "initial_delay_seconds": 2,
+        "timeout_seconds": 3,
+        "success_threshold": 1,
+        "failure_threshold": 4,
+        "namespace": "scoring",
+    }
+    statuses = {e["key"]: e["status"] for e in result.json()["report"]}
+    assert statuses["tokenAuthEnabled"] == statuses["appInsightsEnabled"] == "not carried"
+    assert {key for key in _leaves(source)} <= set(statuses)
+    validated = mlctl("spec", "validate", str(project / "out" / "service.yaml"))
+    assert validated.code == 0, validated.err
+    assert mlctl("model", "register", "--name", "m", "--path", str(project / "model.txt")).code == 0
+    rendered = mlctl("-o", "json", "service", "render", "-f", str(project / "out" / "service.yaml"),
+                     MLCTL_REGISTRY="registry.example:5000")  # fmt: skip
+    assert rendered.code == 0, rendered.err  # the kubernetes target takes every key
+    deployment = next(m for m in rendered.json()["manifests"] if m["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["metadata"]["namespace"] == "scoring" and deployment["spec"]["replicas"] == 2
+    assert container["resources"]["limits"] == {"cpu": "1000m", "memory": "2048Mi"}
+    assert container["livenessProbe"]["periodSeconds"] == 5 and container["livenessProbe"]["failureThreshold"] == 4
+
+
+def test_both_files_may_be_yaml_and_broken_syntax_is_located(project: Path) -> None:
+    (project / "inferenceconfig.yml").write_text("entryScript: score.py\nruntime: python\ncondaFile: myenv.yml\n")
+    (project / "broken.json").write_text('{"computeType": "aci",\n  "authEnabled": tru\n')
+    broken = _import(project, "broken.json", "-m", "m:1", ic="inferenceconfig.yml")
+    assert broken.code == 3, broken.err
+    error = json.loads(broken.err.strip().splitlines()[-1])
+    assert "broken.json" in error["message"] and "line 2" in error["message"], error
+    assert not (project / "out").exists()
+    fine = _import(project, "local-deploymentconfig.json", "-m", "m:1", ic="inferenceconfig.yml")
+    assert fine.code == 0, fine.err
+    assert _service(project)["inference_config"]["conda_file"] == "../myenv.yml"
+
+
+@pytest.mark.parametrize(
+    ("dc", "extra"), [({"computeType": "FPGA"}, ()), ({"computeType": "aci"}, ("--target", "fpga"))]
+)
+def test_an_import_asking_for_fpga_is_refused_naming_the_successors(
+    project: Path, dc: dict[str, str], extra: tuple[str, ...]
+) -> None:
+    (project / "dc.json").write_text(json.dumps(dc))
+    result = _import(project, "dc.json", "-m", "m:1", *extra)
+    assert result.code == 6, result.err
+    assert "Brainwave" in result.err and "retired" in result.err
+    assert "gpu_cores" in result.err and "ONNX Runtime" in result.err
+    assert not (project / "out").exists()

@@ -140,6 +140,8 @@ def run(request):
     resp.headers.add("X-Added", "1")
     resp.set_data(resp.get_data() + b" ")
     resp.status_code = 202
+    resp.headers["X-Was-Mimetype"] = resp.mimetype  # application/json, from json_str
+    resp.mimetype = "application/vnd.v1+json"
     return resp
 """
 
@@ -161,7 +163,8 @@ def test_rawhttp_run_gets_flask_request_and_answers_with_a_flask_response(serve_
     status, headers, answer = post(base + "/score?k=1&k=2", body, {"Content-Type": content_type, "X-Tenant": "t1"})
     assert status == 202  # status_code assigned after construction
     assert headers["access-control-allow-origin"] == "*" and headers["x-added"] == "1"
-    assert headers["content-type"] == "application/json" and headers["x-ms-run-function-failed"] == "False"
+    assert headers["x-was-mimetype"] == "application/json" and headers["content-type"] == "application/vnd.v1+json"
+    assert headers["x-ms-run-function-failed"] == "False"
     doc = json.loads(answer)
     assert doc == {
         "is_aml_request": True,

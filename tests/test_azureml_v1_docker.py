@@ -1,7 +1,8 @@
 """Azure ML v1 entry scripts in images on the docker target: ``Model.get_model_path`` finds the
-model in the image's ``azureml-models`` by file name (deployed from a model file) and by registered
-name, a ``@rawhttp`` script answers CORS preflights with werkzeug (installed in every image), and
-the v1 conda file's ``azureml-defaults`` is left out of the image."""
+model in the image's ``azureml-models`` by file name and by registered name, deployed from a model
+file, from a registered model and from a built image; a ``@rawhttp`` script answers CORS
+preflights with werkzeug (installed in every image), and the v1 conda file's ``azureml-defaults``
+is left out of the image."""
 
 from __future__ import annotations
 
@@ -103,5 +104,16 @@ def test_v1_scripts_find_their_model_in_the_image_from_a_file_and_from_the_regis
     deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec))
     assert deployed.code == 0, deployed.err
     assert post(deployed.json()["scoring_uri"], b"{}")[2] == b"w1|azureml-models/v1s-w/1/weights.txt"
-    for name in ("v1s-file", "v1s-registered"):
+
+    # the third deploy option: an image built first (the registered model in it), deployed by name
+    image = write(project / "image.yaml", "apiVersion: mlctl/v1\nkind: Image\nname: v1s-img\nmodels: [v1s-w:1]\n"
+                  "entry_script: score.py\nconda_file: myenv.yml\n")  # fmt: skip
+    built = mlctl("-o", "json", "image", "build", "-f", str(image))
+    assert built.code == 0, built.err
+    spec = write(project / "v1s-image.yaml", "apiVersion: mlctl/v1\nkind: Service\nname: v1s-image\ntarget: docker\n"
+                 f"image: v1s-img:1\ndeployment_config:\n  port: {free_port()}\n")  # fmt: skip
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec))
+    assert deployed.code == 0, deployed.err
+    assert post(deployed.json()["scoring_uri"], b"{}")[2] == b"w1|azureml-models/v1s-w/1/weights.txt"
+    for name in ("v1s-file", "v1s-registered", "v1s-image"):
         assert json.loads(mlctl("-o", "json", "service", "delete", name).out)["deleted"] is True

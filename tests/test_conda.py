@@ -92,3 +92,48 @@ def test_images_skip_it_too_with_pip_and_with_conda(tmp_path: Path) -> None:
         assert ("azureml-defaults>=1.0.45" in pip_list) is keep and "joblib" in pip_list
         assert bool(notices) is not keep
         assert "werkzeug" in " ".join(plan.runtime_requirements)  # the @rawhttp runtime is in every image
+
+
+@pytest.mark.slow
+def test_a_v1_conda_file_with_conda_only_syntax_serves_what_it_asked_for(tmp_path: Path) -> None:
+    # a wildcard, a channel and a build string, as real v1 conda files have them: installed with
+    # pip as what they mean, seen by the entry script behind the scoring server over real HTTP
+    import json
+
+    from conftest import free_port, mlctl, post
+
+    project = tmp_path / "p"
+    write(project / "model.txt", "m")
+    write(
+        project / "myenv.yml",
+        "name: project_environment\ndependencies:\n  - python=3.11\n  - conda-forge::six 1.16.*\n"
+        "  - joblib=1.4.2=pyhd8ed1ab_0\n  - pip:\n    - azureml-defaults\n",
+    )
+    write(
+        project / "score.py",
+        "import joblib, six\ndef init():\n    pass\n"
+        "def run(raw):\n    return {'six': six.__version__, 'joblib': joblib.__version__}\n",
+    )
+    spec = write(
+        project / "service.yaml",
+        f"""
+        apiVersion: mlctl/v1
+        kind: Service
+        name: v1s-conda
+        target: process
+        model_files: [model.txt]
+        inference_config: {{entry_script: score.py, conda_file: myenv.yml}}
+        deployment_config: {{port: {free_port()}, workers: 1}}
+        """,
+    )
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec))
+    try:
+        assert deployed.code == 0, deployed.err
+        assert "pyhd8ed1ab_0" in deployed.err and "build strings" in deployed.err  # dropped, with a warning
+        assert "not installing azureml-defaults" in deployed.err
+        status, _, body = post(deployed.json()["scoring_uri"], b"{}")
+        assert status == 200, body
+        versions = json.loads(body)
+        assert versions["six"].startswith("1.16.") and versions["joblib"] == "1.4.2"
+    finally:
+        mlctl("service", "delete", "v1s-conda")

@@ -165,3 +165,41 @@ def test_the_three_crashes_of_the_issue_are_located_spec_errors(tmp_path: Path, 
     result = mlctl("spec", "validate", str(spec), cwd=tmp_path)
     assert result.code == 3, result.err
     assert message in result.err and "unexpected" not in result.err
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("image\\0.yaml", "a path cannot contain a NUL character"),
+        ("x" * 300 + ".yaml", "a file or folder name in this path is 305 bytes"),
+        ("d/" * 2100 + "image.yaml", "this path is longer than the file system allows"),
+    ],
+)
+@pytest.mark.parametrize("key", ["build", "password_file"])
+def test_unusable_paths_in_an_edge_deployment_are_located_spec_errors(
+    tmp_path: Path, key: str, path: str, message: str
+) -> None:
+    # found by bench/spec_mutations.py on specs/examples/edge (OSError, ValueError from build_edge)
+    build_path, password = (f'"{path}"', "pw.txt") if key == "build" else ("image.yaml", f'"{path}"')
+    spec = write(
+        tmp_path / "edge.yaml",
+        f"""
+        apiVersion: mlctl/v1
+        kind: EdgeDeployment
+        name: v1s-edge
+        target: hub1
+        device_id: dev1
+        runtime:
+          registry_credentials:
+            local: {{address: "127.0.0.1:5000", username: ci, password_file: {password}}}
+        modules:
+          scorer:
+            build: {build_path}
+        """,
+    )
+    write(tmp_path / "image.yaml", "apiVersion: mlctl/v1\nkind: Image\nname: v1s-img\n")
+    result = mlctl("spec", "validate", str(spec), cwd=tmp_path)
+    assert result.code == 3, result.err
+    where = "$.modules.scorer.build" if key == "build" else "$.runtime.registry_credentials.local.password_file"
+    assert re.search(rf"edge\.yaml:\d+:\d+: {re.escape(where)}: {message}", result.err), result.err
+    assert "unexpected" not in result.err

@@ -113,7 +113,7 @@ def build_edge(doc: Document) -> EdgeDeploymentSpec:
     """The record of a schema-valid EdgeDeployment document.
 
     Raises:
-        SpecError: a file it names (Image spec, password file) does not exist.
+        SpecError: a path it names is unusable (NUL character, too long) or its Image spec does not exist.
     """
     d = doc.data
     runtime = d.get("runtime", {})
@@ -137,11 +137,7 @@ def _module(doc: Document, name: str) -> EdgeModule:
     m = doc.data["modules"][name]
     build = None
     if "build" in m:
-        build = doc.resolve(m["build"])
-        if not build.is_file():
-            raise doc.error(
-                ["modules", name, "build"], f"file not found: {build}", hint="paths are relative to the spec file"
-            )
+        build = doc.existing(["modules", name, "build"], folder_ok=False)  # NUL or too long: located too
     return EdgeModule(
         name=name,
         image=m.get("image"),
@@ -187,5 +183,12 @@ def _runtime(doc: Document, r: dict[str, Any]) -> EdgeRuntime:
 
 
 def _credential(doc: Document, name: str, c: dict[str, Any]) -> RegistryCredential:
-    password_file = doc.resolve(c["password_file"]) if "password_file" in c else None
+    from mlctl.spec.document import unusable_path
+
+    password_file = None
+    if "password_file" in c:  # read only at send time, but a NUL or too long a path is a spec error now
+        problem = unusable_path(str(c["password_file"]))
+        if problem:
+            raise doc.error(["runtime", "registry_credentials", name, "password_file"], problem)
+        password_file = doc.resolve(c["password_file"])
     return RegistryCredential(name, c["address"], c["username"], c.get("password_env"), password_file)
