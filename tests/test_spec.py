@@ -46,6 +46,23 @@ def test_valid_service_becomes_a_frozen_record_with_resolved_paths(tmp_path: Pat
         record.name = "other"  # type: ignore[misc]
 
 
+def test_validate_reads_a_folder_as_apply_does(tmp_path: Path) -> None:
+    _service(tmp_path / "specs", VALID)
+    write(tmp_path / "specs" / "nested" / "broken.yml", textwrap.dedent(VALID).replace("port: 9000", "port: nine"))
+    write(tmp_path / "specs" / "environment.yml", "name: env\ndependencies: [python=3.11]\n")  # not a spec
+    result = mlctl("-o", "json", "spec", "validate", str(tmp_path / "specs"))
+    assert result.code == 3, result.err
+    checked = [Path(entry["file"]).name for entry in json.loads(result.out)["files"]]
+    assert checked == ["broken.yml", "service.yaml"]  # sorted, recursive, the conda file left out
+    assert "broken.yml:8:9: $.deployment_config.port: 'nine' is not of type 'integer'" in result.err
+    (tmp_path / "specs" / "nested" / "broken.yml").unlink()
+    assert mlctl("spec", "validate", str(tmp_path / "specs")).code == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = mlctl("spec", "validate", str(empty))
+    assert result.code == 3 and "no mlctl spec files" in result.err and "Traceback" not in result.err
+
+
 def test_misspelled_key_names_line_column_path_and_suggestion(tmp_path: Path) -> None:
     spec_file = _service(tmp_path, VALID.replace("entry_script", "entry_scirpt"))
     result = mlctl("spec", "validate", str(spec_file))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ from mlctl.cli import _state
 
 FILES = typer.Option(..., "--file", "-f", help="Spec file or folder (*.yaml, *.yml, recursively); repeatable.")
 SET = typer.Option([], "--set", help=_state.SET_HELP)
-_SPEC_LINE = re.compile(r"^apiVersion:\s*['\"]?mlctl/", re.MULTILINE)
 _SYMBOL = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
 DRY_RUN = typer.Option(False, "--dry-run", help="Only show what would change; change nothing.")
 
@@ -89,21 +87,8 @@ def diff(files: list[Path] = FILES, set_: list[str] = SET) -> None:
         raise typer.Exit(1)
 
 
-def spec_files(paths: list[Path]) -> list[Path]:
-    """Files as given; folders expanded to their mlctl spec files (``*.yaml``/``*.yml`` with an
-    ``apiVersion: mlctl/...`` line; other YAML, such as conda files, is not a spec), sorted, recursive."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            candidates = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-            found.extend(p for p in candidates if _SPEC_LINE.search(p.read_text(errors="replace")))
-        else:
-            found.append(path)
-    return found
-
-
 def _load(files: list[Path], set_: list[str]) -> list[Any]:
-    from mlctl.spec import load
+    from mlctl.spec import load, spec_files
 
     expanded = spec_files(files)
     if not expanded:

@@ -15,14 +15,20 @@ app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)  # its help: GROU
 
 @app.command("validate")
 def validate(
-    files: list[Path] = typer.Argument(..., help="Spec files (YAML, several documents each)."),
+    files: list[Path] = typer.Argument(
+        ..., help="Spec files (YAML, several documents each) or folders (their mlctl spec files, recursively)."
+    ),
     set_: list[str] = typer.Option([], "--set", help=_state.SET_HELP),
 ) -> None:
     """Check spec files against the schemas and that every file they name exists (exit 3 if not)."""
-    from mlctl.spec import build, load_file
+    from mlctl.spec import build, load_file, spec_files
     from mlctl.spec.schema import validate as schema_validate
 
     results, problems = [], []
+    if any(path.is_dir() for path in files):  # as `apply -f FOLDER` reads it
+        files = spec_files(files)
+        if not files:
+            raise SpecError("no mlctl spec files (*.yaml, *.yml with an `apiVersion: mlctl/...` line) in the folders given")
     for file in files:
         entry: dict[str, object] = {"file": str(file), "documents": [], "errors": []}
         try:

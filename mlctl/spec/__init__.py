@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -41,7 +42,10 @@ __all__ = [
     "ServiceTest",
     "load",
     "load_documents",
+    "spec_files",
 ]
+
+_SPEC_LINE = re.compile(r"^apiVersion:\s*['\"]?mlctl/", re.MULTILINE)
 
 
 def load_documents(files: Iterable[Path], overrides: Sequence[Override] = ()) -> list[Document]:
@@ -82,3 +86,16 @@ def load_one(files: Iterable[Path], kind: type[Record], overrides: Sequence[Over
             hint=f"put one `kind: {label}` document in the file, or pass the right file",
         )
     return records[0]
+
+
+def spec_files(paths: Iterable[Path]) -> list[Path]:
+    """Files as given; folders expanded to their mlctl spec files (``*.yaml``/``*.yml`` with an
+    ``apiVersion: mlctl/...`` line; other YAML, such as conda files, is not a spec), sorted, recursive."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            candidates = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            found.extend(p for p in candidates if _SPEC_LINE.search(p.read_text(errors="replace")))
+        else:
+            found.append(path)
+    return found
