@@ -3,6 +3,7 @@ real azure-mgmt-containerinstance client and DefaultAzureCredential (through the
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import urllib.error
@@ -133,6 +134,15 @@ def test_create_poll_get_logs_delete_follow_the_recorded_wire_shapes(aci_env: Ac
         and container.attrs["HostConfig"]["NetworkMode"] == "host"
     )
 
+    started_at = view.current_state.start_time
+    before = len(world.fake.requests)
+    assert client.container_groups.begin_restart(RESOURCE_GROUP, "aci-wire").result() is None  # 204, then polled
+    restart = world.fake.requests[before:]
+    assert restart[0]["method"] == "POST" and restart[0]["path"] == put["path"] + "/restart"
+    assert all("/operations/" in r["path"] for r in restart[1:]) and len(restart) >= 3  # no final GET for a POST
+    after = client.container_groups.get(RESOURCE_GROUP, "aci-wire").containers[0].instance_view
+    assert after.current_state.state == "Running" and after.current_state.start_time != started_at
+
     listed = list(client.container_groups.list_by_resource_group(RESOURCE_GROUP))
     assert [g.name for g in listed] == ["aci-wire"]
     deleted = client.container_groups.begin_delete(RESOURCE_GROUP, "aci-wire").result()
@@ -195,7 +205,12 @@ def test_raw_put_poll_get_delete_answer_in_the_recorded_shapes(aci_env: AciWorld
     world = aci_env
     image = push_base_image(world, "aci-wire")
     path = _group_path(world, "a11-shape")
-    status, headers, created = _http(world, "PUT", path, _body(image, world.password))
+    body = _body(image, world.password)
+    volume_secret = base64.b64encode(b"a11-volume-secret").decode()
+    body["properties"]["volumes"] = [{"name": "secrets", "secret": {"token.txt": volume_secret}}]
+    mount = {"name": "secrets", "mountPath": "/mnt/secrets", "readOnly": True}
+    body["properties"]["containers"][0]["properties"]["volumeMounts"] = [mount]
+    status, headers, created = _http(world, "PUT", path, body)
     assert status == 201 and headers["Content-Type"] == "application/json; charset=utf-8"
     operation = headers["Azure-AsyncOperation"]
     assert operation.startswith(
@@ -214,7 +229,9 @@ def test_raw_put_poll_get_delete_answer_in_the_recorded_shapes(aci_env: AciWorld
         {"name": "KEY"},
     ]
     assert props["imageRegistryCredentials"] == [{"server": image.split("/")[0], "username": REGISTRY_USER}]
-    assert "s3cr3t" not in json.dumps(created) and world.password not in json.dumps(created)
+    assert props["volumes"] == [{"name": "secrets", "secret": {}}]
+    for secret in ("s3cr3t", world.password, volume_secret):
+        assert secret not in json.dumps(created)
 
     polls = _poll(world, operation)
     assert polls[0] == {"id": created["id"], "status": "Pending", "startTime": polls[0]["startTime"],
@@ -226,6 +243,7 @@ def test_raw_put_poll_get_delete_answer_in_the_recorded_shapes(aci_env: AciWorld
 
     status, _, group = _http(world, "GET", path)  # the SDK's final GET
     assert status == 200 and group["properties"]["provisioningState"] == "Succeeded"
+    assert volume_secret not in json.dumps(group) and world.password not in json.dumps(group)
     assert group["properties"]["instanceView"]["state"] == "Running"
     view = group["properties"]["containers"][0]["properties"]["instanceView"]
     assert (
