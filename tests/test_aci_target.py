@@ -182,10 +182,13 @@ def test_registered_model_image_keys_and_the_error_paths(
     deployed_image = mlctl("-o", "json", "service", "deploy", "-f", str(spec))
     assert deployed_image.code == 0, deployed_image.err
     assert mlctl("-o", "json", "service", "test", NAME).json()["passed"] is True
-    # an update whose image the group could not pull with its credentials: refused before the group is touched
+    # updates refused before the group is touched: a key ACI cannot honour, and an image the group
+    # could not pull with its credentials
+    sent = len(world.fake.requests)
+    refused_key = mlctl("service", "update", "-f", str(spec), "--set", "deployment_config.vnet_name=v")
+    assert refused_key.code == 6 and "deployment_config.vnet_name" in refused_key.err, refused_key.err
     monkeypatch.setenv("ACI_WRONG_PW", "not-the-password")
     _target_again(world, registry_password_env="ACI_WRONG_PW")
-    sent = len(world.fake.requests)
     unpullable = mlctl("service", "update", "-f", str(spec))
     assert unpullable.code == 7 and "running group was not touched" in unpullable.err, unpullable.err
     assert "username aci-ci, password from $ACI_WRONG_PW" in unpullable.err
