@@ -3,6 +3,7 @@ real azure-mgmt-containerinstance client and DefaultAzureCredential (through the
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import urllib.error
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 from aci_fake.world import REGISTRY_USER, RESOURCE_GROUP, AciWorld, push_base_image
-from conftest import wait_for
+from conftest import free_port, wait_for
 
 pytest_plugins = ["aci_fixtures"]
 
@@ -66,16 +67,28 @@ def _body(image: str, password: str) -> dict[str, Any]:
 
 
 def _raw(world: AciWorld, path: str, token: str | None = None) -> tuple[int, Any]:
+    status, _, doc = _http(world, "GET", path, token=token)
+    return status, doc
+
+
+def _http(
+    world: AciWorld, method: str, path: str, body: Any = None, token: str | None = None
+) -> tuple[int, dict[str, str], Any]:
+    """One request to the fake without the SDK: (status, headers, JSON body or None). ``path``
+    may be absolute (an Azure-AsyncOperation URL is used as given, as the SDK does)."""
     context = ssl.create_default_context(cafile=str(world.fake.ca_file))
     request = urllib.request.Request(
-        world.fake.base_url + path, headers={"Authorization": f"Bearer {token or world.fake.token}"}
+        path if path.startswith("https://") else world.fake.base_url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token or world.fake.token}", "Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, context=context, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
+            return response.status, dict(response.headers.items()), json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, json.loads(error.read() or b"null")
+            return error.code, dict(error.headers.items()), json.loads(error.read() or b"null")
 
 
 def test_create_poll_get_logs_delete_follow_the_recorded_wire_shapes(aci_env: AciWorld) -> None:
@@ -121,6 +134,15 @@ def test_create_poll_get_logs_delete_follow_the_recorded_wire_shapes(aci_env: Ac
         and container.attrs["HostConfig"]["NetworkMode"] == "host"
     )
 
+    started_at = view.current_state.start_time
+    before = len(world.fake.requests)
+    assert client.container_groups.begin_restart(RESOURCE_GROUP, "aci-wire").result() is None  # 204, then polled
+    restart = world.fake.requests[before:]
+    assert restart[0]["method"] == "POST" and restart[0]["path"] == put["path"] + "/restart"
+    assert all("/operations/" in r["path"] for r in restart[1:]) and len(restart) >= 3  # no final GET for a POST
+    after = client.container_groups.get(RESOURCE_GROUP, "aci-wire").containers[0].instance_view
+    assert after.current_state.state == "Running" and after.current_state.start_time != started_at
+
     listed = list(client.container_groups.list_by_resource_group(RESOURCE_GROUP))
     assert [g.name for g in listed] == ["aci-wire"]
     deleted = client.container_groups.begin_delete(RESOURCE_GROUP, "aci-wire").result()
@@ -159,3 +181,167 @@ def test_errors_use_arm_envelopes_and_the_sdk_exceptions(aci_env: AciWorld, monk
     monkeypatch.setenv("PATH", world.env(denied=True)["PATH"])
     with pytest.raises(ClientAuthenticationError, match="az login"):
         DefaultAzureCredential().get_token("https://management.azure.com/.default")
+
+
+def _group_path(world: AciWorld, name: str, rg: str = RESOURCE_GROUP) -> str:
+    return (
+        f"/subscriptions/{world.fake.subscription}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance"
+        f"/containerGroups/{name}?api-version=2023-05-01"
+    )
+
+
+def _poll(world: AciWorld, url: str) -> list[dict[str, Any]]:
+    """GET an Azure-AsyncOperation URL until its status is terminal; every body seen."""
+    seen: list[dict[str, Any]] = []
+    assert wait_for(lambda: seen.append(_http(world, "GET", url)[2]) or seen[-1]["status"] != "Pending", 60), seen
+    return seen
+
+
+EVENT_KEYS = {"count", "firstTimestamp", "lastTimestamp", "name", "message", "type"}
+
+
+def test_raw_put_poll_get_delete_answer_in_the_recorded_shapes(aci_env: AciWorld) -> None:
+    """Reference A.4/A.7/A.8 response by response, without the SDK (which hides statuses and headers)."""
+    world = aci_env
+    image = push_base_image(world, "aci-wire")
+    path = _group_path(world, "a11-shape")
+    body = _body(image, world.password)
+    volume_secret = base64.b64encode(b"a11-volume-secret").decode()
+    body["properties"]["volumes"] = [{"name": "secrets", "secret": {"token.txt": volume_secret}}]
+    mount = {"name": "secrets", "mountPath": "/mnt/secrets", "readOnly": True}
+    body["properties"]["containers"][0]["properties"]["volumeMounts"] = [mount]
+    status, headers, created = _http(world, "PUT", path, body)
+    assert status == 201 and headers["Content-Type"] == "application/json; charset=utf-8"
+    operation = headers["Azure-AsyncOperation"]
+    assert operation.startswith(
+        f"{world.fake.base_url}/subscriptions/{world.fake.subscription}/providers/Microsoft.ContainerInstance"
+        "/locations/westus/operations/"
+    ) and operation.endswith("?api-version=2018-06-01")
+    assert "Location" not in headers and "Retry-After" not in headers
+    assert created["type"] == "Microsoft.ContainerInstance/containerGroups" and created["name"] == "a11-shape"
+    assert created["id"] == path.partition("?")[0] and created["location"] == "westus"
+    props = created["properties"]
+    assert props["provisioningState"] == "Pending" and props["instanceView"] == {"events": [], "state": "Pending"}
+    assert props["sku"] == "Standard" and props["initContainers"] == []
+    container = props["containers"][0]["properties"]
+    assert container["ports"] == [{"port": 80}] and container["environmentVariables"] == [
+        {"name": "A", "value": "1"},
+        {"name": "KEY"},
+    ]
+    assert props["imageRegistryCredentials"] == [{"server": image.split("/")[0], "username": REGISTRY_USER}]
+    assert props["volumes"] == [{"name": "secrets", "secret": {}}]
+    for secret in ("s3cr3t", world.password, volume_secret):
+        assert secret not in json.dumps(created)
+
+    polls = _poll(world, operation)
+    assert polls[0] == {"id": created["id"], "status": "Pending", "startTime": polls[0]["startTime"],
+                        "properties": {"events": []}}  # fmt: skip
+    done = polls[-1]
+    assert done["status"] == "Succeeded" and done["id"] == created["id"] and done["endTime"]
+    assert [e["name"] for e in done["properties"]["events"]] == ["Pulling", "Pulled", "Created", "Started"]
+    assert all(set(e) == EVENT_KEYS and e["type"] == "Normal" for e in done["properties"]["events"])
+
+    status, _, group = _http(world, "GET", path)  # the SDK's final GET
+    assert status == 200 and group["properties"]["provisioningState"] == "Succeeded"
+    assert volume_secret not in json.dumps(group) and world.password not in json.dumps(group)
+    assert group["properties"]["instanceView"]["state"] == "Running"
+    view = group["properties"]["containers"][0]["properties"]["instanceView"]
+    assert (
+        view["restartCount"] == 0 and view["currentState"]["state"] == "Running" and view["currentState"]["startTime"]
+    )
+    assert all(set(e) == EVENT_KEYS for e in view["events"])
+    logs_path = path.replace("?", "/containers/model/logs?")
+    assert wait_for(lambda: "hello from the group" in _http(world, "GET", logs_path)[2]["content"], 20)
+    status, _, logs = _http(world, "GET", logs_path + "&tail=1")
+    assert status == 200 and list(logs) == ["content"] and logs["content"].count("\n") <= 1
+    missing_container = _http(world, "GET", path.replace("?", "/containers/nobody/logs?"))
+    assert missing_container[0] == 404 and missing_container[2]["error"]["code"] == "ResourceNotFound"
+
+    status, headers, deleted = _http(world, "DELETE", path)
+    assert status == 200 and "Azure-AsyncOperation" not in headers and "Location" not in headers
+    assert deleted["properties"]["instanceView"]["state"] == "Stopped" and deleted["name"] == "a11-shape"
+    status, headers, gone = _http(world, "DELETE", path)
+    assert (status, gone) == (204, None)  # "the specified container group was not found"
+    status, headers, missing = _http(world, "GET", path)
+    assert status == 404 and missing == {
+        "error": {
+            "code": "ResourceNotFound",
+            "message": f"The Resource 'Microsoft.ContainerInstance/containerGroups/a11-shape' under resource group "
+            f"'{RESOURCE_GROUP}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+        }
+    }
+    status, _, no_rg = _http(world, "GET", _group_path(world, "a11-shape", rg="a11-no-rg"))
+    assert (status, no_rg) == (
+        404,
+        {"error": {"code": "ResourceGroupNotFound", "message": "Resource group 'a11-no-rg' could not be found."}},
+    )
+
+
+def test_raw_failed_operation_carries_the_arm_error_and_an_update_answers_200(aci_env: AciWorld) -> None:
+    world = aci_env
+    image = push_base_image(world, "aci-wire")
+    path = _group_path(world, "a11-failed")
+    status, headers, _ = _http(world, "PUT", path, _body(image, "not-the-password"))
+    assert status == 201
+    failed = _poll(world, headers["Azure-AsyncOperation"])[-1]
+    assert failed["status"] == "Failed" and failed["endTime"] and set(failed["error"]) == {"code", "message"}
+    assert failed["error"]["code"] == "InaccessibleImage" and image in failed["error"]["message"]
+    status, _, group = _http(world, "GET", path)
+    assert group["properties"]["provisioningState"] == "Failed"
+    status, headers, _ = _http(world, "PUT", path, _body(image, world.password))  # the same group again
+    assert status == 200 and _poll(world, headers["Azure-AsyncOperation"])[-1]["status"] == "Succeeded"
+    assert _http(world, "DELETE", path)[0] == 200
+    bad = _body(image, world.password)
+    del bad["properties"]["osType"]  # the SDK does not validate: the service does
+    status, _, refused = _http(world, "PUT", path, bad)
+    assert status == 400 and refused["error"]["code"] == "InvalidRequestContent"
+
+
+SERVE = """
+import os, sys, http.server as h
+class Who(h.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.environ["WHO"].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+h.HTTPServer((sys.argv[2], int(sys.argv[3])), Who).serve_forever()
+"""
+
+
+def test_two_groups_serve_on_the_same_port_each_on_its_own_loopback_address(aci_env: AciWorld) -> None:
+    from azure.mgmt.containerinstance.models import ContainerGroup
+
+    world, client = aci_env, _client(aci_env)
+    image = push_base_image(world, "aci-wire")
+    port = free_port()
+    addresses = {}
+    for name in ("a11-one", "a11-two"):
+        body = _body(image, world.password)
+        container = body["properties"]["containers"][0]["properties"]
+        container["command"] = ["python3", "-c", SERVE, "--host", "0.0.0.0", str(port)]
+        container["environmentVariables"] = [{"name": "WHO", "value": name}]
+        container["resources"]["requests"]["memoryInGB"] = 0.25
+        body["properties"]["ipAddress"]["ports"] = [{"protocol": "TCP", "port": port}]
+        group = client.container_groups.begin_create_or_update(
+            RESOURCE_GROUP, name, ContainerGroup.from_dict(body)
+        ).result()
+        addresses[name] = group.ip_address.ip
+    try:
+        assert len(set(addresses.values())) == 2 and all(a.startswith("127.") for a in addresses.values())
+
+        def answers(name: str) -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{addresses[name]}:{port}/", timeout=2) as response:
+                    return bool(response.read().decode() == name)
+            except OSError:
+                return False
+
+        assert wait_for(lambda: answers("a11-one") and answers("a11-two"), 30)
+        engine = world.fake.engine.docker
+        (container,) = engine.containers.list(filters={"label": "aci-fake.group=a11-one"})
+        assert container.attrs["HostConfig"]["Memory"] == 256 * 1024**2  # memoryInGB as the limit
+    finally:
+        for name in addresses:
+            client.container_groups.begin_delete(RESOURCE_GROUP, name).result()

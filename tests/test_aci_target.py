@@ -5,11 +5,13 @@ rolled back), its logs, keys and delete; the error paths; and no secret in any o
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
+from aci_fake.az_cli import write_az
 from aci_fake.world import REGISTRY_USER, RESOURCE_GROUP, AciWorld, certificate_for_groups
 from conftest import EXAMPLES, Result, following_logs, mlctl, wait_for, write
 
@@ -34,6 +36,11 @@ def _project(tmp_path: Path, trained: Path, *, extra: str = "", source: str = "m
 def _target(world: AciWorld, **options: str) -> None:
     added = mlctl("target", "add", "aci-dev", "--kind", "aci", *world.target_options(**options))
     assert added.code == 0, added.err
+
+
+def _target_again(world: AciWorld, **options: str) -> None:
+    assert mlctl("target", "remove", "aci-dev").code == 0
+    _target(world, **options)
 
 
 def _no_secret(world: AciWorld, home: Path, *results: Result, extra: tuple[str, ...] = ()) -> None:
@@ -71,6 +78,12 @@ def test_deploy_test_apply_update_rollback_logs_and_delete(
     assert state["state"] == "running" and state["target"] == "aci" and state["scoring_uri"].startswith("http://127.")
     for event in ("Pulling", "Pulled", "Created", "Started"):
         assert f"ACI: {event}:" in deployed.err
+    group = world.fake.get(RESOURCE_GROUP, NAME)[1]  # what the cloud holds: the spec's tags and description
+    assert group["tags"]["area"] == "diabetes" and group["tags"]["description"].startswith("Ridge regression")
+    assert group["properties"]["containers"][0]["properties"]["resources"]["requests"] == {
+        "cpu": 1.0,
+        "memoryInGB": 1.0,
+    }
     tested = mlctl("-o", "json", "service", "test", NAME)
     assert tested.code == 0 and tested.json()["passed"] is True, tested.err
 
@@ -92,11 +105,14 @@ def test_deploy_test_apply_update_rollback_logs_and_delete(
     error = json.loads(broken.err.strip().splitlines()[-1])
     assert any("broken release" in line for line in error["details"]), error
     assert any(line.startswith("state: ") for line in error["details"]) and "previous definition" in broken.err
+    assert any(line.startswith("event: Started") for line in error["details"]), error
     after = mlctl("-o", "json", "service", "test", NAME)
     assert after.json()["prediction"] == retested.json()["prediction"]  # the previous definition serves again
 
     logs = mlctl("service", "logs", NAME, "--tail", "50")
     assert logs.code == 0 and "listening on http://127." in logs.out and "init() completed" in logs.out, logs.out
+    tail = mlctl("service", "logs", NAME, "--tail", "2")
+    assert tail.code == 0 and tail.out.splitlines() == logs.out.splitlines()[-2:], tail.out
     shown = mlctl("-o", "json", "service", "show", NAME)
     assert shown.json()["container_state"] == "Running" and shown.json()["resource_group"] == RESOURCE_GROUP
     listed = mlctl("-o", "json", "service", "list")
@@ -149,7 +165,9 @@ def test_registered_model_image_keys_and_the_error_paths(
     rotated = mlctl("-o", "json", "service", "keys", NAME, "--regenerate", "primary")
     assert rotated.code == 0, rotated.err
     assert mlctl("service", "test", NAME).code == 0  # the new key reached the group
-    outputs = [dry, deployed, tested, rotated]
+    served = mlctl("service", "logs", NAME)
+    assert served.code == 0 and '"path": "/score"' in served.out, served.out
+    outputs = [dry, deployed, tested, rotated, served]
     assert mlctl("service", "delete", NAME).code == 0
 
     # from an image: the one built for the registered model, pushed already
@@ -164,12 +182,21 @@ def test_registered_model_image_keys_and_the_error_paths(
     deployed_image = mlctl("-o", "json", "service", "deploy", "-f", str(spec))
     assert deployed_image.code == 0, deployed_image.err
     assert mlctl("-o", "json", "service", "test", NAME).json()["passed"] is True
+    # updates refused before the group is touched: a key ACI cannot honour, and an image the group
+    # could not pull with its credentials
+    sent = len(world.fake.requests)
+    refused_key = mlctl("service", "update", "-f", str(spec), "--set", "deployment_config.vnet_name=v")
+    assert refused_key.code == 6 and "deployment_config.vnet_name" in refused_key.err, refused_key.err
+    monkeypatch.setenv("ACI_WRONG_PW", "not-the-password")
+    _target_again(world, registry_password_env="ACI_WRONG_PW")
+    unpullable = mlctl("service", "update", "-f", str(spec))
+    assert unpullable.code == 7 and "running group was not touched" in unpullable.err, unpullable.err
+    assert "username aci-ci, password from $ACI_WRONG_PW" in unpullable.err
+    assert not [r for r in world.fake.requests[sent:] if r["method"] in ("PUT", "DELETE", "POST")]
+    assert mlctl("-o", "json", "service", "test", NAME).json()["passed"] is True  # still the running group
     assert mlctl("service", "delete", NAME).code == 0
 
     # a wrong registry password: InaccessibleImage, exit 7, naming the credentials used
-    monkeypatch.setenv("ACI_WRONG_PW", "not-the-password")
-    assert mlctl("target", "remove", "aci-dev").code == 0
-    _target(world, registry_password_env="ACI_WRONG_PW")
     wrong = mlctl("service", "deploy", "-f", str(spec))
     assert wrong.code == 7 and "InaccessibleImage" in wrong.err and "username aci-ci" in wrong.err, wrong.err
     assert "$ACI_WRONG_PW" in wrong.err and not world.fake.list(RESOURCE_GROUP)  # nothing left behind
@@ -180,16 +207,29 @@ def test_registered_model_image_keys_and_the_error_paths(
     assert missing.code == 6 and "ResourceGroupNotFound" in missing.err and "az group create" in missing.err
     # a credential that cannot get a token: exit 6 with the fix
     denied = mlctl("service", "deploy", "-f", str(spec), PATH=world.env(denied=True)["PATH"])
-    assert denied.code == 6 and "az login" in denied.err, denied.err
+    assert denied.code == 6 and "az login" in denied.err and "AZURE_CLIENT_ID" in denied.err, denied.err
+    # a token Azure Resource Manager refuses (401): exit 6 too, with ARM's code
+    forged = write_az(tmp_path / "az-forged", token="a11-forged-token", subscription=world.fake.subscription)
+    refused = mlctl("service", "deploy", "-f", str(spec), PATH=f"{forged}{os.pathsep}{os.environ['PATH']}")
+    assert refused.code == 6 and "InvalidAuthenticationToken" in refused.err and "az login" in refused.err
     # capacity: the fake has no GPU
     assert mlctl("target", "remove", "aci-dev").code == 0
     _target(world)
     gpu = mlctl("service", "deploy", "-f", str(spec), "--set", "deployment_config.gpu_cores=1")
     assert gpu.code == 5 and "ServiceUnavailable" in gpu.err, gpu.err
+    cores = mlctl("service", "deploy", "-f", str(spec), "--set", "deployment_config.cpu_cores=8")
+    assert cores.code == 5 and "'8.0' CPU" in cores.err and "quota increase" in cores.err, cores.err
+    assert not world.fake.list(RESOURCE_GROUP)
+    # throttling (429 with Retry-After) is waited out by the SDK's retry policy
+    sent, world.fake.throttle = len(world.fake.requests), 2
+    listed = mlctl("-o", "json", "service", "list")
+    assert listed.code == 0 and listed.json() == [], listed.err
+    assert world.fake.throttle == 0 and len(world.fake.requests) - sent >= 3
     vnet = mlctl("service", "deploy", "-f", str(spec), "--set", "deployment_config.vnet_name=v")
     assert vnet.code == 6 and "vnet_name" in vnet.err
-    outputs += [deployed_image, wrong, missing, denied, gpu]
-    _no_secret(world, mlctl_home, *outputs, extra=(keys["primary_key"], keys["secondary_key"]))
+    outputs += [deployed_image, unpullable, wrong, missing, denied, refused, gpu, cores, listed]
+    tls_key = key.read_text().splitlines()[1]  # a line of the private key's base64
+    _no_secret(world, mlctl_home, *outputs, extra=(keys["primary_key"], keys["secondary_key"], tls_key))
 
 
 def test_a_registry_resource_gives_the_login_server_and_admin_credentials(

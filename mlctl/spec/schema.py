@@ -141,6 +141,18 @@ def _describe(doc: Document, error: Any) -> list[str]:
     return [f"{doc.where(path)}: {error.message}"]
 
 
+# Parameters of Azure ML v1's deploy_configuration that are not deployment_config keys here: where they went.
+_V1_ELSEWHERE = {
+    "tags": "a Service's tags are its top-level `tags` (they become the web service's or group's tags)",
+    "description": "a Service's description is its top-level `description`",
+    "properties": "v1's immutable service properties have no counterpart: put them in the top-level `tags`",
+    "primary_key": "keys are never written in a spec: mlctl generates them in the service's key store "
+    "(`mlctl service keys NAME --reveal`, `--regenerate primary`)",
+    "secondary_key": "keys are never written in a spec: mlctl generates them in the service's key store "
+    "(`mlctl service keys NAME --reveal`, `--regenerate secondary`)",
+}
+
+
 def _unknown_keys(doc: Document, error: Any, path: list[Any]) -> list[str]:
     known = list(error.schema.get("properties", {}))
     lines = []
@@ -149,6 +161,8 @@ def _unknown_keys(doc: Document, error: Any, path: list[Any]) -> list[str]:
             continue
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         fix = f"; did you mean {close[0]!r}?" if close else f"; allowed keys: {', '.join(known)}"
+        if path == ["deployment_config"] and doc.data.get("kind") == "Service" and key in _V1_ELSEWHERE:
+            fix = f" (Azure ML v1's deploy_configuration parameter): {_V1_ELSEWHERE[key]}"
         lines.append(f"{doc.where([*path, key], key=True)}: unknown key {key!r}{fix}")
     return lines
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aci_fake.az_cli import write_az
-from aci_fake.engine import Engine
+from aci_fake.engine import Engine, event
 from aci_fake.server import ACR_API, PROVIDER, Handler, Operation, arm_error, public, validate
 from aci_fake.tls import make_ca_and_server_cert
 
@@ -55,6 +55,15 @@ class FakeAci:
         self.ca_file = Path()
         self.az_bin = Path()
         self.denied_az_bin = Path()
+        self.throttle = 0  # this many requests are answered 429 (Retry-After: 1) first
+
+    def take_throttle(self) -> bool:
+        """Whether this request is throttled (counting ``throttle`` down)."""
+        with self.lock:
+            if self.throttle <= 0:
+                return False
+            self.throttle -= 1
+            return True
 
     def record(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: Any) -> None:
         """Keep one request (for the wire-shape tests)."""
@@ -122,6 +131,32 @@ class FakeAci:
             group["_container"] = container
             group["properties"]["provisioningState"] = "Failed" if error else "Succeeded"
             operation.error, operation.events = error, list(group["_events"])
+            operation.done.set()
+
+    def restart(self, sub: str, rg: str, name: str, base: str) -> tuple[int, Any, dict[str, str]]:
+        """POST .../restart: 204 + Azure-AsyncOperation; the container restarts in a thread."""
+        with self.lock:
+            group = self.groups.get((rg, name))
+            if group is None:
+                return 404, self._not_found(rg, name), {}
+            op_id = str(uuid.uuid4())
+            operation = self.operations[op_id] = Operation(group["id"])
+        threading.Thread(target=self._restart, args=(group, operation), daemon=True).start()
+        url = f"{base}/subscriptions/{sub}/providers/{PROVIDER}/locations/{group['location']}/operations/{op_id}"
+        return 204, None, {"Azure-AsyncOperation": f"{url}?api-version=2018-06-01"}
+
+    def _restart(self, group: dict[str, Any], operation: Operation) -> None:
+        container = group["_container"]
+        if container is None:
+            operation.error = {
+                "code": "ContainerGroupNotRunning",
+                "message": f"container group {group['name']} has no container",
+            }
+        else:
+            container.restart(timeout=5)
+            group["_events"].append(event("Started", f"Started container {group['name']}"))
+        with self.lock:
+            operation.events = list(group["_events"])
             operation.done.set()
 
     def operation(self, op_id: str) -> tuple[int, Any]:

@@ -49,19 +49,19 @@ class Engine:
         props = group["properties"]
         spec = props["containers"][0]["properties"]
         image = spec["image"]
-        events.append(_event("Pulling", f'pulling image "{image}"'))
+        events.append(event("Pulling", f'pulling image "{image}"'))
         error = self._pull(image, props.get("imageRegistryCredentials") or [], group["name"])
         if error is not None:
-            events.append(_event("Failed", f'Failed to pull image "{image}": {error["message"]}', "Warning"))
+            events.append(event("Failed", f'Failed to pull image "{image}": {error["message"]}', "Warning"))
             return previous, error
-        events.append(_event("Pulled", f'Successfully pulled image "{image}"'))
+        events.append(event("Pulled", f'Successfully pulled image "{image}"'))
         if previous is not None:
-            events.append(_event("Killing", "Killing container with id " + previous.id[:12]))
+            events.append(event("Killing", "Killing container with id " + previous.id[:12]))
             self.remove(previous)
         container = self.docker.containers.create(image, **self._options(group, spec))
-        events.append(_event("Created", f"Created container {group['name']}"))
+        events.append(event("Created", f"Created container {group['name']}"))
         container.start()
-        events.append(_event("Started", f"Started container {group['name']}"))
+        events.append(event("Started", f"Started container {group['name']}"))
         return container, None
 
     def _pull(self, image: str, credentials: list[dict[str, Any]], name: str) -> dict[str, str] | None:
@@ -162,6 +162,7 @@ class Engine:
             self.remove(container)
 
 
-def _event(name: str, message: str, kind: str = "Normal") -> dict[str, Any]:
+def event(name: str, message: str, kind: str = "Normal") -> dict[str, Any]:
+    """One instanceView event as ACI reports it."""
     stamp = now()
     return {"count": 1, "firstTimestamp": stamp, "lastTimestamp": stamp, "name": name, "message": message, "type": kind}

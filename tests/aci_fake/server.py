@@ -10,11 +10,15 @@
   ``Succeeded`` (with the events) or ``Failed`` + ``error``. The group's GET reflects the engine.
 * DELETE: 200 with the last state (``instanceView.state: Stopped``), or 204 when absent.
 * GET ``.../containerGroups`` lists the resource group; ``.../containers/{c}/logs[?tail=N]``.
+* POST ``.../restart``: 204, no body, an ``Azure-AsyncOperation`` URL (no final GET follows a POST);
+  the container restarts on the engine.
 * Secrets (``secureValue``, registry ``password``, secret volume contents) are never echoed.
 * Capacity: a GPU, or more than ``max_cpu`` cores, is 409 ``ServiceUnavailable`` (the code ACI
   uses for regional capacity; the spec does not enumerate its codes).
 * ``Microsoft.ContainerRegistry/registries/{name}`` (GET) and ``.../listCredentials`` (POST), api-version
   2025-11-01, for registries given to ``FakeAci.registries`` (reference B).
+* Throttling: while ``FakeAci.throttle`` is positive, each request (counting it down) is 429
+  ``TooManyRequests`` with ``Retry-After: 1``, which azure-core's retry policy waits out and retries.
 * Never 5xx (the SDK would retry), never ``MissingSubscriptionRegistration``.
 """
 
@@ -35,7 +39,7 @@ API = "2023-05-01"
 PROVIDER = "Microsoft.ContainerInstance"
 _GROUP = re.compile(
     rf"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/{PROVIDER}/containerGroups"
-    r"(?:/(?P<name>[^/]+))?(?:/containers/(?P<container>[^/]+)/logs)?$"
+    r"(?:/(?P<name>[^/]+))?(?:/containers/(?P<container>[^/]+)/logs|/(?P<action>restart))?$"
 )
 _ACR = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft.ContainerRegistry/registries/"
@@ -80,6 +84,10 @@ class Handler(BaseHTTPRequestHandler):
         fake.record(method, url.path, query, dict(self.headers.items()), body)
         if self.headers.get("Authorization") != f"Bearer {fake.token}":
             return self._send(401, arm_error("InvalidAuthenticationToken", "The access token is invalid."))
+        if fake.take_throttle():
+            return self._send(
+                429, arm_error("TooManyRequests", "The request is being throttled."), {"Retry-After": "1"}
+            )
         op = _OP.match(url.path)
         if op and method == "GET":
             return self._send(*fake.operation(op.group("op")))
@@ -114,6 +122,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(*fake.put(match.group("sub"), rg, name, body or {}, self._base()))
         if name is not None and method == "DELETE":
             return self._send(*fake.delete(rg, name))
+        if match.group("action") == "restart" and method == "POST":
+            return self._send(*fake.restart(match.group("sub"), rg, name, self._base()))
         return self._send(405, arm_error("MethodNotAllowed", f"{method} is not supported here"))
 
     def _base(self) -> str:
