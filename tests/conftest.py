@@ -24,6 +24,11 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "specs" / "examples"
 
 os.environ["MLCTL_TESTING"] = "1"  # the default home refuses to be used (mlctl.home)
+# DefaultAzureCredential keeps only the Azure CLI credential (azure-identity's documented switch),
+# in this process and every mlctl it starts: without it, any test that reaches the ACI driver with
+# AZURE_* settings in the shell would let the managed-identity credential probe 169.254.169.254,
+# which is off loopback. The ACI tests put a stand-in `az` on PATH; elsewhere there is no `az`.
+os.environ["AZURE_TOKEN_CREDENTIALS"] = "AzureCliCredential"
 
 
 @dataclass
