@@ -28,7 +28,10 @@ def validate(
     if any(path.is_dir() for path in files):  # as `apply -f FOLDER` reads it
         files = spec_files(files)
         if not files:
-            raise SpecError("no mlctl spec files (*.yaml, *.yml with an `apiVersion: mlctl/...` line) in the folders given")
+            raise SpecError(
+                "no mlctl spec files in the folders given",
+                hint="a spec file is *.yaml or *.yml with an `apiVersion: mlctl/...` line",
+            )
     for file in files:
         entry: dict[str, object] = {"file": str(file), "documents": [], "errors": []}
         try:
