@@ -116,7 +116,9 @@ def _hub_env(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("A12_HUB", world.hub.connection_string)
 
 
-def _spec(world: World, where: str, *, restart_policy: str = "always", entrypoint: str | None = None) -> Path:
+def _spec(
+    world: World, where: str, *, restart_policy: str = "always", entrypoint: str | None = None, credentials: bool = True
+) -> Path:
     options: dict[str, Any] = {
         "Cmd": SLEEP,
         "WorkingDir": "/tmp/a12-work",
@@ -124,6 +126,8 @@ def _spec(world: World, where: str, *, restart_policy: str = "always", entrypoin
     }
     if entrypoint:
         options["Entrypoint"] = [entrypoint]
+    address = world.repository.split("/")[0]
+    registry = {"registry": {"address": address, "username": USER, "password_env": "A12_REGISTRY_PASSWORD"}}
     return write(
         world.folder / f"{secrets.token_hex(4)}.yaml",
         f"""
@@ -133,11 +137,7 @@ def _spec(world: World, where: str, *, restart_policy: str = "always", entrypoin
         target: hub1
         {where}
         runtime:
-          registry_credentials:
-            registry:
-              address: "{world.repository.split("/")[0]}"
-              username: {USER}
-              password_env: A12_REGISTRY_PASSWORD
+          registry_credentials: {json.dumps(registry if credentials else {})}
         modules:
           work:
             image: {world.repository}:1
@@ -169,6 +169,11 @@ def test_a_module_that_cannot_run_is_exit_7_with_its_exit_code_restart_count_and
     default = Path(os.environ["MLCTL_HOME"]) / "edge" / world.hub.host.replace(":", "_") / "a12-d1.connection-string"
     assert doc["connection_string_file"] == str(default) and default.stat().st_mode & 0o777 == 0o600
     assert default.read_text().strip() == doc["connection_string"] and "DeviceId=a12-d1;" in doc["connection_string"]
+    assert world.run("edge", "device", "create", "a12-d1").code == 5  # it exists already
+    inline = world.run(
+        "target", "add", "hub9", "--kind", "iot-edge", "--option", f"connection_string={world.hub.connection_string}"
+    )
+    assert inline.code == 6 and "connection_string_env" in inline.err  # never a value in shell history
     device = world.device(doc["connection_string"])
     try:
         spec = _spec(world, "device_id: a12-d1")
@@ -206,6 +211,9 @@ def test_a_module_that_cannot_run_is_exit_7_with_its_exit_code_restart_count_and
     finally:
         world.stop([device])
     assert world.run("edge", "status", "a12-nope").code == 4
+    assert world.run("edge", "deployment", "show", "a12-nope").code == 4
+    warned = world.run("edge", "manifest", "-f", str(_spec(world, "device_id: a12-d1", credentials=False)))
+    assert warned.code == 0 and f"no registry_credentials for {world.repository.split('/')[0]}" in warned.err
     _no_secret_anywhere(world, [world.password, world.hub.connection_string.split("SharedAccessKey=")[1]])
 
 
