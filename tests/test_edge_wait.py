@@ -170,6 +170,10 @@ def test_a_module_that_cannot_run_is_exit_7_with_its_exit_code_restart_count_and
     assert doc["connection_string_file"] == str(default) and default.stat().st_mode & 0o777 == 0o600
     assert default.read_text().strip() == doc["connection_string"] and "DeviceId=a12-d1;" in doc["connection_string"]
     assert world.run("edge", "device", "create", "a12-d1").code == 5  # it exists already
+    blocked = write(world.folder / "a-file", "") / "a12-dx.connection-string"  # its folder cannot be made
+    unwritable = world.run("edge", "device", "create", "a12-dx", "--connection-string-file", str(blocked))
+    assert unwritable.code == 3 and "cannot write" in unwritable.err
+    assert world.run("edge", "device", "show", "a12-dx").code == 4  # nothing half-done: the device is gone again
     inline = world.run(
         "target", "add", "hub9", "--kind", "iot-edge", "--option", f"connection_string={world.hub.connection_string}"
     )
