@@ -265,3 +265,28 @@ def test_at_scale_min_success_failures_and_an_update_that_does_not_apply(world: 
     deleted = world.run("edge", "deployment", "delete", "--name", "a12-wait")
     assert deleted.json() == [{"id": "a12-wait-v4", "deleted": True}]
     _no_secret_anywhere(world, [world.password, world.hub.connection_string.split("SharedAccessKey=")[1]])
+
+
+def test_an_at_scale_push_is_a_new_version_for_every_change_but_a_lower_priority(world: World) -> None:
+    spec = str(_spec(world, "target_condition: tags.a12fleet='none'"))
+
+    def push(*sets: str) -> dict[str, Any]:
+        result = world.run("edge", "push", "-f", spec, "--no-wait", *(f"--set={s}" for s in sets))
+        assert result.code == 0, result.err
+        return result.json()  # type: ignore[no-any-return]
+
+    assert push()["deployment"] == "a12-wait-v1"
+    assert push()["unchanged"] is True
+    assert push("labels.team=ml")["deployment"] == "a12-wait-v2"  # labels and metrics are the hub's mutable fields,
+    assert push("labels.team=ml")["unchanged"] is True  # but a changed spec is still a new version
+    metric = "metrics.canaries=SELECT deviceId FROM devices WHERE tags.ring='canary'"
+    assert push("labels.team=ml", metric)["deployment"] == "a12-wait-v3"
+    assert push("labels.team=ml", metric, "priority=5")["unchanged"] is True  # v3 has 12 already: versions only rise
+    raised = push("labels.team=ml", metric, "priority=40")
+    assert raised["deployment"] == "a12-wait-v4" and raised["priority"] == 40
+    shown = world.run("edge", "deployment", "show", "a12-wait-v4").json()
+    assert shown["labels"] == {"team": "ml", "mlctl.name": "a12-wait", "mlctl.version": "4"}
+    assert shown["metrics"] == {"canaries": 0} and shown["priority"] == 40
+    assert [r["id"] for r in world.run("edge", "deployment", "delete", "--name", "a12-wait").json()] == [
+        f"a12-wait-v{n}" for n in range(1, 5)
+    ]
