@@ -131,6 +131,7 @@ def test_the_pipeline_script_pushes_to_a_device_and_rolls_a_fleet(
         assert all(s.deleted for s in devices.values())  # each noticed its identity is gone
     lines = run.stdout.splitlines()
     assert f"{env['EDGE_REGISTRY']}/edge-diabetes:1" in lines and "running" in lines and "200" in lines
+    assert "edge-diabetes:2 pushed: False" in lines  # the fleet's push pushed it
     results = [json.loads(line) for line in lines if line[:1] in "[{"]
     counts = [(r["id"], r["targeted"], r["applied"], r["reported_successful"]) for r in results if "id" in r]
     assert counts == [("diabetes-fleet-v1", 3, 3, 3), ("diabetes-canary-v1", 1, 1, 1)]
@@ -141,6 +142,10 @@ def test_the_pipeline_script_pushes_to_a_device_and_rolls_a_fleet(
     assert not engine.containers.list(all=True, filters={"label": "edge.device"})
     secret_values = [hub.connection_string.split("SharedAccessKey=")[1], registry_password]
     _no_secret_anywhere(secret_values, run.stdout + run.stderr, [Path(os.environ["MLCTL_HOME"]), tmp_path])
+    device_files = list(Path(env["EDGE_DEVICES_DIR"]).glob("*.connection-string"))  # written on purpose, 0600
+    assert len(device_files) == 4 and all(f.stat().st_mode & 0o777 == 0o600 for f in device_files)
+    device_keys = [f.read_text().split("SharedAccessKey=")[1].strip() for f in device_files]
+    _no_secret_anywhere(device_keys, run.stdout + run.stderr, [Path(os.environ["MLCTL_HOME"])])
     for log in tmp_path_factory.getbasetemp().rglob("*.log"):  # the registry's log among them
         assert not any(secret.encode() in log.read_bytes() for secret in secret_values), log
 

@@ -89,6 +89,47 @@ def test_the_sas_token_is_verified(fake: RunningHub) -> None:
     assert _raw(fake, "GET", "/devices?api-version=2021-04-12")[0] == 200
     with pytest.raises(TargetError, match="refused the credentials"):
         Hub(fake.connection_string.replace(key, wrong_key), ca_file=str(fake.ca_file)).devices()
+    for other_sr in (quote_plus("other-hub.azure-devices.net"), quote_plus(f"{fake.host}/devices/d1")):
+        signed = f"SharedAccessSignature sr={other_sr}&sig={quote_plus(sas_signature(key, other_sr, se))}&se={se}"
+        assert _raw(fake, "GET", "/devices?api-version=2021-04-12", auth=f"{signed}&skn=iothubowner")[0] == 401
+    good = f"SharedAccessSignature sr={sr}&sig={quote_plus(sas_signature(key, sr, se))}&se={se}"
+    assert _raw(fake, "GET", "/devices?api-version=2021-04-12", auth=f"{good}&skn=registryRead")[0] == 401
+    assert _raw(fake, "GET", "/devices?api-version=2021-04-12", auth=f"Bearer {key}")[0] == 401
+
+
+def test_if_match_rules_of_devices_twins_and_configurations(hub: Hub, fake: RunningHub) -> None:
+    """Devices: the SDK quotes the etag (``"*"`` when None); configurations: sent as given (``*``
+    bare on delete); a stale etag is 412 PreconditionFailed, which mlctl reports as a conflict."""
+    from azure.iot.hub import IoTHubConfigurationManager, IoTHubRegistryManager
+
+    device = hub.create_edge_device("d3")
+    keys = device["authentication"]["symmetricKey"]
+    registry = IoTHubRegistryManager.from_connection_string(fake.connection_string)
+    registry.protocol.config.connection.verify = str(fake.ca_file)
+    update = registry.update_device_with_sas
+    assert update("d3", device["etag"], keys["primaryKey"], keys["secondaryKey"], "disabled", iot_edge=True)
+    assert hub.device("d3")["status"] == "disabled"
+    body = {"deviceId": "d3", "status": "enabled"}
+    stale = _raw(fake, "PUT", "/devices/d3?api-version=2021-04-12", body=body, **{"If-Match": f'"{device["etag"]}"'})
+    assert stale[0] == 412 and stale[1]["iothub-errorcode"] == "PreconditionFailed"
+    twin_etag = hub.twin("d3")["etag"]
+    patch = {"tags": {"ring": "a"}}
+    assert _raw(fake, "PATCH", "/twins/d3?api-version=2021-04-12", body=patch, **{"If-Match": '"nope"'})[0] == 412
+    assert _raw(fake, "PATCH", "/twins/d3?api-version=2021-04-12", body=patch, **{"If-Match": twin_etag})[0] == 200
+    assert hub.twin("d3")["tags"] == {"ring": "a"}
+
+    hub.create_configuration({"id": "cfg", "content": {"modulesContent": AGENT}, "targetCondition": "tags.ring='a'"})
+    configs = IoTHubConfigurationManager.from_connection_string(fake.connection_string)
+    configs.protocol.config.connection.verify = str(fake.ca_file)
+    current = configs.get_configuration("cfg")
+    current.priority = 7
+    assert configs.update_configuration(current, current.etag).priority == 7  # If-Match: <etag>, unquoted
+    with pytest.raises(ConflictError, match="412 PreconditionFailed"):
+        Hub(fake.connection_string, ca_file=str(fake.ca_file))._call(
+            lambda: configs.update_configuration(current, current.etag), "deployment cfg"
+        )  # the etag changed with the update
+    assert _raw(fake, "DELETE", "/configurations/cfg?api-version=2021-04-12")[0] == 412  # If-Match is required
+    assert _raw(fake, "DELETE", "/configurations/cfg?api-version=2021-04-12", **{"If-Match": "*"})[0] == 204
 
 
 def test_configurations_are_immutable_prioritised_layered_and_counted(hub: Hub, fake: RunningHub) -> None:

@@ -79,6 +79,35 @@ def test_the_password_is_rendered_only_from_the_secrets_given(tmp_path: Path) ->
     assert '"password": "s3cret"' in json.dumps(content)
 
 
+def test_a_password_file_is_read_at_send_time_only(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, DEVICE.replace("password_env: EDGE_TEST_PASSWORD", "password_file: secrets/pw.txt"))
+    rendered = manifest.render(spec, IMAGES)
+    assert "<redacted: file pw.txt>" in json.dumps(rendered)
+    with pytest.raises(SpecError, match="cannot read .*pw.txt") as info:
+        manifest.resolve_secrets(spec)
+    assert str(tmp_path) not in info.value.hint  # the message names the file, the hint what to check
+    write(tmp_path / "secrets" / "pw.txt", "from-a-file\n")
+    assert manifest.resolve_secrets(spec) == {"local": "from-a-file"}
+    sent = manifest.render(spec, IMAGES, manifest.resolve_secrets(spec))
+    settings = sent["modulesContent"]["$edgeAgent"]["properties.desired"]["runtime"]["settings"]
+    assert settings["registryCredentials"]["local"] == {
+        "username": "ci",
+        "password": "from-a-file",
+        "address": "127.0.0.1:5000",
+    }
+
+
+def test_edge_hub_schema_1_3_is_rendered_and_checked_with_the_1_2_file(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, DEVICE.replace("store_and_forward_ttl_secs: 3600", 'hub_schema_version: "1.3"'))
+    content = manifest.render(spec, IMAGES)
+    assert content["modulesContent"]["$edgeHub"]["properties.desired"]["schemaVersion"] == "1.3"
+    manifest.validate(content, layered=False)
+    content["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["bad"] = {"route": "x", "priority": 10}
+    with pytest.raises(SpecError) as info:
+        manifest.validate(content, layered=False)
+    assert any("routes.bad" in line and "azure-iot-edgehub-deployment-1.2.json" in line for line in info.value.details)
+
+
 def test_long_create_options_are_chunked_by_the_runtime_rule_with_older_schema_versions(tmp_path: Path) -> None:
     binds = "\n".join(f"        - /var/lib/model-data-{i:03d}/some/long/path:/data/{i:03d}:ro" for i in range(40))
     text = f"""
@@ -185,6 +214,16 @@ def test_the_spec_schema_refuses_what_the_runtime_would(tmp_path: Path) -> None:
     route_objects_on_1_0 = DEVICE.replace("store_and_forward_ttl_secs: 3600", 'hub_schema_version: "1.0"')
     result = mlctl("-o", "json", "spec", "validate", str(write(tmp_path / "c.yaml", route_objects_on_1_0)))
     assert result.code == 3 and "need hub_schema_version 1.1 or later" in result.out
+    for bad, problem in (
+        (
+            DEVICE.replace("  model:\n    image", "  my.model:\n    image"),
+            "'my.model' is not valid here: must match ^[a-zA-Z0-9_-]+$",
+        ),
+        (DEVICE.replace("    upstream: FROM", "    up$stream: FROM"), "'up$stream' is not valid here"),
+        (DEVICE.replace("    local: {address", "    local#1: {address"), "'local#1' is not valid here"),
+    ):
+        result = mlctl("-o", "json", "spec", "validate", str(write(tmp_path / "d.yaml", bad)))
+        assert result.code == 3 and problem in result.out, result.out
     assert mlctl("spec", "schema", "EdgeDeployment").code == 0
 
 

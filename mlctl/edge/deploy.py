@@ -210,8 +210,18 @@ def _at_scale(
 
 
 def _same(latest: dict[str, Any], spec: EdgeDeploymentSpec, content: dict[str, Any]) -> bool:
+    """Whether ``latest`` already is what ``spec`` asks for: content, target condition, labels and
+    metric queries, and at least its priority (versions raise it, so a lower one is no change)."""
     stored = (latest.get("content") or {}).get("modulesContent")
-    return bool(stored == content["modulesContent"] and latest.get("targetCondition") == spec.target_condition)
+    labels = {k: v for k, v in (latest.get("labels") or {}).items() if k not in (NAME_LABEL, VERSION_LABEL)}
+    queries = ((latest.get("metrics") or {}).get("queries")) or {}
+    return bool(
+        stored == content["modulesContent"]
+        and latest.get("targetCondition") == spec.target_condition
+        and labels == dict(spec.labels)
+        and queries == {**manifest.default_metrics(latest["id"]), **spec.metrics}
+        and int(latest.get("priority") or 0) >= spec.priority
+    )
 
 
 def redact(value: Any) -> Any:

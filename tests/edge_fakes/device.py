@@ -23,7 +23,9 @@ create``), reads the content the fake hub resolved for it, and acts like the age
   its socket at ``/var/run/iotedge/workload.sock``;
 * writes ``$edgeAgent`` reported properties as in wire reference D.6 (``lastDesiredVersion``,
   ``lastDesiredStatus``, per module ``runtimeStatus`` running/backoff/failed/stopped,
-  ``exitCode``, ``restartCount`` from Docker, ``statusDescription``), whenever they change.
+  ``exitCode``, ``restartCount`` from Docker, ``statusDescription``), whenever they change; a module
+  whose container cannot start (its command missing) is ``failed`` (restart policy never) or
+  ``backoff``, with Docker's exit code and error as its exit code and status description.
   edgeAgent and edgeHub themselves are not run (their images are not reachable here): they are
   reported ``running``.
 """
@@ -163,7 +165,10 @@ class SimulatedDevice:
             labels={"edge.device": self.device_id, "edge.module": name, "edge.spec": _fingerprint(module)},
         )
         if module.get("status", "running") == "running":
-            container.start()
+            try:
+                container.start()
+            except APIError:  # e.g. its command does not exist: Docker keeps the error (and 127) in State
+                pass
 
     def _command(self, image: str, options: dict[str, Any]) -> list[str] | None:
         """The image's command with --port/--host rewritten for the first PortBindings host port."""
@@ -307,7 +312,9 @@ def _runtime_status(state: dict[str, Any], restart_policy: str) -> str:
         if restart_policy == "never" and state.get("ExitCode") == 0:
             return "stopped"
         return "failed" if restart_policy == "never" else "backoff"
-    if status == "created":
+    if status == "created":  # never started; with an error: it could not start, and the agent backs off
+        if state.get("Error"):
+            return "failed" if restart_policy == "never" else "backoff"
         return "stopped"
     return "unknown"
 

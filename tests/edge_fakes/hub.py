@@ -63,7 +63,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _etag() -> str:
+def new_etag() -> str:
+    """A fresh etag (base64 of 6 random bytes)."""
     return base64.b64encode(uuid.uuid4().bytes[:6]).decode()
 
 
@@ -101,7 +102,7 @@ class HubState:
         device = {
             "deviceId": device_id,
             "generationId": generation,
-            "etag": _etag(),
+            "etag": new_etag(),
             "connectionState": "Disconnected",
             "status": body.get("status", "enabled"),
             "statusReason": body.get("statusReason"),
@@ -120,7 +121,7 @@ class HubState:
             "desired": {},
             "reported": {},
             "twin_version": 1,
-            "twin_etag": _etag(),
+            "twin_etag": new_etag(),
             "direct": None,
             "modules": {m: self._module_twin() for m in ("$edgeAgent", "$edgeHub")} if edge else {},
             "applied": [],
@@ -129,7 +130,7 @@ class HubState:
 
     @staticmethod
     def _module_twin() -> dict[str, Any]:
-        return {"desired": {}, "desired_version": 1, "reported": {}, "reported_version": 1, "etag": _etag()}
+        return {"desired": {}, "desired_version": 1, "reported": {}, "reported_version": 1, "etag": new_etag()}
 
     def device(self, device_id: str) -> dict[str, Any]:
         if device_id not in self.devices:
@@ -168,7 +169,7 @@ class HubState:
         _merge(entry["tags"], patch.get("tags") or {})
         _merge(entry["desired"], (patch.get("properties") or {}).get("desired") or {})
         entry["twin_version"] += 1
-        entry["twin_etag"] = _etag()
+        entry["twin_etag"] = new_etag()
         self.refresh()
         return self.twin(device_id)
 
@@ -240,7 +241,7 @@ class HubState:
                 if desired != twin["desired"]:
                     twin["desired"] = copy.deepcopy(desired)
                     twin["desired_version"] += 1
-                    twin["etag"] = _etag()
+                    twin["etag"] = new_etag()
 
     # -- configurations -----------------------------------------------------------------------
     def put_configuration(self, config_id: str, body: dict[str, Any], if_match: str | None) -> dict[str, Any]:
@@ -262,7 +263,7 @@ class HubState:
                 "priority": int(body.get("priority") or 0),
                 "createdTimeUtc": _now(),
                 "lastUpdatedTimeUtc": _now(),
-                "etag": _etag(),
+                "etag": new_etag(),
                 "_sequence": next(self.sequence),
             }
             self.configs[config_id] = config
@@ -274,7 +275,7 @@ class HubState:
             if body.get("content") not in (None, existing.get("content")):
                 raise HubError(400, "ArgumentInvalid", "Configuration identifier and Content cannot be updated")
             existing.update({k: v for k, v in body.items() if k in MUTABLE and k != "id"})
-            existing.update(etag=_etag(), lastUpdatedTimeUtc=_now())
+            existing.update(etag=new_etag(), lastUpdatedTimeUtc=_now())
         self.refresh()
         return self.configuration(config_id)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, unquote, urlsplit
 
-from edge_fakes.hub import API_VERSION, HubError, HubState, sas_signature
+from edge_fakes.hub import API_VERSION, HubError, HubState, new_etag, sas_signature
 from edge_fakes.methods import NestedHubError, PendingMethod, device_answer, device_take, invoke
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -146,6 +146,7 @@ class Handler(BaseHTTPRequestHandler):
         if if_match not in ('"*"', f'"{entry["device"]["etag"]}"'):
             raise HubError(412, "PreconditionFailed", f"etag of device {device_id}")
         entry["device"].update({k: body[k] for k in ("status", "statusReason", "authentication") if k in body})
+        entry["device"]["etag"] = new_etag()  # every update changes it, so a stale If-Match is refused
         return 200, entry["device"]
 
     def get_device(self, state: HubState, device_id: str, **_: Any) -> tuple[int, Any]:

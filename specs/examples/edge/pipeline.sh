@@ -50,9 +50,10 @@ $mlctl -q -o json edge push -f "$here/device.yaml" --timeout 120 | get 'd["statu
 predicts "$EDGE_PORT" "$EDGE_EXPECTED_V1"
 $mlctl -q -o json edge status "$EDGE_DEVICE" | get 'd["last_desired_status"]["code"]'
 
-# a fleet of three tagged devices, on model version 1
+# a fleet of three tagged devices, on model version 1 (image 2, of model version 2, is built but
+# not pushed: `edge push` pushes it when a deployment first needs it)
 $mlctl -q -o json model register --name diabetes --path "$EDGE_MODEL_V2" | get 'd["version"]'
-$mlctl -q -o json image build -f "$here/image.yaml" --push | get 'd["pushed"]'
+$mlctl -q -o json image build -f "$here/image.yaml" | get 'd["name"] + ":" + str(d["version"]) + " pushed: " + str("pushed" in d)'
 ring=canary
 for device in $EDGE_FLEET; do
   id=${device%%:*}
