@@ -222,3 +222,13 @@ def test_the_scoring_address_is_the_fqdn_aci_assigned_else_the_ip() -> None:
     labelled = {"type": "Public", "ports": [], "ip": "20.1.2.3", "fqdn": "lbl.westeurope.azurecontainer.io"}
     assert address(group(labelled)) == "lbl.westeurope.azurecontainer.io"
     assert address(group({"type": "Public", "ports": [], "ip": "20.1.2.3"})) == "20.1.2.3"
+
+
+def test_the_scoring_uri_leaves_out_the_schemes_own_port(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    host = "lbl.westeurope.azurecontainer.io"
+    assert r.scoring_uri(host, spec) == f"http://{host}:8123/score"
+    on_80 = spec.replace(deployment=spec.deployment.replace(port=80))
+    assert r.scoring_uri(host, on_80) == f"http://{host}/score"  # as Azure ML wrote an ACI service's URI
+    assert r.service_url("https", host, 443, "/score") == f"https://{host}/score"
+    assert r.service_url("https", host, 80, "/swagger.json") == f"https://{host}:80/swagger.json"

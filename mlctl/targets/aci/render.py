@@ -138,7 +138,14 @@ def scoring_uri(host: str, spec: ServiceSpec, path: str = "/score") -> str:
     """``http(s)://HOST:PORT/score``; with ``ssl_cname`` the name the certificate is for."""
     d = spec.deployment
     tls = uses_tls(spec)
-    return f"{'https' if tls else 'http'}://{d.ssl_cname if tls and d.ssl_cname else host}:{d.port}{path}"
+    return service_url("https" if tls else "http", d.ssl_cname if tls and d.ssl_cname else host, d.port, path)
+
+
+def service_url(scheme: str, host: str, port: int, path: str) -> str:
+    """``scheme://host:port/path``, the port left out when it is the scheme's own (80, 443), as
+    Azure ML wrote an ACI service's URI (``http://FQDN/score``)."""
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}{'' if port == default else f':{port}'}{path}"
 
 
 def predicted_fqdn(spec: ServiceSpec, settings: Settings) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from mlctl.targets import ServiceState
 from mlctl.targets.aci import arm, lifecycle
-from mlctl.targets.aci.render import TAG_SERVICE
+from mlctl.targets.aci.render import TAG_SERVICE, service_url
 
 
 def state_of(group: Any, driver: Any, kind: str) -> ServiceState:
@@ -28,8 +28,8 @@ def state_of(group: Any, driver: Any, kind: str) -> ServiceState:
         name=name,
         target=kind,
         state="running" if ready else ("unhealthy" if running else "failed"),
-        scoring_uri=f"{scheme}://{host}:{port}/score",
-        swagger_uri=f"{scheme}://{host}:{port}/swagger.json",
+        scoring_uri=service_url(scheme, host, port, "/score"),
+        swagger_uri=service_url(scheme, host, port, "/swagger.json"),
         models=tuple(filter(None, tags.get("mlctl-models", "").split(","))),
         environment=tags.get("mlctl-image", ""),
         created_at=tags.get("mlctl-created", ""),
