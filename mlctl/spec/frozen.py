@@ -15,8 +15,17 @@ dict, set) is refused when the class is defined, as dataclasses refuse them.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import FrozenInstanceError
-from typing import Any, ClassVar, Self, dataclass_transform
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # Python 3.10: typing_extensions has it (a dependency for 3.10 only)
+    from typing_extensions import dataclass_transform
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 _MUTABLE = (list, dict, set, bytearray)
 
