@@ -183,12 +183,7 @@ def _runtime(doc: Document, r: dict[str, Any]) -> EdgeRuntime:
 
 
 def _credential(doc: Document, name: str, c: dict[str, Any]) -> RegistryCredential:
-    from mlctl.spec.document import unusable_path
-
     password_file = None
     if "password_file" in c:  # read only at send time, but a NUL or too long a path is a spec error now
-        problem = unusable_path(str(c["password_file"]))
-        if problem:
-            raise doc.error(["runtime", "registry_credentials", name, "password_file"], problem)
-        password_file = doc.resolve(c["password_file"])
+        password_file = doc.usable(["runtime", "registry_credentials", name, "password_file"])
     return RegistryCredential(name, c["address"], c["username"], c.get("password_env"), password_file)

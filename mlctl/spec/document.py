@@ -63,33 +63,40 @@ class Document(FrozenRecord):
         detail = f"{self.where(path)}: {message}"
         return SpecError(f"invalid spec {display_path(self.file)}", details=[detail], hint=hint)
 
-    def resolve(self, relative: str) -> Path:
-        """A path from the spec, resolved against the spec file's folder (no check; see ``existing``)."""
-        return (self.folder / relative).resolve()
-
-    def existing(self, path: JsonPath, *, folder_ok: bool = True) -> Path:
-        """The file (or folder, with ``folder_ok``) named by the string at ``path``, resolved
-        against the spec file's folder and checked to exist.
+    def usable(self, path: JsonPath, *, hint: str = "give a file path relative to the spec file") -> Path:
+        """The path named by the string at ``path``, resolved against the spec file's folder and
+        checked to be usable as a path, not to exist (for a file read later, e.g. at send time).
 
         A spec is untrusted text: a NUL character, a name longer than the file system allows, or
-        a path that cannot be looked at is a located SpecError like a missing file, never an OS error.
+        a path that cannot be resolved is a located SpecError, never an OS error.
 
         Raises:
-            SpecError: the path is unusable, does not exist, or is a folder where a file is needed.
+            SpecError: the path is unusable.
         """
         value: Any = self.data
         for part in path:
             value = value[part]
         problem = unusable_path(str(value))
         if problem:
-            raise self.error(path, problem, hint="give the path of an existing file, relative to the spec file")
-        resolved = self.folder / str(value)
+            raise self.error(path, problem, hint=hint)
         try:
-            resolved = resolved.resolve()
+            return (self.folder / str(value)).resolve()
+        except OSError as exc:  # a loop of links, a file used as a folder...
+            raise self.error(path, f"cannot use {self.folder / str(value)}: {exc.strerror or exc}") from None
+
+    def existing(self, path: JsonPath, *, folder_ok: bool = True) -> Path:
+        """The file (or folder, with ``folder_ok``) named by the string at ``path``, resolved
+        against the spec file's folder (``usable``) and checked to exist.
+
+        Raises:
+            SpecError: the path is unusable, does not exist, or is a folder where a file is needed.
+        """
+        resolved = self.usable(path, hint="give the path of an existing file, relative to the spec file")
+        try:
             is_dir = resolved.is_dir()
             if not (is_dir or resolved.exists()):
                 raise self.error(path, f"file not found: {resolved}", hint="paths are relative to the spec file")
-        except OSError as exc:  # permission denied, a loop of links, a file used as a folder...
+        except OSError as exc:  # permission denied, a file used as a folder...
             raise self.error(path, f"cannot use {resolved}: {exc.strerror or exc}") from None
         if is_dir and not folder_ok:
             raise self.error(path, f"expected a file, found a folder: {resolved}")
