@@ -233,13 +233,7 @@ class Handler(BaseHTTPRequestHandler):
         return 204, None
 
     def _nested_error(self, error: NestedHubError) -> None:
-        data = json.dumps({"Message": error.detail, "ExceptionMessage": ""}).encode()
-        self.send_response(error.status)
-        self.send_header("iothub-errorcode", error.code)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._send_error(error.status, error.code, {"Message": error.detail, "ExceptionMessage": ""})
 
     # -- answers ---------------------------------------------------------------------------------
     def _send(self, status: int, body: Any) -> None:
@@ -257,9 +251,13 @@ class Handler(BaseHTTPRequestHandler):
             "Message": f"ErrorCode:{error.code};{error.detail}",
             "ExceptionMessage": f"Tracking ID:{uuid.uuid4().hex}-G:0-TimeStamp:{stamp}",
         }
+        self._send_error(error.status, error.code, body)
+
+    def _send_error(self, status: int, code: str, body: dict[str, str]) -> None:
+        """An error answer as the hub sends it: the JSON body and the ``iothub-errorcode`` header."""
         data = json.dumps(body).encode()
-        self.send_response(error.status)
-        self.send_header("iothub-errorcode", error.code)
+        self.send_response(status)
+        self.send_header("iothub-errorcode", code)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
