@@ -41,6 +41,7 @@ from mlctl.serve.answers import answer as _answer
 from mlctl.serve.answers import send_simple as _send
 from mlctl.serve.auth import KeyStore
 from mlctl.serve.batching import Batcher, BatchFailed
+from mlctl.serve.context import set_request_id
 from mlctl.serve.entry import BadInput, EntryScript
 from mlctl.serve.metrics import SharedMetrics
 from mlctl.serve.request import Request
@@ -134,6 +135,7 @@ class ScoringApp:
             return None
         if request_id is None:
             request_id = self.new_request_id()
+        set_request_id(request_id)
         metrics, started = self.metrics, time.perf_counter()
         if metrics is not None:
             metrics.in_flight(1)
@@ -210,6 +212,7 @@ class ScoringApp:
             await _send(send, 431, b'{"error":"x-request-id must not exceed 100 characters"}', b"", _JSON)
             return
         rid = request_id.encode("latin-1")
+        set_request_id(request_id)
         path, method = scope["path"], scope["method"]
         if path == "/score":
             if self.keys is not None and method != "OPTIONS" and not self.keys.allows(_header(scope, b"authorization")):

@@ -23,6 +23,7 @@ taken until ``run()`` returns, and capacity is never overcommitted.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -116,7 +117,8 @@ class _Slot:
                 raise WaitedTooLong
             return function(*args)
 
-        future = loop.run_in_executor(runner.executor, call)
+        # a copy of this task's context: the request id (mlctl.serve.context) reaches run()'s thread
+        future = loop.run_in_executor(runner.executor, contextvars.copy_context().run, call)
         self.handed_over = True  # the slot is released when run() really ends, even after a timeout
         future.add_done_callback(runner._release)  # called on the event loop thread
         if runner.timeout_s <= 0:
