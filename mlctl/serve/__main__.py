@@ -254,24 +254,25 @@ def _edge_settings() -> Any:
 
 
 def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any) -> int:
-    from mlctl.serve.entry import EntryScript, EntryScriptError
+    from mlctl.serve.backends import load_backend
+    from mlctl.serve.backends.entry_script import EntryScriptError
 
     try:
         started = time.monotonic()
-        entry = EntryScript(args.entry_script.resolve())
-        entry.init()
+        backend = load_backend(args.entry_script.resolve())
+        backend.init()
         log.info("init() completed in %.2fs", time.monotonic() - started)
         metrics.set_init_seconds(time.monotonic() - started)
         keys = _keys(args.keys_file)
         _check_tls(args)
-        batcher = _batcher(args, entry)
+        batcher = _batcher(args, backend)
     except EntryScriptError as exc:  # the script breaks the init()/run() contract: no traceback needed
         log.error("entry script error: %s", exc)
         return EXIT_INIT_FAILED
     except BaseException:  # noqa: BLE001 - report anything the script raises, then exit 3
         log.error("entry script failed during load or init():\n%s", traceback.format_exc().rstrip())
         return EXIT_INIT_FAILED
-    _serve(args, sockets, entry, keys, metrics, batcher)
+    _serve(args, sockets, backend, keys, metrics, batcher)
     return 0
 
 
@@ -287,7 +288,7 @@ def _check_tls(args: argparse.Namespace) -> None:
     """Fail like a broken entry script (exit 3, clear message) when the certificate cannot be used."""
     import ssl
 
-    from mlctl.serve.entry import EntryScriptError
+    from mlctl.serve.backends.entry_script import EntryScriptError
 
     if args.ssl_certfile is None and args.ssl_keyfile is None:
         return
@@ -301,7 +302,7 @@ def _check_tls(args: argparse.Namespace) -> None:
 
 def _keys(path: Path | None) -> object:
     from mlctl.serve.auth import KeyStore
-    from mlctl.serve.entry import EntryScriptError
+    from mlctl.serve.backends.entry_script import EntryScriptError
 
     if path is None:
         return None
@@ -314,7 +315,7 @@ def _keys(path: Path | None) -> object:
 def _serve(
     args: argparse.Namespace,
     sockets: list[socket.socket],
-    entry: object,
+    backend: object,
     keys: object,
     metrics: object,
     batcher: object,
@@ -330,7 +331,7 @@ def _serve(
         max_wait_s=args.max_wait_ms / 1000,
     )
     app = ScoringApp(
-        entry,  # type: ignore[arg-type]
+        backend,
         max_request_bytes=args.max_request_bytes,
         debug=args.debug,
         runner=runner,

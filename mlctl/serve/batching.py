@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mlctl.serve.entry import BadInput, EntryScript, EntryScriptError
+from mlctl.serve.backends.entry_script import BadInput, EntryScript, EntryScriptError
 
 
 class BatchFailed(Exception):

@@ -162,7 +162,7 @@ def serve_messages(entry_script: Path, settings: EdgeSettings, *, timeout_s: flo
     """The message process: load the entry script, ``init()``, then score edgeHub messages until SIGTERM.
 
     Returns the exit code: 0 stopped, 3 the entry script failed, 6 azure-iot-device missing."""
-    from mlctl.serve.entry import EntryScript, EntryScriptError
+    from mlctl.serve.backends.entry_script import EntryScript, EntryScriptError
     from mlctl.serve.runner import Runner
 
     try:
@@ -328,7 +328,7 @@ class MessageLoop:
         self.status.changed = True
 
     def _failed(self, message: Any, exc: BaseException) -> None:
-        from mlctl.serve.entry import BadInput
+        from mlctl.serve.backends.entry_script import BadInput
         from mlctl.serve.runner import TimedOut
 
         if isinstance(exc, BadInput):

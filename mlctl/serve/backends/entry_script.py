@@ -27,7 +27,7 @@ from typing import Any
 
 from mlctl.serve.request import Request
 
-_COMPAT = str(Path(__file__).with_name("_compat"))
+_COMPAT = str(Path(__file__).parent.parent / "_compat")
 
 
 class EntryScriptError(Exception):
