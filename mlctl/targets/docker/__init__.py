@@ -58,6 +58,7 @@ from mlctl.targets.docker.container import (
     container_state,
     entry_name,
 )
+from mlctl.targets.init_failure import env_file_shown, explain
 from mlctl.targets.process.lifecycle import check_port_free, ready, uri
 
 OPTIONS = {"host": "address the containers' scoring servers listen on (host networking): 127.0.0.1 (default)"}
@@ -237,7 +238,9 @@ class Driver:
                 container = docker_client().containers.run(image, detach=True, labels=labels, **config_)
             if wait:
                 with reporter.step("waiting for init() and /readyz") as progress:
-                    _wait_ready(container, deploy_dir, timeout_s, progress, tls=uses_tls(spec))
+                    _wait_ready(
+                        container, deploy_dir, timeout_s, progress, tls=uses_tls(spec), env_file=env_file_shown(spec)
+                    )
             return container, deploy_dir
         except BaseException:
             if container is not None:
@@ -284,6 +287,9 @@ class Driver:
         )
 
 
+_FULL_LOG = 2000  # log lines read to find the first init() failure
+
+
 def _hand_to_container(folder: Path) -> None:
     """Let the container's user use ``folder``: run by root, the container runs as the image's
     user, who is given the folder; otherwise it runs as the caller, who owns it already."""
@@ -291,7 +297,9 @@ def _hand_to_container(folder: Path) -> None:
         os.chown(folder, *IMAGE_USER)
 
 
-def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: Any, *, tls: bool) -> None:
+def _wait_ready(
+    container: Any, deploy_dir: Path, timeout_s: float, progress: Any, *, tls: bool, env_file: str | None
+) -> None:
     record = {
         "status_file": str(deploy_dir / "status.json"),
         "tls_cert": str(deploy_dir / TLS_FILES[0]) if tls else None,
@@ -300,12 +308,13 @@ def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: An
     while time.monotonic() < deadline:
         container.reload()
         if container.status in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0) > 0:
-            lines = container.logs(tail=30).decode(errors="replace").splitlines()
+            lines = container.logs(tail=_FULL_LOG).decode(errors="replace").splitlines()
+            failure = explain(lines, env_file=env_file)
             raise DeploymentError(
                 f"container {container.name} did not start: the entry script failed to load or init() raised",
                 phase="init",
-                details=lines,
-                hint=f"fix the entry script; `docker logs {container.name}` shows all",
+                details=failure.excerpt,
+                hint=f"{failure.hint or 'fix the entry script'}; `docker logs {container.name}` shows all",
             )
         if ready(record, timeout_s=1.0):
             return

@@ -40,6 +40,7 @@ from mlctl.targets import (
     test_record,
     tls_paths,
 )
+from mlctl.targets.init_failure import env_file_shown
 from mlctl.targets.process import lifecycle
 from mlctl.targets.process.lifecycle import HOST, STOP_GRACE_S
 
@@ -315,6 +316,7 @@ class Driver:
             "keys_file": str(keys_file) if keys_file else None,
             "tls_cert": tls[0] if tls else None,
             "python": str(env.python),
+            "env_file": env_file_shown(spec),
             "models": [m.ref for m in deployment.models],
             "spec_file": str(spec.spec_file),
             "created_at": now,

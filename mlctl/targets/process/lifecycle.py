@@ -21,11 +21,13 @@ from typing import Any
 from mlctl.errors import DeploymentError, TargetError, WaitTimeout
 from mlctl.registry import Registry
 from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fds
+from mlctl.targets.init_failure import explain
 
 HOST = "127.0.0.1"
 STOP_GRACE_S = 30.0
 DRAIN_S = 1.0  # after "stop accepting": lets connections accepted a moment ago send their request
 _LOG_TAIL = 30
+_FULL_LOG = 2000  # lines read to find the first failure (a failing server's log is short)
 
 
 def inherit_sockets(old: dict[str, Any]) -> tuple[int, ...]:
@@ -82,11 +84,16 @@ def _raise_exited(record: dict[str, Any], code: int) -> None:
         )
     phase = "init" if code == EXIT_INIT_FAILED else "start"
     what = "the entry script failed to load or init() raised" if phase == "init" else f"the server exited ({code})"
+    failure = explain(
+        tail(record["log_file"], lines=_FULL_LOG),
+        env_file=record.get("env_file"),
+        model_root=Path(record["deploy_dir"]) if record.get("deploy_dir") else None,
+    )
     raise DeploymentError(
         f"service {record['name']!r} did not start: {what}",
         phase=phase,
-        details=lines,
-        hint=f"fix the entry script; full log: {record['log_file']}",
+        details=failure.excerpt,
+        hint=f"{failure.hint or 'fix the entry script'}; full log: {record['log_file']}",
     )
 
 

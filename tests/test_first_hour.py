@@ -1,0 +1,56 @@
+"""A newcomer's first hour (issue 22): errors that name the real cause, plans that say what
+changes, and the importer's output tried on a laptop. Real subprocesses on the process target."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import mlctl, serve_processes, write
+
+
+def _deploy_error(project: Path) -> dict[str, object]:
+    result = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"))
+    assert result.code == 7 and result.out == "", result.err
+    return json.loads(result.err.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_a_missing_package_names_it_and_the_requirements_file(echo_project: Path) -> None:
+    write(echo_project / "score.py", "import sklearn_not_installed.linear_model\ndef init():\n    pass\n")
+    write(echo_project / "requirements.txt", "# nothing yet\n")
+    spec = echo_project / "service.yaml"
+    spec.write_text(spec.read_text().replace("environment: current", "requirements: requirements.txt"))
+    error = _deploy_error(echo_project)
+    hint = str(error["hint"])
+    assert "'sklearn_not_installed'" in hint and "requirements file" in hint and "requirements.txt" in hint
+    assert "fix the entry script" not in hint
+    assert serve_processes() == []
+
+
+def test_a_missing_package_on_the_current_interpreter_says_to_add_a_requirements_file(echo_project: Path) -> None:
+    write(echo_project / "score.py", "import sklearn\nimport not_a_module_anywhere\ndef init():\n    pass\n")
+    hint = str(_deploy_error(echo_project)["hint"])
+    assert "'not_a_module_anywhere'" in hint and "inference_config.requirements" in hint
+
+
+def test_a_wrong_model_file_name_lists_what_the_model_folder_holds(echo_project: Path) -> None:
+    write(
+        echo_project / "score.py",
+        "import os\ndef init():\n"
+        "    open(os.path.join(os.environ['AZUREML_MODEL_DIR'], 'model.pkl'))\n"
+        "def run(x):\n    return x\n",
+    )
+    hint = str(_deploy_error(echo_project)["hint"])
+    assert "azureml-models/model/1/model.pkl" in hint and "holds: model.txt" in hint
+
+
+def test_the_init_failure_is_shown_once_from_the_start_of_its_traceback(echo_project: Path) -> None:
+    write(echo_project / "score.py", "def init():\n    raise RuntimeError('broken ' + 'x' * 40)\ndef run(x):\n    return x\n")
+    spec = echo_project / "service.yaml"
+    spec.write_text(spec.read_text().replace("workers: 1", "workers: 3"))
+    details = [str(d) for d in _deploy_error(echo_project)["details"]]  # type: ignore[union-attr]
+    assert sum("Traceback (most recent call last):" in d for d in details) == 1
+    assert sum("RuntimeError: broken" in d for d in details) == 1
+    assert "entry script failed during load or init()" in details[0]
+    assert details[1] == "Traceback (most recent call last):"
+    assert not details[0].strip().startswith("^")
