@@ -45,7 +45,10 @@ def test_a_wrong_model_file_name_lists_what_the_model_folder_holds(echo_project:
 
 
 def test_the_init_failure_is_shown_once_from_the_start_of_its_traceback(echo_project: Path) -> None:
-    write(echo_project / "score.py", "def init():\n    raise RuntimeError('broken ' + 'x' * 40)\ndef run(x):\n    return x\n")
+    write(
+        echo_project / "score.py",
+        "def init():\n    raise RuntimeError('broken ' + 'x' * 40)\ndef run(x):\n    return x\n",
+    )
     spec = echo_project / "service.yaml"
     spec.write_text(spec.read_text().replace("workers: 1", "workers: 3"))
     details = [str(d) for d in _deploy_error(echo_project)["details"]]  # type: ignore[union-attr]
@@ -54,3 +57,15 @@ def test_the_init_failure_is_shown_once_from_the_start_of_its_traceback(echo_pro
     assert "entry script failed during load or init()" in details[0]
     assert details[1] == "Traceback (most recent call last):"
     assert not details[0].strip().startswith("^")
+
+
+def test_a_syntax_error_in_the_entry_script_fails_validation_and_dry_run_at_its_line(echo_project: Path) -> None:
+    marker = echo_project / "ran"
+    write(echo_project / "score.py", f"open({str(marker)!r}, 'w')\ndef init(:\n    pass\n")
+    spec = str(echo_project / "service.yaml")
+    for args in (["spec", "validate", spec], ["service", "deploy", "--dry-run", "-f", spec], ["diff", "-f", spec]):
+        result = mlctl(*args, cwd=echo_project)
+        assert result.code == 3, (args, result.err)
+        assert "service.yaml:6:17: $.inference_config.entry_script: the entry script does not compile" in result.err
+        assert "score.py:2:10: SyntaxError" in result.err
+    assert not marker.exists()  # compiled, never run
