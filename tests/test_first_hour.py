@@ -69,3 +69,17 @@ def test_a_syntax_error_in_the_entry_script_fails_validation_and_dry_run_at_its_
         assert "service.yaml:6:17: $.inference_config.entry_script: the entry script does not compile" in result.err
         assert "score.py:2:10: SyntaxError" in result.err
     assert not marker.exists()  # compiled, never run
+
+
+def test_a_failed_update_says_the_previous_version_still_serves_and_where(echo_project: Path) -> None:
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(echo_project / "service.yaml"))
+    assert deployed.code == 0, deployed.err
+    uri = deployed.json()["scoring_uri"]
+    write(
+        echo_project / "score.py", "def init():\n    raise RuntimeError('broken release')\ndef run(x):\n    return x\n"
+    )
+    for args in (["service", "update"], ["apply"]):
+        result = mlctl("-o", "json", *args, "-f", str(echo_project / "service.yaml"))
+        assert result.code == 7, result.err
+        message = json.loads(result.err.strip().splitlines()[-1])["message"]
+        assert f"the previous version is still serving at {uri}" in message
