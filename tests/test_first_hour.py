@@ -83,3 +83,12 @@ def test_a_failed_update_says_the_previous_version_still_serves_and_where(echo_p
         assert result.code == 7, result.err
         message = json.loads(result.err.strip().splitlines()[-1])["message"]
         assert f"the previous version is still serving at {uri}" in message
+
+
+def test_a_typo_in_set_is_reported_at_the_option_not_at_a_line_of_the_file(echo_project: Path) -> None:
+    spec = str(echo_project / "service.yaml")
+    for verb in (["spec", "validate", spec], ["service", "deploy", "--dry-run", "-f", spec]):
+        result = mlctl(*verb, "--set", "deployment_config.prot=8970")
+        assert result.code == 3, result.err
+        assert "--set deployment_config.prot=8970: $.deployment_config.prot: unknown key 'prot'" in result.err
+        assert "service.yaml:" not in result.err
