@@ -92,3 +92,15 @@ def test_a_typo_in_set_is_reported_at_the_option_not_at_a_line_of_the_file(echo_
         assert result.code == 3, result.err
         assert "--set deployment_config.prot=8970: $.deployment_config.prot: unknown key 'prot'" in result.err
         assert "service.yaml:" not in result.err
+
+
+def test_hints_quote_the_spec_path_as_given_and_port_in_use_names_the_holder(echo_project: Path) -> None:
+    first = mlctl("service", "deploy", "-f", "project/service.yaml", cwd=echo_project.parent)
+    assert first.code == 0, first.err
+    again = mlctl("service", "deploy", "-f", "project/service.yaml", cwd=echo_project.parent)
+    assert again.code == 5 and "`mlctl service update -f project/service.yaml`" in again.err
+    other = echo_project / "other.yaml"
+    other.write_text((echo_project / "service.yaml").read_text().replace("name: echo", "name: other"))
+    taken = mlctl("service", "deploy", "-f", str(other))
+    assert taken.code == 6 and "already in use by mlctl service 'echo'" in taken.err
+    assert "`mlctl service delete echo`" in taken.err

@@ -40,6 +40,7 @@ from mlctl.builder import docker_client, service_image
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
 from mlctl.output import Reporter
 from mlctl.registry import Registry
+from mlctl.spec.document import display_path
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import (
     COMMON_KEYS,
@@ -114,9 +115,9 @@ class Driver:
         if self._containers(spec.name):
             raise ConflictError(
                 f"service {spec.name!r} already exists",
-                hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
+                hint=f"update it with `mlctl service update -f {display_path(spec.spec_file)}`",
             )
-        check_port_free(self.host, spec.deployment.port)
+        check_port_free(self.host, spec.deployment.port, self.registry)
         container, _ = self._launch(deployment, reporter, old=None, wait=wait, timeout_s=timeout_s)
         self._save(deployment, container)
         return self.status(spec.name)
@@ -136,11 +137,11 @@ class Driver:
         if not old:
             raise NotFoundError(
                 f"service {spec.name!r} does not exist",
-                hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`",
+                hint=f"create it with `mlctl service deploy -f {display_path(spec.spec_file)}`",
             )
         same_port = int(old[0].labels.get("mlctl.port", 0)) == spec.deployment.port
         if not same_port:
-            check_port_free(self.host, spec.deployment.port)
+            check_port_free(self.host, spec.deployment.port, self.registry)
         container, _ = self._launch(
             deployment, reporter, old=old[0] if same_port else None, wait=True, timeout_s=timeout_s
         )
@@ -281,6 +282,7 @@ class Driver:
                 "target": self.kind,
                 "target_options": {"host": self.host},
                 "container": container.id,
+                "port": deployment.spec.deployment.port,
                 "test": test_record(deployment.spec),
             },
             list(deployment.models),

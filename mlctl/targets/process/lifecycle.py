@@ -40,17 +40,30 @@ def inherit_sockets(old: dict[str, Any]) -> tuple[int, ...]:
         return ()
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Raise TargetError (exit 6, with the fix) when ``host:port`` (TCP) cannot be bound now."""
+def check_port_free(host: str, port: int, registry: Registry | None = None) -> None:
+    """Raise TargetError (exit 6, with the fix) when ``host:port`` (TCP) cannot be bound now,
+    naming the mlctl service recorded on that port in ``registry`` when there is one."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
+            holder = _holder(registry, port)
+            if holder is None:
+                raise TargetError(
+                    f"port {port} on {host} is already in use",
+                    hint="set deployment_config.port to a free port, or stop what listens on it",
+                ) from None
             raise TargetError(
-                f"port {port} on {host} is already in use",
-                hint="set deployment_config.port to a free port, or delete the service using it (`mlctl service list`)",
+                f"port {port} on {host} is already in use by mlctl service {holder!r}",
+                hint=f"set deployment_config.port to a free port, or delete it: `mlctl service delete {holder}`",
             ) from None
+
+
+def _holder(registry: Registry | None, port: int) -> str | None:
+    """The mlctl service recorded as listening on ``port``, if any."""
+    records = registry.services() if registry is not None else []
+    return next((str(r["name"]) for r in records if r.get("port") == port), None)
 
 
 def wait_ready(record: dict[str, Any], timeout_s: float, progress: Any) -> None:
