@@ -21,7 +21,7 @@ from mlctl.spec.document import display_path
 if TYPE_CHECKING:
     from mlctl.spec.records import ServiceSpec
 
-_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (?P<level>[A-Z]+) \[\d+\] (?P<message>.*)$")
+_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (?P<level>[A-Z]+) \[[^\]]*\] (?P<message>.*)$")
 _FAILED = ("entry script failed during load or init()", "entry script error:")
 _MISSING_MODULE = re.compile(r"^(?:ModuleNotFoundError|ImportError): No module named '(?P<module>[^']+)'")
 _MISSING_FILE = re.compile(r"^FileNotFoundError: \[Errno 2\] [^:]*: '(?P<path>[^']+)'")
@@ -77,7 +77,7 @@ def explain(lines: Sequence[str], *, env_file: str | None, model_root: Path | No
 
 def _is_failure(line: str) -> bool:
     match = _RECORD.match(line)
-    return bool(match) and match["level"] == "ERROR" and match["message"].startswith(_FAILED)  # type: ignore[index]
+    return bool(match) and match["level"] == "ERROR" and any(m in match["message"] for m in _FAILED)  # type: ignore[index]
 
 
 def _hint(exception: str, env_file: str | None, model_root: Path | None) -> str | None:
