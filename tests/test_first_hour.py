@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from conftest import mlctl, serve_processes, write
+from conftest import free_port, mlctl, serve_processes, write
 
 
 def _deploy_error(project: Path) -> dict[str, object]:
@@ -104,3 +105,17 @@ def test_hints_quote_the_spec_path_as_given_and_port_in_use_names_the_holder(ech
     taken = mlctl("service", "deploy", "-f", str(other))
     assert taken.code == 6 and "already in use by mlctl service 'echo'" in taken.err
     assert "`mlctl service delete echo`" in taken.err
+
+
+def test_no_ansi_colour_codes_from_a_docker_build_reach_plain_output(echo_project: Path, engine: Any) -> None:
+    write(echo_project / "requirements.txt", "this-package-does-not-exist-mlctl==0.0.1\n")
+    spec = echo_project / "service.yaml"
+    text = spec.read_text().replace("environment: current", "requirements: requirements.txt")
+    spec.write_text(text.replace("kind: Service\n", "kind: Service\ntarget: docker\n"))
+    for output in ("table", "json"):
+        result = mlctl(
+            "-o", output, "service", "deploy", "-f", str(spec), "--set", f"deployment_config.port={free_port()}"
+        )
+        assert result.code == 7, result.err
+        assert "this-package-does-not-exist-mlctl" in result.err
+        assert "\x1b" not in result.err and "\\u001b" not in result.err

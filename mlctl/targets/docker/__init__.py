@@ -38,7 +38,7 @@ from typing import Any
 from mlctl import keys
 from mlctl.builder import docker_client, service_image
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
-from mlctl.output import Reporter
+from mlctl.output import Reporter, strip_ansi
 from mlctl.registry import Registry
 from mlctl.spec.document import display_path
 from mlctl.spec.records import ServiceSpec
@@ -310,7 +310,7 @@ def _wait_ready(
     while time.monotonic() < deadline:
         container.reload()
         if container.status in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0) > 0:
-            lines = container.logs(tail=_FULL_LOG).decode(errors="replace").splitlines()
+            lines = strip_ansi(container.logs(tail=_FULL_LOG).decode(errors="replace")).splitlines()
             failure = explain(lines, env_file=env_file)
             raise DeploymentError(
                 f"container {container.name} did not start: the entry script failed to load or init() raised",
