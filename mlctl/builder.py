@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mlctl import platforms as platforms_mod
 from mlctl.errors import DeploymentError, SpecError, TargetError
 from mlctl.images import ContextPlan, fingerprint, write_context
+from mlctl.output import strip_ansi
 from mlctl.pushing import pull
 from mlctl.pushing import push as push  # re-exported: `builder.push` is where callers find it
 from mlctl.registry import Registry
@@ -309,7 +310,7 @@ def _stream(chunks: Any, progress: Callable[[str], None], *, base_image: str) ->
     lines: list[str] = []
     step = ""
     for chunk in chunks:
-        for line in str(chunk.get("stream", "")).splitlines():
+        for line in strip_ansi(str(chunk.get("stream", ""))).splitlines():
             if line.strip():
                 lines.append(line.rstrip())
                 match = _STEP.match(line.strip())
@@ -317,7 +318,7 @@ def _stream(chunks: Any, progress: Callable[[str], None], *, base_image: str) ->
                     step = f"step {match.group(1)}/{match.group(2)} ({match.group(3)[:60]})"
                     progress(step)
         if "error" in chunk:
-            lines.append(str(chunk["error"]).rstrip())
+            lines.append(strip_ansi(str(chunk["error"])).rstrip())
             raise DeploymentError(
                 f"the image build failed at {step or 'its start'}",
                 phase="image build",

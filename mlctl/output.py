@@ -213,7 +213,7 @@ class _PlainConsole:
         if not isinstance(item, str):
             self._rich_console().print(item)
             return
-        self.file.write((_strip_markup(item) if markup else item) + "\n")
+        self.file.write(strip_ansi(_strip_markup(item) if markup else item) + "\n")
         self.file.flush()
 
     def print_exception(self) -> None:
@@ -228,6 +228,15 @@ class _PlainConsole:
                 stderr=self.stderr, highlight=False, no_color=True, soft_wrap=True, width=_PIPE_WIDTH, emoji=False
             )
         return self._rich
+
+
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI escape sequences (colours, cursor moves, titles), e.g. from a build's
+    or a container's output, which is shown as data, never as terminal control."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
 
 
 def _plain() -> bool:

@@ -15,12 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mlctl.errors import NotFoundError, ServiceTestFailed
+from mlctl.errors import MlctlError, NotFoundError, ServiceTestFailed
 from mlctl.output import Reporter
 from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.records import ImageOptions, ServiceSpec, ServiceTest
 from mlctl.target_kinds import TARGETS
-from mlctl.targets import Deployment, TargetDriver, check_supported, driver_of_kind
+from mlctl.targets import Deployment, ServiceState, TargetDriver, check_supported, driver_of_kind
 
 
 def resolve_models(spec: ServiceSpec, registry: Registry, reporter: Reporter) -> tuple[ModelVersion, ...]:
@@ -62,6 +62,32 @@ def deployment_for(spec: ServiceSpec, registry: Registry, reporter: Reporter, dr
     models = resolve_models(spec, registry, reporter)
     deployment = Deployment(spec=spec, models=models)
     return Deployment(spec=spec, models=models, fingerprint=fingerprint(deployment, driver))
+
+
+def update(
+    driver: TargetDriver, deployment: Deployment, reporter: Reporter, *, wait: bool, timeout_s: float
+) -> ServiceState:
+    """``driver.update``; when it fails and the previous version still answers, the error says so
+    and gives its scoring URI (every driver keeps the old version serving until the new is ready).
+
+    Raises what ``driver.update`` raises."""
+    try:
+        return driver.update(deployment, reporter, wait=wait, timeout_s=timeout_s)
+    except MlctlError as exc:
+        if not isinstance(exc, NotFoundError):
+            _say_previous_serves(exc, driver, deployment.spec.name)
+        raise
+
+
+def _say_previous_serves(exc: MlctlError, driver: TargetDriver, name: str) -> None:
+    try:
+        state = driver.status(name)
+    except MlctlError:
+        return
+    if state.state != "running":
+        return
+    exc.message += f"; the previous version is still serving at {state.scoring_uri}"
+    exc.args = (exc.message,)
 
 
 def fingerprint(deployment: Deployment, driver: TargetDriver) -> dict[str, str]:

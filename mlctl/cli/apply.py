@@ -73,8 +73,10 @@ def _apply_one(record: Any, action: str, registry: Any, *, wait: bool, timeout: 
     else:
         driver = driver_for(record.target, registry=registry, home=home)
         deployment = services.deployment_for(record, registry, reporter, driver)
-        verb = driver.deploy if action == "create" else driver.update
-        verb(deployment, reporter, wait=wait or action == "update", timeout_s=timeout)
+        if action == "create":
+            driver.deploy(deployment, reporter, wait=wait, timeout_s=timeout)
+        else:
+            services.update(driver, deployment, reporter, wait=True, timeout_s=timeout)
 
 
 def diff(files: list[Path] = FILES, set_: list[str] = SET) -> None:

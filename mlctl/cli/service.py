@@ -53,7 +53,11 @@ def update(
     if dry_run:
         _dry_run(spec, driver)
         return
-    _deployed(driver.update, spec, driver, wait=wait, timeout=timeout, verb="updated")
+    from mlctl import services
+
+    _deployed(
+        lambda d, r, **kw: services.update(driver, d, r, **kw), spec, driver, wait=wait, timeout=timeout, verb="updated"
+    )
 
 
 @app.command("render")

@@ -29,12 +29,15 @@ class Document(FrozenRecord):
         index: 0-based position of the document in the file (``---`` separated).
         node: the ruamel round-trip tree (``CommentedMap``), used for positions only.
         data: the same content as plain ``dict``/``list``/scalars.
+        overrides: the ``--set`` options applied to it; a value they set is located at the
+            option (``--set TEXT``), not at a line of the file.
     """
 
     file: Path
     index: int
     node: Any
     data: Any
+    overrides: tuple[Override, ...] = ()
 
     @property
     def folder(self) -> Path:
@@ -54,7 +57,10 @@ class Document(FrozenRecord):
         return line + 1, col + 1
 
     def where(self, path: JsonPath, *, key: bool = False) -> str:
-        """``FILE:LINE:COL: $.path`` for messages."""
+        """``FILE:LINE:COL: $.path`` for messages (``--set TEXT: $.path`` for a value set by ``--set``)."""
+        for override in reversed(self.overrides):
+            if tuple(path[: len(override.path)]) == override.path:
+                return f"--set {override.text}: {json_path(path)}"
         line, col = self.position(path, key=key)
         return f"{display_path(self.file)}:{line}:{col}: {json_path(path)}"
 
@@ -138,12 +144,15 @@ def load_file(
     except YAMLError as exc:
         where = _reader_position(file, text, exc)
         raise SpecError(f"YAML error in {display_path(file)}", details=[f"{where}: {_first_line(exc)}"]) from None
-    documents = [Document(file, i, node, _plain(node)) for i, node in enumerate(nodes)]
-    for doc in documents:
+    documents = []
+    for i, node in enumerate(nodes):
+        doc = Document(file, i, node, _plain(node))
         if not isinstance(doc.data, dict):
             raise doc.error([], "a spec document must be a mapping with apiVersion and kind")
         if overrides:
-            apply_overrides(doc.data, doc.node, overrides, _kind_keys(doc.data.get("kind")))
+            applied = apply_overrides(doc.data, doc.node, overrides, _kind_keys(doc.data.get("kind")))
+            doc = doc.replace(overrides=tuple(applied))
+        documents.append(doc)
     return documents
 
 

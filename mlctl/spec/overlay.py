@@ -98,12 +98,18 @@ class Override(FrozenRecord):
         return self.path[0] in kind_keys
 
 
-def apply_overrides(data: dict[str, Any], node: Any, overrides: Sequence[Override], kind_keys: Sequence[str]) -> None:
-    """Apply every override that targets this document, to its plain ``data`` and its ruamel ``node``."""
+def apply_overrides(
+    data: dict[str, Any], node: Any, overrides: Sequence[Override], kind_keys: Sequence[str]
+) -> list[Override]:
+    """Apply every override that targets this document, to its plain ``data`` and its ruamel
+    ``node``; returns the ones applied, in order."""
+    applied = []
     for override in overrides:
         if override.applies_to(data, kind_keys):
             _set(data, override, plain=True)
             _set(node, override, plain=False)
+            applied.append(override)
+    return applied
 
 
 def _parse_path(text: str) -> tuple[str | int, ...]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from mlctl.spec.document import Document
+from mlctl.spec.document import Document, display_path
 from mlctl.spec.frozen import FrozenRecord
 
 EnvironmentKind = Literal["current", "conda", "pip", "none"]
@@ -237,6 +237,23 @@ def _existing(doc: Document, path: list[str | int], *, folder_ok: bool = True) -
     return doc.existing(path, folder_ok=folder_ok)
 
 
+def _compiles(doc: Document, path: list[str | int], script: Path) -> None:
+    """Raise a SpecError at the script's own FILE:LINE:COL when it is not valid Python.
+
+    The script is compiled, never run (its imports may need the service's environment)."""
+    try:
+        compile(script.read_bytes(), str(script), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = f"{display_path(script)}:{exc.lineno or 0}:{exc.offset or 0}"
+        raise doc.error(
+            path,
+            f"the entry script does not compile: {where}: {type(exc).__name__}: {exc.msg}",
+            hint=f"fix the syntax at {where}; `python -m py_compile {display_path(script)}` checks it",
+        ) from None
+    except (OSError, ValueError) as exc:  # unreadable, or NUL bytes in the source
+        raise doc.error(path, f"the entry script cannot be compiled: {exc}") from None
+
+
 def _model(doc: Document) -> ModelSpec:
     d = doc.data
     return ModelSpec(
@@ -253,6 +270,7 @@ def _inference(doc: Document, base: list[str | int]) -> InferenceConfig:
     for part in base:
         d = d[part]
     entry = _existing(doc, [*base, "entry_script"], folder_ok=False)
+    _compiles(doc, [*base, "entry_script"], entry)
     choice = d.get("environment")
     if choice == "current":
         env = EnvironmentSpec("current")

@@ -102,7 +102,7 @@ def _check_header(doc: Document) -> list[str]:
         if is_older(api):
             return [
                 f"{where}: apiVersion {api!r} is older than this mlctl reads ({API_VERSION}); "
-                f"upgrade the file with `mlctl spec migrate --write {doc.file.name}`"
+                f"upgrade the file with `mlctl spec migrate --write {display_path(doc.file)}`"
             ]
         found = "missing apiVersion" if api is None else f"unknown apiVersion {api!r}"
         return [f"{where}: {found}; this mlctl reads {', '.join(SUPPORTED_API_VERSIONS)}"]

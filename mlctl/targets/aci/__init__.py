@@ -27,6 +27,7 @@ from mlctl import config
 from mlctl.errors import ConflictError, NotFoundError, TargetError
 from mlctl.output import Reporter
 from mlctl.registry import Registry
+from mlctl.spec.document import display_path
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import COMMON_KEYS, Deployment, ServiceState, test_record
 from mlctl.targets.aci import arm
@@ -96,7 +97,7 @@ class Driver:
         if self._group(spec.name) is not None:
             raise ConflictError(
                 f"service {spec.name!r} already exists on ACI",
-                hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
+                hint=f"update it with `mlctl service update -f {display_path(spec.spec_file)}`",
             )
         image = life.prepare_image(deployment, self.settings, self.registry, reporter)
         secrets, created_keys = life.secrets_for(spec, self.settings, self.home)
@@ -132,7 +133,7 @@ class Driver:
         if self._group(spec.name) is None:
             raise NotFoundError(
                 f"service {spec.name!r} does not exist on ACI",
-                hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`",
+                hint=f"create it with `mlctl service deploy -f {display_path(spec.spec_file)}`",
             )
         previous = life.load_applied(self.home, spec.name)
         image = life.prepare_image(deployment, self.settings, self.registry, reporter)

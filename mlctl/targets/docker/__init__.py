@@ -38,8 +38,9 @@ from typing import Any
 from mlctl import keys
 from mlctl.builder import docker_client, service_image
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
-from mlctl.output import Reporter
+from mlctl.output import Reporter, strip_ansi
 from mlctl.registry import Registry
+from mlctl.spec.document import display_path
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import (
     COMMON_KEYS,
@@ -58,6 +59,7 @@ from mlctl.targets.docker.container import (
     container_state,
     entry_name,
 )
+from mlctl.targets.init_failure import env_file_shown, explain
 from mlctl.targets.process.lifecycle import check_port_free, ready, uri
 
 OPTIONS = {"host": "address the containers' scoring servers listen on (host networking): 127.0.0.1 (default)"}
@@ -113,9 +115,9 @@ class Driver:
         if self._containers(spec.name):
             raise ConflictError(
                 f"service {spec.name!r} already exists",
-                hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
+                hint=f"update it with `mlctl service update -f {display_path(spec.spec_file)}`",
             )
-        check_port_free(self.host, spec.deployment.port)
+        check_port_free(self.host, spec.deployment.port, self.registry)
         container, _ = self._launch(deployment, reporter, old=None, wait=wait, timeout_s=timeout_s)
         self._save(deployment, container)
         return self.status(spec.name)
@@ -135,11 +137,11 @@ class Driver:
         if not old:
             raise NotFoundError(
                 f"service {spec.name!r} does not exist",
-                hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`",
+                hint=f"create it with `mlctl service deploy -f {display_path(spec.spec_file)}`",
             )
         same_port = int(old[0].labels.get("mlctl.port", 0)) == spec.deployment.port
         if not same_port:
-            check_port_free(self.host, spec.deployment.port)
+            check_port_free(self.host, spec.deployment.port, self.registry)
         container, _ = self._launch(
             deployment, reporter, old=old[0] if same_port else None, wait=True, timeout_s=timeout_s
         )
@@ -237,7 +239,9 @@ class Driver:
                 container = docker_client().containers.run(image, detach=True, labels=labels, **config_)
             if wait:
                 with reporter.step("waiting for init() and /readyz") as progress:
-                    _wait_ready(container, deploy_dir, timeout_s, progress, tls=uses_tls(spec))
+                    _wait_ready(
+                        container, deploy_dir, timeout_s, progress, tls=uses_tls(spec), env_file=env_file_shown(spec)
+                    )
             return container, deploy_dir
         except BaseException:
             if container is not None:
@@ -278,10 +282,14 @@ class Driver:
                 "target": self.kind,
                 "target_options": {"host": self.host},
                 "container": container.id,
+                "port": deployment.spec.deployment.port,
                 "test": test_record(deployment.spec),
             },
             list(deployment.models),
         )
+
+
+_FULL_LOG = 2000  # log lines read to find the first init() failure
 
 
 def _hand_to_container(folder: Path) -> None:
@@ -291,7 +299,9 @@ def _hand_to_container(folder: Path) -> None:
         os.chown(folder, *IMAGE_USER)
 
 
-def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: Any, *, tls: bool) -> None:
+def _wait_ready(
+    container: Any, deploy_dir: Path, timeout_s: float, progress: Any, *, tls: bool, env_file: str | None
+) -> None:
     record = {
         "status_file": str(deploy_dir / "status.json"),
         "tls_cert": str(deploy_dir / TLS_FILES[0]) if tls else None,
@@ -300,12 +310,13 @@ def _wait_ready(container: Any, deploy_dir: Path, timeout_s: float, progress: An
     while time.monotonic() < deadline:
         container.reload()
         if container.status in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0) > 0:
-            lines = container.logs(tail=30).decode(errors="replace").splitlines()
+            lines = strip_ansi(container.logs(tail=_FULL_LOG).decode(errors="replace")).splitlines()
+            failure = explain(lines, env_file=env_file)
             raise DeploymentError(
                 f"container {container.name} did not start: the entry script failed to load or init() raised",
                 phase="init",
-                details=lines,
-                hint=f"fix the entry script; `docker logs {container.name}` shows all",
+                details=failure.excerpt,
+                hint=f"{failure.hint or 'fix the entry script'}; `docker logs {container.name}` shows all",
             )
         if ready(record, timeout_s=1.0):
             return

@@ -33,6 +33,7 @@ from mlctl import keys
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError
 from mlctl.output import Reporter
 from mlctl.registry import Registry
+from mlctl.spec.document import display_path
 from mlctl.targets import COMMON_KEYS, Deployment, ServiceState, test_record
 from mlctl.targets.kubernetes import cluster as kube
 from mlctl.targets.kubernetes import rollout, tls
@@ -132,7 +133,7 @@ class Driver:
         if self._owned(cluster, deployment, s, versions) is not None:
             raise ConflictError(
                 f"service {spec.name!r} already exists in namespace {s.namespace}",
-                hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
+                hint=f"update it with `mlctl service update -f {display_path(spec.spec_file)}`",
             )
         image = image_for(deployment, self.registry, reporter)
         created_keys = self._ensure_keys(spec.name, s)
@@ -169,7 +170,7 @@ class Driver:
         if previous is None:
             raise NotFoundError(
                 f"service {spec.name!r} does not exist in namespace {s.namespace}",
-                hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`",
+                hint=f"create it with `mlctl service deploy -f {display_path(spec.spec_file)}`",
             )
         image = image_for(deployment, self.registry, reporter)
         self._ensure_keys(spec.name, s)

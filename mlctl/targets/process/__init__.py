@@ -30,6 +30,7 @@ from mlctl import environments, keys
 from mlctl.errors import ConflictError, NotFoundError, TargetError
 from mlctl.output import Reporter
 from mlctl.registry import Registry
+from mlctl.spec.document import display_path
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import (
     COMMON_KEYS,
@@ -40,6 +41,7 @@ from mlctl.targets import (
     test_record,
     tls_paths,
 )
+from mlctl.targets.init_failure import env_file_shown
 from mlctl.targets.process import lifecycle
 from mlctl.targets.process.lifecycle import HOST, STOP_GRACE_S
 
@@ -107,9 +109,9 @@ class Driver:
             if self.registry.service(spec.name) is not None:
                 raise ConflictError(
                     f"service {spec.name!r} already exists",
-                    hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
+                    hint=f"update it with `mlctl service update -f {display_path(spec.spec_file)}`",
                 )
-            lifecycle.check_port_free(self.host, spec.deployment.port)
+            lifecycle.check_port_free(self.host, spec.deployment.port, self.registry)
             with self._keys(spec):
                 record = self._launch(deployment, reporter, listen_fds=(), wait=wait, timeout_s=timeout_s)
                 self._save(record, deployment)
@@ -134,11 +136,11 @@ class Driver:
             if old is None:
                 raise NotFoundError(
                     f"service {spec.name!r} does not exist",
-                    hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`",
+                    hint=f"create it with `mlctl service deploy -f {display_path(spec.spec_file)}`",
                 )
             inherited = lifecycle.inherit_sockets(old) if old["port"] == spec.deployment.port else ()
             if not inherited:
-                lifecycle.check_port_free(self.host, spec.deployment.port)
+                lifecycle.check_port_free(self.host, spec.deployment.port, self.registry)
             try:
                 with self._keys(spec):
                     record = self._launch(deployment, reporter, listen_fds=inherited, wait=True, timeout_s=timeout_s)
@@ -315,6 +317,7 @@ class Driver:
             "keys_file": str(keys_file) if keys_file else None,
             "tls_cert": tls[0] if tls else None,
             "python": str(env.python),
+            "env_file": env_file_shown(spec),
             "models": [m.ref for m in deployment.models],
             "spec_file": str(spec.spec_file),
             "created_at": now,

@@ -21,11 +21,13 @@ from typing import Any
 from mlctl.errors import DeploymentError, TargetError, WaitTimeout
 from mlctl.registry import Registry
 from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fds
+from mlctl.targets.init_failure import explain
 
 HOST = "127.0.0.1"
 STOP_GRACE_S = 30.0
 DRAIN_S = 1.0  # after "stop accepting": lets connections accepted a moment ago send their request
 _LOG_TAIL = 30
+_FULL_LOG = 2000  # lines read to find the first failure (a failing server's log is short)
 
 
 def inherit_sockets(old: dict[str, Any]) -> tuple[int, ...]:
@@ -38,17 +40,30 @@ def inherit_sockets(old: dict[str, Any]) -> tuple[int, ...]:
         return ()
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Raise TargetError (exit 6, with the fix) when ``host:port`` (TCP) cannot be bound now."""
+def check_port_free(host: str, port: int, registry: Registry | None = None) -> None:
+    """Raise TargetError (exit 6, with the fix) when ``host:port`` (TCP) cannot be bound now,
+    naming the mlctl service recorded on that port in ``registry`` when there is one."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
+            holder = _holder(registry, port)
+            if holder is None:
+                raise TargetError(
+                    f"port {port} on {host} is already in use",
+                    hint="set deployment_config.port to a free port, or stop what listens on it",
+                ) from None
             raise TargetError(
-                f"port {port} on {host} is already in use",
-                hint="set deployment_config.port to a free port, or delete the service using it (`mlctl service list`)",
+                f"port {port} on {host} is already in use by mlctl service {holder!r}",
+                hint=f"set deployment_config.port to a free port, or delete it: `mlctl service delete {holder}`",
             ) from None
+
+
+def _holder(registry: Registry | None, port: int) -> str | None:
+    """The mlctl service recorded as listening on ``port``, if any."""
+    records = registry.services() if registry is not None else []
+    return next((str(r["name"]) for r in records if r.get("port") == port), None)
 
 
 def wait_ready(record: dict[str, Any], timeout_s: float, progress: Any) -> None:
@@ -82,11 +97,16 @@ def _raise_exited(record: dict[str, Any], code: int) -> None:
         )
     phase = "init" if code == EXIT_INIT_FAILED else "start"
     what = "the entry script failed to load or init() raised" if phase == "init" else f"the server exited ({code})"
+    failure = explain(
+        tail(record["log_file"], lines=_FULL_LOG),
+        env_file=record.get("env_file"),
+        model_root=Path(record["deploy_dir"]) if record.get("deploy_dir") else None,
+    )
     raise DeploymentError(
         f"service {record['name']!r} did not start: {what}",
         phase=phase,
-        details=lines,
-        hint=f"fix the entry script; full log: {record['log_file']}",
+        details=failure.excerpt,
+        hint=f"{failure.hint or 'fix the entry script'}; full log: {record['log_file']}",
     )
 
 
