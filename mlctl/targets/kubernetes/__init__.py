@@ -61,7 +61,8 @@ OPTIONS = {
 DEPLOYMENT_KEYS = COMMON_KEYS | {"ssl_enabled"} | {
     "gpu_cores", "cpu_cores_limit", "memory_gb_limit", "num_replicas", "autoscale_enabled",
     "autoscale_min_replicas", "autoscale_max_replicas", "autoscale_refresh_seconds",
-    "autoscale_target_utilization", "token_auth_enabled", "replica_max_concurrent_requests",
+    "autoscale_target_utilization", "autoscale_metric", "token_auth_enabled",
+    "replica_max_concurrent_requests",
     "max_request_wait_time", "period_seconds", "initial_delay_seconds", "timeout_seconds",
     "success_threshold", "failure_threshold", "namespace", "service_type", "collect_model_data",
     "enable_app_insights",
