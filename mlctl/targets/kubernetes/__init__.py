@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import builtins
 import json
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,8 +35,8 @@ from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetEr
 from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.targets import COMMON_KEYS, Deployment, ServiceState, test_record
+from mlctl.targets.kubernetes import aks, rollout, tls
 from mlctl.targets.kubernetes import cluster as kube
-from mlctl.targets.kubernetes import rollout, tls
 from mlctl.targets.kubernetes.forward import forwarded
 from mlctl.targets.kubernetes.images import image_for, placeholder_image, registry_auth
 from mlctl.targets.kubernetes.render import (
@@ -57,6 +58,7 @@ OPTIONS = {
     "kubeconfig": "kubeconfig file (default: KUBECONFIG, else ~/.kube/config; in a pod: in-cluster)",
     "api_versions": "what render writes for HPA and PDB (default autoscaling/v2,policy/v1; e.g. "
     "autoscaling/v2beta2,policy/v1beta1 for clusters before 1.23); deploy asks the cluster",
+    **aks.OPTIONS,
 }
 DEPLOYMENT_KEYS = COMMON_KEYS | {"ssl_enabled"} | {
     "gpu_cores", "cpu_cores_limit", "memory_gb_limit", "num_replicas", "autoscale_enabled",
@@ -75,7 +77,11 @@ class Driver:
     Args:
         registry: the model registry (records images and, for look-ups, services).
         home: ``MLCTL_HOME``.
-        context, namespace, kubeconfig: the target's options (see ``OPTIONS``).
+        context, namespace, kubeconfig, api_versions, azure: the target's options (see ``OPTIONS``;
+            ``azure``: ``aks_cluster`` and the Azure options, ``mlctl.targets.kubernetes.aks``).
+
+    Raises:
+        TargetError: a malformed ``aks_cluster``, or no subscription for it.
     """
 
     kind = "kubernetes"
@@ -83,7 +89,7 @@ class Driver:
     def __init__(
         self, registry: Registry, home: Path, context: str | None = None, namespace: str | None = None,
         kubeconfig: str | None = None,
-        api_versions: str | None = None,
+        api_versions: str | None = None, **azure: str,
     ) -> None:  # fmt: skip
         self.registry = registry
         self.home = home
@@ -91,6 +97,8 @@ class Driver:
         self.namespace = namespace
         self.kubeconfig = kubeconfig
         self.api_versions = api_versions
+        self.azure = azure
+        self.aks = aks.parse(azure, os.environ)
 
     # -- pure -----------------------------------------------------------------------------------
     def render(self, deployment: Deployment) -> dict[str, Any]:
@@ -199,7 +207,8 @@ class Driver:
     def list(self) -> Sequence[ServiceState]:
         """Every mlctl service on the cluster (all namespaces, else the target's); [] at once
         when no cluster is configured or it does not answer (``mlctl service list`` asks every target)."""
-        if not kube.configured(self.kubeconfig):
+        kept = aks.kubeconfig_file(self.home, self.aks) if self.aks is not None else None
+        if not (kept.is_file() if kept is not None else kube.configured(self.kubeconfig)):
             return []
         try:
             cluster = self._connect()
@@ -279,8 +288,16 @@ class Driver:
         except Exception as exc:  # noqa: BLE001
             raise kube.translate(exc, cluster, verb="patch", resource="secrets") from None
 
+    def attach(self) -> None:
+        """``target add``: fetch an attached AKS cluster's kubeconfig now (nothing otherwise).
+        Raises what ``aks.kubeconfig`` raises."""
+        if self.aks is not None:
+            aks.kubeconfig(self.home, self.aks, refresh=True)
+
     # -- internals ------------------------------------------------------------------------------
     def _connect(self, namespace: str | None = None) -> kube.Cluster:
+        if self.aks is not None:
+            return aks.connect(self.home, self.aks, context=self.context, namespace=namespace or self.namespace)  # type: ignore[no-any-return]
         return kube.connect(context=self.context, kubeconfig=self.kubeconfig, namespace=namespace or self.namespace)
 
     def _prepare(self, deployment: Deployment) -> tuple[kube.Cluster, Settings, ApiVersions]:
@@ -391,6 +408,7 @@ class Driver:
             "namespace": cluster.namespace,
             **({"context": self.context} if self.context else {}),
             **({"kubeconfig": self.kubeconfig} if self.kubeconfig else {}),
+            **self.azure,
         }
         self.registry.save_service(
             deployment.spec.name, self.kind,
