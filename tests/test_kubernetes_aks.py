@@ -6,7 +6,10 @@ MLCTL_HOME, refreshed when it stops working; ARM errors by code; and, on the rea
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 from aci_fake import FakeAci, running_fake
 from conftest import mlctl
-from k8s_cluster import KUBECONFIG, Cluster, k8s_fixture  # noqa: F401 - k8s_fixture: the k8s fixture
+from k8s_cluster import KUBECONFIG, REGISTRY, Cluster, k8s_fixture  # noqa: F401 - k8s_fixture: the k8s fixture
 from test_kubernetes_faults import echo as echo_fixture  # noqa: F401 - the echo fixture
 
 GROUP = "aks-rg"
@@ -102,22 +105,28 @@ def test_denied_sign_in_says_how_to_sign_in(arm: FakeAci) -> None:
 
 
 @pytest.mark.slow
-def test_attached_cluster_deploys_tests_and_deletes_and_refreshes_a_stale_kubeconfig(
-    arm: FakeAci,
-    k8s: Cluster,
-    echo: Path,
-    mlctl_home: Path,
+def test_attached_cluster_with_an_acr_deploys_tests_deletes_and_refreshes_a_stale_kubeconfig(
+    arm: FakeAci, k8s: Cluster, echo: Path, mlctl_home: Path
 ) -> None:
+    """Through ``aks_cluster`` (the fake lists the test cluster's kubeconfig) and ``registry_resource``
+    (the fake ACR names the cluster's registry, with a canary admin password): the image is pushed
+    there, the pull Secret holds the ACR's credentials, and the password is never printed or stored."""
+    canary = "acr-canary-" + secrets.token_hex(8)
     arm.clusters["test"] = KUBECONFIG.read_bytes()
-    added = mlctl("target", "add", "aks", "--kind", "kubernetes", *_options(arm, f"{GROUP}/test"),
-                  "--option", f"namespace={k8s.namespace}",
-                  "--option", "api_versions=autoscaling/v2beta2,policy/v1beta1",
-                  KUBECONFIG="/nonexistent")  # fmt: skip
+    arm.registries["k8sacr"] = (REGISTRY, "k8sacr", canary)
+    options = _options(arm, f"{GROUP}/test", "registry_resource=k8sacr", f"namespace={k8s.namespace}",
+                       "api_versions=autoscaling/v2beta2,policy/v1beta1")  # fmt: skip
+    env = {"KUBECONFIG": "/nonexistent", "MLCTL_REGISTRY": ""}  # only the target's ARM answers can do it
+    added = mlctl("target", "add", "aks", "--kind", "kubernetes", *options, **env)
     assert added.code == 0, added.err
-    env = {"KUBECONFIG": "/nonexistent"}  # only the kept kubeconfig can reach the cluster
-    deployed = mlctl("service", "deploy", "-f", str(echo), "--set", "target=aks", **env)
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(echo), "--set", "target=aks", **env)
     assert deployed.code == 0, deployed.err
+    assert deployed.json()["environment"].startswith(f"{REGISTRY}/k8s-echo:")
     assert len(k8s.pods("k8s-echo")) == 1
+    pull = k8s.core.read_namespaced_secret("k8s-echo-registry", k8s.namespace)
+    auths = json.loads(base64.b64decode(pull.data[".dockerconfigjson"]))["auths"]
+    assert auths[REGISTRY]["username"] == "k8sacr" and auths[REGISTRY]["password"] == canary
+    assert any(r["path"].endswith("/registries/k8sacr/listCredentials") for r in arm.requests)
     tested = mlctl("service", "test", "k8s-echo", **env)
     assert tested.code == 0, tested.err
     kept = _kept(mlctl_home, arm, "test")
@@ -129,4 +138,8 @@ def test_attached_cluster_deploys_tests_and_deletes_and_refreshes_a_stale_kubeco
     assert kept.read_bytes() == arm.clusters["test"]
     deleted = mlctl("service", "delete", "k8s-echo", **env)
     assert deleted.code == 0, deleted.err
-    assert k8s.objects("k8s-echo") == [] or all(o.startswith("Pod/") for o in k8s.objects("k8s-echo"))
+    assert [o for o in k8s.objects("k8s-echo") if not o.startswith("Pod/")] == []
+    for result in (added, deployed, tested, shown, deleted):
+        assert canary not in result.out + result.err
+    for path in mlctl_home.rglob("*"):
+        assert not path.is_file() or canary.encode() not in path.read_bytes(), path

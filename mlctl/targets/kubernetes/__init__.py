@@ -38,7 +38,7 @@ from mlctl.targets import COMMON_KEYS, Deployment, ServiceState, test_record
 from mlctl.targets.kubernetes import aks, rollout, tls
 from mlctl.targets.kubernetes import cluster as kube
 from mlctl.targets.kubernetes.forward import forwarded
-from mlctl.targets.kubernetes.images import image_for, placeholder_image, registry_auth
+from mlctl.targets.kubernetes.images import acr_auth, image_for, placeholder_image, registry_auth
 from mlctl.targets.kubernetes.render import (
     KEYS_FILE,
     LABEL,
@@ -99,6 +99,7 @@ class Driver:
         self.api_versions = api_versions
         self.azure = azure
         self.aks = aks.parse(azure, os.environ)
+        self._acr_auth: tuple[str, str, str] | None = None  # in memory only
 
     # -- pure -----------------------------------------------------------------------------------
     def render(self, deployment: Deployment) -> dict[str, Any]:
@@ -111,7 +112,7 @@ class Driver:
             versions=versions_option(self.api_versions),
             fingerprint=json.dumps(deployment.fingerprint, sort_keys=True),
             models=",".join(m.ref for m in deployment.models),
-            pull_secret=registry_auth() is not None,
+            pull_secret=registry_auth() is not None or "registry_resource" in self.azure,
             **tls.inputs(spec, with_key=False),
         )
         return {
@@ -143,7 +144,7 @@ class Driver:
                 f"service {spec.name!r} already exists in namespace {s.namespace}",
                 hint=f"update it with `mlctl service update -f {spec.spec_file.name}`",
             )
-        image = image_for(deployment, self.registry, reporter)
+        image = image_for(deployment, self.registry, reporter, auth=self._acr(reporter))
         created_keys = self._ensure_keys(spec.name, s)
         objects = self._objects(deployment, s, versions, image, replicas=None)
         try:
@@ -180,7 +181,7 @@ class Driver:
                 f"service {spec.name!r} does not exist in namespace {s.namespace}",
                 hint=f"create it with `mlctl service deploy -f {spec.spec_file.name}`",
             )
-        image = image_for(deployment, self.registry, reporter)
+        image = image_for(deployment, self.registry, reporter, auth=self._acr(reporter))
         self._ensure_keys(spec.name, s)
         replicas = previous["spec"].get("replicas") if s.autoscale else None  # the HPA's count stays
         objects = self._objects(deployment, s, versions, image, replicas=replicas)
@@ -295,6 +296,15 @@ class Driver:
             aks.kubeconfig(self.home, self.aks, refresh=True)
 
     # -- internals ------------------------------------------------------------------------------
+    def _acr(self, reporter: Reporter) -> tuple[str, str, str] | None:
+        """The registry_resource's (login server, user, password), read once through ARM; None without one."""
+        resource = self.azure.get("registry_resource")
+        if resource and self._acr_auth is None:
+            with reporter.step(f"reading the credentials of registry {resource}"):
+                group = self.aks.resource_group if self.aks is not None else ""
+                self._acr_auth = acr_auth(self.azure, group)
+        return self._acr_auth
+
     def _connect(self, namespace: str | None = None) -> kube.Cluster:
         if self.aks is not None:
             return aks.connect(self.home, self.aks, context=self.context, namespace=namespace or self.namespace)  # type: ignore[no-any-return]
@@ -305,7 +315,8 @@ class Driver:
         settings(spec)  # bad input first: before any cluster or build work
         from mlctl.targets.kubernetes.images import target_registry
 
-        target_registry()  # no registry configured: say so before connecting
+        if "registry_resource" not in self.azure:
+            target_registry()  # no registry configured: say so before connecting
         cluster = self._connect(spec.deployment.namespace)
         s = settings(spec, cluster.namespace)
         return cluster, s, kube.versions(cluster)
@@ -333,7 +344,7 @@ class Driver:
             fingerprint=json.dumps(deployment.fingerprint, sort_keys=True),
             models=",".join(m.ref for m in deployment.models),
             keys=key_bytes,
-            registry_auth=registry_auth(),
+            registry_auth=self._acr_auth or registry_auth(),
             replicas=replicas,
             **tls.inputs(spec, with_key=True),
         )

@@ -33,6 +33,8 @@ OPTIONS = {
     "subscription_id": "Azure subscription id for aks_cluster and registry_resource (AZURE_SUBSCRIPTION_ID overrides)",
     "base_url": "Azure Resource Manager endpoint (default https://management.azure.com)",
     "ca_bundle": "PEM file of CAs to trust for the ARM endpoint (default: the system's)",
+    "registry_resource": "an Azure Container Registry (GROUP/NAME, or NAME in aks_cluster's group): images are "
+    "pushed there and pulled with its admin credentials (listCredentials), as on the aci target",
 }
 _RESOURCE_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft.ContainerService/"
