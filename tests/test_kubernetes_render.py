@@ -65,7 +65,16 @@ def test_defaults_are_v1_aks_defaults(spec: Path) -> None:
     assert "--keys-file" in container["command"] and "preStop" in container["lifecycle"]
     hpa = objects["HorizontalPodAutoscaler"]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 10)
-    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    # v1's router: 70 % of replica_max_concurrent_requests (1) in flight per replica
+    assert hpa["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "mlctl_requests_in_flight"},
+                "target": {"type": "AverageValue", "averageValue": "700m"},
+            },
+        }
+    ]
     assert plan["scoring_uri"] == "http://k8s-echo.default.svc.cluster.local:8890/score"
 
 
@@ -90,6 +99,35 @@ def test_num_replicas_turns_autoscaling_off_and_limits_map(spec: Path) -> None:
 
 
 D = "deployment_config."
+
+
+@pytest.mark.parametrize(
+    ("sets", "metric"),
+    [
+        (
+            [D + "autoscale_target_utilization=50", D + "replica_max_concurrent_requests=4"],
+            {"type": "Pods", "pods": {"metric": {"name": "mlctl_requests_in_flight"},
+                                      "target": {"type": "AverageValue", "averageValue": "2000m"}}},
+        ),
+        (
+            [D + "autoscale_metric=cpu", D + "autoscale_target_utilization=60"],
+            {"type": "Resource",
+             "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}},
+        ),
+    ],
+)  # fmt: skip
+def test_autoscale_metric_renders_concurrency_or_cpu(spec: Path, sets: list[str], metric: dict[str, Any]) -> None:
+    import kubernetes_validate
+
+    code, plan, err = _render(spec, *sets, D + "autoscale_refresh_seconds=5")
+    assert code == 0, err
+    hpa = _by_kind(plan)["HorizontalPodAutoscaler"]
+    assert hpa["spec"]["metrics"] == [metric]
+    assert hpa["spec"]["behavior"]["scaleUp"]["policies"][0]["periodSeconds"] == 5
+    kubernetes_validate.validate(hpa, "1.37.0", strict=True)
+    hpa["apiVersion"] = "autoscaling/v2beta2"  # the test cluster's (v1.20): the same shape
+    kubernetes_validate.validate(hpa, "1.25.0", strict=True)
+    assert _render(spec, D + "autoscale_metric=memory")[0] == 3
 
 
 @pytest.mark.parametrize(

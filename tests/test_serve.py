@@ -319,3 +319,23 @@ def test_micro_batching_answers_each_request_with_its_own_result(serve: Server) 
 def test_batching_without_run_batch_stops_the_server(tmp_path: Path) -> None:
     code, log = _run_to_exit(tmp_path, "def init():\n    pass\ndef run(x):\n    return x\n", "--batch-size", "4")
     assert code == 3 and "does not define run_batch" in log
+
+
+def test_in_flight_gauge_counts_scoring_requests_only(serve: Server) -> None:
+    """The gauge the kubernetes target's concurrency autoscaling reads: a scrape or a probe is not load."""
+    import concurrent.futures
+    import re
+
+    base = serve(SLOW_SCORE, "--concurrency", "2")
+
+    def in_flight() -> float:
+        found = re.search(r"^mlctl_requests_in_flight (\S+)$", get(base + "/metrics")[1].decode(), re.M)
+        assert found is not None
+        return float(found.group(1))
+
+    assert get(base + "/readyz")[0] == 200 and in_flight() == 0
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = [pool.submit(post, base + "/score", b'{"sleep": 1.5}') for _ in range(2)]
+        assert wait_for(lambda: in_flight() == 2, 1.2)
+        assert [f.result()[0] for f in slow] == [200, 200]
+    assert in_flight() == 0

@@ -35,7 +35,9 @@ def add(
 
         check_options(options)
     else:
-        driver_of_kind(kind, registry=_state.registry(), home=_state.home(), options=options)  # validates both
+        driver = driver_of_kind(kind, registry=_state.registry(), home=_state.home(), options=options)  # validates
+        if not dry_run and hasattr(driver, "attach"):
+            driver.attach()  # a cluster attached by name: its credentials fetched now (kubernetes aks_cluster)
     current = config.load()
     if name in current.targets:
         raise ConflictError(f"target {name!r} already exists", hint=f"remove it first: `mlctl target remove {name}`")

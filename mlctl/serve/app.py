@@ -162,17 +162,19 @@ class ScoringApp:
                 answer.update(message)
             await send(message)
 
-        if self.metrics is not None:
+        scoring = scope["path"] == "/score"  # probes and scrapes are not load (the autoscaler reads this gauge)
+        if self.metrics is not None and scoring:
             self.metrics.in_flight(1)
         try:
             await self._dispatch(scope, receive, recording_send)
         finally:
+            if self.metrics is not None and scoring:
+                self.metrics.in_flight(-1)
             self._record(scope, answer, time.perf_counter() - started)
 
     def _record(self, scope: Scope, answer: dict[str, Any], seconds: float) -> None:
         path, status = scope["path"], answer["status"]
         if self.metrics is not None:
-            self.metrics.in_flight(-1)
             self.metrics.observe(path, status, seconds)
         if self.access_log:
             rid = _header(answer["headers"], b"x-request-id")  # the id the client got, theirs or generated

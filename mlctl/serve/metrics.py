@@ -8,7 +8,9 @@ Series (Prometheus text format 0.0.4):
 
 * ``mlctl_requests_total{route,status}``: counter.
 * ``mlctl_request_duration_seconds{route,status}``: histogram.
-* ``mlctl_requests_in_flight``: gauge.
+* ``mlctl_requests_in_flight``: gauge, scoring requests (``/score``) being answered now, summed
+  over the workers (probes and scrapes are not counted: the kubernetes target's concurrency
+  autoscaling reads this gauge per pod).
 * ``mlctl_init_duration_seconds{worker}``: gauge, how long ``init()`` took.
 * ``mlctl_workers``: gauge.
 """
@@ -79,7 +81,7 @@ class SharedMetrics:
                 histogram.extend(_histogram(labels, cells))
         lines += histogram
         lines += [
-            "# HELP mlctl_requests_in_flight Requests being answered now.",
+            "# HELP mlctl_requests_in_flight Scoring requests (/score) being answered now.",
             "# TYPE mlctl_requests_in_flight gauge",
             f"mlctl_requests_in_flight {sum(self._slot_value(w, _CELLS) for w in range(self.workers)):.0f}",
             "# HELP mlctl_init_duration_seconds How long init() took, per worker.",

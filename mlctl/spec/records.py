@@ -147,6 +147,7 @@ class DeploymentConfig(FrozenRecord):
     autoscale_max_replicas: int | None = None
     autoscale_refresh_seconds: int | None = None
     autoscale_target_utilization: int | None = None
+    autoscale_metric: str | None = None  # kubernetes: "concurrency" or "cpu"
     token_auth_enabled: bool | None = None
     replica_max_concurrent_requests: int | None = None
     max_request_wait_time: int | None = None  # milliseconds

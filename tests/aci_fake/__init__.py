@@ -15,6 +15,8 @@ Use::
 
 from __future__ import annotations
 
+import base64
+import re
 import secrets
 import ssl
 import threading
@@ -48,6 +50,8 @@ class FakeAci:
         self.operations: dict[str, Operation] = {}
         self.requests: list[dict[str, Any]] = []
         self.registries: dict[str, tuple[str, str, str]] = {}  # ACR name -> (login server, username, password)
+        self.clusters: dict[str, bytes] = {}  # AKS cluster name -> the kubeconfig its credentials list
+        self.denied_clusters: set[str] = set()  # listing their credentials is 403 AuthorizationFailed
         self.lock = threading.RLock()
         self.octet = 100 + secrets.randbelow(150)  # 127.X.0.N: unlikely to meet another fake's addresses
         self._addresses: dict[str, str] = {}
@@ -232,6 +236,30 @@ class FakeAci:
             "sku": {"name": "Basic", "tier": "Basic"},
             "properties": {"loginServer": server, "adminUserEnabled": True, "provisioningState": "Succeeded"},
         }
+
+    def managed_cluster(self, rg: str, name: str, action: str, query: dict[str, str]) -> tuple[int, Any]:
+        """An AKS cluster's listClusterUserCredential / listClusterAdminCredential (POST)."""
+        if not re.match(r"^\d{4}-\d{2}-\d{2}(-preview)?$", query.get("api-version", "")):
+            return 400, arm_error("MissingApiVersionParameter", "The api-version query parameter is required.")
+        if rg not in self.resource_groups:
+            return 404, arm_error("ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
+        scope = f"/subscriptions/{self.subscription}/resourceGroups/{rg}/providers/Microsoft.ContainerService"
+        if name in self.denied_clusters:
+            return 403, arm_error(
+                "AuthorizationFailed",
+                "The client 'mlctl-test' with object id '00000000-0000-0000-0000-0000000000bb' does not have "
+                f"authorization to perform action 'Microsoft.ContainerService/managedClusters/{action}/action' "
+                f"over scope '{scope}/managedClusters/{name}' or the scope is invalid.",
+            )
+        if name not in self.clusters:
+            return 404, arm_error(
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.ContainerService/managedClusters/{name}' under resource group '{rg}' "
+                "was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+            )
+        kind = "clusterAdmin" if action == "listClusterAdminCredential" else "clusterUser"
+        value = base64.b64encode(self.clusters[name]).decode()
+        return 200, {"kubeconfigs": [{"name": kind, "value": value}]}
 
     def _public(self, group: dict[str, Any]) -> dict[str, Any]:
         doc = public(group)

@@ -17,6 +17,12 @@
   uses for regional capacity; the spec does not enumerate its codes).
 * ``Microsoft.ContainerRegistry/registries/{name}`` (GET) and ``.../listCredentials`` (POST), api-version
   2025-11-01, for registries given to ``FakeAci.registries`` (reference B).
+* ``Microsoft.ContainerService/managedClusters/{name}/listClusterUserCredential`` and
+  ``.../listClusterAdminCredential`` (POST, any dated api-version) for clusters given to
+  ``FakeAci.clusters``, answering as the REST spec's recorded example
+  ``ManagedClustersListClusterCredentialResult.json``: 200 ``{"kubeconfigs": [{"name":
+  "clusterUser"|"clusterAdmin", "value": BASE64}]}``; 404 ``ResourceNotFound`` for another name,
+  403 ``AuthorizationFailed`` for a name in ``FakeAci.denied_clusters``.
 * Throttling: while ``FakeAci.throttle`` is positive, each request (counting it down) is 429
   ``TooManyRequests`` with ``Retry-After: 1``, which azure-core's retry policy waits out and retries.
 * Never 5xx (the SDK would retry), never ``MissingSubscriptionRegistration``.
@@ -44,6 +50,10 @@ _GROUP = re.compile(
 _ACR = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft.ContainerRegistry/registries/"
     r"(?P<name>[^/]+)(?P<list>/listCredentials)?$"
+)
+_AKS = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft.ContainerService/managedClusters/"
+    r"(?P<name>[^/]+)/(?P<action>listClusterUserCredential|listClusterAdminCredential)$"
 )
 ACR_API = "2025-11-01"  # azure-mgmt-containerregistry 15's default (reference B)
 _OP = re.compile(rf"^/subscriptions/[^/]+/providers/{PROVIDER}/locations/[^/]+/operations/(?P<op>[^/]+)$")
@@ -96,6 +106,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(
                 *fake.registry(acr.group("rg"), acr.group("name"), method, bool(acr.group("list")), query)
             )
+        aks = _AKS.match(url.path)
+        if aks is not None and method == "POST":
+            return self._send(*fake.managed_cluster(aks.group("rg"), aks.group("name"), aks.group("action"), query))
         match = _GROUP.match(url.path)
         if match is None:
             return self._send(404, arm_error("InvalidResourceType", f"no route for {method} {url.path}"))

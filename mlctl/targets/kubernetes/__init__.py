@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import builtins
 import json
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,10 +36,10 @@ from mlctl.output import Reporter
 from mlctl.registry import Registry
 from mlctl.spec.document import display_path
 from mlctl.targets import COMMON_KEYS, Deployment, ServiceState, test_record
+from mlctl.targets.kubernetes import aks, rollout, tls
 from mlctl.targets.kubernetes import cluster as kube
-from mlctl.targets.kubernetes import rollout, tls
 from mlctl.targets.kubernetes.forward import forwarded
-from mlctl.targets.kubernetes.images import image_for, placeholder_image, registry_auth
+from mlctl.targets.kubernetes.images import acr_auth, image_for, placeholder_image, registry_auth
 from mlctl.targets.kubernetes.render import (
     KEYS_FILE,
     LABEL,
@@ -58,11 +59,13 @@ OPTIONS = {
     "kubeconfig": "kubeconfig file (default: KUBECONFIG, else ~/.kube/config; in a pod: in-cluster)",
     "api_versions": "what render writes for HPA and PDB (default autoscaling/v2,policy/v1; e.g. "
     "autoscaling/v2beta2,policy/v1beta1 for clusters before 1.23); deploy asks the cluster",
+    **aks.OPTIONS,
 }
 DEPLOYMENT_KEYS = COMMON_KEYS | {"ssl_enabled"} | {
     "gpu_cores", "cpu_cores_limit", "memory_gb_limit", "num_replicas", "autoscale_enabled",
     "autoscale_min_replicas", "autoscale_max_replicas", "autoscale_refresh_seconds",
-    "autoscale_target_utilization", "token_auth_enabled", "replica_max_concurrent_requests",
+    "autoscale_target_utilization", "autoscale_metric", "token_auth_enabled",
+    "replica_max_concurrent_requests",
     "max_request_wait_time", "period_seconds", "initial_delay_seconds", "timeout_seconds",
     "success_threshold", "failure_threshold", "namespace", "service_type", "collect_model_data",
     "enable_app_insights",
@@ -75,7 +78,11 @@ class Driver:
     Args:
         registry: the model registry (records images and, for look-ups, services).
         home: ``MLCTL_HOME``.
-        context, namespace, kubeconfig: the target's options (see ``OPTIONS``).
+        context, namespace, kubeconfig, api_versions, azure: the target's options (see ``OPTIONS``;
+            ``azure``: ``aks_cluster`` and the Azure options, ``mlctl.targets.kubernetes.aks``).
+
+    Raises:
+        TargetError: a malformed ``aks_cluster``, or no subscription for it.
     """
 
     kind = "kubernetes"
@@ -83,7 +90,7 @@ class Driver:
     def __init__(
         self, registry: Registry, home: Path, context: str | None = None, namespace: str | None = None,
         kubeconfig: str | None = None,
-        api_versions: str | None = None,
+        api_versions: str | None = None, **azure: str,
     ) -> None:  # fmt: skip
         self.registry = registry
         self.home = home
@@ -91,6 +98,9 @@ class Driver:
         self.namespace = namespace
         self.kubeconfig = kubeconfig
         self.api_versions = api_versions
+        self.azure = azure
+        self.aks = aks.parse(azure, os.environ)
+        self._acr_auth: tuple[str, str, str] | None = None  # in memory only
 
     # -- pure -----------------------------------------------------------------------------------
     def render(self, deployment: Deployment) -> dict[str, Any]:
@@ -103,7 +113,7 @@ class Driver:
             versions=versions_option(self.api_versions),
             fingerprint=json.dumps(deployment.fingerprint, sort_keys=True),
             models=",".join(m.ref for m in deployment.models),
-            pull_secret=registry_auth() is not None,
+            pull_secret=registry_auth() is not None or "registry_resource" in self.azure,
             **tls.inputs(spec, with_key=False),
         )
         return {
@@ -135,7 +145,7 @@ class Driver:
                 f"service {spec.name!r} already exists in namespace {s.namespace}",
                 hint=f"update it with `mlctl service update -f {display_path(spec.spec_file)}`",
             )
-        image = image_for(deployment, self.registry, reporter)
+        image = image_for(deployment, self.registry, reporter, auth=self._acr(reporter))
         created_keys = self._ensure_keys(spec.name, s)
         objects = self._objects(deployment, s, versions, image, replicas=None)
         try:
@@ -172,7 +182,7 @@ class Driver:
                 f"service {spec.name!r} does not exist in namespace {s.namespace}",
                 hint=f"create it with `mlctl service deploy -f {display_path(spec.spec_file)}`",
             )
-        image = image_for(deployment, self.registry, reporter)
+        image = image_for(deployment, self.registry, reporter, auth=self._acr(reporter))
         self._ensure_keys(spec.name, s)
         replicas = previous["spec"].get("replicas") if s.autoscale else None  # the HPA's count stays
         objects = self._objects(deployment, s, versions, image, replicas=replicas)
@@ -199,7 +209,8 @@ class Driver:
     def list(self) -> Sequence[ServiceState]:
         """Every mlctl service on the cluster (all namespaces, else the target's); [] at once
         when no cluster is configured or it does not answer (``mlctl service list`` asks every target)."""
-        if not kube.configured(self.kubeconfig):
+        kept = aks.kubeconfig_file(self.home, self.aks) if self.aks is not None else None
+        if not (kept.is_file() if kept is not None else kube.configured(self.kubeconfig)):
             return []
         try:
             cluster = self._connect()
@@ -279,8 +290,25 @@ class Driver:
         except Exception as exc:  # noqa: BLE001
             raise kube.translate(exc, cluster, verb="patch", resource="secrets") from None
 
+    def attach(self) -> None:
+        """``target add``: fetch an attached AKS cluster's kubeconfig now (nothing otherwise).
+        Raises what ``aks.kubeconfig`` raises."""
+        if self.aks is not None:
+            aks.kubeconfig(self.home, self.aks, refresh=True)
+
     # -- internals ------------------------------------------------------------------------------
+    def _acr(self, reporter: Reporter) -> tuple[str, str, str] | None:
+        """The registry_resource's (login server, user, password), read once through ARM; None without one."""
+        resource = self.azure.get("registry_resource")
+        if resource and self._acr_auth is None:
+            with reporter.step(f"reading the credentials of registry {resource}"):
+                group = self.aks.resource_group if self.aks is not None else ""
+                self._acr_auth = acr_auth(self.azure, group)
+        return self._acr_auth
+
     def _connect(self, namespace: str | None = None) -> kube.Cluster:
+        if self.aks is not None:
+            return aks.connect(self.home, self.aks, context=self.context, namespace=namespace or self.namespace)  # type: ignore[no-any-return]
         return kube.connect(context=self.context, kubeconfig=self.kubeconfig, namespace=namespace or self.namespace)
 
     def _prepare(self, deployment: Deployment) -> tuple[kube.Cluster, Settings, ApiVersions]:
@@ -288,7 +316,8 @@ class Driver:
         settings(spec)  # bad input first: before any cluster or build work
         from mlctl.targets.kubernetes.images import target_registry
 
-        target_registry()  # no registry configured: say so before connecting
+        if "registry_resource" not in self.azure:
+            target_registry()  # no registry configured: say so before connecting
         cluster = self._connect(spec.deployment.namespace)
         s = settings(spec, cluster.namespace)
         return cluster, s, kube.versions(cluster)
@@ -316,7 +345,7 @@ class Driver:
             fingerprint=json.dumps(deployment.fingerprint, sort_keys=True),
             models=",".join(m.ref for m in deployment.models),
             keys=key_bytes,
-            registry_auth=registry_auth(),
+            registry_auth=self._acr_auth or registry_auth(),
             replicas=replicas,
             **tls.inputs(spec, with_key=True),
         )
@@ -391,6 +420,7 @@ class Driver:
             "namespace": cluster.namespace,
             **({"context": self.context} if self.context else {}),
             **({"kubeconfig": self.kubeconfig} if self.kubeconfig else {}),
+            **self.azure,
         }
         self.registry.save_service(
             deployment.spec.name, self.kind,

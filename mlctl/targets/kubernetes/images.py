@@ -2,12 +2,15 @@
 (``mlctl.builder.push``) to the configured registry (``MLCTL_REGISTRY``), which the cluster
 pulls from under the same address. Registry credentials (``MLCTL_REGISTRY_USERNAME`` and
 ``MLCTL_REGISTRY_PASSWORD``) become the service's ``kubernetes.io/dockerconfigjson`` Secret;
-they are never printed.
+they are never printed. With the target's ``registry_resource`` (an Azure Container Registry),
+the login server and admin credentials come from ARM instead, through the aci target's code
+(``mlctl.targets.aci.arm.with_registry_resource``), held in memory only.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from mlctl import config
@@ -43,6 +46,32 @@ def registry_auth() -> tuple[str, str, str] | None:
     return (registry, user, password) if registry and user and password else None
 
 
+def acr_auth(options: Mapping[str, str], default_group: str) -> tuple[str, str, str]:
+    """(login server, admin user name, password) of the target's ``registry_resource``
+    (``NAME`` in ``default_group``, or ``GROUP/NAME``), read through ARM; never stored.
+
+    Raises:
+        TargetError: no subscription, no admin credentials, sign-in failed. NotFoundError: no
+            such registry. (``mlctl.targets.aci.arm.arm_errors``.)
+    """
+    from dataclasses import replace
+
+    from mlctl.targets.aci.arm import with_registry_resource
+    from mlctl.targets.aci.render import Settings
+
+    keys = ("subscription_id", "base_url", "ca_bundle", "registry_resource")
+    settings = Settings.resolve({k: options[k] for k in keys if k in options}, os.environ, None)
+    if not settings.subscription_id:
+        raise TargetError(
+            f"registry_resource {settings.registry_resource}: no Azure subscription is known",
+            hint="--option subscription_id=... or AZURE_SUBSCRIPTION_ID",
+        )
+    if "/" not in settings.registry_resource and not settings.resource_group:
+        settings = replace(settings, resource_group=default_group)
+    found = with_registry_resource(settings)
+    return found.registry, found.registry_username, found.registry_password
+
+
 def placeholder_image(spec: ServiceSpec, registry: Registry) -> str:
     """The image reference ``render`` shows: the given image under the registry, or the next
     build of the service's image (a constant, so the fingerprint does not change per build)."""
@@ -52,11 +81,14 @@ def placeholder_image(spec: ServiceSpec, registry: Registry) -> str:
     return f"{where}/{spec.name}:<next version>"
 
 
-def image_for(deployment: Deployment, registry: Registry, reporter: Reporter) -> str:
+def image_for(
+    deployment: Deployment, registry: Registry, reporter: Reporter, *, auth: tuple[str, str, str] | None = None
+) -> str:
     """Build (unless the spec names an image) and push the service's image; returns the reference
     the cluster pulls: ``REGISTRY/NAME:VERSION@sha256:...`` (the pushed digest pins it: versions are
     numbered per MLCTL_HOME, so a node may hold another image under the same tag, which
     ``imagePullPolicy: IfNotPresent`` would run), ``REGISTRY/NAME:VERSION`` when no digest is known.
+    ``auth`` (registry, user, password; from ``acr_auth``): pushed there with those credentials.
 
     Raises:
         TargetError: no registry configured, Docker unreachable, the push failed.
@@ -65,7 +97,8 @@ def image_for(deployment: Deployment, registry: Registry, reporter: Reporter) ->
     """
     from mlctl.builder import push, service_image
 
-    where = target_registry()
+    where = auth[0] if auth is not None else target_registry()
+    login = {"username": auth[1], "password": auth[2]} if auth is not None else None
     spec = deployment.spec
     if spec.image is not None:  # pushed there already: nothing to do
         name, _, version = spec.image.partition(":")
@@ -75,7 +108,7 @@ def image_for(deployment: Deployment, registry: Registry, reporter: Reporter) ->
     name, number = service_image(deployment, registry, reporter)
     version = str(number)
     with reporter.step(f"pushing {name}:{version} to {where}") as progress:
-        pushed = push(registry, name, int(version), where, progress)
+        pushed = push(registry, name, int(version), where, progress, login)
     return _pinned(pushed)
 
 

@@ -41,6 +41,7 @@ TLS_MOUNT = "/run/mlctl-tls"
 TLS_ROLE = "mlctl.io/role"  # label value "tls" on the TLS Secrets
 REDACTED_TLS = "redacted: mlctl writes the private key when it deploys; a server refuses to start with this"
 PRE_STOP_S = 3  # endpoints controllers and proxies drop the pod before its server stops accepting
+IN_FLIGHT = "mlctl_requests_in_flight"  # the scoring server's gauge (mlctl.serve.metrics)
 REDACTED_KEYS = "redacted: mlctl writes the keys when it deploys; a server refuses to start with this"
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -328,8 +329,7 @@ def _probe(
 
 
 def _hpa(spec: ServiceSpec, s: Settings, version: str) -> dict[str, Any]:
-    # Azure ML scaled on busy replicas (its router); the standard here is CPU utilisation of the
-    # request, with the refresh interval as the scaling policies' period.
+    # the refresh interval is the scaling policies' period, v1's autoscale_refresh_seconds
     policy = {"type": "Percent", "value": 100, "periodSeconds": max(1, s.refresh_s)}
     return {
         "apiVersion": version,
@@ -339,17 +339,24 @@ def _hpa(spec: ServiceSpec, s: Settings, version: str) -> dict[str, Any]:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
             "minReplicas": s.replicas,
             "maxReplicas": s.max_replicas,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {"type": "Utilization", "averageUtilization": s.target_utilization},
-                    },
-                }
-            ],
+            "metrics": [hpa_metric(s)],
             "behavior": {"scaleUp": {"policies": [policy]}, "scaleDown": {"policies": [policy]}},
         },
+    }
+
+
+def hpa_metric(s: Settings) -> dict[str, Any]:
+    """The HPA's metric (autoscaling/v2 and v2beta2 shape). ``concurrency``: a Pods metric,
+    ``IN_FLIGHT`` (the scoring server's gauge, served per pod by custom.metrics.k8s.io) averaging
+    ``target_utilization`` % of ``max_concurrent`` (Azure ML's router: busy replicas), as a
+    quantity in thousandths; ``cpu``: CPU utilisation in percent of the pod's CPU request."""
+    if s.metric == "cpu":
+        target = {"type": "Utilization", "averageUtilization": s.target_utilization}
+        return {"type": "Resource", "resource": {"name": "cpu", "target": target}}
+    average = f"{s.target_utilization * s.max_concurrent * 10}m"  # percent of requests -> milli-requests
+    return {
+        "type": "Pods",
+        "pods": {"metric": {"name": IN_FLIGHT}, "target": {"type": "AverageValue", "averageValue": average}},
     }
 
 

@@ -27,6 +27,8 @@ class Settings:
     max_replicas: int
     refresh_s: int
     target_utilization: int
+    metric: str  # "concurrency" (v1's: in-flight requests per replica) or "cpu"
+    max_concurrent: int  # replica_max_concurrent_requests (v1 default 1): 100 % of the concurrency target
     cpu: float
     memory_gb: float
     cpu_limit: float | None
@@ -48,7 +50,9 @@ def settings(spec: ServiceSpec, default_namespace: str = "default") -> Settings:
     """v1 ``AksWebservice.deploy_configuration`` defaults and rules for ``spec``.
 
     Defaults: autoscaling on unless ``num_replicas`` is given (min 1, max 10, refresh 1 s,
-    target 70 %), ``cpu_cores`` 0.1, ``memory_gb`` 0.5, ``auth_enabled`` on, probes every 10 s
+    target 70 % of ``replica_max_concurrent_requests`` (1) in flight per replica, as v1's
+    router scaled; ``autoscale_metric: cpu``: 70 % of the CPU request), ``cpu_cores`` 0.1,
+    ``memory_gb`` 0.5, ``auth_enabled`` on, probes every 10 s
     with a 2 s timeout, 1 success, 3 failures, ``initial_delay_seconds`` 310 (the startup
     probe's budget here), ``max_request_wait_time`` 500 ms (0: no limit), ``namespace`` the
     target's, ``service_type`` ClusterIP.
@@ -104,6 +108,8 @@ def settings(spec: ServiceSpec, default_namespace: str = "default") -> Settings:
         max_replicas=high,
         refresh_s=d.autoscale_refresh_seconds or 1,
         target_utilization=d.autoscale_target_utilization or 70,
+        metric=d.autoscale_metric or "concurrency",
+        max_concurrent=d.replica_max_concurrent_requests or 1,
         cpu=cpu,
         memory_gb=memory,
         cpu_limit=d.cpu_cores_limit,

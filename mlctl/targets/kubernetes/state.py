@@ -74,19 +74,63 @@ def _service(cluster: Cluster, name: str, namespace: str) -> tuple[str | None, s
 
 
 def _hpa(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
-    """The HPA's min/max/current/desired replicas (read through autoscaling/v1), or None."""
+    """The HPA (read through autoscaling/v1, which every cluster serves; the v2 fields come in its
+    annotations): min/max/current/desired replicas, the metric (``cpu``, or a Pods metric's name),
+    ``last_scale_time``, ``last_scaling`` (the newest SuccessfulRescale event: ``{time, message}``),
+    and ``problem`` (why it cannot scale now, e.g. no metrics API), or None without an HPA."""
     from kubernetes import client
 
     try:
-        hpa = client.AutoscalingV1Api(cluster.api).read_namespaced_horizontal_pod_autoscaler(
+        hpa: Any = client.AutoscalingV1Api(cluster.api).read_namespaced_horizontal_pod_autoscaler(
             name, namespace, _request_timeout=TIMEOUT
         )
     except Exception:  # noqa: BLE001 - no autoscaler
         return None
+    annotations = hpa.metadata.annotations or {}
+    status = hpa.status
     return {
         "min_replicas": hpa.spec.min_replicas,
         "max_replicas": hpa.spec.max_replicas,
-        "current_replicas": hpa.status.current_replicas if hpa.status else None,
-        "desired_replicas": hpa.status.desired_replicas if hpa.status else None,
+        "current_replicas": status.current_replicas if status else None,
+        "desired_replicas": status.desired_replicas if status else None,
+        "metric": _metric(hpa.spec.target_cpu_utilization_percentage, annotations),
         "target_cpu_utilization": hpa.spec.target_cpu_utilization_percentage,
+        "last_scale_time": status.last_scale_time.isoformat() if status and status.last_scale_time else None,
+        "last_scaling": _last_rescale(cluster, name, namespace),
+        "problem": _problem(annotations),
     }
+
+
+def _metric(cpu_target: int | None, annotations: dict[str, str]) -> str | None:
+    if cpu_target is not None:
+        return "cpu"
+    for metric in json.loads(annotations.get("autoscaling.alpha.kubernetes.io/metrics", "[]")):
+        if metric.get("type") == "Pods":
+            return str(metric["pods"].get("metricName") or metric["pods"].get("metric", {}).get("name"))
+    return None
+
+
+def _problem(annotations: dict[str, str]) -> str | None:
+    """The message of a False condition (AbleToScale, ScalingActive), e.g. FailedGetPodsMetric."""
+    for condition in json.loads(annotations.get("autoscaling.alpha.kubernetes.io/conditions", "[]")):
+        if condition.get("type") in ("AbleToScale", "ScalingActive") and condition.get("status") == "False":
+            return f"{condition.get('reason')}: {condition.get('message')}"
+    return None
+
+
+def _last_rescale(cluster: Cluster, name: str, namespace: str) -> dict[str, str] | None:
+    """The newest ``SuccessfulRescale`` event of the HPA (events last about an hour), or None."""
+    selector = f"involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name={name}"
+    try:
+        events = cluster.core().list_namespaced_event(namespace, field_selector=selector, _request_timeout=TIMEOUT)
+    except Exception:  # noqa: BLE001 - events are optional information
+        return None
+    found = [
+        (e.last_timestamp or e.event_time or e.first_timestamp, e.message)
+        for e in events.items
+        if e.reason == "SuccessfulRescale"
+    ]
+    if not found:
+        return None
+    when, message = max(found, key=lambda pair: str(pair[0]))
+    return {"time": when.isoformat() if when else "", "message": str(message)}
