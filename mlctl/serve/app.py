@@ -162,14 +162,9 @@ class ScoringApp:
                 answer.update(message)
             await send(message)
 
-        scoring = scope["path"] == "/score"  # probes and scrapes are not load (the autoscaler reads this gauge)
-        if self.metrics is not None and scoring:
-            self.metrics.in_flight(1)
         try:
             await self._dispatch(scope, receive, recording_send)
         finally:
-            if self.metrics is not None and scoring:
-                self.metrics.in_flight(-1)
             self._record(scope, answer, time.perf_counter() - started)
 
     def _record(self, scope: Scope, answer: dict[str, Any], seconds: float) -> None:
@@ -222,6 +217,11 @@ class ScoringApp:
         return self.frontends[0], None
 
     async def _answer(self, frontend: Frontend, route: Route, call: Call, send: Send) -> None:
+        # only requests for the model are load: probes and scrapes are not (the concurrency
+        # autoscaler reads the in-flight gauge per pod)
+        metrics = self.metrics if route.scoring else None
+        if metrics is not None:
+            metrics.in_flight(1)
         try:
             if route.scoring:
                 async with self.runner.slot() as slot:
@@ -235,6 +235,9 @@ class ScoringApp:
             reply = frontend.error(413, f"request body exceeds {self.max_request_bytes} bytes", call.request_id)
         except Disconnected:
             return
+        finally:
+            if metrics is not None:
+                metrics.in_flight(-1)
         await send_answer(send, reply)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -8,7 +8,7 @@ Series (Prometheus text format 0.0.4):
 
 * ``mlctl_requests_total{route,status}``: counter.
 * ``mlctl_request_duration_seconds{route,status}``: histogram.
-* ``mlctl_requests_in_flight``: gauge, scoring requests (``/score``) being answered now, summed
+* ``mlctl_requests_in_flight``: gauge, requests for the model (``/score``, OIP inference) being answered now, summed
   over the workers (probes and scrapes are not counted: the kubernetes target's concurrency
   autoscaling reads this gauge per pod).
 * ``mlctl_init_duration_seconds{worker}``: gauge, how long ``init()`` took.
