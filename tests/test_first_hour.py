@@ -119,3 +119,54 @@ def test_no_ansi_colour_codes_from_a_docker_build_reach_plain_output(echo_projec
         assert result.code == 7, result.err
         assert "this-package-does-not-exist-mlctl" in result.err
         assert "\x1b" not in result.err and "\\u001b" not in result.err
+
+
+def test_diff_shows_each_changed_field_old_to_new_and_no_dry_run_notice(echo_project: Path) -> None:
+    spec = str(echo_project / "service.yaml")
+    applied = mlctl("apply", "-f", spec)
+    assert applied.code == 0, applied.err
+    port = mlctl("-o", "json", "service", "show", "echo").json()["port"]
+    new_port = free_port()
+    table = mlctl("diff", "-f", spec, "--set", f"deployment_config.port={new_port}")
+    assert table.code == 1
+    assert "~ Service echo: update (target)" in table.out
+    assert f"    deployment_config.port: {port} -> {new_port}" in table.out
+    assert "dry run" not in table.err
+    doc = mlctl("-o", "json", "diff", "-f", spec, "--set", f"deployment_config.port={new_port}").json()
+    assert doc["changes"][0]["fields"] == [{"field": "deployment_config.port", "old": port, "new": new_port}]
+
+
+def test_dry_run_in_table_mode_prints_the_rendered_plan(echo_project: Path) -> None:
+    result = mlctl("service", "deploy", "--dry-run", "-f", str(echo_project / "service.yaml"))
+    assert result.code == 0, result.err
+    assert "+ Service echo: create" in result.out
+    lines = {line.split()[0]: line for line in result.out.splitlines() if line.strip()}
+    assert "/score" in lines["scoring_uri"]
+    assert "-m mlctl.serve --entry-script" in lines["command"]
+    assert "environment" in lines and "AZUREML_MODEL_DIR=" in result.out
+
+
+def test_changing_only_the_test_records_it_without_restarting_the_service(echo_project: Path) -> None:
+    spec = echo_project / "service.yaml"
+    applied = mlctl("-o", "json", "apply", "-f", str(spec))
+    assert applied.code == 0, applied.err
+    pids = serve_processes()
+    assert mlctl("service", "test", "echo").code == 0
+    spec.write_text(spec.read_text() + '  expected: {"model": "not v1"}\n')
+    diff = mlctl("-o", "json", "diff", "-f", str(spec))
+    assert diff.code == 1 and diff.json()["changes"][0]["reasons"] == ["test"]
+    again = mlctl("apply", "-f", str(spec))
+    assert again.code == 0, again.err
+    assert "~ Service echo: update (test)" in again.out and "recorded, the service keeps running" in again.err
+    assert serve_processes() == pids  # the same server: not restarted
+    assert mlctl("service", "test", "echo").code == 8  # the recorded test is the new one
+    assert mlctl("diff", "-f", str(spec)).code == 0
+
+
+def test_apply_prints_each_services_scoring_uri(echo_project: Path) -> None:
+    first = mlctl("apply", "-f", str(echo_project / "service.yaml"))
+    assert first.code == 0, first.err
+    uri = mlctl("-o", "json", "service", "show", "echo").json()["scoring_uri"]
+    assert f"scoring_uri  {uri}" in first.out
+    again = mlctl("-o", "json", "apply", "-f", str(echo_project / "service.yaml"))
+    assert again.json()["changes"][0]["scoring_uri"] == uri
