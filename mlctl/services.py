@@ -58,7 +58,7 @@ def deployment_for(spec: ServiceSpec, registry: Registry, reporter: Reporter, dr
             (checked before anything is registered).
         NotFoundError: a registered model or version does not exist.
     """
-    check_supported(driver.kind, spec)
+    check_supported(driver.kind, spec, reporter.warn)
     models = resolve_models(spec, registry, reporter)
     deployment = Deployment(spec=spec, models=models)
     return Deployment(spec=spec, models=models, fingerprint=fingerprint(deployment, driver))

@@ -170,3 +170,47 @@ def test_apply_prints_each_services_scoring_uri(echo_project: Path) -> None:
     assert f"scoring_uri  {uri}" in first.out
     again = mlctl("-o", "json", "apply", "-f", str(echo_project / "service.yaml"))
     assert again.json()["changes"][0]["scoring_uri"] == uri
+
+
+def _v1_project(tmp_path: Path, **deployment: Any) -> Path:
+    import shutil
+
+    folder = tmp_path / "v1"
+    shutil.copytree(Path(__file__).parent / "azureml_v1", folder)
+    source = json.loads((folder / "aci-deploymentconfig.json").read_text())
+    (folder / "aci.json").write_text(json.dumps({**source, **deployment}))
+    return folder
+
+
+def _import_aci(folder: Path, *extra: str) -> Any:
+    return mlctl(
+        *("import", "azureml", "--ic", "inferenceconfig.json", "--dc", "aci.json"),
+        *("--model-file", "model.txt", "--name", "imp-svc", "--out", "out", *extra),
+        cwd=folder,
+    )
+
+
+def test_an_imported_aci_config_applies_on_the_process_target_as_the_importer_says(tmp_path: Path) -> None:
+    folder = _v1_project(tmp_path, location="westeurope", sslEnabled=False)
+    imported = _import_aci(folder)
+    assert imported.code == 0, imported.err
+    assert "try it on this machine first: `mlctl apply -f out --set target=process`" in imported.err
+    port = f"deployment_config.port={free_port()}"
+    applied = mlctl("apply", "-f", "out", "--set", "target=process", "--set", port, cwd=folder)
+    assert applied.code == 0, applied.err
+    assert "ignores deployment_config.location" in applied.err
+    ssl = "deployment_config.ssl_enabled=true"
+    asking = mlctl("apply", "-f", "out", "--set", "target=process", "--set", port, "--set", ssl, cwd=folder)
+    assert asking.code == 6 and "deployment_config.ssl_enabled" in asking.err  # a value that asks is refused
+
+
+def test_the_importers_report_names_only_options_that_apply_and_is_not_padded_when_piped(tmp_path: Path) -> None:
+    folder = _v1_project(tmp_path)
+    inference = json.loads((folder / "inferenceconfig.json").read_text())
+    (folder / "inferenceconfig.json").write_text(json.dumps({**inference, "enableGpu": True}))
+    imported = _import_aci(folder, "--target", "process")
+    assert imported.code == 0, imported.err
+    gpu = next(line for line in imported.out.splitlines() if "enableGpu" in line)
+    assert "--target docker" in gpu and "--local-target" not in gpu
+    assert "--local-target" not in imported.err
+    assert all(line == line.rstrip() for line in imported.out.splitlines())
