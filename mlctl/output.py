@@ -210,8 +210,12 @@ class _PlainConsole:
 
     def print(self, item: Any = "", *, markup: bool = True) -> None:
         """Write ``item`` (markup text, or a rich renderable such as a table) and a newline."""
-        if not isinstance(item, str):
-            self._rich_console().print(item)
+        if not isinstance(item, str):  # a table: no padding after a row's last cell when piped
+            console = self._rich_console()
+            with console.capture() as captured:
+                console.print(item)
+            self.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+            self.file.flush()
             return
         self.file.write(strip_ansi(_strip_markup(item) if markup else item) + "\n")
         self.file.flush()

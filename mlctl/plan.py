@@ -11,6 +11,7 @@ Planning reads the registry and the targets; it writes nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,11 +19,12 @@ from typing import Any
 
 from mlctl import images, services
 from mlctl.blobfiles import content_hash
+from mlctl.changes import field_changes, spec_fields
 from mlctl.errors import NotFoundError
 from mlctl.images import ContextPlan
 from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.records import ImageSpec, ModelRef, ModelSpec, Record, ServiceSpec
-from mlctl.targets import Deployment, check_supported, driver_for
+from mlctl.targets import Deployment, check_supported, driver_for, test_record
 
 
 @dataclass(frozen=True)
@@ -128,12 +130,17 @@ def plan_service(
     deployment = Deployment(spec, models)
     wanted = services.fingerprint(deployment, driver)
     try:
-        current = driver.status(spec.name).fingerprint
+        state = driver.status(spec.name)
     except NotFoundError:
         return Change("Service", spec.name, "create", ("new",), {"models": [m.ref for m in models]})
-    reasons = tuple(sorted(k for k in {*wanted, *current} if wanted.get(k) != current.get(k)))
-    action = "update" if reasons else "unchanged"
-    return Change("Service", spec.name, action, reasons, {"models": [m.ref for m in models]})
+    record = registry.service(spec.name) or {}
+    reasons = services.changed_components(wanted, state.fingerprint)
+    if record.get("test", None) != json.loads(json.dumps(test_record(spec))):
+        reasons = tuple(sorted((*reasons, "test")))  # recorded without a restart (services.update)
+    detail: dict[str, Any] = {"models": [m.ref for m in models], "scoring_uri": state.scoring_uri}
+    if reasons:
+        detail["fields"] = field_changes(record.get("spec_fields"), spec_fields(spec, models))
+    return Change("Service", spec.name, "update" if reasons else "unchanged", reasons, detail)
 
 
 def predicted_models(

@@ -282,6 +282,14 @@ class Registry:
                 "INSERT OR IGNORE INTO service_models VALUES (?,?,?)", [(name, m.name, m.version) for m in models]
             )
 
+    def annotate_service(self, name: str, **fields: Any) -> None:
+        """Merge ``fields`` (JSON values) into service ``name``'s record; nothing when there is none."""
+        with self._db(write=True) as db:
+            row = db.execute("SELECT record FROM services WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                record = {**json.loads(row[0]), **fields}
+                db.execute("UPDATE services SET record = ? WHERE name = ?", (json.dumps(record), name))
+
     def service(self, name: str) -> dict[str, Any] | None:
         """A service record, or None."""
         with self._db() as db:

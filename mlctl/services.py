@@ -58,25 +58,87 @@ def deployment_for(spec: ServiceSpec, registry: Registry, reporter: Reporter, dr
             (checked before anything is registered).
         NotFoundError: a registered model or version does not exist.
     """
-    check_supported(driver.kind, spec)
+    check_supported(driver.kind, spec, reporter.warn)
     models = resolve_models(spec, registry, reporter)
     deployment = Deployment(spec=spec, models=models)
     return Deployment(spec=spec, models=models, fingerprint=fingerprint(deployment, driver))
 
 
-def update(
-    driver: TargetDriver, deployment: Deployment, reporter: Reporter, *, wait: bool, timeout_s: float
+def deploy(
+    driver: TargetDriver,
+    deployment: Deployment,
+    reporter: Reporter,
+    registry: Registry,
+    *,
+    wait: bool,
+    timeout_s: float,
 ) -> ServiceState:
-    """``driver.update``; when it fails and the previous version still answers, the error says so
-    and gives its scoring URI (every driver keeps the old version serving until the new is ready).
+    """``driver.deploy``, then the spec's fields stored with the record (for ``diff``).
+
+    Raises what ``driver.deploy`` raises."""
+    state = driver.deploy(deployment, reporter, wait=wait, timeout_s=timeout_s)
+    remember(registry, deployment)
+    return state
+
+
+def update(
+    driver: TargetDriver,
+    deployment: Deployment,
+    reporter: Reporter,
+    registry: Registry,
+    *,
+    wait: bool,
+    timeout_s: float,
+) -> ServiceState:
+    """``driver.update``, unless only the spec's test changed: the test is not part of what runs,
+    so it is recorded without touching the running server.
+
+    When the update fails and the previous version still answers, the error says so and gives
+    its scoring URI (every driver keeps the old version serving until the new one is ready).
 
     Raises what ``driver.update`` raises."""
+    name = deployment.spec.name
     try:
-        return driver.update(deployment, reporter, wait=wait, timeout_s=timeout_s)
+        current = driver.status(name)
+    except NotFoundError:
+        current = None
+    if current is not None and only_the_test_changed(deployment, current, registry):
+        reporter.info(f"only the test of service {name} changed: recorded, the service keeps running")
+        remember(registry, deployment)
+        return current
+    try:
+        state = driver.update(deployment, reporter, wait=wait, timeout_s=timeout_s)
     except MlctlError as exc:
         if not isinstance(exc, NotFoundError):
-            _say_previous_serves(exc, driver, deployment.spec.name)
+            _say_previous_serves(exc, driver, name)
         raise
+    remember(registry, deployment)
+    return state
+
+
+def only_the_test_changed(deployment: Deployment, current: ServiceState, registry: Registry) -> bool:
+    """Whether what runs is unchanged and the spec's test differs from the recorded one (an
+    unchanged spec still updates: ``service update`` is also how a service is redeployed)."""
+    from mlctl.targets import test_record
+
+    if changed_components(deployment.fingerprint, current.fingerprint):
+        return False
+    record = registry.service(deployment.spec.name) or {}
+    return bool(record.get("test") != json.loads(json.dumps(test_record(deployment.spec))))
+
+
+def remember(registry: Registry, deployment: Deployment) -> None:
+    """Store the spec's test (read by ``service test NAME``) and fields (``diff``) with its record."""
+    from mlctl.changes import spec_fields
+    from mlctl.targets import test_record
+
+    spec = deployment.spec
+    registry.annotate_service(spec.name, test=test_record(spec), spec_fields=spec_fields(spec, deployment.models))
+
+
+def changed_components(wanted: dict[str, str], current: dict[str, str]) -> tuple[str, ...]:
+    """The fingerprint components that differ, sorted (``test`` is not one: older records have it)."""
+    return tuple(sorted(k for k in {*wanted, *current} - {"test"} if wanted.get(k) != current.get(k)))
 
 
 def _say_previous_serves(exc: MlctlError, driver: TargetDriver, name: str) -> None:
@@ -95,9 +157,10 @@ def fingerprint(deployment: Deployment, driver: TargetDriver) -> dict[str, str]:
 
     Components: ``target`` (the driver's rendered plan), ``models`` (refs and content hashes),
     ``source`` (the ``*.py`` files beside the entry script), ``environment`` (the conda or
-    requirements file), ``test``, ``metadata`` (description, tags) and, when the inference
+    requirements file), ``metadata`` (description, tags) and, when the inference
     configuration has image options, ``image`` (their values, the docker_file's and the
-    dependencies' contents).
+    dependencies' contents). Not the ``test``: it is not part of what runs (``update`` records
+    a changed test without restarting the service).
     """
     spec = deployment.spec
     # Models are their own component: render with their versions neutralised, so a new model
@@ -110,7 +173,6 @@ def fingerprint(deployment: Deployment, driver: TargetDriver) -> dict[str, str]:
         "models": [(m.ref, m.content_hash) for m in deployment.models],
         "source": _source_digest(spec.inference.entry_script) if spec.inference else spec.image,
         "environment": hashlib.sha256(env_file.read_bytes()).hexdigest() if env_file else None,
-        "test": None if spec.test is None else [spec.test.body.hex(), spec.test.expected, spec.test.tolerance],
         "metadata": [spec.description, dict(spec.tags)],
     }
     if spec.inference is not None and spec.inference.image.given:  # absent otherwise: older prints stay equal

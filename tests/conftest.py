@@ -261,8 +261,8 @@ def stop_servers(started: list[subprocess.Popen[bytes]]) -> None:
 
 @pytest.fixture(scope="session")
 def trained_examples() -> Path:
-    """Train the diabetes, digits and ONNX examples (in their folders, as the README does)."""
-    for example in ("diabetes", "digits", "onnx"):
+    """Train the diabetes, digits, ONNX and quick-start examples (in their folders, as the README does)."""
+    for example in ("diabetes", "digits", "onnx", "quickstart"):
         subprocess.run([sys.executable, str(EXAMPLES / example / "train.py")], check=True, capture_output=True)
     return EXAMPLES
 

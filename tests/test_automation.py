@@ -198,7 +198,7 @@ def test_spec_migrate_rewrites_an_older_api_version_keeping_comments_and_order(t
         """,
     )
     refused = mlctl("spec", "validate", str(old))
-    assert refused.code == 3 and "spec migrate --write old.yaml" in refused.err
+    assert refused.code == 3 and f"spec migrate --write {old}`" in refused.err  # the path as given
     printed = mlctl("spec", "migrate", str(old))
     assert printed.code == 0 and "apiVersion: mlctl/v1\n" in printed.out and "mlctl/v1alpha1" in old.read_text()
     written = mlctl("-o", "json", "spec", "migrate", "--write", str(old))

@@ -119,3 +119,98 @@ def test_no_ansi_colour_codes_from_a_docker_build_reach_plain_output(echo_projec
         assert result.code == 7, result.err
         assert "this-package-does-not-exist-mlctl" in result.err
         assert "\x1b" not in result.err and "\\u001b" not in result.err
+
+
+def test_diff_shows_each_changed_field_old_to_new_and_no_dry_run_notice(echo_project: Path) -> None:
+    spec = str(echo_project / "service.yaml")
+    applied = mlctl("apply", "-f", spec)
+    assert applied.code == 0, applied.err
+    port = mlctl("-o", "json", "service", "show", "echo").json()["port"]
+    new_port = free_port()
+    table = mlctl("diff", "-f", spec, "--set", f"deployment_config.port={new_port}")
+    assert table.code == 1
+    assert "~ Service echo: update (target)" in table.out
+    assert f"    deployment_config.port: {port} -> {new_port}" in table.out
+    assert "dry run" not in table.err
+    doc = mlctl("-o", "json", "diff", "-f", spec, "--set", f"deployment_config.port={new_port}").json()
+    assert doc["changes"][0]["fields"] == [{"field": "deployment_config.port", "old": port, "new": new_port}]
+
+
+def test_dry_run_in_table_mode_prints_the_rendered_plan(echo_project: Path) -> None:
+    result = mlctl("service", "deploy", "--dry-run", "-f", str(echo_project / "service.yaml"))
+    assert result.code == 0, result.err
+    assert "+ Service echo: create" in result.out
+    lines = {line.split()[0]: line for line in result.out.splitlines() if line.strip()}
+    assert "/score" in lines["scoring_uri"]
+    assert "-m mlctl.serve --entry-script" in lines["command"]
+    assert "environment" in lines and "AZUREML_MODEL_DIR=" in result.out
+
+
+def test_changing_only_the_test_records_it_without_restarting_the_service(echo_project: Path) -> None:
+    spec = echo_project / "service.yaml"
+    applied = mlctl("-o", "json", "apply", "-f", str(spec))
+    assert applied.code == 0, applied.err
+    pids = serve_processes()
+    assert mlctl("service", "test", "echo").code == 0
+    spec.write_text(spec.read_text() + '  expected: {"model": "not v1"}\n')
+    diff = mlctl("-o", "json", "diff", "-f", str(spec))
+    assert diff.code == 1 and diff.json()["changes"][0]["reasons"] == ["test"]
+    again = mlctl("apply", "-f", str(spec))
+    assert again.code == 0, again.err
+    assert "~ Service echo: update (test)" in again.out and "recorded, the service keeps running" in again.err
+    assert serve_processes() == pids  # the same server: not restarted
+    assert mlctl("service", "test", "echo").code == 8  # the recorded test is the new one
+    assert mlctl("diff", "-f", str(spec)).code == 0
+
+
+def test_apply_prints_each_services_scoring_uri(echo_project: Path) -> None:
+    first = mlctl("apply", "-f", str(echo_project / "service.yaml"))
+    assert first.code == 0, first.err
+    uri = mlctl("-o", "json", "service", "show", "echo").json()["scoring_uri"]
+    assert f"scoring_uri  {uri}" in first.out
+    again = mlctl("-o", "json", "apply", "-f", str(echo_project / "service.yaml"))
+    assert again.json()["changes"][0]["scoring_uri"] == uri
+
+
+def _v1_project(tmp_path: Path, **deployment: Any) -> Path:
+    import shutil
+
+    folder = tmp_path / "v1"
+    shutil.copytree(Path(__file__).parent / "azureml_v1", folder)
+    source = json.loads((folder / "aci-deploymentconfig.json").read_text())
+    (folder / "aci.json").write_text(json.dumps({**source, **deployment}))
+    return folder
+
+
+def _import_aci(folder: Path, *extra: str) -> Any:
+    return mlctl(
+        *("import", "azureml", "--ic", "inferenceconfig.json", "--dc", "aci.json"),
+        *("--model-file", "model.txt", "--name", "imp-svc", "--out", "out", *extra),
+        cwd=folder,
+    )
+
+
+def test_an_imported_aci_config_applies_on_the_process_target_as_the_importer_says(tmp_path: Path) -> None:
+    folder = _v1_project(tmp_path, location="westeurope", sslEnabled=False)
+    imported = _import_aci(folder)
+    assert imported.code == 0, imported.err
+    assert "try it on this machine first: `mlctl apply -f out --set target=process`" in imported.err
+    port = f"deployment_config.port={free_port()}"
+    applied = mlctl("apply", "-f", "out", "--set", "target=process", "--set", port, cwd=folder)
+    assert applied.code == 0, applied.err
+    assert "ignores deployment_config.location" in applied.err
+    ssl = "deployment_config.ssl_enabled=true"
+    asking = mlctl("apply", "-f", "out", "--set", "target=process", "--set", port, "--set", ssl, cwd=folder)
+    assert asking.code == 6 and "deployment_config.ssl_enabled" in asking.err  # a value that asks is refused
+
+
+def test_the_importers_report_names_only_options_that_apply_and_is_not_padded_when_piped(tmp_path: Path) -> None:
+    folder = _v1_project(tmp_path)
+    inference = json.loads((folder / "inferenceconfig.json").read_text())
+    (folder / "inferenceconfig.json").write_text(json.dumps({**inference, "enableGpu": True}))
+    imported = _import_aci(folder, "--target", "process")
+    assert imported.code == 0, imported.err
+    gpu = next(line for line in imported.out.splitlines() if "enableGpu" in line)
+    assert "--target docker" in gpu and "--local-target" not in gpu
+    assert "--local-target" not in imported.err
+    assert all(line == line.rstrip() for line in imported.out.splitlines())

@@ -127,8 +127,7 @@ def _docker(
             note = "Azure ML's default base image: mlctl's default is used (MLCTL_BASE_IMAGE, base_image in the config)"
             result.entries.append(entry(src, sub, report.NOT_CARRIED, value=item, note=note))
         elif not image:
-            note = "the process target builds no image: import with --local-target docker to keep it"
-            result.entries.append(entry(src, sub, report.NOT_CARRIED, value=item, note=note, warn=True))
+            result.entries.append(entry(src, sub, report.NOT_CARRIED, value=item, note=result.no_image_note, warn=True))
         elif key == "baseImage":
             result.config["base_image"] = expect(src, sub, item, "string")
             result.entries.append(entry(src, sub, report.MAPPED, destination="inference_config.base_image", value=item))

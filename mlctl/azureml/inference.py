@@ -54,17 +54,22 @@ class InferenceResult:
     conda: dict[str, Any] | None = None
     environment_variables: dict[str, str] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
+    no_image_note: str = ""  # why an image key is not carried, and the import option that keeps it
 
 
-def translate_inference(src: Source, *, conda_path: Path, builds_image: bool, password_env: str) -> InferenceResult:
+def translate_inference(
+    src: Source, *, conda_path: Path, builds_image: bool, password_env: str, keep_option: str = "--local-target docker"
+) -> InferenceResult:
     """Translate an inferenceconfig file. ``builds_image``: the target builds an image (else image
-    keys are not carried); ``password_env``: the environment variable a registry password becomes.
+    keys are not carried, and the note names ``keep_option``, the import option that keeps them);
+    ``password_env``: the environment variable a registry password becomes.
 
     Raises:
         SpecError: missing entry script, a file that does not exist, ``environment`` with the keys
             it replaces, a bare environment name, an unsupported runtime, a value of the wrong type.
     """
     data, result = src.data, InferenceResult()
+    result.no_image_note = f"the process target builds no image: import with {keep_option} to keep it"
     _refuse_environment_conflicts(src)
     base = _base(src, result)
     if data.get("entryScript") is None:
@@ -78,8 +83,9 @@ def translate_inference(src: Source, *, conda_path: Path, builds_image: bool, pa
         elif value is None:
             result.entries.append(entry(src, path, report.EMPTY, note="null: v1's default, as in mlctl"))
         elif key in IMAGE_ONLY and not builds_image:
-            note = "the process target builds no image: import with --local-target docker to keep it"
-            result.entries.append(entry(src, path, report.NOT_CARRIED, value=value, note=note, warn=True))
+            result.entries.append(
+                entry(src, path, report.NOT_CARRIED, value=value, note=result.no_image_note, warn=True)
+            )
         elif key == "environment":
             _environment(src, value, result, conda_path, (builds_image, password_env))
         else:

@@ -67,7 +67,11 @@ def translate(
     dep.entries = _honoured(dep.target, dep.config, dep.entries)
     password_env = re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_REGISTRY_PASSWORD"
     inf = translate_inference(
-        inference, conda_path=out / CONDA_FILE, builds_image=dep.target != "process", password_env=password_env
+        inference,
+        conda_path=out / CONDA_FILE,
+        builds_image=dep.target != "process",
+        password_env=password_env,
+        keep_option="--local-target docker" if target is None else "--target docker",
     )
     config = dict(dep.config)
     if inf.environment_variables:

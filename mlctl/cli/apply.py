@@ -31,12 +31,15 @@ def apply(
     records = plan.ordered(_load(files, set_))
     registry = _state.registry()
     changes = plan.plan(records, registry, _state.home())
+    docs = [c.to_dict() for c in changes]
     if not dry_run:
         _check_credentials(records, changes)
-        for record, change in zip(records, changes, strict=True):
+        for record, change, doc in zip(records, changes, docs, strict=True):
             if change.changed:
-                _apply_one(record, change.action, registry, wait=wait, timeout=timeout)
-    report([c.to_dict() for c in changes], dry_run=dry_run)
+                uri = _apply_one(record, change.action, registry, wait=wait, timeout=timeout)
+                if uri is not None:
+                    doc["scoring_uri"] = uri
+    report(docs, dry_run=dry_run)
 
 
 def _check_credentials(records: list[Any], changes: list[Any]) -> None:
@@ -49,8 +52,9 @@ def _check_credentials(records: list[Any], changes: list[Any]) -> None:
             builder.registry_credentials(record.inference.image.base_image_registry)
 
 
-def _apply_one(record: Any, action: str, registry: Any, *, wait: bool, timeout: float) -> None:
-    """Register a model, build an image, or deploy/update a service (``action``: create or update)."""
+def _apply_one(record: Any, action: str, registry: Any, *, wait: bool, timeout: float) -> str | None:
+    """Register a model, build an image, or deploy/update a service (``action``: create or
+    update); returns a service's scoring URI."""
     from mlctl import builder, plan, services
     from mlctl.spec import ImageSpec, ModelSpec
     from mlctl.targets import driver_for
@@ -73,10 +77,10 @@ def _apply_one(record: Any, action: str, registry: Any, *, wait: bool, timeout: 
     else:
         driver = driver_for(record.target, registry=registry, home=home)
         deployment = services.deployment_for(record, registry, reporter, driver)
-        if action == "create":
-            driver.deploy(deployment, reporter, wait=wait, timeout_s=timeout)
-        else:
-            services.update(driver, deployment, reporter, wait=True, timeout_s=timeout)
+        run = services.deploy if action == "create" else services.update
+        state = run(driver, deployment, reporter, registry, wait=wait or action == "update", timeout_s=timeout)
+        return str(state.scoring_uri) if state.scoring_uri else None
+    return None
 
 
 def diff(files: list[Path] = FILES, set_: list[str] = SET) -> None:
@@ -84,7 +88,7 @@ def diff(files: list[Path] = FILES, set_: list[str] = SET) -> None:
     from mlctl import plan
 
     changes = plan.plan(plan.ordered(_load(files, set_)), _state.registry(), _state.home())
-    report([c.to_dict() for c in changes], dry_run=True)
+    report([c.to_dict() for c in changes], dry_run=True, notice=False)  # diff never changes anything
     if any(c.changed for c in changes):
         raise typer.Exit(1)
 
@@ -98,8 +102,13 @@ def _load(files: list[Path], set_: list[str]) -> list[Any]:
     return load(expanded, _state.overrides(set_))
 
 
-def report(changes: list[dict[str, Any]], *, dry_run: bool, extra: dict[str, Any] | None = None) -> None:
-    """Print planned or applied changes: ``{"changed", "dry_run", "changes": [...], **extra}``."""
+def report(
+    changes: list[dict[str, Any]], *, dry_run: bool, extra: dict[str, Any] | None = None, notice: bool = True
+) -> None:
+    """Print planned or applied changes: ``{"changed", "dry_run", "changes": [...], **extra}``.
+
+    For people: a line per object, then each changed field ``old -> new`` (a change's
+    ``fields``), a service's scoring URI once applied, and (``notice``) that a dry run changed nothing."""
     reporter = _state.reporter()
     doc = {
         "changed": any(c["action"] != "unchanged" for c in changes),
@@ -110,11 +119,47 @@ def report(changes: list[dict[str, Any]], *, dry_run: bool, extra: dict[str, Any
 
     def human(_: Any) -> None:
         for c in changes:
-            why = f" ({', '.join(c['reasons'])})" if c["reasons"] and c["action"] == "update" else ""
-            reporter.out.print(f"{_SYMBOL[c['action']]} {c['kind']} {c['name']}: {c['action']}{why}", markup=False)
+            _print_change(c, applied=not dry_run)
+        if isinstance(doc.get("plan"), dict):
+            _print_plan(doc["plan"])
         if not doc["changed"]:
             reporter.ok("no changes")
-        elif dry_run:
+        elif dry_run and notice:
             reporter.info("dry run: nothing was changed")
 
     reporter.result(doc, human)
+
+
+def _print_change(change: dict[str, Any], *, applied: bool) -> None:
+    from mlctl.changes import shown
+
+    out = _state.reporter().out
+    why = f" ({', '.join(change['reasons'])})" if change["reasons"] and change["action"] == "update" else ""
+    out.print(f"{_SYMBOL[change['action']]} {change['kind']} {change['name']}: {change['action']}{why}", markup=False)
+    for f in change.get("fields", []):
+        out.print(f"    {f['field']}: {shown(f['old'])} -> {shown(f['new'])}", markup=False)
+    if applied and change.get("scoring_uri"):
+        out.print(f"    scoring_uri  {change['scoring_uri']}", markup=False)
+
+
+def _print_plan(rendered: dict[str, Any]) -> None:
+    """The rendered plan (what the target would run: command, environment, scoring URI, ...),
+    one field a line: the scoring URI first, a command as one shell line, mappings ``k=v`` a line."""
+    import json
+    import shlex
+
+    order = sorted(rendered, key=lambda k: (k != "scoring_uri", k == "manifests"))
+    pairs: list[tuple[str, Any]] = []
+    for key in order:
+        value = rendered[key]
+        if key in ("name", "target") or value in (None, [], {}):
+            continue
+        if key == "command" and isinstance(value, list):
+            value = shlex.join(str(v) for v in value)
+        elif isinstance(value, dict):
+            value = "\n".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in value.items())
+        elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            value = "\n".join(json.dumps(v) for v in value)
+        pairs.append((key, value))
+    if pairs:
+        _state.reporter().fields(pairs)

@@ -193,9 +193,11 @@ def _store_keys(path: Path, target: str, secrets: dict[str, str]) -> None:
 
 
 def _report(result: Any, texts: dict[str, str], *, dry_run: bool) -> None:
+    from mlctl.spec.document import display_path
     from mlctl.target_kinds import TARGETS
 
     reporter = _state.reporter()
+    shown = display_path(result.out)
     available = result.target in TARGETS
     if not available:
         reporter.warn(
@@ -209,7 +211,8 @@ def _report(result: Any, texts: dict[str, str], *, dry_run: bool) -> None:
         "out": str(result.out),
         "files": [str(result.out / f) for f in texts],
         "keys_stored": sorted(result.secrets) if not dry_run else [],
-        "next": f"mlctl apply -f {result.out}",
+        "next": f"mlctl apply -f {shown}",
+        "try_locally": f"mlctl apply -f {shown} --set target=process" if result.target != "process" else None,
         "report": [e.to_dict() for e in result.entries],
     }
     if dry_run:
@@ -226,6 +229,8 @@ def _report(result: Any, texts: dict[str, str], *, dry_run: bool) -> None:
                 reporter.raw(f"--- {file}\n{text}")
             reporter.info("dry run: nothing was written")
         else:
-            reporter.ok(f"wrote {', '.join(texts)} to {result.out}; deploy with `{doc['next']}`")
+            reporter.ok(f"wrote {', '.join(texts)} to {shown}; deploy with `{doc['next']}`")
+            if doc["try_locally"]:
+                reporter.info(f"try it on this machine first: `{doc['try_locally']}`")
 
     reporter.result(doc, human)

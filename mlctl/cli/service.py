@@ -33,7 +33,7 @@ def deploy(
     if dry_run:
         _dry_run(spec, driver)
         return
-    _deployed(driver.deploy, spec, driver, wait=wait, timeout=timeout, verb="deployed")
+    _deployed("deploy", spec, driver, wait=wait, timeout=timeout, verb="deployed")
 
 
 @app.command("update")
@@ -53,11 +53,7 @@ def update(
     if dry_run:
         _dry_run(spec, driver)
         return
-    from mlctl import services
-
-    _deployed(
-        lambda d, r, **kw: services.update(driver, d, r, **kw), spec, driver, wait=wait, timeout=timeout, verb="updated"
-    )
+    _deployed("update", spec, driver, wait=wait, timeout=timeout, verb="updated")
 
 
 @app.command("render")
@@ -221,12 +217,14 @@ def _spec_and_driver(file: Path, set_: list[str]) -> tuple[Any, Any]:
     return spec, driver_for(spec.target, registry=_state.registry(), home=_state.home())
 
 
-def _deployed(action: Any, spec: Any, driver: Any, *, wait: bool, timeout: float, verb: str) -> None:
-    """Run the driver's deploy or update ``action`` and print the resulting state."""
+def _deployed(action: str, spec: Any, driver: Any, *, wait: bool, timeout: float, verb: str) -> None:
+    """Deploy or update (``action``) the service and print the resulting state."""
     from mlctl import services
 
     registry, reporter = _state.registry(), _state.reporter()
-    state = action(services.deployment_for(spec, registry, reporter, driver), reporter, wait=wait, timeout_s=timeout)
+    run = services.deploy if action == "deploy" else services.update
+    deployment = services.deployment_for(spec, registry, reporter, driver)
+    state = run(driver, deployment, reporter, registry, wait=wait, timeout_s=timeout)
     reporter.result(state.to_dict(), lambda _: _print_deployed(state.to_dict(), verb))
 
 

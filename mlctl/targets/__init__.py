@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -239,10 +239,18 @@ def deployment_keys(kind: str) -> frozenset[str]:
     return frozenset(importlib.import_module(TARGETS[kind]).DEPLOYMENT_KEYS)
 
 
-def check_supported(kind: str, spec: ServiceSpec) -> None:
+# Keys that only say where in Azure a service goes: a target without them warns and ignores them
+# (an imported ACI or AKS config can be tried locally as it is).
+DESCRIPTIVE_KEYS = frozenset({"location"})
+
+
+def check_supported(kind: str, spec: ServiceSpec, warn: Callable[[str], None] | None = None) -> None:
     """Refuse deployment configuration keys that target kind ``kind`` cannot honour (never ignore
     them silently, as Azure ML v1 did), and image options (``inference_config.docker_file``, ...)
     on a target whose module sets ``BUILDS_IMAGES = False``.
+
+    Not refused: a key whose value asks for nothing (``ssl_enabled: false``), and a key that only
+    describes where in Azure the service goes (``DESCRIPTIVE_KEYS``; ``warn`` says it is ignored).
 
     Raises:
         TargetError: the spec gives a key the target does not have; the hint names the targets that do.
@@ -256,7 +264,11 @@ def check_supported(kind: str, spec: ServiceSpec) -> None:
             "inference_config." + ", inference_config.".join(image_keys),
             hint="deploy to a container target (docker), or remove them",
         )
-    unsupported = sorted(spec.deployment.given - deployment_keys(kind))
+    missing = spec.deployment.given - deployment_keys(kind)
+    described = sorted(missing & DESCRIPTIVE_KEYS)
+    if described and warn is not None:
+        warn(f"target kind {kind!r} ignores deployment_config.{', deployment_config.'.join(described)} (Azure only)")
+    unsupported = sorted(k for k in missing - DESCRIPTIVE_KEYS if getattr(spec.deployment, k, None) is not False)
     if not unsupported:
         return
     key = unsupported[0]
