@@ -40,6 +40,7 @@ from typing import Any
 EXIT_INIT_FAILED = 3
 EXIT_BIND_FAILED = 4
 EXIT_CRASHING = 1
+EXIT_USAGE = 2
 EXIT_NO_SDK = 6  # the edgeHub message process without azure-iot-device (mlctl.serve.edge_messages)
 _MAX_RESTARTS = 5  # per minute, then the supervisor gives up
 
@@ -49,15 +50,30 @@ log = logging.getLogger("mlctl.serve")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see ``--help``)."""
     p = argparse.ArgumentParser(prog="python -m mlctl.serve", description="Serve an Azure ML entry script.")
-    p.add_argument("--entry-script", required=True, type=Path, help="file with init() and run()")
-    p.add_argument("--model-dir", type=Path, help="sets AZUREML_MODEL_DIR")
+    p.add_argument(
+        "--entry-script", "--entry_script", type=Path, help="file with init() and run() (else AZUREML_ENTRY_SCRIPT)"
+    )
+    p.add_argument("--model-dir", "--model_dir", type=Path, help="sets AZUREML_MODEL_DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8890)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", "--worker_count", type=int, help="worker processes (else WORKER_COUNT; 2)")
+    p.add_argument(
+        "--access-control-allow-origins",
+        "--access_control_allow_origins",
+        dest="cors_origins",
+        help="CORS origins, comma-separated, or * (else AML_CORS_ORIGINS; none)",
+    )
+    p.add_argument("--health-port", "--health_port", type=int, help="a second port answering liveness")
+    p.add_argument(
+        "--preload",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="call init() once before forking the workers (else WORKER_PRELOAD; off)",
+    )
     p.add_argument("--max-request-bytes", type=int, default=100 * 1024 * 1024)
     p.add_argument("--concurrency", type=int, default=1, help="threads calling run() at once, per worker")
     p.add_argument("--queue", type=int, default=64, help="requests waiting beyond those, per worker (then 503)")
-    p.add_argument("--timeout-ms", type=int, default=60000, help="run() time limit (then 504); 0: none")
+    p.add_argument("--timeout-ms", type=int, help="run() time limit, ms (else SCORING_TIMEOUT_MS; 60000); 0: none")
     p.add_argument(
         "--max-wait-ms", type=int, default=0, help="longest wait in the queue before run() (then 503); 0: none"
     )
@@ -83,12 +99,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit code."""
+    from mlctl.serve import settings
+
     args = parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s [%(process)d] %(message)s"
+        level=os.environ.get("AZUREML_LOG_LEVEL", "INFO").upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [%(process)d] %(message)s",
     )
+    try:
+        settings.resolve(args, os.environ)
+    except settings.SettingsError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     if args.model_dir is not None:
-        os.environ["AZUREML_MODEL_DIR"] = str(args.model_dir.resolve())
+        args.model_dir = args.model_dir.resolve()
+    settings.export(args, os.environ)
     try:
         public = _public_sockets(args)
     except OSError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -117,6 +118,9 @@ class EntryScript:
 def _import(path: Path) -> Any:
     if not path.is_file():
         raise EntryScriptError(f"entry script not found: {path}")
+    app_root = os.environ.get("AML_APP_ROOT")
+    if app_root and app_root not in sys.path:
+        sys.path.append(app_root)  # as the reference: modules beside the app, after the script's folder
     if _COMPAT not in sys.path:
         sys.path.append(_COMPAT)  # after site-packages: a real azureml package wins
     folder = str(path.parent)

@@ -1,0 +1,305 @@
+"""The differential tier: mlctl.serve against azureml-inference-server-http itself.
+
+The same entry scripts and the same requests go over real HTTP to the reference server (its own
+venv, made by ``tests/reference_server.py`` on first use) and to ``python -m mlctl.serve``; what a
+client of the contract sees must be the same, except the deliberate differences listed in
+docs/azureml-v1.md (normalised in ``reference_server.normalised``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, write
+from tests.reference_server import Server, exchange, pair, request, same, start, stop
+
+PLAIN = """
+import json, os, time
+
+def init():
+    print("init says hello")
+
+def run(data):
+    doc = json.loads(data)
+    print("run says", doc.get("say", "nothing"))
+    if doc.get("fail"):
+        raise ValueError("asked to fail")
+    if doc.get("sleep"):
+        time.sleep(doc["sleep"])
+    if doc.get("env"):
+        return {k: os.environ.get(k) for k in doc["env"]}
+    return {"echo": doc}
+"""
+
+RAW = """
+from azureml.contrib.services.aml_request import AMLRequest, rawhttp
+from azureml.contrib.services.aml_response import AMLResponse
+
+def init():
+    pass
+
+@rawhttp
+def run(request):
+    if request.method == "OPTIONS":
+        return AMLResponse("", 200, {"Allow": "GET, POST"})
+    if request.method == "GET":
+        return AMLResponse(dict(request.args), 200, json_str=True)
+    body = request.get_data()
+    kind = request.headers.get("X-Kind", "")
+    if kind == "teapot":
+        return AMLResponse("short and stout", 418, {"X-Extra": "a, b"})
+    if kind == "broken":
+        return AMLResponse("down", 503, {"x-ms-run-function-failed": "False"})
+    if kind == "stream":
+        return AMLResponse((str(i).encode() for i in range(5)), 200)
+    return AMLResponse(body[::-1], 200, {"Content-Type": "application/octet-stream"})
+"""
+
+SCHEMA = """
+from inference_schema.schema_decorators import input_schema, output_schema
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+
+def init():
+    pass
+
+@input_schema("data", StandardPythonParameterType([1.0, 2.0]))
+@output_schema(StandardPythonParameterType({"total": 3.0}))
+def run(data):
+    return {"total": sum(data)}
+"""
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    folder = tmp_path_factory.mktemp("plain")
+    script = write(folder / "score.py", PLAIN)
+    models = folder / "models"
+    models.mkdir()
+    env = {"AZUREML_MODEL_DIR": str(models)}
+    with pair(script, (free_port(), free_port()), env=env) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    script = write(tmp_path_factory.mktemp("raw") / "score.py", RAW)
+    with pair(script, (free_port(), free_port())) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    script = write(tmp_path_factory.mktemp("schema") / "score.py", SCHEMA)
+    with pair(script, (free_port(), free_port())) as servers:
+        yield servers
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def test_plain_json(plain: tuple[Server, Server]) -> None:
+    seen = same(exchange(plain, "POST", "/score", body=b'{"a": [1, 2]}', headers=JSON))
+    assert seen["status"] == 200 and seen["body"] == {"echo": {"a": [1, 2]}}
+
+
+def test_plain_get_with_query(plain: tuple[Server, Server]) -> None:
+    same(exchange(plain, "GET", "/score?a=1&b=[1,2]&c=x&c=y"))
+
+
+def test_plain_options_and_unknown_method(plain: tuple[Server, Server]) -> None:
+    same(exchange(plain, "OPTIONS", "/score"))
+    same(exchange(plain, "PUT", "/score", body=b"{}"))
+
+
+def test_liveness_and_not_found(plain: tuple[Server, Server]) -> None:
+    same(exchange(plain, "GET", "/"))
+    same(exchange(plain, "GET", "/nothing-here"))
+
+
+def test_run_raising(plain: tuple[Server, Server]) -> None:
+    seen = same(exchange(plain, "POST", "/score", body=b'{"fail": true}', headers=JSON))
+    assert seen["status"] == 500 and seen["headers"]["x-ms-run-function-failed"] == ["True"]
+
+
+def test_not_utf8(plain: tuple[Server, Server]) -> None:
+    same(exchange(plain, "POST", "/score", body=b"\xff\xfe", headers=JSON))
+
+
+def test_environment_the_script_sees(plain: tuple[Server, Server]) -> None:
+    names = ["AML_APP_ROOT", "AZUREML_ENTRY_SCRIPT", "AZUREML_MODEL_DIR", "WORKER_COUNT"]
+    body = json.dumps({"env": names}).encode()
+    ref, ours = exchange(plain, "POST", "/score", body=body, headers=JSON)
+    assert ours.status == ref.status == 200
+    seen_ref, seen_ours = ref.json(), ours.json()
+    seen_ref.pop("WORKER_COUNT"), seen_ours.pop("WORKER_COUNT")  # mlctl's default is 2 workers
+    assert seen_ours == seen_ref
+    assert seen_ours["AML_APP_ROOT"] and seen_ours["AZUREML_ENTRY_SCRIPT"].endswith("score.py")
+
+
+REQUEST_ID_CASES = [
+    {},
+    {"x-request-id": "A-id"},
+    {"x-ms-request-id": "B-id"},
+    {"x-ms-client-request-id": "C-id"},
+    {"x-request-id": "A-id", "x-ms-request-id": "B-id"},
+    {"x-ms-request-id": "B-id", "x-ms-client-request-id": "C-id"},
+    {"x-request-id": "A-id", "x-ms-client-request-id": "C-id"},
+    {"x-request-id": "A-id", "x-ms-request-id": "B-id", "x-ms-client-request-id": "C-id"},
+    {"x-request-id": "A" * 101},
+    {"x-ms-request-id": "B" * 101},
+    {"x-ms-client-request-id": "C" * 101},
+    {"x-request-id": "A" * 100, "TraceId": "trace-1"},
+]
+
+
+@pytest.mark.parametrize("ids", REQUEST_ID_CASES, ids=lambda ids: "+".join(f"{k}:{len(v)}" for k, v in ids.items()))
+def test_request_id_table(plain: tuple[Server, Server], ids: dict[str, str]) -> None:
+    ref, ours = exchange(plain, "POST", "/score", body=b"{}", headers={**JSON, **ids})
+    same((ref, ours))
+    if ref.status == 200 and not ids.get("x-request-id"):
+        assert ours.header("x-request-id") == ours.header("x-ms-request-id") or "x-ms-request-id" in {
+            k.lower() for k in ids
+        }
+
+
+def test_request_ids_on_liveness(plain: tuple[Server, Server]) -> None:
+    same(exchange(plain, "GET", "/", headers={"x-ms-client-request-id": "C-id"}))
+
+
+def test_server_version_header(plain: tuple[Server, Server]) -> None:
+    ref, ours = exchange(plain, "GET", "/")
+    assert (ref.header("x-ms-server-version") or "").startswith("azmlinfsrv/")
+    assert (ours.header("x-ms-server-version") or "").startswith("mlctl/")
+
+
+def test_raw_binary_body(raw: tuple[Server, Server]) -> None:
+    body = bytes(range(256))
+    seen = same(exchange(raw, "POST", "/score", body=body, headers={"Content-Type": "application/octet-stream"}))
+    assert seen["body"] == body[::-1]
+
+
+def test_raw_get_query_and_options(raw: tuple[Server, Server]) -> None:
+    same(exchange(raw, "GET", "/score?x=1&y=two"))
+    same(exchange(raw, "OPTIONS", "/score"))
+
+
+def test_raw_response_status_and_headers(raw: tuple[Server, Server]) -> None:
+    ref, ours = exchange(raw, "POST", "/score", body=b"x", headers={"X-Kind": "teapot"})
+    same((ref, ours))
+    assert ours.headers.get("x-extra") == ref.headers.get("x-extra")
+
+
+def test_raw_5xx_forces_run_function_failed(raw: tuple[Server, Server]) -> None:
+    ref, ours = exchange(raw, "POST", "/score", body=b"x", headers={"X-Kind": "broken"})
+    same((ref, ours))
+    assert ours.headers["x-ms-run-function-failed"] == ["True"]
+
+
+def test_raw_generator_body(raw: tuple[Server, Server]) -> None:
+    seen = same(exchange(raw, "POST", "/score", body=b"x", headers={"X-Kind": "stream"}))
+    assert seen["body"] == b"01234"
+
+
+def test_schema_good_and_bad_input(schema: tuple[Server, Server]) -> None:
+    same(exchange(schema, "POST", "/score", body=b'{"data": [1.5, 2.5]}', headers=JSON))
+    same(exchange(schema, "POST", "/score", body=b'{"other": 1}', headers=JSON))
+    same(exchange(schema, "POST", "/score", body=b"[1, 2]", headers=JSON))
+    same(exchange(schema, "POST", "/score", body=b"not json", headers=JSON))
+    same(exchange(schema, "POST", "/score", body=b'{"data": [1]}', headers={"Content-Type": "text/plain"}))
+    same(exchange(schema, "GET", "/score?data=[1,2]"))
+
+
+@pytest.mark.parametrize("version", ["", "?version=2", "?version=3", "?version=3.1", "?version=4"])
+def test_swagger_versions(schema: tuple[Server, Server], version: str) -> None:
+    ref, ours = exchange(schema, "GET", f"/swagger.json{version}")
+    assert ours.status == ref.status
+    if ref.status != 200:
+        same((ref, ours))
+        return
+    want, got = ref.json(), ours.json()
+    for key in ("swagger", "openapi"):
+        assert got.get(key) == want.get(key)
+    assert got["info"]["title"] == want["info"]["title"]
+    assert sorted(got["paths"]) == sorted(want["paths"])
+
+
+def test_timeout(tmp_path: Path) -> None:
+    script = write(tmp_path / "score.py", PLAIN)
+    with pair(script, (free_port(), free_port()), env={"SCORING_TIMEOUT_MS": "300"}) as servers:
+        seen = same(exchange(servers, "POST", "/score", body=b'{"sleep": 2}', headers=JSON))
+    assert seen["status"] == 500 and seen["body"] == {"message": "Scoring timeout after 300 ms"}
+
+
+@pytest.mark.parametrize("origins", ["https://a.example, https://b.example", "*"])
+def test_cors(tmp_path: Path, origins: str) -> None:
+    script = write(tmp_path / "score.py", PLAIN)
+    with pair(script, (free_port(), free_port()), env={"AML_CORS_ORIGINS": origins}) as servers:
+        for origin in ("https://a.example", "https://b.example", "https://evil.example"):
+            headers = {**JSON, "Origin": origin}
+            same(exchange(servers, "POST", "/score", body=b"{}", headers=headers))
+            preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+            same(exchange(servers, "OPTIONS", "/score", headers=preflight))
+
+
+def test_cors_off(plain: tuple[Server, Server]) -> None:
+    ref, ours = exchange(plain, "POST", "/score", body=b"{}", headers={**JSON, "Origin": "https://a.example"})
+    same((ref, ours))
+    assert "access-control-allow-origin" not in ours.headers
+
+
+def test_start_by_reference_variables(tmp_path: Path) -> None:
+    """AZUREML_ENTRY_SCRIPT relative to AML_APP_ROOT, WORKER_COUNT, SERVICE_NAME: no flags but the port."""
+    app = tmp_path / "app"
+    write(app / "src" / "main_score.py", PLAIN)
+    env = {
+        "AML_APP_ROOT": str(app),
+        "AZUREML_ENTRY_SCRIPT": "src/main_score.py",
+        "WORKER_COUNT": "1",
+        "SERVICE_NAME": "my-service",
+    }
+    from tests.reference_server import REFERENCE_VERSION  # noqa: F401 - the pinned oracle
+
+    body = json.dumps({"env": ["AML_APP_ROOT", "AZUREML_ENTRY_SCRIPT", "WORKER_COUNT"]}).encode()
+    ours = _start_without_script("mlctl", app, env, tmp_path / "ours.log")
+    try:
+        ours_env = request(ours, "POST", "/score", body=body, headers=JSON).json()
+        title = request(ours, "GET", "/swagger.json?version=3").json()["info"]["title"]
+    finally:
+        stop(ours)
+    assert ours_env == {
+        "AML_APP_ROOT": str(app),
+        "AZUREML_ENTRY_SCRIPT": str(app / "src" / "main_score.py"),
+        "WORKER_COUNT": "1",
+    }
+    assert title == "my-service"
+
+
+def _start_without_script(kind: str, app: Path, env: dict[str, str], log: Path) -> Server:
+    import os
+    import subprocess
+    import sys
+
+    from tests.reference_server import wait_ready
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlctl.serve", "--port", str(port)]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=app)
+    server = Server(kind, port, process, log)
+    wait_ready(server)
+    return server
+
+
+def test_script_with_syntax_error(tmp_path: Path) -> None:
+    script = write(tmp_path / "score.py", "def init():\n    pass\n\ndef run(data)\n    return data\n")
+    with pytest.raises(RuntimeError) as ref:
+        stop(start("reference", script, free_port(), tmp_path / "ref.log"))
+    with pytest.raises(RuntimeError) as ours:
+        stop(start("mlctl", script, free_port(), tmp_path / "ours.log"))
+    for failure in (ref.value, ours.value):
+        assert f'File "{script}", line 4' in str(failure)
+        assert "SyntaxError" in str(failure)
