@@ -37,6 +37,8 @@ CONTRACT_HEADERS = (
     "x-ms-server-version",
     "access-control-allow-origin",
     "access-control-allow-methods",
+    "access-control-allow-headers",
+    "vary",
     "traceid",
 )
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -110,14 +110,20 @@ def test_plain_get_with_query(plain: tuple[Server, Server]) -> None:
     same(exchange(plain, "GET", "/score?a=1&b=[1,2]&c=x&c=y"))
 
 
+# Deliberate difference: mlctl's 404 and 405 carry the request-tracking headers too.
+UNROUTED = ("x-request-id", "x-ms-request-id", "x-ms-server-version")
+
+
 def test_plain_options_and_unknown_method(plain: tuple[Server, Server]) -> None:
     same(exchange(plain, "OPTIONS", "/score"))
-    same(exchange(plain, "PUT", "/score", body=b"{}"))
+    same(exchange(plain, "PUT", "/score", body=b"{}"), ignore_headers=UNROUTED)
+    same(exchange(plain, "DELETE", "/"), ignore_headers=UNROUTED)
 
 
 def test_liveness_and_not_found(plain: tuple[Server, Server]) -> None:
     same(exchange(plain, "GET", "/"))
-    same(exchange(plain, "GET", "/nothing-here"))
+    same(exchange(plain, "HEAD", "/"))
+    same(exchange(plain, "GET", "/nothing-here"), ignore_headers=UNROUTED)
 
 
 def test_run_raising(plain: tuple[Server, Server]) -> None:
@@ -160,10 +166,8 @@ REQUEST_ID_CASES = [
 def test_request_id_table(plain: tuple[Server, Server], ids: dict[str, str]) -> None:
     ref, ours = exchange(plain, "POST", "/score", body=b"{}", headers={**JSON, **ids})
     same((ref, ours))
-    if ref.status == 200 and not ids.get("x-request-id"):
-        assert ours.header("x-request-id") == ours.header("x-ms-request-id") or "x-ms-request-id" in {
-            k.lower() for k in ids
-        }
+    if not ids:  # the generated id is the same in both headers
+        assert ours.header("x-request-id") == ours.header("x-ms-request-id")
 
 
 def test_request_ids_on_liveness(plain: tuple[Server, Server]) -> None:

@@ -348,6 +348,7 @@ def _serve(
 ) -> None:
     from mlctl.serve.app import ScoringApp
     from mlctl.serve.runner import Runner
+    from mlctl.serve.settings import cors_origins
     from mlctl.serve.worker import serve
 
     runner = Runner(
@@ -365,6 +366,7 @@ def _serve(
         metrics=metrics,  # type: ignore[arg-type]
         access_log=args.access_log,
         batcher=batcher,  # type: ignore[arg-type]
+        cors_origins=cors_origins(args.cors_origins),
     )
     serve(app, sockets, args.ssl_certfile, args.ssl_keyfile)
 

@@ -41,19 +41,34 @@ def is_response(value: Any) -> bool:
     return hasattr(value, "status_code") and hasattr(value, "get_data") and hasattr(value, "headers")
 
 
-def response_answer(response: Any, rid: bytes) -> Answer:
-    """The answer carried by a response object, with our ``content-length`` and ``x-request-id``."""
+def response_answer(response: Any, rid: bytes, *extra: tuple[bytes, bytes]) -> Answer:
+    """The answer carried by a response object, with our ``content-length``, ``x-request-id`` and ``extra``.
+
+    ``x-ms-run-function-failed`` is sent once: ``True`` for a status of 500 or more (as Azure ML
+    forces it), else the response's own first value, else ``False``.
+    """
     body = response.get_data()
     body = body.encode() if isinstance(body, str) else bytes(body)
     pairs = response.headers.items() if hasattr(response.headers, "items") else response.headers
-    skip = {"content-length", "x-request-id"}
-    headers = [
-        (str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in pairs if str(k).lower() not in skip
+    status = int(response.status_code)
+    failed = b"True" if status >= 500 else None
+    headers = []
+    for key, value in pairs:
+        name = str(key).lower()
+        if name == "x-ms-run-function-failed":
+            failed = failed or str(value).encode("latin-1")
+        elif name not in _SKIP:
+            headers.append((name.encode("latin-1"), str(value).encode("latin-1")))
+    headers += [
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", rid),
+        (b"x-ms-run-function-failed", failed or b"False"),
+        *extra,
     ]
-    headers += [(b"content-length", str(len(body)).encode()), (b"x-request-id", rid)]
-    return int(response.status_code), body, headers
+    return status, body, headers
 
 
+_SKIP = frozenset({"content-length", "x-request-id"})
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
 

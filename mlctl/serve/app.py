@@ -30,13 +30,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mlctl.serve.answers import Headers, send_answer, status_line
+from mlctl.serve.answers import Answer, Headers, send_answer, status_line
 from mlctl.serve.auth import KeyStore
 from mlctl.serve.batching import Batcher
 from mlctl.serve.context import set_request_id
 from mlctl.serve.frontends import BodyTooLarge, Call, Disconnected, FastHandler, Frontend, Route
 from mlctl.serve.metrics import SharedMetrics
 from mlctl.serve.runner import Overloaded, Runner
+from mlctl.serve.tracking import MS_IDS_TOO_LONG, Tracking
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -44,6 +45,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("mlctl.serve")
 _REQUEST_ID_LIMIT = 100
+_ID_TOO_LONG = "x-request-id must not exceed 100 characters"
 _UNAUTHORIZED = "unauthorized: send Authorization: Bearer KEY (see `mlctl service keys`)"
 _OVERLOADED = "overloaded: too many requests waiting; retry after the Retry-After delay"
 
@@ -66,11 +68,12 @@ class ScoringApp:
         backend: the model back-end, after ``init()`` succeeded (``mlctl.serve.backends``).
         max_request_bytes: largest accepted body, in bytes (413 beyond).
         debug: put tracebacks of ``run()`` errors in the response body.
-        runner: concurrency, queue and timeout of model calls (503 when full, 504 past the timeout).
+        runner: concurrency, queue and timeout of model calls (503 when full, 500 past the timeout, as Azure ML).
         keys: when given, routes that reach the model need ``Authorization: Bearer KEY`` (401 otherwise).
         metrics: shared counters behind ``GET /metrics`` (Prometheus).
         access_log: one JSON line per request on stdout (request id, route, status, latency).
         batcher: when given, ``POST /score`` bodies are scored in adaptive micro-batches (``run_batch``).
+        cors_origins: CORS origins allowed (``("*",)``: all; empty: off), see ``mlctl.serve.tracking``.
     """
 
     def __init__(
@@ -84,8 +87,10 @@ class ScoringApp:
         metrics: SharedMetrics | None = None,
         access_log: bool = False,
         batcher: Batcher | None = None,
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         self.backend = backend
+        self.tracking = Tracking(cors_origins)
         self.keys = keys
         self.metrics = metrics
         self.access_log = access_log
@@ -113,7 +118,7 @@ class ScoringApp:
         handler = self._fast.get(url) if method == b"POST" else None
         if handler is None:
             return None
-        request_id = None
+        request_id = legacy = client = trace = origin = None
         for key, value in headers:
             if key == b"x-request-id" and request_id is None:
                 if len(value) > _REQUEST_ID_LIMIT:
@@ -121,10 +126,23 @@ class ScoringApp:
                 request_id = value.decode("latin-1")
             elif key == b"authorization" and self.keys is not None and not self.keys.allows(value):
                 return None
+            elif key == b"x-ms-request-id":
+                legacy = value
+            elif key == b"x-ms-client-request-id":
+                client = value
+            elif key == b"traceid":
+                trace = value
+            elif key == b"origin":
+                origin = value
         if self.keys is not None and not any(key == b"authorization" for key, _ in headers):
             return None
         if request_id is None:
             request_id = self.new_request_id()
+        extra = self.tracking.headers(request_id.encode("latin-1"), legacy, client, trace)
+        if extra is None:
+            return None  # the ASGI path answers 431
+        if self.tracking.origins:
+            extra += self.tracking.cors(origin, None, None)
         set_request_id(request_id)
         path = url.decode("latin-1")
         metrics, started = self.metrics, time.perf_counter()
@@ -141,6 +159,7 @@ class ScoringApp:
         if self.access_log:
             self._log_access("POST", path, status, request_id, seconds)
         parts = [status_line(status)]
+        answer_headers.extend(extra)
         for name, value in answer_headers:
             parts += (name, b": ", value, b"\r\n")
         return b"".join(parts), payload
@@ -192,25 +211,60 @@ class ScoringApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         default = self.frontends[0]
-        request_id = _request_id(scope["headers"], self.new_request_id)
-        if request_id is None:
-            await send_answer(send, default.error(431, "x-request-id must not exceed 100 characters", ""))
+        request_id, extra, refused = self._tracking(scope)
+        if refused:
+            message = _ID_TOO_LONG if request_id is None else MS_IDS_TOO_LONG
+            await send_answer(send, _with(default.error(431, message, request_id or ""), extra))
             return
+        assert request_id is not None
         set_request_id(request_id)
         path, method = scope["path"], scope["method"]
         frontend, route = self._route(path)
         if route is None:
-            await send_answer(send, default.error(404, f"not found: {path}; POST /score", request_id))
+            await send_answer(send, _with(default.error(404, f"not found: {path}; POST /score", request_id), extra))
         elif method not in route.methods:
             preferred = "POST" if "POST" in route.methods else "GET"
-            await send_answer(send, frontend.error(405, f"method not allowed; use {preferred}", request_id))
-        elif route.scoring and self.keys is not None and method != "OPTIONS" and not self.keys.allows(
-            _header(scope["headers"], b"authorization")
+            reply = frontend.error(405, f"method not allowed; use {preferred}", request_id)
+            await send_answer(send, _with(reply, extra))
+        elif (
+            route.scoring
+            and self.keys is not None
+            and method != "OPTIONS"
+            and not self.keys.allows(_header(scope["headers"], b"authorization"))
         ):
-            await send_answer(send, frontend.error(401, _UNAUTHORIZED, request_id))
+            await send_answer(send, _with(frontend.error(401, _UNAUTHORIZED, request_id), extra))
         else:
             call = Call(scope, receive, request_id, request_id.encode("latin-1"), self.max_request_bytes)
-            await self._answer(frontend, route, call, send)
+            await self._answer(frontend, route, call, send, extra)
+
+    def _tracking(self, scope: Scope) -> tuple[str | None, Headers, bool]:
+        """The request id (None: over 100 characters), the tracking and CORS headers, and whether an id is refused."""
+        rid = legacy = client = trace = origin = preflight = wanted = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                rid = rid if rid is not None else value
+            elif key == b"x-ms-request-id":
+                legacy = value
+            elif key == b"x-ms-client-request-id":
+                client = value
+            elif key == b"traceid":
+                trace = value
+            elif key == b"origin":
+                origin = value
+            elif key == b"access-control-request-method":
+                preflight = value
+            elif key == b"access-control-request-headers":
+                wanted = value
+        cors: Headers = []
+        if self.tracking.origins:
+            cors = self.tracking.cors(origin, preflight if scope["method"] == "OPTIONS" else None, wanted)
+        if rid is not None and len(rid) > _REQUEST_ID_LIMIT:
+            return None, self.tracking.server_only() + cors, True
+        request_id = rid.decode("latin-1") if rid is not None else self.new_request_id()
+        extra = self.tracking.headers(request_id.encode("latin-1"), legacy, client, trace)
+        if extra is None:
+            return request_id, self.tracking.server_only() + cors, True
+        return request_id, extra + cors, False
 
     def _route(self, path: str) -> tuple[Frontend, Route | None]:
         for frontend in self.frontends:
@@ -219,7 +273,7 @@ class ScoringApp:
                 return frontend, route
         return self.frontends[0], None
 
-    async def _answer(self, frontend: Frontend, route: Route, call: Call, send: Send) -> None:
+    async def _answer(self, frontend: Frontend, route: Route, call: Call, send: Send, extra: Headers) -> None:
         try:
             if route.scoring:
                 async with self.runner.slot() as slot:
@@ -233,7 +287,7 @@ class ScoringApp:
             reply = frontend.error(413, f"request body exceeds {self.max_request_bytes} bytes", call.request_id)
         except Disconnected:
             return
-        await send_answer(send, reply)
+        await send_answer(send, _with(reply, extra))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -253,8 +307,6 @@ def _header(headers: Headers, name: bytes) -> bytes | None:
     return None
 
 
-def _request_id(headers: Headers, new: Callable[[], str]) -> str | None:
-    for key, value in headers:
-        if key == b"x-request-id":
-            return value.decode("latin-1") if len(value) <= _REQUEST_ID_LIMIT else None
-    return new()
+def _with(reply: Answer, extra: Headers) -> Answer:
+    reply[2].extend(extra)
+    return reply

@@ -93,7 +93,7 @@ class EntryScript:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise BadInput(f"input cannot be decoded as UTF-8: {exc}") from None
+            raise BadInput(f"Input cannot be decoded as UTF-8: {exc}") from None
         return self.run(text)
 
     @property
@@ -112,7 +112,7 @@ class EntryScript:
         try:
             return {first: request.data.decode("utf-8")}
         except UnicodeDecodeError as exc:
-            raise BadInput(f"input cannot be decoded as UTF-8: {exc}") from None
+            raise BadInput(f"Input cannot be decoded as UTF-8: {exc}") from None
 
 
 def _import(path: Path) -> Any:
@@ -170,18 +170,20 @@ def _schema_arguments(request: Request, params: list[inspect.Parameter]) -> dict
         body: Any = _query_values(request)
     else:
         if not request.is_json:
-            raise BadInput("expects Content-Type to be application/json", status=415)
+            raise BadInput("Expects Content-Type to be application/json", status=415)
         try:
             body = json.loads(request.data)
         except ValueError as exc:
+            if not request.data:
+                raise BadInput("POST body is empty. Expecting a JSON dictionary.") from None
             raise BadInput(f"POST body could not be decoded as JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise BadInput("POST body should be a JSON object")
+        raise BadInput("POST body should be a JSON dictionary.")
     args = {}
     for param in params:
         value = body.get(param.name, param.default)
         if value is inspect.Parameter.empty:
-            raise BadInput(f"a value is not provided for the {param.name!r} parameter")
+            raise BadInput(f"A value is not provided for the {param.name!r} parameter.")
         args[param.name] = value
     return args
 
