@@ -110,8 +110,10 @@ def test_inference_schema_decorated_run_is_called_as_azure_ml_does(serve: Server
     assert json.loads(post(base + "/score", b'{"data": [[1, 2]]}', headers)[2]) == [6.0]  # default scale
     assert post(base + "/score", b'{"scale": 1}', headers)[0] == 400
     assert post(base + "/score", b'{"data": [[1, 2]]}', {"Content-Type": "text/plain"})[0] == 415
-    schema = json.loads(get(base + "/swagger.json")[1])["paths"]["/score"]["post"]
-    assert "data" in schema["parameters"][0]["schema"]["properties"]
+    swagger = json.loads(get(base + "/swagger.json")[1])
+    assert "data" in swagger["definitions"]["ServiceInput"]["properties"]
+    openapi = json.loads(get(base + "/swagger.json?version=3.1")[1])
+    assert openapi["openapi"] == "3.1.0" and "data" in openapi["components"]["schemas"]["ServiceInput"]["properties"]
 
 
 def test_rawhttp_scripts_get_the_request_and_may_answer_with_aml_response(serve: Server) -> None:

@@ -58,7 +58,8 @@ def frontends_for(app: ScoringApp, backend: Any, *, batcher: Batcher | None, deb
     from mlctl.serve.frontends.azureml import AzureML
     from mlctl.serve.frontends.probes import Probes
 
-    return [AzureML(backend, runner=app.runner, batcher=batcher, debug=debug), Probes(app)]
+    azureml = AzureML(backend, runner=app.runner, batcher=batcher, debug=debug, keys=app.keys is not None)
+    return [azureml, Probes(app)]
 
 
 class ScoringApp:

@@ -7,7 +7,7 @@ Source: the Azure ML SDK v1 web-service contract as azureml-inference-server-htt
   sent as-is when it is a response object (``AMLResponse``). ``OPTIONS /score``: a ``@rawhttp``
   ``run()`` answers it (CORS preflight, as in Azure ML); otherwise 200 with no body.
 * ``GET /``: liveness, body ``Healthy``.
-* ``GET /swagger.json``: from ``inference-schema`` decorators when present, else a minimal document.
+* ``GET /swagger.json?version=2|3|3.1``: Swagger 2.0 / OpenAPI 3.0.3 / 3.1 (``mlctl.serve.swagger``).
 
 Errors are Azure ML's ``{"message": ...}`` bodies, plus mlctl's ``request_id`` (a documented
 difference): 400/415 bad input, 500 ``run()`` raised (Azure ML's fixed message; the traceback goes
@@ -30,7 +30,7 @@ from mlctl.serve.backends.entry_script import BadInput
 from mlctl.serve.batching import Batcher, BatchFailed
 from mlctl.serve.frontends import Call, FastHandler, Route
 from mlctl.serve.runner import Runner, TimedOut, WaitedTooLong
-from mlctl.serve.swagger import swagger_document
+from mlctl.serve.swagger import SwaggerNotFound, pick, swagger_documents
 
 log = logging.getLogger("mlctl.serve")
 _JSON = (b"content-type", b"application/json")
@@ -56,14 +56,17 @@ class AzureML:
         runner: the worker's runner (its timeout and wait limit name themselves in error bodies).
         batcher: when given, ``POST`` bodies are scored in micro-batches (``run_batch``).
         debug: put the traceback of a failed ``run()`` into the 500 body.
+        keys: the service requires keys (the swagger documents describe the Bearer scheme).
     """
 
-    def __init__(self, backend: Any, *, runner: Runner, batcher: Batcher | None = None, debug: bool = False) -> None:
+    def __init__(
+        self, backend: Any, *, runner: Runner, batcher: Batcher | None = None, debug: bool = False, keys: bool = False
+    ) -> None:
         self.backend = backend
         self.runner = runner
         self.batcher = batcher
         self.debug = debug
-        self._swagger = json.dumps(swagger_document(backend)).encode()
+        self._swagger = swagger_documents(backend, keys=keys)
         self._routes = {
             "/score": Route(_SCORE, self._score, scoring=True),
             "/": Route(_GET, self._alive),
@@ -116,7 +119,11 @@ class AzureML:
         return answer(200, b"Healthy", call.rid, _TEXT)
 
     async def _swagger_json(self, call: Call) -> Answer:
-        return answer(200, self._swagger, call.rid, _JSON, _OK)
+        try:
+            document = pick(self._swagger, _query_value(call.scope.get("query_string", b""), "version"))
+        except SwaggerNotFound as exc:
+            return _error(404, str(exc), call.request_id, call.rid)
+        return answer(200, document, call.rid, _JSON, _OK)
 
     def _error_answer(self, exc: Exception, request_id: str, rid: bytes) -> Answer:
         if isinstance(exc, TimedOut):
@@ -167,3 +174,11 @@ def _error(
     """Azure ML's error answer: ``{"message": ...}`` (plus mlctl's ``request_id``), ``x-ms-run-function-failed``."""
     doc = {"message": message, "request_id": request_id} if request_id else {"message": message}
     return answer(status, json.dumps(doc).encode(), rid, _JSON, _FAILED if failed else _OK, *extra)
+
+
+def _query_value(query: bytes, name: str) -> str | None:
+    """The first value of ``name`` in a URL query string, percent-decoded, or None."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(query.decode("latin-1")).get(name)
+    return values[0] if values else None
