@@ -307,3 +307,15 @@ def test_script_with_syntax_error(tmp_path: Path) -> None:
     for failure in (ref.value, ours.value):
         assert f'File "{script}", line 4' in str(failure)
         assert "SyntaxError" in str(failure)
+
+
+def test_rawhttp_by_the_reference_module_path(tmp_path: Path) -> None:
+    """``azureml_inference_server_http.api`` imports work: the real package there, mlctl's stand-in here."""
+    text = RAW.replace("azureml.contrib.services", "azureml_inference_server_http.api")
+    script = write(tmp_path / "score.py", text)
+    with pair(script, (free_port(), free_port())) as servers:
+        body = b"\x00\x01binary\xff"
+        headers = {"Content-Type": "application/octet-stream"}
+        seen = same(exchange(servers, "POST", "/score", body=body, headers=headers))
+        same(exchange(servers, "GET", "/score?q=1"))
+    assert seen["body"] == body[::-1]

@@ -29,6 +29,8 @@ from typing import Any
 from mlctl.serve.request import Request
 
 _COMPAT = str(Path(__file__).parent.parent / "_compat")
+# Where ``@rawhttp`` records itself: the SDK v1 path and the reference server's (ours or installed).
+_RAWHTTP_MODULES = ("azureml.contrib.services.aml_request", "azureml_inference_server_http.api.aml_request")
 
 
 class EntryScriptError(Exception):
@@ -153,8 +155,7 @@ def _analyse(run: Callable[..., Any]) -> tuple[str, list[inspect.Parameter], boo
 def _is_rawhttp(run: Callable[..., Any]) -> bool:
     if getattr(run, "__mlctl_rawhttp__", False):
         return True
-    module = sys.modules.get("azureml.contrib.services.aml_request")
-    return bool(getattr(module, "_rawHttpRequested", False))
+    return any(getattr(sys.modules.get(name), "_rawHttpRequested", False) for name in _RAWHTTP_MODULES)
 
 
 def _is_schema_decorated(run: Callable[..., Any]) -> bool:
