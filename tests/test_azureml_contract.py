@@ -319,3 +319,17 @@ def test_rawhttp_by_the_reference_module_path(tmp_path: Path) -> None:
         seen = same(exchange(servers, "POST", "/score", body=body, headers=headers))
         same(exchange(servers, "GET", "/score?q=1"))
     assert seen["body"] == body[::-1]
+
+
+def test_prints_carry_the_request_id(tmp_path: Path) -> None:
+    """mlctl only: the reference documents the prefix (its docs' print hook); 1.5.1 logs prints without it."""
+    script = write(tmp_path / "score.py", PLAIN)
+    server = start("mlctl", script, free_port(), tmp_path / "mlctl.log", args=("--workers", "1"))
+    try:
+        headers = {**JSON, "x-request-id": "log-req-1"}
+        assert request(server, "POST", "/score", body=b'{"say": "hi\\nthere"}', headers=headers).status == 200
+    finally:
+        stop(server)
+    lines = server.output().splitlines()
+    assert "00000000-0000-0000-0000-000000000000,init says hello" in lines
+    assert "log-req-1,run says hi" in lines and "log-req-1,there" in lines

@@ -12,11 +12,13 @@ and ``server/input_parsers.py``):
   - ``@input_schema`` (package ``inference-schema``): the JSON body must be an object; each of
     ``run()``'s parameters is taken from the key of that name (its default when absent);
 * a parameter named ``request_headers`` receives the headers as a dict;
-* ``run()`` may not take ``*args``, ``**kwargs`` or positional-only parameters.
+* ``run()`` may not take ``*args``, ``**kwargs`` or positional-only parameters;
+* ``print()`` in the script starts each line with the request id and a comma (zeros in ``init()``).
 """
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import inspect
 import json
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlctl.serve.context import current_request_id
 from mlctl.serve.request import Request
 
 _COMPAT = str(Path(__file__).parent.parent / "_compat")
@@ -117,7 +120,28 @@ class EntryScript:
             raise BadInput(f"Input cannot be decoded as UTF-8: {exc}") from None
 
 
+def prefixed_print(
+    *objects: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+) -> None:
+    """``print`` for entry scripts: each line to stdout or stderr starts with ``<request id>,``.
+
+    As the reference server's print hook documents it: the id of the request being scored
+    (``mlctl.serve.context``), all zeros during ``init()``; prints to other files are unchanged.
+    """
+    stream = sys.stdout if file is None else file
+    if stream is not sys.stdout and stream is not sys.stderr:
+        _print(*objects, sep=sep, end=end, file=file, flush=flush)
+        return
+    prefix = current_request_id() + ","
+    text = (" " if sep is None else sep).join(map(str, objects))
+    _print(prefix + text.replace("\n", "\n" + prefix), end=end, file=stream, flush=flush)
+
+
+_print = builtins.print
+
+
 def _import(path: Path) -> Any:
+    builtins.print = prefixed_print  # before the script runs: module-level prints are prefixed too
     if not path.is_file():
         raise EntryScriptError(f"entry script not found: {path}")
     app_root = os.environ.get("AML_APP_ROOT")
