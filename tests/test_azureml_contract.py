@@ -333,3 +333,63 @@ def test_prints_carry_the_request_id(tmp_path: Path) -> None:
     lines = server.output().splitlines()
     assert "00000000-0000-0000-0000-000000000000,init says hello" in lines
     assert "log-req-1,run says hi" in lines and "log-req-1,there" in lines
+
+
+STREAM = """
+import time
+from azureml.contrib.services.aml_request import rawhttp
+from azureml.contrib.services.aml_response import AMLResponse
+
+def init():
+    pass
+
+def items(n):
+    yield "first;"
+    time.sleep(1.5)
+    for i in range(n):
+        yield f"{i};"
+
+def run(data):
+    return AMLResponse(items(3), 200, {"Content-Type": "text/plain"})
+"""
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["plain-run", "rawhttp"])
+def test_generator_bodies_are_streamed(tmp_path: Path, raw: bool) -> None:
+    """The first item reaches the client before the generator ends, on both servers."""
+    import http.client
+    import time
+
+    text = STREAM.replace("def run(data)", "@rawhttp\ndef run(data)") if raw else STREAM
+    script = write(tmp_path / "score.py", text)
+    with pair(script, (free_port(), free_port()), args=("--worker_count", "1")) as servers:
+        for server in servers:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            started = time.monotonic()
+            conn.request("POST", "/score", body=b"{}", headers=JSON)
+            response = conn.getresponse()
+            first = response.read1(64)
+            first_s = time.monotonic() - started
+            rest = response.read()
+            conn.close()
+            assert response.status == 200 and response.getheader("transfer-encoding") == "chunked", server.name
+            assert first.startswith(b"first;") and first_s < 1.2, (server.name, first, first_s)
+            assert first + rest == b"first;0;1;2;", server.name
+
+
+def test_separate_health_port(tmp_path: Path) -> None:
+    """SEPERATE_HEALTH_ENDPOINT=true and HEALTH_PORT: liveness answers on a second port too."""
+    script = write(tmp_path / "score.py", PLAIN)
+    replies = []
+    for kind in ("reference", "mlctl"):
+        health = free_port()
+        env = {"SEPERATE_HEALTH_ENDPOINT": "true", "HEALTH_PORT": str(health)}
+        server = start(
+            kind, script, free_port(), tmp_path / f"{kind}.log", env=env, args=("--health_port", str(health))
+        )
+        try:
+            replies.append(request(Server(kind, health, server.process, server.log), "GET", "/"))
+        finally:
+            stop(server)
+    seen = same((replies[0], replies[1]))
+    assert seen["status"] == 200 and seen["body"] == b"Healthy"

@@ -120,13 +120,20 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc.strerror or exc)
         return EXIT_BIND_FAILED
+    try:
+        health = [_bind(args.host, args.health_port, reuse_port=False)] if args.health_port else []
+    except OSError as exc:
+        log.error("cannot listen on %s:%d (health port): %s", args.host, args.health_port, exc.strerror or exc)
+        return EXIT_BIND_FAILED
     probe = None
     if args.status_file is not None:
         probe = _bind("127.0.0.1", 0, reuse_port=False)
         _write_status(args.status_file, args.port, probe.getsockname()[1])
     log.info("listening on http://%s:%d (%d worker(s))", args.host, args.port, args.workers)
     control = _control_socket(args.control_socket) if args.control_socket else None
-    return Supervisor(args, public, probe, control).run()
+    supervisor = Supervisor(args, public, probe, control)
+    supervisor.shared += health  # every worker also accepts there (the reference's separate health port)
+    return supervisor.run()
 
 
 def _public_sockets(args: argparse.Namespace) -> list[socket.socket]:
@@ -167,6 +174,7 @@ class Supervisor:
         self.restarts: list[float] = []
         self.edge = _edge_settings()  # set when the IoT Edge runtime started this server as a module
         self.messages_pid: int | None = None
+        self.shared: list[socket.socket] = [probe] if probe is not None else []  # accepted on by every worker
 
     def run(self) -> int:
         """Supervise until stopped; returns the exit code."""
@@ -243,9 +251,9 @@ class Supervisor:
         self.workers.add(self.messages_pid)
 
     def _sockets_of(self, slot: int) -> list[socket.socket]:
-        """The public sockets worker ``slot`` accepts on (every one has a worker), and the probe."""
+        """The public sockets worker ``slot`` accepts on (every one has a worker), the probe and health ports."""
         mine = [s for i, s in enumerate(self.public) if i % self.args.workers == slot]
-        return mine + ([self.probe] if self.probe is not None else [])
+        return mine + self.shared
 
     def _stop_accepting(self, _signum: int, _frame: object) -> None:
         log.info("received SIGUSR1; workers stop accepting connections (draining)")

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mlctl.serve.answers import Answer, Headers, send_answer, status_line
+from mlctl.serve.answers import Answer, Body, Headers, send_answer, status_line
 from mlctl.serve.auth import KeyStore
 from mlctl.serve.batching import Batcher
 from mlctl.serve.context import set_request_id
@@ -109,12 +109,13 @@ class ScoringApp:
         """A request id unique across workers and restarts: ``xxxxxxxx-xxxx-4xxx-yxxx-<counter, 12 hex>``."""
         return f"{self._id_prefix}{next(self._id_counter) & 0xFFFFFFFFFFFF:012x}"
 
-    def answer_now(self, method: bytes, url: bytes, headers: Headers, body: bytes) -> tuple[bytes, bytes] | None:
+    def answer_now(self, method: bytes, url: bytes, headers: Headers, body: bytes) -> tuple[bytes, Body] | None:
         """Answer a complete ``POST`` to a fast route synchronously, or ``None`` when the ASGI path must.
 
         Taken when a front-end offers ``url`` as a fast route and the request passes auth with a
         valid ``x-request-id``; metrics and the access log are recorded as on the ASGI path.
-        Returns the status line plus headers (each ending in CRLF, without the blank line) and the body.
+        Returns the status line plus headers (each ending in CRLF, without the blank line) and the
+        body (``Chunks`` for a streamed answer: ``mlctl.serve.http`` sends it chunked).
         """
         handler = self._fast.get(url) if method == b"POST" else None
         if handler is None:
