@@ -9,13 +9,14 @@ docs/azureml-v1.md (normalised in ``reference_server.normalised``).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, write
-from tests.reference_server import Server, exchange, pair, request, same, start, stop
+from conftest import free_port, write
+from reference_server import Server, exchange, pair, request, same, start, stop
 
 PLAIN = """
 import json, os, time
@@ -265,7 +266,6 @@ def test_start_by_reference_variables(tmp_path: Path) -> None:
         "WORKER_COUNT": "1",
         "SERVICE_NAME": "my-service",
     }
-    from tests.reference_server import REFERENCE_VERSION  # noqa: F401 - the pinned oracle
 
     body = json.dumps({"env": ["AML_APP_ROOT", "AZUREML_ENTRY_SCRIPT", "WORKER_COUNT"]}).encode()
     ours = _start_without_script("mlctl", app, env, tmp_path / "ours.log")
@@ -287,7 +287,7 @@ def _start_without_script(kind: str, app: Path, env: dict[str, str], log: Path) 
     import subprocess
     import sys
 
-    from tests.reference_server import wait_ready
+    from reference_server import wait_ready
 
     port = free_port()
     cmd = [sys.executable, "-m", "mlctl.serve", "--port", str(port)]
@@ -393,3 +393,68 @@ def test_separate_health_port(tmp_path: Path) -> None:
             stop(server)
     seen = same((replies[0], replies[1]))
     assert seen["status"] == 200 and seen["body"] == b"Healthy"
+
+
+PRELOAD = """
+import os
+
+def init():
+    with open(os.path.join(os.path.dirname(__file__), f"init-{os.environ['MARK']}.txt"), "a") as f:
+        f.write(f"{os.getpid()}\\n")
+
+def run(data):
+    return {"pid": os.getpid()}
+"""
+
+
+@pytest.mark.parametrize("preload", ["true", "false"])
+def test_worker_preload(tmp_path: Path, preload: str) -> None:
+    """WORKER_PRELOAD=true: init() once, before the workers fork; else once per worker."""
+    script = write(tmp_path / "score.py", PRELOAD)
+    for kind in ("reference", "mlctl"):
+        env = {"WORKER_PRELOAD": preload, "MARK": kind}
+        server = start(kind, script, free_port(), tmp_path / f"{kind}.log", env=env, args=("--worker_count", "2"))
+        try:
+            assert request(server, "POST", "/score", body=b"{}").status == 200
+            time.sleep(1)  # both workers finished init()
+        finally:
+            stop(server)
+        init_pids = (tmp_path / f"init-{kind}.txt").read_text().split()
+        assert len(init_pids) == (1 if preload == "true" else 2), kind
+        if preload == "true":
+            assert init_pids == [str(server.process.pid)], kind  # the supervisor (gunicorn's arbiter)
+
+
+def test_spec_keys_reach_the_server_options() -> None:
+    from mlctl.spec.records import DeploymentConfig
+    from mlctl.targets import server_options
+
+    d = DeploymentConfig(cors_origins=("https://a.example", "https://b.example"), preload=True)
+    options = server_options(d, host="127.0.0.1", status_file="s", control_socket="c")
+    i = options.index("--access-control-allow-origins")
+    assert options[i + 1] == "https://a.example,https://b.example" and "--preload" in options
+    assert "--preload" not in server_options(DeploymentConfig(), host="h", status_file="s", control_socket="c")
+
+
+def test_spec_accepts_cors_origins_and_preload(tmp_path: Path) -> None:
+    from mlctl.spec import load
+
+    write(tmp_path / "score.py", PLAIN)
+    write(tmp_path / "model.txt", "m")
+    spec = write(
+        tmp_path / "service.yaml",
+        """
+        apiVersion: mlctl/v1
+        kind: Service
+        name: cors
+        model_files: [model.txt]
+        inference_config:
+          entry_script: score.py
+          environment: current
+        deployment_config:
+          cors_origins: ["https://a.example", "*"]
+          preload: true
+        """,
+    )
+    deployment = load([spec])[0].deployment  # type: ignore[union-attr]
+    assert deployment.cors_origins == ("https://a.example", "*") and deployment.preload

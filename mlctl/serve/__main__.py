@@ -4,7 +4,9 @@ The supervisor binds one listening socket per worker on the same port (``SO_REUS
 kernel spreads new connections evenly: with one shared socket, a burst of keep-alive
 connections can all land on one worker), then forks ``--workers`` processes. Each worker imports
 the entry script and calls ``init()`` in its main thread (Azure ML semantics:
-one ``init()`` per worker), then serves with mlctl's HTTP layer on httptools and uvloop
+one ``init()`` per worker); with ``--preload`` (the reference's ``WORKER_PRELOAD``) the supervisor
+does that once before forking, so the workers share the model's memory. Each then serves with
+mlctl's HTTP layer on httptools and uvloop
 (``mlctl.serve.http``; uvicorn when httptools is missing).
 
 Zero-downtime updates hand the listening sockets themselves from the old server to the new one
@@ -16,7 +18,10 @@ accepting but finish every connection they hold), then SIGTERM. The probe socket
 (``--status-file``) is a private 127.0.0.1 port that only this server answers, so a deployer
 can check *this* server's readiness.
 
-Exit codes: 0 stopped by SIGTERM/SIGINT; 3 the entry script failed to load or ``init()`` raised;
+Start-up settings also come from the reference server's flags and variables (``mlctl.serve.settings``).
+
+Exit codes: 0 stopped by SIGTERM/SIGINT; 2 a setting is missing or malformed; 3 the entry script
+failed to load or ``init()`` raised;
 4 the port cannot be bound; 1 workers kept crashing.
 """
 
@@ -132,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("listening on http://%s:%d (%d worker(s))", args.host, args.port, args.workers)
     control = _control_socket(args.control_socket) if args.control_socket else None
     supervisor = Supervisor(args, public, probe, control)
+    if args.preload:  # init() once here; the workers forked after share the model's pages (copy-on-write)
+        supervisor.preloaded = _load_and_init(args)
+        if supervisor.preloaded is None:
+            return EXIT_INIT_FAILED
     supervisor.shared += health  # every worker also accepts there (the reference's separate health port)
     return supervisor.run()
 
@@ -175,6 +184,7 @@ class Supervisor:
         self.edge = _edge_settings()  # set when the IoT Edge runtime started this server as a module
         self.messages_pid: int | None = None
         self.shared: list[socket.socket] = [probe] if probe is not None else []  # accepted on by every worker
+        self.preloaded: tuple[Any, float] | None = None  # (back-end, init seconds) when init() ran here
 
     def run(self) -> int:
         """Supervise until stopped; returns the exit code."""
@@ -240,7 +250,7 @@ class Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the server can drain
             self.metrics.use_slot(slot)
-            os._exit(_worker(self.args, self._sockets_of(slot), self.metrics))
+            os._exit(_worker(self.args, self._sockets_of(slot), self.metrics, self.preloaded))
         self.workers.add(pid)
         self.slots[pid] = slot
 
@@ -287,7 +297,8 @@ def _edge_settings() -> Any:
     return settings_from_env(os.environ)
 
 
-def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any) -> int:
+def _load_and_init(args: argparse.Namespace) -> tuple[Any, float] | None:
+    """The entry script's back-end after ``init()``, and the seconds that took; None (logged) when it failed."""
     from mlctl.serve.backends import load_backend
     from mlctl.serve.backends.entry_script import EntryScriptError
 
@@ -295,16 +306,32 @@ def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any
         started = time.monotonic()
         backend = load_backend(args.entry_script.resolve())
         backend.init()
-        log.info("init() completed in %.2fs", time.monotonic() - started)
-        metrics.set_init_seconds(time.monotonic() - started)
+        seconds = time.monotonic() - started
+        log.info("init() completed in %.2fs", seconds)
+        return backend, seconds
+    except EntryScriptError as exc:  # the script breaks the init()/run() contract: no traceback needed
+        log.error("entry script error: %s", exc)
+    except BaseException:  # noqa: BLE001 - report anything the script raises, then exit 3
+        log.error("entry script failed during load or init():\n%s", traceback.format_exc().rstrip())
+    return None
+
+
+def _worker(
+    args: argparse.Namespace, sockets: list[socket.socket], metrics: Any, preloaded: tuple[Any, float] | None = None
+) -> int:
+    from mlctl.serve.backends.entry_script import EntryScriptError
+
+    loaded = preloaded or _load_and_init(args)
+    if loaded is None:
+        return EXIT_INIT_FAILED
+    backend, init_seconds = loaded
+    metrics.set_init_seconds(init_seconds)
+    try:
         keys = _keys(args.keys_file)
         _check_tls(args)
         batcher = _batcher(args, backend)
-    except EntryScriptError as exc:  # the script breaks the init()/run() contract: no traceback needed
+    except EntryScriptError as exc:
         log.error("entry script error: %s", exc)
-        return EXIT_INIT_FAILED
-    except BaseException:  # noqa: BLE001 - report anything the script raises, then exit 3
-        log.error("entry script failed during load or init():\n%s", traceback.format_exc().rstrip())
         return EXIT_INIT_FAILED
     _serve(args, sockets, backend, keys, metrics, batcher)
     return 0
