@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port, write
 from reference_server import Server, exchange, pair, request, same, start, stop
 
