@@ -140,18 +140,22 @@ class ScoringApp:
             return None
         if request_id is None:
             request_id = self.new_request_id()
-        extra = self.tracking.headers(request_id.encode("latin-1"), legacy, client, trace)
-        if extra is None:
-            return None  # the ASGI path answers 431
+        rid, extra = request_id.encode("latin-1"), None
+        if legacy is not None or client is not None or trace is not None:
+            extra = self.tracking.headers(rid, legacy, client, trace)
+            if extra is None:
+                return None  # the ASGI path answers 431
         if self.tracking.origins:
-            extra += self.tracking.cors(origin, None, None)
+            extra = (extra or self.tracking.headers(rid, None, None, None) or []) + self.tracking.cors(
+                origin, None, None
+            )
         set_request_id(request_id)
         path = url.decode("latin-1")
         metrics, started = self.metrics, time.perf_counter()
         if metrics is not None:
             metrics.in_flight(1)
         try:
-            status, payload, answer_headers = handler(body, request_id, request_id.encode("latin-1"))
+            status, payload, answer_headers = handler(body, request_id, rid)
         finally:
             seconds = time.perf_counter() - started
             if metrics is not None:
@@ -161,7 +165,10 @@ class ScoringApp:
         if self.access_log:
             self._log_access("POST", path, status, request_id, seconds)
         parts = [status_line(status)]
-        answer_headers.extend(extra)
+        if extra is None:  # the common case: the tracking headers serialised inline
+            parts += (b"x-ms-request-id: ", rid, b"\r\n", self.tracking.server_line)
+        else:
+            answer_headers.extend(extra)
         for name, value in answer_headers:
             parts += (name, b": ", value, b"\r\n")
         return b"".join(parts), payload

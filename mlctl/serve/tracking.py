@@ -35,7 +35,7 @@ class Tracking:
         cors_origins: allowed origins (``("*",)`` for all; empty: CORS off).
     """
 
-    __slots__ = ("origins", "_star", "_default", "_server")
+    __slots__ = ("origins", "server_line", "_star", "_default", "_server")
 
     def __init__(self, cors_origins: tuple[str, ...] = ()) -> None:
         self.origins = frozenset(o.encode("latin-1") for o in cors_origins)
@@ -44,6 +44,8 @@ class Tracking:
         self._default = first
         version = os.environ.get("HTTP_X_MS_SERVER_VERSION", "")
         self._server = (b"x-ms-server-version", version.encode("latin-1")) if version else None
+        # ``x-ms-server-version: ...`` CRLF, or nothing: the fast path writes it as is
+        self.server_line = b"%b: %b\r\n" % self._server if self._server is not None else b""
 
     def headers(self, rid: bytes, legacy: bytes | None, client: bytes | None, trace: bytes | None) -> Headers | None:
         """The tracking headers for request id ``rid`` and the client's B, C, ``TraceId``; None: B or C too long."""
