@@ -238,7 +238,7 @@ def test_timeout(tmp_path: Path) -> None:
     assert seen["status"] == 500 and seen["body"] == {"message": "Scoring timeout after 300 ms"}
 
 
-@pytest.mark.parametrize("origins", ["https://a.example, https://b.example", "*"])
+@pytest.mark.parametrize("origins", ["https://a.example", "https://a.example, https://b.example", "*"])
 def test_cors(tmp_path: Path, origins: str) -> None:
     script = write(tmp_path / "score.py", PLAIN)
     with pair(script, (free_port(), free_port()), env={"AML_CORS_ORIGINS": origins}) as servers:
@@ -457,3 +457,23 @@ def test_spec_accepts_cors_origins_and_preload(tmp_path: Path) -> None:
     )
     deployment = load([spec])[0].deployment  # type: ignore[union-attr]
     assert deployment.cors_origins == ("https://a.example", "*") and deployment.preload
+
+
+def test_start_by_reference_flags_and_service_variables(tmp_path: Path) -> None:
+    """--model_dir and --access_control_allow_origins flags; SERVICE_* shape the swagger documents."""
+    script = write(tmp_path / "score.py", PLAIN)
+    models = tmp_path / "models"
+    models.mkdir()
+    args = ("--model_dir", str(models), "--access_control_allow_origins", "https://a.example")
+    env = {"SERVICE_NAME": "svc", "SERVICE_VERSION": "2.5", "SERVICE_PATH_PREFIX": "api/v1/"}
+    with pair(script, (free_port(), free_port()), env=env, args=args) as servers:
+        body = json.dumps({"env": ["AZUREML_MODEL_DIR"]}).encode()
+        seen = same(exchange(servers, "POST", "/score", body=body, headers={**JSON, "Origin": "https://a.example"}))
+        assert seen["body"] == {"AZUREML_MODEL_DIR": str(models)}
+        assert seen["headers"]["access-control-allow-origin"] == ["https://a.example"]
+        for version in ("2", "3.1"):
+            ref, ours = (r.json() for r in exchange(servers, "GET", f"/swagger.json?version={version}"))
+            assert ours["info"] == ref["info"] == {**ref["info"], "title": "svc", "version": "2.5"}
+            assert (
+                sorted(ours["paths"]) == sorted(ref["paths"]) == ["/api/v1/", "/api/v1/score", "/api/v1/swagger.json"]
+            )

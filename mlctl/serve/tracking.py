@@ -11,7 +11,8 @@ at start-up unless ``SERVER_VERSION_LOG_RESPONSE_ENABLED=false``). Any id over 1
 refused with 431.
 
 CORS (origins from ``AML_CORS_ORIGINS`` or the spec's ``deployment_config.cors_origins``): an
-allowed ``Origin`` is echoed in ``Access-Control-Allow-Origin`` (with ``Vary: Origin``); ``*``
+allowed ``Origin`` is echoed in ``Access-Control-Allow-Origin`` (``Vary: Origin`` unless only one
+origin is allowed); ``*``
 allows every origin (``*`` itself when the request has no ``Origin``); without an ``Origin`` the
 first configured origin is sent. A preflight (``OPTIONS`` with ``Access-Control-Request-Method``)
 also gets ``Access-Control-Allow-Methods: GET, POST`` and its requested headers allowed.
@@ -70,17 +71,15 @@ class Tracking:
 
     def cors(self, origin: bytes | None, preflight: bytes | None, request_headers: bytes | None) -> Headers:
         """CORS headers for a request with ``Origin`` ``origin`` (a preflight when ``preflight`` is its method)."""
+        # Vary: Origin when the answer depends on the request's origin (several allowed, or all)
+        varies = self._star or len(self.origins) > 1
         if origin is None:
             if self._star:
                 return [(b"access-control-allow-origin", b"*")]
-            return (
-                [(b"access-control-allow-origin", self._default), _VARY]
-                if len(self.origins) > 1
-                else [(b"access-control-allow-origin", self._default)]
-            )
+            return [(b"access-control-allow-origin", self._default), *((_VARY,) if varies else ())]
         if not self._star and origin not in self.origins:
             return []
-        extra = [(b"access-control-allow-origin", origin), _VARY]
+        extra = [(b"access-control-allow-origin", origin), *((_VARY,) if varies else ())]
         if preflight is not None:
             extra.append(_METHODS)
             if request_headers:
