@@ -477,3 +477,13 @@ def test_start_by_reference_flags_and_service_variables(tmp_path: Path) -> None:
             assert (
                 sorted(ours["paths"]) == sorted(ref["paths"]) == ["/api/v1/", "/api/v1/score", "/api/v1/swagger.json"]
             )
+
+
+@pytest.mark.parametrize("level", ["WARNING", "nonsense"])
+def test_log_level_by_azureml_log_level(tmp_path: Path, level: str) -> None:
+    """AZUREML_LOG_LEVEL sets the server's log level (an unknown name: INFO)."""
+    script = write(tmp_path / "score.py", PLAIN)
+    env = {"AZUREML_LOG_LEVEL": level}
+    server = start("mlctl", script, free_port(), tmp_path / "mlctl.log", env=env, args=("--workers", "1"))
+    stop(server)
+    assert ("init() completed" in server.output()) == (level == "nonsense")

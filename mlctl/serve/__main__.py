@@ -107,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     from mlctl.serve import settings
 
     args = parse_args(argv)
+    level = os.environ.get("AZUREML_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=os.environ.get("AZUREML_LOG_LEVEL", "INFO").upper(),
+        level=level if isinstance(logging.getLevelName(level), int) else logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s [%(process)d] %(message)s",
     )
