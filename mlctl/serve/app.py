@@ -1,7 +1,8 @@
 """The scoring server's request pipeline: one ASGI application, protocol front-ends behind it.
 
 Every request goes through the same steps, whatever its protocol: a request id (the client's
-``x-request-id``, else a new one; 431 over 100 characters, as Azure ML), the route of its path
+``x-request-id``, else a new one; 431 over 100 characters, as Azure ML) and the request-tracking
+and CORS headers every answer carries (``mlctl.serve.tracking``), the route of its path
 from the front-ends (``mlctl.serve.frontends``: Azure ML's ``/score``, the probes; 404 when none
 has it, 405 for a method the route does not answer), auth for routes that reach the model (401
 without a valid ``Authorization: Bearer KEY``; preflight ``OPTIONS`` is exempt), admission to the
