@@ -261,6 +261,8 @@ class Connection(asyncio.Protocol):
         cycle.head, cycle.started = head, True
         try:
             async for chunk in chunks:
+                if self.lost:
+                    break  # the client left: stop asking the generator for more
                 await cycle.send({"type": "http.response.body", "body": chunk, "more_body": True})
             await cycle.send({"type": "http.response.body", "body": b""})
         except Exception:  # noqa: BLE001 - the generator of run() failed mid-stream: cut the answer short
