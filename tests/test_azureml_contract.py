@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import free_port, write
@@ -217,7 +218,9 @@ def test_schema_good_and_bad_input(schema: tuple[Server, Server]) -> None:
     same(exchange(schema, "GET", "/score?data=[1,2]"))
 
 
-@pytest.mark.parametrize("version", ["", "?version=2", "?version=3", "?version=3.1", "?version=4"])
+@pytest.mark.parametrize(
+    "version", ["", "?version=2", "?version=2.0", "?version=3", "?version=3.0", "?version=3.1", "?version=4"]
+)
 def test_swagger_versions(schema: tuple[Server, Server], version: str) -> None:
     ref, ours = exchange(schema, "GET", f"/swagger.json{version}")
     assert ours.status == ref.status
@@ -225,10 +228,18 @@ def test_swagger_versions(schema: tuple[Server, Server], version: str) -> None:
         same((ref, ours))
         return
     want, got = ref.json(), ours.json()
-    for key in ("swagger", "openapi"):
+    for key in ("swagger", "openapi", "info"):
         assert got.get(key) == want.get(key)
-    assert got["info"]["title"] == want["info"]["title"]
     assert sorted(got["paths"]) == sorted(want["paths"])
+    schemas = ("definitions",) if "swagger" in want else ("components", "schemas")
+    for name in ("ServiceInput", "ServiceOutput", "ErrorResponse"):
+        assert _dig(got, *schemas, name) == _dig(want, *schemas, name), name
+
+
+def _dig(doc: Any, *keys: str) -> Any:
+    for key in keys:
+        doc = doc[key]
+    return doc
 
 
 def test_timeout(tmp_path: Path) -> None:
@@ -487,3 +498,11 @@ def test_log_level_by_azureml_log_level(tmp_path: Path, level: str) -> None:
     server = start("mlctl", script, free_port(), tmp_path / "mlctl.log", env=env, args=("--workers", "1"))
     stop(server)
     assert ("init() completed" in server.output()) == (level == "nonsense")
+
+
+@pytest.mark.parametrize("version", ["2", "3", "3.1"])
+def test_swagger_of_an_undecorated_script(plain: tuple[Server, Server], version: str) -> None:
+    ref, ours = (r.json() for r in exchange(plain, "GET", f"/swagger.json?version={version}"))
+    schemas = ("definitions",) if version == "2" else ("components", "schemas")
+    assert _dig(ours, *schemas, "ServiceInput") == _dig(ref, *schemas, "ServiceInput")
+    assert ours.get("openapi") == ref.get("openapi") and ours["info"] == ref["info"]
