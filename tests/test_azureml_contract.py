@@ -506,3 +506,21 @@ def test_swagger_of_an_undecorated_script(plain: tuple[Server, Server], version:
     schemas = ("definitions",) if version == "2" else ("components", "schemas")
     assert _dig(ours, *schemas, "ServiceInput") == _dig(ref, *schemas, "ServiceInput")
     assert ours.get("openapi") == ref.get("openapi") and ours["info"] == ref["info"]
+
+
+def test_swagger_describes_the_bearer_scheme_when_keys_are_required(tmp_path: Path) -> None:
+    """mlctl only (a documented difference): the reference always describes it."""
+    script = write(tmp_path / "score.py", SCHEMA)
+    keys = write(tmp_path / "keys.json", json.dumps({"primary": "canary-key-1", "secondary": "canary-key-2"}))
+    docs = {}
+    for with_keys in (True, False):
+        args = ("--workers", "1", *(("--keys-file", str(keys)) if with_keys else ()))
+        server = start("mlctl", script, free_port(), tmp_path / f"mlctl-{with_keys}.log", args=args)
+        try:
+            docs[with_keys] = [request(server, "GET", f"/swagger.json?version={v}").json() for v in ("2", "3")]
+        finally:
+            stop(server)
+    (v2, v3), (plain2, plain3) = docs[True], docs[False]
+    assert v2["securityDefinitions"]["Bearer"]["name"] == "Authorization"
+    assert v3["components"]["securitySchemes"]["Bearer"]["in"] == "header" and v3["security"] == [{"Bearer": []}]
+    assert "securityDefinitions" not in plain2 and "securitySchemes" not in plain3["components"]
