@@ -524,3 +524,14 @@ def test_swagger_describes_the_bearer_scheme_when_keys_are_required(tmp_path: Pa
     assert v2["securityDefinitions"]["Bearer"]["name"] == "Authorization"
     assert v3["components"]["securitySchemes"]["Bearer"]["in"] == "header" and v3["security"] == [{"Bearer": []}]
     assert "securityDefinitions" not in plain2 and "securitySchemes" not in plain3["components"]
+
+
+def test_swagger_files_shipped_in_the_app_root(tmp_path: Path) -> None:
+    """swagger.json / swagger3.json in AML_APP_ROOT (here the working folder) are served as they are."""
+    script = write(tmp_path / "score.py", PLAIN)
+    write(tmp_path / "swagger.json", json.dumps({"swagger": "2.0", "info": {"title": "mine-2"}, "paths": {}}))
+    write(tmp_path / "swagger3.json", json.dumps({"openapi": "3.0.3", "info": {"title": "mine-3"}, "paths": {}}))
+    with pair(script, (free_port(), free_port())) as servers:
+        for version, title in (("2", "mine-2"), ("3", "mine-3")):
+            seen = same(exchange(servers, "GET", f"/swagger.json?version={version}"))
+            assert seen["body"]["info"]["title"] == title
