@@ -223,7 +223,8 @@ def test_the_v1_examples_deploy_from_model_files_and_a_registered_model_and_answ
     assert get(uri["v1-binary"] + "?x=1")[1] == b"/score?x=1"
 
     swagger = json.loads(get(uri["v1-diabetes-schema"].replace("/score", "/swagger.json"))[1])
-    assert "data" in swagger["paths"]["/score"]["post"]["parameters"][0]["schema"]["properties"]
+    assert swagger["paths"]["/score"]["post"]["parameters"][0]["schema"] == {"$ref": "#/definitions/ServiceInput"}
+    assert "data" in swagger["definitions"]["ServiceInput"]["properties"]
 
 
 def test_a_script_asking_for_the_file_name_finds_it_in_a_registered_model_too(

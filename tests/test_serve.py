@@ -58,11 +58,12 @@ def test_request_id_is_echoed_or_generated(serve: Server) -> None:
     assert post(base + "/score", b"{}", {"x-request-id": "x" * 101})[0] == 431
 
 
-def test_run_raising_gives_500_naming_the_error_and_request_id_without_traceback(serve: Server) -> None:
+def test_run_raising_gives_500_with_azure_mls_message_and_the_request_id_without_traceback(serve: Server) -> None:
     base = serve(ECHO_SCORE)
-    status, _, body = post(base + "/score", b'{"fail": true}', {"x-request-id": "req-9"})
+    status, headers, body = post(base + "/score", b'{"fail": true}', {"x-request-id": "req-9"})
     doc = json.loads(body)
-    assert status == 500 and doc["error"] == "ValueError" and doc["request_id"] == "req-9"
+    assert status == 500 and doc["request_id"] == "req-9" and headers["x-ms-run-function-failed"] == "True"
+    assert doc["message"] == "An unexpected error occurred in scoring script. Check the logs for more info."
     assert "traceback" not in doc and "asked to fail" not in body.decode()
     assert post(base + "/score", b'{"x": 1}')[0] == 200  # the worker survives
 
@@ -109,8 +110,10 @@ def test_inference_schema_decorated_run_is_called_as_azure_ml_does(serve: Server
     assert json.loads(post(base + "/score", b'{"data": [[1, 2]]}', headers)[2]) == [6.0]  # default scale
     assert post(base + "/score", b'{"scale": 1}', headers)[0] == 400
     assert post(base + "/score", b'{"data": [[1, 2]]}', {"Content-Type": "text/plain"})[0] == 415
-    schema = json.loads(get(base + "/swagger.json")[1])["paths"]["/score"]["post"]
-    assert "data" in schema["parameters"][0]["schema"]["properties"]
+    swagger = json.loads(get(base + "/swagger.json")[1])
+    assert "data" in swagger["definitions"]["ServiceInput"]["properties"]
+    openapi = json.loads(get(base + "/swagger.json?version=3.1")[1])
+    assert openapi["openapi"] == "3.1.0" and "data" in openapi["components"]["schemas"]["ServiceInput"]["properties"]
 
 
 def test_rawhttp_scripts_get_the_request_and_may_answer_with_aml_response(serve: Server) -> None:
@@ -229,10 +232,10 @@ def run(raw_data):
 """
 
 
-def test_run_over_the_timeout_gets_504_and_the_worker_keeps_serving(serve: Server) -> None:
+def test_run_over_the_timeout_gets_500_and_the_worker_keeps_serving(serve: Server) -> None:
     base = serve(SLOW_SCORE, "--timeout-ms", "300")  # inline run(), SIGALRM timer
     status, _, body = post(base + "/score", b'{"sleep": 5}', {"x-request-id": "slow-1"})
-    assert status == 504 and json.loads(body)["request_id"] == "slow-1"
+    assert status == 500 and json.loads(body) == {"message": "Scoring timeout after 300 ms", "request_id": "slow-1"}
     assert post(base + "/score", b'{"sleep": 0}')[0] == 200
 
 
@@ -247,7 +250,7 @@ def test_thread_pool_mode_times_out_and_refuses_beyond_its_queue_with_503(serve:
         assert (status, headers.get("retry-after")) == (503, "1")
         assert sorted(f.result()[0] for f in slow) == [200, 200, 200]
     assert post(base + "/score", b'{"sleep": 0}')[0] == 200  # capacity is back
-    assert post(base + "/score", b'{"sleep": 4}')[0] == 504
+    assert post(base + "/score", b'{"sleep": 4}')[0] == 500  # the scoring timeout, as Azure ML
 
 
 def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
@@ -313,7 +316,7 @@ def test_micro_batching_answers_each_request_with_its_own_result(serve: Server) 
     lone = json.loads(post(base + "/score", b'{"x": 99}')[2])
     assert lone == {"x": 99, "batch": 1}  # alone: no waiting for company
     status, _, body = post(base + "/score", b'{"x": 1, "fail": true}')
-    assert status == 500 and json.loads(body)["error"] == "ValueError"
+    assert status == 500 and "scoring script" in json.loads(body)["message"]
 
 
 def test_batching_without_run_batch_stops_the_server(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ The supervisor binds one listening socket per worker on the same port (``SO_REUS
 kernel spreads new connections evenly: with one shared socket, a burst of keep-alive
 connections can all land on one worker), then forks ``--workers`` processes. Each worker imports
 the entry script and calls ``init()`` in its main thread (Azure ML semantics:
-one ``init()`` per worker), then serves with mlctl's HTTP layer on httptools and uvloop
+one ``init()`` per worker); with ``--preload`` (the reference's ``WORKER_PRELOAD``) the supervisor
+does that once before forking, so the workers share the model's memory. Each then serves with
+mlctl's HTTP layer on httptools and uvloop
 (``mlctl.serve.http``; uvicorn when httptools is missing).
 
 Zero-downtime updates hand the listening sockets themselves from the old server to the new one
@@ -16,7 +18,10 @@ accepting but finish every connection they hold), then SIGTERM. The probe socket
 (``--status-file``) is a private 127.0.0.1 port that only this server answers, so a deployer
 can check *this* server's readiness.
 
-Exit codes: 0 stopped by SIGTERM/SIGINT; 3 the entry script failed to load or ``init()`` raised;
+Start-up settings also come from the reference server's flags and variables (``mlctl.serve.settings``).
+
+Exit codes: 0 stopped by SIGTERM/SIGINT; 2 a setting is missing or malformed; 3 the entry script
+failed to load or ``init()`` raised;
 4 the port cannot be bound; 1 workers kept crashing.
 """
 
@@ -40,6 +45,7 @@ from typing import Any
 EXIT_INIT_FAILED = 3
 EXIT_BIND_FAILED = 4
 EXIT_CRASHING = 1
+EXIT_USAGE = 2
 EXIT_NO_SDK = 6  # the edgeHub message process without azure-iot-device (mlctl.serve.edge_messages)
 _MAX_RESTARTS = 5  # per minute, then the supervisor gives up
 
@@ -49,15 +55,30 @@ log = logging.getLogger("mlctl.serve")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see ``--help``)."""
     p = argparse.ArgumentParser(prog="python -m mlctl.serve", description="Serve an Azure ML entry script.")
-    p.add_argument("--entry-script", required=True, type=Path, help="file with init() and run()")
-    p.add_argument("--model-dir", type=Path, help="sets AZUREML_MODEL_DIR")
+    p.add_argument(
+        "--entry-script", "--entry_script", type=Path, help="file with init() and run() (else AZUREML_ENTRY_SCRIPT)"
+    )
+    p.add_argument("--model-dir", "--model_dir", type=Path, help="sets AZUREML_MODEL_DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8890)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", "--worker_count", type=int, help="worker processes (else WORKER_COUNT; 2)")
+    p.add_argument(
+        "--access-control-allow-origins",
+        "--access_control_allow_origins",
+        dest="cors_origins",
+        help="CORS origins, comma-separated, or * (else AML_CORS_ORIGINS; none)",
+    )
+    p.add_argument("--health-port", "--health_port", type=int, help="a second port answering liveness")
+    p.add_argument(
+        "--preload",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="call init() once before forking the workers (else WORKER_PRELOAD; off)",
+    )
     p.add_argument("--max-request-bytes", type=int, default=100 * 1024 * 1024)
     p.add_argument("--concurrency", type=int, default=1, help="threads calling run() at once, per worker")
     p.add_argument("--queue", type=int, default=64, help="requests waiting beyond those, per worker (then 503)")
-    p.add_argument("--timeout-ms", type=int, default=60000, help="run() time limit (then 504); 0: none")
+    p.add_argument("--timeout-ms", type=int, help="run() time limit, ms (else SCORING_TIMEOUT_MS; 60000); 0: none")
     p.add_argument(
         "--max-wait-ms", type=int, default=0, help="longest wait in the queue before run() (then 503); 0: none"
     )
@@ -83,16 +104,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit code."""
+    from mlctl.serve import settings
+
     args = parse_args(argv)
+    level = os.environ.get("AZUREML_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s [%(process)d] %(message)s"
+        level=level if isinstance(logging.getLevelName(level), int) else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [%(process)d] %(message)s",
     )
+    try:
+        settings.resolve(args, os.environ)
+    except settings.SettingsError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     if args.model_dir is not None:
-        os.environ["AZUREML_MODEL_DIR"] = str(args.model_dir.resolve())
+        args.model_dir = args.model_dir.resolve()
+    settings.export(args, os.environ)
     try:
         public = _public_sockets(args)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc.strerror or exc)
+        return EXIT_BIND_FAILED
+    try:
+        health = [_bind(args.host, args.health_port, reuse_port=False)] if args.health_port else []
+    except OSError as exc:
+        log.error("cannot listen on %s:%d (health port): %s", args.host, args.health_port, exc.strerror or exc)
         return EXIT_BIND_FAILED
     probe = None
     if args.status_file is not None:
@@ -100,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         _write_status(args.status_file, args.port, probe.getsockname()[1])
     log.info("listening on http://%s:%d (%d worker(s))", args.host, args.port, args.workers)
     control = _control_socket(args.control_socket) if args.control_socket else None
-    return Supervisor(args, public, probe, control).run()
+    supervisor = Supervisor(args, public, probe, control)
+    if args.preload:  # init() once here; the workers forked after share the model's pages (copy-on-write)
+        supervisor.preloaded = _load_and_init(args)
+        if supervisor.preloaded is None:
+            return EXIT_INIT_FAILED
+    supervisor.shared += health  # every worker also accepts there (the reference's separate health port)
+    return supervisor.run()
 
 
 def _public_sockets(args: argparse.Namespace) -> list[socket.socket]:
@@ -141,6 +184,8 @@ class Supervisor:
         self.restarts: list[float] = []
         self.edge = _edge_settings()  # set when the IoT Edge runtime started this server as a module
         self.messages_pid: int | None = None
+        self.shared: list[socket.socket] = [probe] if probe is not None else []  # accepted on by every worker
+        self.preloaded: tuple[Any, float] | None = None  # (back-end, init seconds) when init() ran here
 
     def run(self) -> int:
         """Supervise until stopped; returns the exit code."""
@@ -206,7 +251,7 @@ class Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the server can drain
             self.metrics.use_slot(slot)
-            os._exit(_worker(self.args, self._sockets_of(slot), self.metrics))
+            os._exit(_worker(self.args, self._sockets_of(slot), self.metrics, self.preloaded))
         self.workers.add(pid)
         self.slots[pid] = slot
 
@@ -217,9 +262,9 @@ class Supervisor:
         self.workers.add(self.messages_pid)
 
     def _sockets_of(self, slot: int) -> list[socket.socket]:
-        """The public sockets worker ``slot`` accepts on (every one has a worker), and the probe."""
+        """The public sockets worker ``slot`` accepts on (every one has a worker), the probe and health ports."""
         mine = [s for i, s in enumerate(self.public) if i % self.args.workers == slot]
-        return mine + ([self.probe] if self.probe is not None else [])
+        return mine + self.shared
 
     def _stop_accepting(self, _signum: int, _frame: object) -> None:
         log.info("received SIGUSR1; workers stop accepting connections (draining)")
@@ -253,7 +298,8 @@ def _edge_settings() -> Any:
     return settings_from_env(os.environ)
 
 
-def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any) -> int:
+def _load_and_init(args: argparse.Namespace) -> tuple[Any, float] | None:
+    """The entry script's back-end after ``init()``, and the seconds that took; None (logged) when it failed."""
     from mlctl.serve.backends import load_backend
     from mlctl.serve.backends.entry_script import EntryScriptError
 
@@ -261,16 +307,32 @@ def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any
         started = time.monotonic()
         backend = load_backend(args.entry_script.resolve())
         backend.init()
-        log.info("init() completed in %.2fs", time.monotonic() - started)
-        metrics.set_init_seconds(time.monotonic() - started)
+        seconds = time.monotonic() - started
+        log.info("init() completed in %.2fs", seconds)
+        return backend, seconds
+    except EntryScriptError as exc:  # the script breaks the init()/run() contract: no traceback needed
+        log.error("entry script error: %s", exc)
+    except BaseException:  # noqa: BLE001 - report anything the script raises, then exit 3
+        log.error("entry script failed during load or init():\n%s", traceback.format_exc().rstrip())
+    return None
+
+
+def _worker(
+    args: argparse.Namespace, sockets: list[socket.socket], metrics: Any, preloaded: tuple[Any, float] | None = None
+) -> int:
+    from mlctl.serve.backends.entry_script import EntryScriptError
+
+    loaded = preloaded or _load_and_init(args)
+    if loaded is None:
+        return EXIT_INIT_FAILED
+    backend, init_seconds = loaded
+    metrics.set_init_seconds(init_seconds)
+    try:
         keys = _keys(args.keys_file)
         _check_tls(args)
         batcher = _batcher(args, backend)
-    except EntryScriptError as exc:  # the script breaks the init()/run() contract: no traceback needed
+    except EntryScriptError as exc:
         log.error("entry script error: %s", exc)
-        return EXIT_INIT_FAILED
-    except BaseException:  # noqa: BLE001 - report anything the script raises, then exit 3
-        log.error("entry script failed during load or init():\n%s", traceback.format_exc().rstrip())
         return EXIT_INIT_FAILED
     _serve(args, sockets, backend, keys, metrics, batcher)
     return 0
@@ -322,6 +384,7 @@ def _serve(
 ) -> None:
     from mlctl.serve.app import ScoringApp
     from mlctl.serve.runner import Runner
+    from mlctl.serve.settings import cors_origins
     from mlctl.serve.worker import serve
 
     runner = Runner(
@@ -339,6 +402,7 @@ def _serve(
         metrics=metrics,  # type: ignore[arg-type]
         access_log=args.access_log,
         batcher=batcher,  # type: ignore[arg-type]
+        cors_origins=cors_origins(args.cors_origins),
     )
     serve(app, sockets, args.ssl_certfile, args.ssl_keyfile)
 

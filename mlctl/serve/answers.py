@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from http import HTTPStatus
 from typing import Any
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
-Answer = tuple[int, bytes, Headers]  # status, body, headers (content-length and x-request-id included)
+
+
+class Chunks:
+    """A streamed body: the byte chunks of an iterator (an ``AMLResponse`` around a generator).
+
+    Each chunk is produced on a thread (a generator may wait on a model between items) and sent
+    as soon as it exists, so the client gets the first byte before the last item is made.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterator[bytes]) -> None:
+        self._items = items
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        done = object()
+        while True:
+            chunk = await asyncio.to_thread(next, self._items, done)
+            if chunk is done:
+                return
+            yield chunk  # type: ignore[misc]
+
+
+Body = bytes | Chunks
+Answer = tuple[int, Body, Headers]  # status, body, headers (content-length and x-request-id included)
 
 
 def answer(
@@ -23,10 +48,16 @@ def answer(
 
 
 async def send_answer(send: Send, reply: Answer) -> None:
-    """Send ``reply`` as the two ASGI messages of a response."""
+    """Send ``reply`` as the ASGI messages of a response (one body message, or one per chunk of a stream)."""
     status, body, headers = reply
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    if isinstance(body, bytes):
+        await send({"type": "http.response.body", "body": body})
+        return
+    async for chunk in body:
+        if chunk:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def send_simple(
@@ -41,19 +72,40 @@ def is_response(value: Any) -> bool:
     return hasattr(value, "status_code") and hasattr(value, "get_data") and hasattr(value, "headers")
 
 
-def response_answer(response: Any, rid: bytes) -> Answer:
-    """The answer carried by a response object, with our ``content-length`` and ``x-request-id``."""
-    body = response.get_data()
-    body = body.encode() if isinstance(body, str) else bytes(body)
+def response_answer(response: Any, rid: bytes, *extra: tuple[bytes, bytes]) -> Answer:
+    """The answer carried by a response object, with our ``content-length``, ``x-request-id`` and ``extra``.
+
+    A streamed response (its body a generator) is sent chunk by chunk, without ``content-length``.
+    ``x-ms-run-function-failed`` is sent once: ``True`` for a status of 500 or more (as Azure ML
+    forces it), else the response's own first value, else ``False``.
+    """
+    streamed = getattr(response, "is_streamed", False) and hasattr(response, "iter_encoded")
+    if streamed:
+        body: Body = Chunks(iter(response.iter_encoded()))
+    else:
+        data = response.get_data()
+        body = data.encode() if isinstance(data, str) else bytes(data)
     pairs = response.headers.items() if hasattr(response.headers, "items") else response.headers
-    skip = {"content-length", "x-request-id"}
-    headers = [
-        (str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in pairs if str(k).lower() not in skip
+    status = int(response.status_code)
+    failed = b"True" if status >= 500 else None
+    headers = []
+    for key, value in pairs:
+        name = str(key).lower()
+        if name == "x-ms-run-function-failed":
+            failed = failed or str(value).encode("latin-1")
+        elif name not in _SKIP:
+            headers.append((name.encode("latin-1"), str(value).encode("latin-1")))
+    if isinstance(body, bytes):
+        headers.append((b"content-length", str(len(body)).encode()))
+    headers += [
+        (b"x-request-id", rid),
+        (b"x-ms-run-function-failed", failed or b"False"),
+        *extra,
     ]
-    headers += [(b"content-length", str(len(body)).encode()), (b"x-request-id", rid)]
-    return int(response.status_code), body, headers
+    return status, body, headers
 
 
+_SKIP = frozenset({"content-length", "x-request-id"})
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
 

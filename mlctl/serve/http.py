@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from mlctl.serve.answers import status_line
+from mlctl.serve.answers import Chunks, status_line
 
 _BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -243,6 +243,10 @@ class Connection(asyncio.Protocol):
                 asyncio.get_running_loop().create_task(self._run_asgi(message))
                 return
             head, payload = quick
+            if not isinstance(payload, bytes):  # a streamed AMLResponse
+                self.busy = True
+                asyncio.get_running_loop().create_task(self._stream(message, head, payload))
+                return
             self.transport.write(b"".join((head, _CLOSE + b"\r\n" if self.closing else b"\r\n", payload)))
             if self.closing:
                 self.transport.close()
@@ -251,6 +255,21 @@ class Connection(asyncio.Protocol):
                 self._resume()
                 return
             message = self.queue.popleft()
+
+    async def _stream(self, message: _Message, head: bytes, chunks: Chunks) -> None:
+        cycle = _Cycle(self, message)
+        cycle.head, cycle.started = head, True
+        try:
+            async for chunk in chunks:
+                if self.lost:
+                    break  # the client left: stop asking the generator for more
+                await cycle.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await cycle.send({"type": "http.response.body", "body": b""})
+        except Exception:  # noqa: BLE001 - the generator of run() failed mid-stream: cut the answer short
+            logging.getLogger("mlctl.serve").exception("the streamed answer failed")
+            self.closing = True
+        self.busy = False
+        self._finished()
 
     async def _run_asgi(self, message: _Message) -> None:
         cycle = _Cycle(self, message)
@@ -315,6 +334,7 @@ class _Cycle:
         self.head = b""
         self.delivered = False
         self.is_head = message.method == b"HEAD"
+        self.chunked = False
 
     def scope(self) -> dict[str, Any]:
         """The ASGI HTTP scope of the request."""
@@ -358,12 +378,28 @@ class _Cycle:
         elif event["type"] == "http.response.body":
             more = event.get("more_body", False)
             body = b"" if self.is_head else event.get("body", b"")
-            if more:
-                raise RuntimeError("streamed responses are not supported by mlctl.serve")
-            self.write(self.head, body)
-            self.complete = True
+            if more or self.chunked:
+                self._write_chunk(body, more)
+            else:
+                self.write(self.head, body)
+                self.complete = True
         if self.conn.write_paused:
             await asyncio.sleep(0)
+
+    def _write_chunk(self, body: bytes, more: bool) -> None:
+        """A streamed answer: the head (``transfer-encoding: chunked``) first, then each chunk as it comes."""
+        transport = self.conn.transport
+        if not self.chunked:
+            self.chunked = True
+            self.write(self.head + b"transfer-encoding: chunked\r\n", b"")
+        if self.is_head:
+            self.complete = not more
+            return
+        if body:
+            transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        if not more:
+            transport.write(b"0\r\n\r\n")
+            self.complete = True
 
     def write(self, head: bytes, body: bytes) -> None:
         """Write ``head`` (status line and headers, no blank line) and ``body`` in one write."""

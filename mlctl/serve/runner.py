@@ -3,7 +3,7 @@
 * ``concurrency``: threads calling ``run()`` at once in this worker.
 * ``queue``: requests that may wait beyond those; past ``concurrency + queue`` a request is
   refused at once (503 with ``Retry-After``), before its body is read, so memory stays bounded.
-* ``timeout_s``: a request whose ``run()`` takes longer gets 504.
+* ``timeout_s``: a request whose ``run()`` takes longer gets 500 (Azure ML: ``Scoring timeout after N ms``).
 * ``max_wait_s`` (Azure ML's ``max_request_wait_time``): a request that waited in this worker's
   queue longer than that before a thread took it is not run (``WaitedTooLong``: 503 with
   ``Retry-After``). It costs one monotonic timestamp when the request is queued and one check

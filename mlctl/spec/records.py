@@ -127,6 +127,8 @@ class DeploymentConfig(FrozenRecord):
     max_queue_per_worker: int = 64
     scoring_timeout_ms: int = 60000
     access_log: bool = False
+    cors_origins: tuple[str, ...] = ()  # CORS off; ("*",): every origin
+    preload: bool = False  # init() once before forking the workers
     batch_size: int = 0  # micro-batching off
     batch_wait_ms: float = 0.0
     ssl_cert_pem_file: Path | None = None
@@ -348,6 +350,7 @@ def _deployment(doc: Document) -> DeploymentConfig:
     given: dict[str, Any] = {name: d[name] for name in DeploymentConfig.field_names() if name in d}
     given["given"] = frozenset(d)
     given["environment_variables"] = _frozen_map(d.get("environment_variables"))
+    given["cors_origins"] = tuple(d.get("cors_origins", ()))
     if "batching" in d:
         given.pop("batching", None)
         given["batch_size"] = d["batching"].get("max_batch_size", 32)

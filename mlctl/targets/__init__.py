@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the registry (sqlite3) is not needed to resolve a target's 
     from mlctl.output import Reporter
     from mlctl.registry import ModelVersion, Registry
 
+
 @dataclass(frozen=True)
 class Deployment:
     """Everything a driver needs: the validated spec and the resolved model versions.
@@ -152,6 +153,10 @@ def server_options(
         options += ["--max-wait-ms", str(d.max_request_wait_time)]
     if d.access_log:
         options.append("--access-log")
+    if d.cors_origins:
+        options += ["--access-control-allow-origins", ",".join(d.cors_origins)]
+    if d.preload:
+        options.append("--preload")
     if d.batch_size:
         options += ["--batch-size", str(d.batch_size), "--batch-wait-ms", str(d.batch_wait_ms)]
     if keys_file is not None:
@@ -221,6 +226,8 @@ COMMON_KEYS = frozenset(
         "max_queue_per_worker",
         "scoring_timeout_ms",
         "access_log",
+        "cors_origins",
+        "preload",
         "batching",
         "ssl_cert_pem_file",
         "ssl_key_pem_file",

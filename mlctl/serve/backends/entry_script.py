@@ -12,22 +12,28 @@ and ``server/input_parsers.py``):
   - ``@input_schema`` (package ``inference-schema``): the JSON body must be an object; each of
     ``run()``'s parameters is taken from the key of that name (its default when absent);
 * a parameter named ``request_headers`` receives the headers as a dict;
-* ``run()`` may not take ``*args``, ``**kwargs`` or positional-only parameters.
+* ``run()`` may not take ``*args``, ``**kwargs`` or positional-only parameters;
+* ``print()`` in the script starts each line with the request id and a comma (zeros in ``init()``).
 """
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import inspect
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlctl.serve.context import current_request_id
 from mlctl.serve.request import Request
 
 _COMPAT = str(Path(__file__).parent.parent / "_compat")
+# Where ``@rawhttp`` records itself: the SDK v1 path and the reference server's (ours or installed).
+_RAWHTTP_MODULES = ("azureml.contrib.services.aml_request", "azureml_inference_server_http.api.aml_request")
 
 
 class EntryScriptError(Exception):
@@ -92,7 +98,7 @@ class EntryScript:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise BadInput(f"input cannot be decoded as UTF-8: {exc}") from None
+            raise BadInput(f"Input cannot be decoded as UTF-8: {exc}") from None
         return self.run(text)
 
     @property
@@ -111,12 +117,36 @@ class EntryScript:
         try:
             return {first: request.data.decode("utf-8")}
         except UnicodeDecodeError as exc:
-            raise BadInput(f"input cannot be decoded as UTF-8: {exc}") from None
+            raise BadInput(f"Input cannot be decoded as UTF-8: {exc}") from None
+
+
+def prefixed_print(
+    *objects: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+) -> None:
+    """``print`` for entry scripts: each line to stdout or stderr starts with ``<request id>,``.
+
+    As the reference server's print hook documents it: the id of the request being scored
+    (``mlctl.serve.context``), all zeros during ``init()``; prints to other files are unchanged.
+    """
+    stream = sys.stdout if file is None else file
+    if stream is not sys.stdout and stream is not sys.stderr:
+        _print(*objects, sep=sep, end=end, file=file, flush=flush)
+        return
+    prefix = current_request_id() + ","
+    text = (" " if sep is None else sep).join(map(str, objects))
+    _print(prefix + text.replace("\n", "\n" + prefix), end=end, file=stream, flush=flush)
+
+
+_print = builtins.print
 
 
 def _import(path: Path) -> Any:
+    builtins.print = prefixed_print  # before the script runs: module-level prints are prefixed too
     if not path.is_file():
         raise EntryScriptError(f"entry script not found: {path}")
+    app_root = os.environ.get("AML_APP_ROOT")
+    if app_root and app_root not in sys.path:
+        sys.path.append(app_root)  # as the reference: modules beside the app, after the script's folder
     if _COMPAT not in sys.path:
         sys.path.append(_COMPAT)  # after site-packages: a real azureml package wins
     folder = str(path.parent)
@@ -149,8 +179,7 @@ def _analyse(run: Callable[..., Any]) -> tuple[str, list[inspect.Parameter], boo
 def _is_rawhttp(run: Callable[..., Any]) -> bool:
     if getattr(run, "__mlctl_rawhttp__", False):
         return True
-    module = sys.modules.get("azureml.contrib.services.aml_request")
-    return bool(getattr(module, "_rawHttpRequested", False))
+    return any(getattr(sys.modules.get(name), "_rawHttpRequested", False) for name in _RAWHTTP_MODULES)
 
 
 def _is_schema_decorated(run: Callable[..., Any]) -> bool:
@@ -166,18 +195,20 @@ def _schema_arguments(request: Request, params: list[inspect.Parameter]) -> dict
         body: Any = _query_values(request)
     else:
         if not request.is_json:
-            raise BadInput("expects Content-Type to be application/json", status=415)
+            raise BadInput("Expects Content-Type to be application/json", status=415)
         try:
             body = json.loads(request.data)
         except ValueError as exc:
+            if not request.data:
+                raise BadInput("POST body is empty. Expecting a JSON dictionary.") from None
             raise BadInput(f"POST body could not be decoded as JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise BadInput("POST body should be a JSON object")
+        raise BadInput("POST body should be a JSON dictionary.")
     args = {}
     for param in params:
         value = body.get(param.name, param.default)
         if value is inspect.Parameter.empty:
-            raise BadInput(f"a value is not provided for the {param.name!r} parameter")
+            raise BadInput(f"A value is not provided for the {param.name!r} parameter.")
         args[param.name] = value
     return args
 

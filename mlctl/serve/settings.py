@@ -1,0 +1,105 @@
+"""Start-up settings by azureml-inference-server-http's own names, and the entry script's environment.
+
+Source: the reference server's ``amlserver.py`` (flags, and the environment it sets before the
+script is imported), ``server/config.py`` (the variables it reads) and its
+``docs/AzureMLInferenceServer.md``. Precedence: an explicit command-line flag, then the
+reference's environment variable, then mlctl's default.
+
+=========================== ================================ =========================================
+variable                    flag                             meaning
+=========================== ================================ =========================================
+AZUREML_ENTRY_SCRIPT        --entry_script, --entry-script   the script (relative to AML_APP_ROOT)
+AZUREML_MODEL_DIR           --model_dir, --model-dir         the model folder, for the script
+AML_APP_ROOT                                                 the app folder (default: working folder)
+WORKER_COUNT                --worker_count, --workers        worker processes
+SCORING_TIMEOUT_MS          --timeout-ms                     ``run()`` time limit, ms
+AML_CORS_ORIGINS            --access_control_allow_origins   CORS origins, comma-separated, or ``*``
+WORKER_PRELOAD              --preload                        ``init()`` once, then fork the workers
+HEALTH_PORT (with           --health_port                    a second port answering liveness
+SEPERATE_HEALTH_ENDPOINT)
+AZUREML_LOG_LEVEL                                            log level of the server's logger
+SERVICE_NAME, SERVICE_PATH_PREFIX, SERVICE_VERSION           the swagger document's title, path, version
+SERVER_VERSION_LOG_RESPONSE_ENABLED                          ``false``: no ``x-ms-server-version``
+=========================== ================================ =========================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+
+from mlctl import __version__
+
+DEFAULT_WORKERS = 2
+DEFAULT_TIMEOUT_MS = 60000
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed (the server exits 2 naming it)."""
+
+
+def _int(value: str, name: str, *, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def resolve(args: argparse.Namespace, environ: MutableMapping[str, str]) -> None:
+    """Fill the flags left unset in ``args`` from the reference's variables in ``environ``, then defaults.
+
+    Sets ``args.app_root`` (Path) and makes ``args.entry_script`` an absolute Path.
+    Raises:
+        SettingsError: no entry script by flag or ``AZUREML_ENTRY_SCRIPT``; a malformed number.
+    """
+    args.app_root = Path(environ.get("AML_APP_ROOT") or os.getcwd())
+    if args.entry_script is None:
+        if not environ.get("AZUREML_ENTRY_SCRIPT"):
+            raise SettingsError("no entry script: pass --entry_script PATH or set AZUREML_ENTRY_SCRIPT")
+        args.entry_script = args.app_root / environ["AZUREML_ENTRY_SCRIPT"]
+    args.entry_script = Path(os.path.realpath(args.entry_script))
+    if args.model_dir is None and environ.get("AZUREML_MODEL_DIR"):
+        args.model_dir = Path(environ["AZUREML_MODEL_DIR"])
+    if args.workers is None:
+        workers = environ.get("WORKER_COUNT")
+        args.workers = _int(workers, "WORKER_COUNT", minimum=1) if workers else DEFAULT_WORKERS
+    if args.timeout_ms is None:
+        timeout = environ.get("SCORING_TIMEOUT_MS")
+        args.timeout_ms = _int(timeout, "SCORING_TIMEOUT_MS", minimum=0) if timeout else DEFAULT_TIMEOUT_MS
+    if args.cors_origins is None:
+        args.cors_origins = environ.get("AML_CORS_ORIGINS") or None
+    if args.preload is None:
+        args.preload = environ.get("WORKER_PRELOAD", "false").lower() == "true"
+    if args.health_port is None and environ.get("SEPERATE_HEALTH_ENDPOINT", "").lower() == "true":
+        args.health_port = _int(environ.get("HEALTH_PORT") or "5000", "HEALTH_PORT", minimum=1)
+
+
+def export(args: argparse.Namespace, environ: MutableMapping[str, str]) -> None:
+    """Set the environment the entry script sees, as the reference does before importing it.
+
+    ``AML_APP_ROOT`` (kept when set, else the working folder), ``AZUREML_ENTRY_SCRIPT`` (the
+    script's real path), ``AZUREML_MODEL_DIR`` (as given: flag, else left as found),
+    ``WORKER_COUNT``, and ``HTTP_X_MS_SERVER_VERSION`` (mlctl's identity, unless
+    ``SERVER_VERSION_LOG_RESPONSE_ENABLED`` is not ``true``).
+    """
+    environ.setdefault("AML_APP_ROOT", str(args.app_root))
+    environ["AZUREML_ENTRY_SCRIPT"] = str(args.entry_script)
+    if args.model_dir is not None:
+        environ["AZUREML_MODEL_DIR"] = str(args.model_dir)
+    environ["WORKER_COUNT"] = str(args.workers)
+    if environ.get("SERVER_VERSION_LOG_RESPONSE_ENABLED", "true").lower() == "true":
+        environ.setdefault("HTTP_X_MS_SERVER_VERSION", f"mlctl/{__version__}")
+    else:
+        environ.pop("HTTP_X_MS_SERVER_VERSION", None)
+
+
+def cors_origins(value: str | None) -> tuple[str, ...]:
+    """The origins of an ``AML_CORS_ORIGINS`` value: comma-separated, blanks stripped; ``("*",)`` for all."""
+    if not value:
+        return ()
+    return tuple(origin.strip() for origin in value.split(",") if origin.strip())
