@@ -30,10 +30,18 @@ if [ ! -x $R/bin/kube-apiserver ] || [ ! -x $R/bin/kubelet ] || [ ! -x $R/bin/ku
   echo "k8s-up: building Kubernetes v1.20.2 (first run on this machine: ~10-15 min)" >&2
   bash $S/build.sh > $R-build.log 2>&1 || { echo "k8s-up: build failed, see $R-build.log" >&2; exit 1; }
 fi
-if ready; then echo "k8s-up: cluster already running"; exit 0; fi
+# The autoscaling tests register the metrics APIs on a process of their own (tests/metrics_api.py);
+# one left behind by an interrupted run points at nothing, and an unavailable aggregated API stalls
+# every namespace deletion, so it goes before any test runs.
+forget_test_metrics_apis() {
+  $R/bin/kubectl --kubeconfig $R/kubeconfig delete apiservice v1beta1.metrics.k8s.io \
+    v1beta1.custom.metrics.k8s.io --ignore-not-found >/dev/null 2>&1 || true
+}
+if ready; then forget_test_metrics_apis; echo "k8s-up: cluster already running"; exit 0; fi
 bash $S/down.sh >/dev/null 2>&1 || true   # leftovers of a cluster that stopped half-way
 bash $S/write-configs.sh
 [ -f $R/images/pause.tar ] && [ -f $R/images/busybox.tar ] || bash $S/images.sh
 bash $S/up.sh
 ready || { echo "k8s-up: the node did not become Ready (logs in $R/logs)" >&2; exit 1; }
+forget_test_metrics_apis
 echo "k8s-up: cluster ready (kubeconfig $R/kubeconfig)"
