@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the registry (sqlite3) is not needed to resolve a target's 
     from mlctl.output import Reporter
     from mlctl.registry import ModelVersion, Registry
 
+
 @dataclass(frozen=True)
 class Deployment:
     """Everything a driver needs: the validated spec and the resolved model versions.
