@@ -15,9 +15,10 @@ from k8s_autoscale import NAME, hpa_state, load, short_windows, wait_replicas, w
 from k8s_cluster import KUBECONFIG, Cluster, k8s_fixture  # noqa: F401 - k8s_fixture: the k8s fixture
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def metrics_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The test cluster's metrics APIs, served and registered for the session."""
+    """The test cluster's metrics APIs, served and registered for this module only (elsewhere the
+    HPAs of other tests' services keep their replica counts, as those tests expect)."""
     from k8s_cluster import _why_not
 
     reason = _why_not()
