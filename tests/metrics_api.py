@@ -5,7 +5,7 @@ dial it; pods cannot): see scripts/k8s/README.md, "Serving a metrics API".
 
 * ``metrics.k8s.io/v1beta1`` (what metrics-server serves): per pod and container, ``usage.cpu``
   (the rate of the kubelet's cumulative ``usageCoreNanoSeconds`` in ``/stats/summary`` between two
-  of our samples ~``WINDOW_S`` apart, as metrics-server computes it) and ``usage.memory`` (working
+  of our samples (every ``SAMPLE_S``) ~``WINDOW_S`` apart, as metrics-server computes it) and ``usage.memory`` (working
   set); the kubelet is read with the API server's kubelet client certificate
   (``/tmp/k8s/pki/apiserver-kubelet-client.*``).
 * ``custom.metrics.k8s.io/v1beta1`` (what prometheus-adapter serves): the Pods metric
@@ -43,7 +43,7 @@ KUBELET = "https://127.0.0.1:10250/stats/summary"
 CLIENT_CERT = (ROOT / "pki" / "apiserver-kubelet-client.crt", ROOT / "pki" / "apiserver-kubelet-client.key")
 PORT = 6446  # fixed, so a later session re-serves what an interrupted one left registered
 WINDOW_S = 5.0
-SAMPLE_S = 1.0
+SAMPLE_S = 2.0
 SERVICE = ("kube-system", "mlctl-test-metrics")
 GROUPS = ("metrics.k8s.io", "custom.metrics.k8s.io")
 _PODS = re.compile(r"^/apis/metrics\.k8s\.io/v1beta1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+))?$")
