@@ -10,11 +10,20 @@ deploy to available (and /readyz through a port-forward), an update rolled out (
 environment variable: a new pod template, same image), and a failed update rolled back
 (``AZUREML_MODEL_DIR`` pointing nowhere: init() raises, CrashLoopBackOff, the old pods restored).
 Uses its own MLCTL_HOME and namespace ``k8s-bench-*``, deleted at the end.
+
+``--autoscale cpu|concurrency`` measures autoscaling instead (the test cluster's metrics APIs from
+tests/metrics_api.py, served and registered for the run): a service of 1 to 2 replicas
+(tests/k8s_autoscale.py: ``autoscale_metric`` and its target, ``autoscale_refresh_seconds`` 1, HPA
+stabilization windows 0), then per run the time from load start until the second replica is
+ready, and from load end until the Deployment is back to 1 replica. The settings are printed.
+
+    MLCTL_BASE_IMAGE=mlctl-test/python:bookworm python bench/kubernetes.py --autoscale concurrency --runs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -57,9 +66,13 @@ def image_spec(folder: Path, image: str, env: dict[str, str]) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--autoscale", choices=["cpu", "concurrency"], help="measure autoscaling on this metric")
     args = parser.parse_args()
     here = Path(__file__).resolve().parent  # this file is kubernetes.py: keep it from shadowing the package
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    if args.autoscale:
+        autoscale(args.autoscale, args.runs)
+        return
     from kubernetes import client, config
 
     core = client.CoreV1Api(config.new_client_from_config(KUBECONFIG))
@@ -101,6 +114,49 @@ def main() -> None:
             print(f"{measure:28} {statistics.median(values):9.1f} {min(values):7.1f} {max(values):7.1f}")
     finally:
         mlctl("service", "delete", "diabetes", check=False)
+        core.delete_namespace(namespace)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def autoscale(metric: str, runs: int) -> None:
+    """Time scale-up under load and scale-down after it (see the module docstring)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from k8s_autoscale import LOADS, METRIC_SETS, load, short_windows, wait_replicas, write_service
+    from kubernetes import client, config
+    from metrics_api import running
+
+    api = config.new_client_from_config(KUBECONFIG)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    namespace = f"k8s-bench-{uuid.uuid4().hex[:6]}"
+    work = Path(tempfile.mkdtemp(prefix="k8s-bench-"))
+    os.environ.update(MLCTL_HOME=str(work / "home"), KUBECONFIG=KUBECONFIG, MLCTL_REGISTRY="127.0.0.1:5000")
+    core.create_namespace({"metadata": {"name": namespace}})
+    times: dict[str, list[float]] = {"load start -> 2nd replica ready": [], "load end -> back to 1 replica": []}
+    try:
+        time.sleep(2)  # the namespace's default ServiceAccount
+        mlctl("target", "add", "k8s-bench", "--kind", "kubernetes", "--option", f"namespace={namespace}")
+        with contextlib.contextmanager(running)(api, work):
+            mlctl("service", "deploy", "-f", str(write_service(work / "svc", "k8s-bench", metric)))
+            short_windows(api, namespace)
+            for _ in range(runs):
+                if wait_replicas(apps, namespace, 1, 180) is None:
+                    sys.exit("the service did not settle at 1 replica")
+                with load(api, namespace, metric, limit_s=240):
+                    up = wait_replicas(apps, namespace, 2, 240)
+                down = wait_replicas(apps, namespace, 1, 240)
+                if up is None or down is None:
+                    sys.exit(f"no scaling seen (up {up}, down {down})")
+                times["load start -> 2nd replica ready"].append(up)
+                times["load end -> back to 1 replica"].append(down)
+        body, clients, pause = LOADS[metric]
+        print(f"kubernetes target, autoscale_metric {metric}: {METRIC_SETS[metric]}, cpu_cores 0.1, 1-2 replicas,")
+        print("autoscale_refresh_seconds 1, HPA stabilization windows 0 s, HPA controller sync period 15 s (default);")
+        print(f"load: {clients} client(s) posting {json.dumps(body)} back to back (pause {pause} s); {runs} runs")
+        print(f"{'measure':34} {'median s':>9} {'min s':>7} {'max s':>7}")
+        for measure, values in times.items():
+            print(f"{measure:34} {statistics.median(values):9.1f} {min(values):7.1f} {max(values):7.1f}")
+    finally:
+        mlctl("service", "delete", "k8s-scale", check=False)
         core.delete_namespace(namespace)
         shutil.rmtree(work, ignore_errors=True)
 

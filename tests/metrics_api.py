@@ -5,7 +5,7 @@ dial it; pods cannot): see scripts/k8s/README.md, "Serving a metrics API".
 
 * ``metrics.k8s.io/v1beta1`` (what metrics-server serves): per pod and container, ``usage.cpu``
   (the rate of the kubelet's cumulative ``usageCoreNanoSeconds`` in ``/stats/summary`` between two
-  of our samples ~``WINDOW_S`` apart, as metrics-server computes it) and ``usage.memory`` (working
+  of our samples (every ``SAMPLE_S``) ~``WINDOW_S`` apart, as metrics-server computes it) and ``usage.memory`` (working
   set); the kubelet is read with the API server's kubelet client certificate
   (``/tmp/k8s/pki/apiserver-kubelet-client.*``).
 * ``custom.metrics.k8s.io/v1beta1`` (what prometheus-adapter serves): the Pods metric
@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 ROOT = Path("/tmp/k8s")
 KUBECONFIG = ROOT / "kubeconfig"
@@ -43,7 +43,7 @@ KUBELET = "https://127.0.0.1:10250/stats/summary"
 CLIENT_CERT = (ROOT / "pki" / "apiserver-kubelet-client.crt", ROOT / "pki" / "apiserver-kubelet-client.key")
 PORT = 6446  # fixed, so a later session re-serves what an interrupted one left registered
 WINDOW_S = 5.0
-SAMPLE_S = 1.0
+SAMPLE_S = 2.0
 SERVICE = ("kube-system", "mlctl-test-metrics")
 GROUPS = ("metrics.k8s.io", "custom.metrics.k8s.io")
 _PODS = re.compile(r"^/apis/metrics\.k8s\.io/v1beta1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+))?$")
@@ -198,7 +198,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         selector = (parse_qs(url.query).get("labelSelector") or [None])[0]
         try:
-            self._answer(server, url.path, selector)
+            self._answer(server, unquote(url.path), selector)  # the HPA asks for pods/%2A/METRIC
         except Exception as error:  # noqa: BLE001 - the API server shows the message
             self._send(500, _status(500, f"metrics-api: {error!r}"))
 
@@ -290,15 +290,23 @@ def objects(port: int) -> list[dict[str, Any]]:
 
 
 def register(api: Any, port: int) -> None:
-    """Create or replace the objects (server-side apply)."""
+    """Create, or replace, the objects (not server-side apply: v1.20's API server panics applying
+    an APIService)."""
     from kubernetes import dynamic
+    from kubernetes.client.exceptions import ApiException
 
     client = dynamic.DynamicClient(api)
     for manifest in objects(port):
         resource = client.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-        resource.server_side_apply(body=manifest, name=manifest["metadata"]["name"],
-                                   namespace=manifest["metadata"].get("namespace"), field_manager="mlctl-tests",
-                                   force_conflicts=True)  # fmt: skip
+        name, namespace = manifest["metadata"]["name"], manifest["metadata"].get("namespace")
+        try:
+            resource.create(body=manifest, namespace=namespace)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            live = resource.get(name=name, namespace=namespace)
+            manifest["metadata"]["resourceVersion"] = live.metadata.resourceVersion
+            resource.replace(body=manifest, name=name, namespace=namespace)
 
 
 def unregister(api: Any) -> None:
@@ -330,9 +338,9 @@ def running(api: Any, folder: Path) -> Iterator[None]:
     """The metrics APIs served and registered while the generator is suspended (see the module docstring)."""
     process = None
     if not answers(PORT):
-        log = (folder / "metrics-api.log").open("w")
-        process = subprocess.Popen([sys.executable, __file__, "--port", str(PORT), "--folder", str(folder)],
-                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        with (folder / "metrics-api.log").open("w") as log:
+            process = subprocess.Popen([sys.executable, __file__, "--port", str(PORT), "--folder", str(folder)],
+                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 30
         while not answers(PORT):
             if process.poll() is not None or time.monotonic() > deadline:

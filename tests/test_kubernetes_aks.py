@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from aci_fake import FakeAci, running_fake
-from conftest import mlctl
+from conftest import mlctl, write
 from k8s_cluster import KUBECONFIG, REGISTRY, Cluster, k8s_fixture  # noqa: F401 - k8s_fixture: the k8s fixture
-from test_kubernetes_faults import echo as echo_fixture  # noqa: F401 - the echo fixture
+from test_kubernetes_faults import ECHO, SPEC
 
 GROUP = "aks-rg"
 EXEC_KUBECONFIG = """apiVersion: v1
@@ -31,6 +31,15 @@ users:
   user:
     exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: kubelogin, args: [get-token]}
 """
+
+
+@pytest.fixture
+def echo(tmp_path: Path) -> Path:
+    """The echo service of tests/test_kubernetes_faults.py (1 replica, no keys)."""
+    write(tmp_path / "model.txt", "v1")
+    write(tmp_path / "score.py", ECHO)
+    write(tmp_path / "requirements.txt", "")
+    return write(tmp_path / "service.yaml", SPEC)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,10 @@ HPA controller re-evaluates every 15 s, a new pod starts in a few seconds."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import mlctl
@@ -15,9 +17,10 @@ from k8s_autoscale import NAME, hpa_state, load, short_windows, wait_replicas, w
 from k8s_cluster import KUBECONFIG, Cluster, k8s_fixture  # noqa: F401 - k8s_fixture: the k8s fixture
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def metrics_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The test cluster's metrics APIs, served and registered for the session."""
+    """The test cluster's metrics APIs, served and registered for this module only (elsewhere the
+    HPAs of other tests' services keep their replica counts, as those tests expect)."""
     from k8s_cluster import _why_not
 
     reason = _why_not()
@@ -41,9 +44,7 @@ def test_the_hpa_scales_up_under_load_and_back_down_after(
     with load(k8s.api, k8s.namespace, metric, limit_s=200) as seen:
         up = wait_replicas(k8s.apps, k8s.namespace, 2, 180)
         assert up is not None, hpa_state(k8s.api, k8s.namespace)
-        shown = mlctl("-o", "json", "service", "show", NAME)
-    assert shown.code == 0, shown.err
-    scaler = shown.json()["autoscaler"]
+        scaler = _autoscaler_once(lambda s: s["current_replicas"] == 2, 40)  # its status follows a sync later
     assert scaler["current_replicas"] == 2 and scaler["desired_replicas"] == 2, scaler
     assert scaler["metric"] == ("cpu" if metric == "cpu" else "mlctl_requests_in_flight")
     assert "New size: 2" in scaler["last_scaling"]["message"], scaler
@@ -51,6 +52,19 @@ def test_the_hpa_scales_up_under_load_and_back_down_after(
     assert seen["ok"] > 0 and seen["failed"] == 0, seen
     down = wait_replicas(k8s.apps, k8s.namespace, 1, 150)
     assert down is not None, hpa_state(k8s.api, k8s.namespace)
+    _autoscaler_once(lambda s: "New size: 1" in str(s["last_scaling"]), 40)
     table = mlctl("service", "show", NAME)
     assert table.code == 0 and "New size: 1" in " ".join(table.out.split()), table.out  # however it wraps
     assert mlctl("service", "delete", NAME).code == 0
+
+
+def _autoscaler_once(condition: Any, timeout_s: float) -> dict[str, Any]:
+    """``service show``'s autoscaler once ``condition`` holds for it (else the last seen)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = mlctl("-o", "json", "service", "show", NAME)
+        assert shown.code == 0, shown.err
+        scaler: dict[str, Any] = shown.json()["autoscaler"]
+        if condition(scaler) or time.monotonic() > deadline:
+            return scaler
+        time.sleep(2)

@@ -195,6 +195,10 @@ def show_manifest(
 
     spec, reporter = _spec(file, set_), _state.reporter()
     images = deploy.resolve_images(spec, _state.registry(), reporter, build=False)
+    if reveal:
+        from mlctl.edge.hub import target_options
+
+        spec = manifest.with_registry_resources(spec, target_options(spec.target))
     content = deploy.checked(spec, images, manifest.resolve_secrets(spec) if reveal else None)
     reporter.result(content, lambda d: reporter.raw(json.dumps(d, indent=2)))
 

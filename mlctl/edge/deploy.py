@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlctl.edge import manifest, wait
-from mlctl.edge.hub import Hub, connect
+from mlctl.edge.hub import Hub, connect, target_options
 from mlctl.edge.spec import EdgeDeploymentSpec, EdgeModule
 from mlctl.errors import NotFoundError, SpecError, TargetError
 from mlctl.output import Reporter
@@ -131,6 +131,7 @@ def push(
         ``platform``). TargetError, DeploymentError, WaitTimeout: see ``hub`` and ``wait``.
     """
     checked(spec, {m.name: "registry.invalid/check:1" for m in spec.modules}, None)  # before any side effect
+    spec = manifest.with_registry_resources(spec, target_options(spec.target))
     secrets = manifest.resolve_secrets(spec)
     hub = connect(spec.target)
     if spec.device_id is not None:

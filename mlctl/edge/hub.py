@@ -25,6 +25,10 @@ OPTIONS: dict[str, str] = {
     "connection_string_env": "environment variable holding the hub's connection string",
     "connection_string_file": "file holding the hub's connection string",
     "ca_file": "PEM bundle the hub's TLS certificate is checked against (default: the system's, or REQUESTS_CA_BUNDLE)",
+    # registry_credentials given as registry_resource (an ACR read through ARM, as the aci target does)
+    "subscription_id": "Azure subscription of specs' registry_resource registries (AZURE_SUBSCRIPTION_ID overrides)",
+    "base_url": "Azure Resource Manager endpoint for registry_resource (default https://management.azure.com)",
+    "ca_bundle": "PEM file of CAs to trust for the ARM endpoint (default: the system's)",
 }
 T = TypeVar("T")
 _CODE = re.compile(r"ErrorCode:(\w+)")
@@ -47,11 +51,11 @@ def check_options(options: Mapping[str, str]) -> None:
         )
 
 
-def connect(target: str) -> Hub:
-    """The hub of configured target ``target`` (kind ``iot-edge``).
+def target_options(target: str) -> Mapping[str, str]:
+    """The options of configured target ``target`` (kind ``iot-edge``).
 
     Raises:
-        TargetError: no such target, another kind, or its connection string is missing or malformed.
+        TargetError: no such target, or another kind.
     """
     from mlctl import config
 
@@ -61,7 +65,16 @@ def connect(target: str) -> Hub:
             f"{target!r} is not a configured target of kind {KIND}",
             hint=f"add it: `mlctl target add {target} --kind {KIND} --option connection_string_env=VAR`",
         )
-    options = targets[target].options
+    return targets[target].options
+
+
+def connect(target: str) -> Hub:
+    """The hub of configured target ``target`` (kind ``iot-edge``).
+
+    Raises:
+        TargetError: no such target, another kind, or its connection string is missing or malformed.
+    """
+    options = target_options(target)
     return Hub(_read_connection_string(target, options), ca_file=options.get("ca_file"))
 
 

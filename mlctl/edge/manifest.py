@@ -232,7 +232,28 @@ def _layered(spec: EdgeDeploymentSpec, images: Mapping[str, str], secrets: Mappi
 
 def _credential(c: RegistryCredential, secrets: Mapping[str, str] | None) -> dict[str, str]:
     password = secrets[c.name] if secrets is not None else f"<redacted: {c.reference}>"
-    return {"username": c.username, "password": password, "address": c.address}
+    unread = f"<registry_resource:{c.registry_resource}>"  # an ACR not read yet (``with_registry_resources``)
+    return {"username": c.username or unread, "password": password, "address": c.address or unread}
+
+
+def with_registry_resources(spec: EdgeDeploymentSpec, options: Mapping[str, str]) -> EdgeDeploymentSpec:
+    """``spec`` with each ``registry_resource`` credential's login server, admin user and password
+    read through ARM (``mlctl.targets.aci.arm.acr_credentials``, the aci and kubernetes targets'
+    path; ``options``: the iot-edge target's, for ``subscription_id``, ``base_url``, ``ca_bundle``).
+    The password stays in memory. Raises what ``acr_credentials`` raises."""
+    if not any(c.registry_resource for c in spec.runtime.registry_credentials):
+        return spec
+    from dataclasses import replace
+
+    from mlctl.targets.aci.arm import acr_credentials
+
+    resolved = []
+    for c in spec.runtime.registry_credentials:
+        if c.registry_resource:
+            server, user, password = acr_credentials({**options, "registry_resource": c.registry_resource}, "")
+            c = replace(c, address=server, username=user, password=password)
+        resolved.append(c)
+    return replace(spec, runtime=replace(spec.runtime, registry_credentials=tuple(resolved)))
 
 
 def _agent_image(r: EdgeRuntime) -> str:
@@ -248,6 +269,13 @@ def _hub_options(r: EdgeRuntime) -> Mapping[str, Any]:
 
 
 def _password(c: RegistryCredential) -> str:
+    if c.password is not None:
+        return c.password
+    if c.registry_resource:
+        raise SpecError(
+            f"registry credential {c.name!r}: registry {c.registry_resource} was not read",
+            hint="a bug: with_registry_resources must run before the secrets are resolved",
+        )
     if c.password_env:
         value = os.environ.get(c.password_env)
         if not value:

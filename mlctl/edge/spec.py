@@ -64,10 +64,14 @@ class RegistryCredential:
     username: str
     password_env: str | None = None
     password_file: Path | None = None
+    registry_resource: str | None = None  # GROUP/NAME of an ACR: address, username and password from ARM
+    password: str | None = field(default=None, repr=False, compare=False)  # read from the ACR; in memory only
 
     @property
     def reference(self) -> str:
         """Where the password comes from, for messages (never the password)."""
+        if self.registry_resource:
+            return f"registry_resource {self.registry_resource}"
         return f"env {self.password_env}" if self.password_env else f"file {getattr(self.password_file, 'name', '')}"
 
 
@@ -186,4 +190,7 @@ def _credential(doc: Document, name: str, c: dict[str, Any]) -> RegistryCredenti
     password_file = None
     if "password_file" in c:  # read only at send time, but a NUL or too long a path is a spec error now
         password_file = doc.usable(["runtime", "registry_credentials", name, "password_file"])
-    return RegistryCredential(name, c["address"], c["username"], c.get("password_env"), password_file)
+    return RegistryCredential(
+        name, c.get("address", ""), c.get("username", ""), c.get("password_env"), password_file,
+        c.get("registry_resource"),
+    )  # fmt: skip

@@ -10,8 +10,9 @@ imported here, lazily, so ``mlctl --help`` never loads them.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -208,9 +209,15 @@ def with_registry_resource(settings: Settings) -> Settings:
         base_url=settings.base_url,
         connection_verify=settings.ca_bundle or True,
     ).registries
-    with arm_errors(settings, name):
-        login_server = registries.get(group, name).login_server
-        credentials = registries.list_credentials(group, name)
+    try:
+        with arm_errors(settings, name):
+            login_server = registries.get(group, name).login_server
+            credentials = registries.list_credentials(group, name)
+    except NotFoundError:
+        raise NotFoundError(
+            f"Azure Container Registry {group}/{name} does not exist in subscription {settings.subscription_id}",
+            hint="`az acr list -o table` lists the registries; check registry_resource and subscription_id",
+        ) from None
     passwords = [p.value for p in credentials.passwords or [] if p.value]
     if not credentials.username or not passwords:
         raise TargetError(
@@ -220,3 +227,29 @@ def with_registry_resource(settings: Settings) -> Settings:
     return replace(
         settings, registry=login_server, registry_username=credentials.username, registry_password=passwords[0]
     )
+
+
+def acr_credentials(options: Mapping[str, str], default_group: str) -> tuple[str, str, str]:
+    """(login server, admin user name, password) of ``options['registry_resource']``
+    (``NAME`` in ``default_group``, or ``GROUP/NAME``), read through ARM (``with_registry_resource``);
+    never stored. The one path the kubernetes target and ``mlctl edge`` read an ACR by; ``options``
+    also gives ``subscription_id``, ``base_url`` and ``ca_bundle`` as on the aci target (the
+    environment overriding them as ``az`` does).
+
+    Raises:
+        TargetError: no subscription, no admin credentials, sign-in failed. NotFoundError: no
+            such registry (``arm_errors``).
+    """
+    from dataclasses import replace
+
+    keys = ("subscription_id", "base_url", "ca_bundle", "registry_resource")
+    settings = Settings.resolve({k: options[k] for k in keys if k in options}, os.environ, None)
+    if not settings.subscription_id:
+        raise TargetError(
+            f"registry_resource {settings.registry_resource}: no Azure subscription is known",
+            hint="--option subscription_id=... or AZURE_SUBSCRIPTION_ID",
+        )
+    if "/" not in settings.registry_resource and not settings.resource_group:
+        settings = replace(settings, resource_group=default_group)
+    found = with_registry_resource(settings)
+    return found.registry, found.registry_username, found.registry_password

@@ -39,7 +39,7 @@ from mlctl.targets import COMMON_KEYS, Deployment, ServiceState, test_record
 from mlctl.targets.kubernetes import aks, rollout, tls
 from mlctl.targets.kubernetes import cluster as kube
 from mlctl.targets.kubernetes.forward import forwarded
-from mlctl.targets.kubernetes.images import acr_auth, image_for, placeholder_image, registry_auth
+from mlctl.targets.kubernetes.images import image_for, placeholder_image, registry_auth
 from mlctl.targets.kubernetes.render import (
     KEYS_FILE,
     LABEL,
@@ -303,7 +303,9 @@ class Driver:
         if resource and self._acr_auth is None:
             with reporter.step(f"reading the credentials of registry {resource}"):
                 group = self.aks.resource_group if self.aks is not None else ""
-                self._acr_auth = acr_auth(self.azure, group)
+                from mlctl.targets.aci.arm import acr_credentials
+
+                self._acr_auth = acr_credentials(self.azure, group)
         return self._acr_auth
 
     def _connect(self, namespace: str | None = None) -> kube.Cluster:

@@ -10,7 +10,6 @@ the login server and admin credentials come from ARM instead, through the aci ta
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from mlctl import config
@@ -44,32 +43,6 @@ def registry_auth() -> tuple[str, str, str] | None:
     user, password = os.environ.get("MLCTL_REGISTRY_USERNAME"), os.environ.get("MLCTL_REGISTRY_PASSWORD")
     registry = config.image_registry()
     return (registry, user, password) if registry and user and password else None
-
-
-def acr_auth(options: Mapping[str, str], default_group: str) -> tuple[str, str, str]:
-    """(login server, admin user name, password) of the target's ``registry_resource``
-    (``NAME`` in ``default_group``, or ``GROUP/NAME``), read through ARM; never stored.
-
-    Raises:
-        TargetError: no subscription, no admin credentials, sign-in failed. NotFoundError: no
-            such registry. (``mlctl.targets.aci.arm.arm_errors``.)
-    """
-    from dataclasses import replace
-
-    from mlctl.targets.aci.arm import with_registry_resource
-    from mlctl.targets.aci.render import Settings
-
-    keys = ("subscription_id", "base_url", "ca_bundle", "registry_resource")
-    settings = Settings.resolve({k: options[k] for k in keys if k in options}, os.environ, None)
-    if not settings.subscription_id:
-        raise TargetError(
-            f"registry_resource {settings.registry_resource}: no Azure subscription is known",
-            hint="--option subscription_id=... or AZURE_SUBSCRIPTION_ID",
-        )
-    if "/" not in settings.registry_resource and not settings.resource_group:
-        settings = replace(settings, resource_group=default_group)
-    found = with_registry_resource(settings)
-    return found.registry, found.registry_username, found.registry_password
 
 
 def placeholder_image(spec: ServiceSpec, registry: Registry) -> str:
