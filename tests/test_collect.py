@@ -1,0 +1,122 @@
+"""Model data collection (issue 19): the ``azureml.monitoring`` stand-in inside a real scoring
+server over real HTTP, writing to the local store."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import post, start_server, stop_servers
+
+HERE = Path(__file__).parent / "collect"
+CORRELATION = [
+    "$aml_dc_correlation_id",
+    "$aml_dc_scoring_timestamp",
+    "$aml_dc_boundary",
+    "$aml_workspace",
+    "$aml_service_name",
+    "$aml_model_name",
+    "$aml_model_version",
+    "$aml_request_id",
+]
+
+
+def read_rows(root: Path, designation: str) -> list[dict[str, str]]:
+    """Every row of ``designation`` under the local store ``root`` (any day)."""
+    found = []
+    for file in sorted(root.glob(f"*/*/*/*/*/*/{designation}/*/*/*/data.csv")):
+        with file.open(newline="") as handle:
+            found += list(csv.DictReader(handle))
+    return found
+
+
+@pytest.fixture
+def dc_server(tmp_path: Path) -> Iterator[tuple[str, Path, list[subprocess.Popen[bytes]]]]:
+    """The sample script served by ``python -m mlctl.serve`` (2 workers) with collection to a local store."""
+    models = tmp_path / "app" / "azureml-models" / "weights.txt" / "3"
+    models.mkdir(parents=True)
+    (models / "weights.txt").write_text("2")
+    store = tmp_path / "modeldata"
+    env = {
+        **os.environ,
+        "AML_MODEL_DC_STORAGE_ENABLED": "true",
+        "MLCTL_DC_LOCAL": str(store),
+        "SERVICE_NAME": "dc-svc",
+        "MLCTL_DC_MODELS": "weights.txt:3",
+    }
+    started: list[subprocess.Popen[bytes]] = []
+    options = ["--entry-script", str(HERE / "score_dc.py"), "--model-dir", str(models), "--workers", "2"]
+    base = start_server(started, options, tmp_path / "server.log", cwd=tmp_path / "app", env=env)
+    try:
+        yield base, store, started
+    finally:
+        stop_servers(started)
+
+
+def test_sample_script_rows_carry_v1_columns_request_ids_and_layout(
+    dc_server: tuple[str, Path, list[subprocess.Popen[bytes]]],
+) -> None:
+    base, store, started = dc_server
+    for n in range(6):
+        body = {"data": [[n, 1, 1], [n, 2, 2]]}
+        status, _, answer = post(base + "/score", json.dumps(body).encode(), {"x-request-id": f"req-np-{n}"})
+        assert status == 200, answer
+    frame = {"frame": True, "data": [[1, 2, 3], [4, 5, 6]]}
+    assert post(base + "/score", json.dumps(frame).encode(), {"x-request-id": "req-df"})[0] == 200
+    stop_servers(started)  # a graceful stop writes what is buffered
+    inputs, predictions = read_rows(store, "inputs"), read_rows(store, "predictions")
+    assert len(inputs) == 14 and len(predictions) == 6 + 2
+    assert list(inputs[0])[:8] == CORRELATION and list(inputs[0])[8:] == ["feat1", "feat2", "feat3"]
+    files = [p.relative_to(store).parts for p in store.rglob("data.csv")]
+    assert {f[:7] for f in files} == {
+        ("default", "default", "default", "dc-svc", "weights.txt", "3", d) for d in ("inputs", "predictions")
+    }
+    assert all(len(f) == 11 and len(f[7]) == 4 for f in files)  # .../yyyy/mm/dd/data.csv
+    by_request = {r["$aml_request_id"]: r for r in inputs}
+    assert set(by_request) == {f"req-np-{n}" for n in range(6)} | {"req-df"}
+    row = by_request["req-np-4"]
+    assert (row["$aml_service_name"], row["$aml_model_name"], row["$aml_model_version"]) == (
+        "dc-svc",
+        "weights.txt",
+        "3",
+    )
+    assert row["$aml_dc_boundary"] == "1440" and row["feat1"] == "4"
+    # predictions carry the correlation of their request's inputs (sample: no add_correlations)
+    prediction = next(p for p in predictions if p["$aml_request_id"] == "req-np-4")
+    assert prediction["$aml_dc_correlation_id"] == row["$aml_dc_correlation_id"]
+    assert prediction["prediction"] == "12.0" and prediction["1"] == "16.0"
+    frames = [p for p in predictions if p["$aml_request_id"] == "req-df"]
+    assert [f["prediction"] for f in frames] == ["12.0", "30.0"]  # add_correlations values not duplicated
+    assert len(list(frames[0])) == 8 + 2
+
+
+SCRIPT = """
+import numpy
+from azureml.monitoring import ModelDataCollector
+dc = ModelDataCollector("m", designation="inputs", feature_names=["a"])
+print("RESULT", dc.collect(numpy.array([[1.0]])), dc.collect([1, 2]), dc.add_correlations([1], None))
+"""
+
+
+def test_outside_a_deployment_collect_does_nothing(tmp_path: Path) -> None:
+    compat = Path(__file__).parents[1] / "mlctl" / "serve" / "_compat"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AML_MODEL_DC", "MLCTL_DC"))}
+    env["PYTHONPATH"] = str(compat)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    assert "RESULT None None [1]" in out.stdout and "not enabled" in out.stdout
+    assert not list(tmp_path.iterdir())
+
+
+def test_debug_switch_prints_rows_instead(tmp_path: Path) -> None:
+    compat = Path(__file__).parents[1] / "mlctl" / "serve" / "_compat"
+    env = {**os.environ, "PYTHONPATH": str(compat), "AML_MODEL_DC_DEBUG": "true", "AML_MODEL_DC_BOUNDARY": "hour"}
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[1].split(",") == [*CORRELATION, "a"]
+    assert lines[2].split(",")[2] == "60" and lines[2].endswith(",1.0")
