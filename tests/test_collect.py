@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import post, start_server, stop_servers
+from conftest import free_port, mlctl, post, start_server, stop_servers
 
 HERE = Path(__file__).parent / "collect"
 CORRELATION = [
@@ -120,3 +120,56 @@ def test_debug_switch_prints_rows_instead(tmp_path: Path) -> None:
     lines = out.stdout.splitlines()
     assert lines[1].split(",") == [*CORRELATION, "a"]
     assert lines[2].split(",")[2] == "60" and lines[2].endswith(",1.0")
+
+
+def dc_project(tmp_path: Path, *, port: int, storage: str = "", workers: int = 2) -> Path:
+    """A project deploying the sample script with ``collect_model_data: true`` on the process target."""
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    (project / "score_dc.py").write_text((HERE / "score_dc.py").read_text())
+    (project / "weights.txt").write_text("2")
+    (project / "service.yaml").write_text(
+        "apiVersion: mlctl/v1\nkind: Service\nname: dcsvc\nmodel_files: [weights.txt]\n"
+        "inference_config:\n  entry_script: score_dc.py\n  environment: current\n"
+        f"deployment_config:\n  port: {port}\n  workers: {workers}\n  collect_model_data: true\n{storage}"
+    )
+    return project
+
+
+def score(uri: str, request_id: str, rows: list[list[int]], *, frame: bool = False) -> None:
+    """One scoring request with ``x-request-id: request_id``; fails the test unless answered 200."""
+    body = json.dumps({"data": rows, "frame": frame}).encode()
+    status, _, answer = post(uri, body, {"x-request-id": request_id})
+    assert status == 200, answer
+
+
+def test_process_target_collects_and_service_data_joins_inputs_with_predictions(tmp_path: Path) -> None:
+    project = dc_project(tmp_path, port=free_port())
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"))
+    assert deployed.code == 0, deployed.err
+    uri = str(deployed.json()["scoring_uri"])
+    score(uri, "before-update", [[1, 1, 1], [2, 2, 2]], frame=True)
+    # an update retires the old server, which writes its buffered rows first
+    updated = mlctl("service", "update", "-f", str(project / "service.yaml"))
+    assert updated.code == 0, updated.err
+    score(uri, "after-update", [[3, 3, 3]])
+    assert mlctl("service", "delete", "dcsvc").code == 0  # a delete flushes too
+
+    joined = mlctl("service", "data", "dcsvc", "-o", "json")
+    assert joined.code == 0, joined.err
+    rows = joined.json()
+    assert [(r["$aml_request_id"], r["feat1"], r["prediction:prediction"]) for r in rows] == [
+        ("before-update", "1", "6.0"),
+        ("before-update", "2", "12.0"),
+        ("after-update", "3", "18.0"),
+    ]
+    assert rows[0]["$aml_model_name"] == "weights.txt" and rows[0]["$aml_model_version"] == "1"
+    predictions = mlctl("service", "data", "dcsvc", "--designation", "predictions", "-o", "csv")
+    assert predictions.code == 0, predictions.err
+    assert (
+        predictions.out.splitlines()[0].startswith("$aml_dc_correlation_id,")
+        and len(predictions.out.splitlines()) == 1 + 3
+    )
+    later = mlctl("service", "data", "dcsvc", "--since", rows[-1]["$aml_dc_scoring_timestamp"], "-o", "json").json()
+    assert [r["$aml_request_id"] for r in later] == ["after-update"]
+    assert mlctl("service", "data", "dcsvc", "--until", "2000-01-01", "-o", "json").json() == []

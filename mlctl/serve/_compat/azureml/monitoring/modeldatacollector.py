@@ -93,7 +93,7 @@ class ModelDataCollector:
         self.workspace = settings.workspace if workspace == "default/default/default" else workspace.lower()
         self.service_name = settings.service if webservice_name == "default" else webservice_name
         self.model_version = str(
-            settings.models.get(self.model_name, "default") if model_version == "default" else model_version
+            _version(settings.models, self.model_name) if model_version == "default" else model_version
         )
         self.aml_dc_hour_boundary = settings.hourly
         self._file = (
@@ -216,6 +216,12 @@ class ModelDataCollector:
         folder = [*parts, self.service_name, self.model_name, self.model_version, self._designation]
         folder += [f"{when:%Y}", f"{when:%m}", f"{when:%d}"] + ([f"{when:%H}"] if self.aml_dc_hour_boundary else [])
         return "/".join(_part(p) for p in folder) + "/" + self._file
+
+
+def _version(models, name):
+    """The deployed version of model ``name``; v1 scripts often name the registered file
+    (``model.pkl`` for model ``model``), which ``Model.get_model_path`` also accepts."""
+    return models.get(name) or models.get(name.rsplit(".", 1)[0]) or "default"
 
 
 def _part(text):
