@@ -4,6 +4,7 @@ server over real HTTP, writing to the local store."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -12,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, mlctl, post, start_server, stop_servers
+from azurite import API_VERSION, Azurite
+from conftest import free_port, mlctl, post, start_server, stop_servers, wait_for
 
 HERE = Path(__file__).parent / "collect"
 CORRELATION = [
@@ -173,3 +175,44 @@ def test_process_target_collects_and_service_data_joins_inputs_with_predictions(
     later = mlctl("service", "data", "dcsvc", "--since", rows[-1]["$aml_dc_scoring_timestamp"], "-o", "json").json()
     assert [r["$aml_request_id"] for r in later] == ["after-update"]
     assert mlctl("service", "data", "dcsvc", "--until", "2000-01-01", "-o", "json").json() == []
+
+
+@pytest.fixture
+def azurite(tmp_path: Path) -> Iterator[Azurite]:
+    """A running Azurite blob service (in memory) on 127.0.0.1 (``tests/azurite.py``)."""
+    server = Azurite(tmp_path, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def blob_rows(server: Azurite, designation: str) -> list[dict[str, str]]:
+    """Rows of ``designation`` in Azurite, from every blob of the layout."""
+    found = []
+    for name, text in server.blob_texts().items():
+        if name.split("/")[6] == designation:
+            found += list(csv.DictReader(io.StringIO(text)))
+    return found
+
+
+def test_process_target_writes_append_blobs_to_azurite_by_reference(tmp_path: Path, azurite: Azurite) -> None:
+    storage = f"  model_data_storage:\n    connection_string_env: DC_CONN\n    api_version: '{API_VERSION}'\n"
+    project = dc_project(tmp_path, port=free_port(), storage=storage)
+    env = {"DC_CONN": azurite.connection_string}
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"), **env)
+    assert deployed.code == 0, deployed.err
+    uri = str(deployed.json()["scoring_uri"])
+    for n in range(5):
+        score(uri, f"blob-{n}", [[n, 0, 0], [n, 1, 1]])
+    score(uri, "blob-df", [[1, 2, 3]], frame=True)
+    assert wait_for(lambda: len(blob_rows(azurite, "inputs")) == 11, 20)
+    names = sorted(azurite.blob_texts())
+    assert len(names) == 2 and all(n.startswith("default/default/default/dcsvc/weights.txt/1/") for n in names)
+    assert all(n.endswith("/data.csv") for n in names)  # one append blob per file, shared by both workers
+    assert {r["$aml_request_id"] for r in blob_rows(azurite, "inputs")} == {f"blob-{n}" for n in range(5)} | {"blob-df"}
+    joined = mlctl("service", "data", "dcsvc", "-o", "json", **env)
+    assert joined.code == 0, joined.err
+    assert len(joined.json()) == 11 and all(r["prediction:prediction"] for r in joined.json())
+    assert mlctl("service", "delete", "dcsvc").code == 0
