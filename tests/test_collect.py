@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from azurite import API_VERSION, Azurite
-from conftest import free_port, mlctl, post, start_server, stop_servers, wait_for
+from conftest import free_port, get, mlctl, post, start_server, stop_servers, wait_for
 
 HERE = Path(__file__).parent / "collect"
 CORRELATION = [
@@ -216,3 +216,69 @@ def test_process_target_writes_append_blobs_to_azurite_by_reference(tmp_path: Pa
     assert joined.code == 0, joined.err
     assert len(joined.json()) == 11 and all(r["prediction:prediction"] for r in joined.json())
     assert mlctl("service", "delete", "dcsvc").code == 0
+
+
+def collection_metrics(base: str) -> dict[str, int]:
+    """``collected``, ``written``, ``dropped``, ``write_errors`` from the server's ``/metrics``."""
+    found = {"collected": 0, "written": 0, "dropped": 0, "write_errors": 0}
+    for line in get(base + "/metrics")[1].decode().splitlines():
+        if line.startswith("mlctl_model_data_rows_total{"):
+            found[line.split('"')[1]] = int(float(line.split()[-1]))
+        elif line.startswith("mlctl_model_data_write_errors_total "):
+            found["write_errors"] = int(float(line.split()[-1]))
+    return found
+
+
+def test_storage_outage_loses_no_row_that_fits_the_buffer_and_counts_drops_exactly(tmp_path: Path) -> None:
+    storage = Azurite(tmp_path, free_port(), location=tmp_path / "azurite-data")  # on disk: survives restarts
+    storage.start()
+    models = tmp_path / "app" / "azureml-models" / "weights" / "1"
+    models.mkdir(parents=True)
+    (models / "weights.txt").write_text("2")
+    env = {
+        **os.environ,
+        "AML_MODEL_DC_STORAGE_ENABLED": "true",
+        "AML_MODEL_DC_STORAGE": storage.connection_string,
+        "MLCTL_DC_API_VERSION": API_VERSION,
+        "MLCTL_DC_BUFFER_ROWS": "50",
+        "SERVICE_NAME": "outage",
+    }
+    started: list[subprocess.Popen[bytes]] = []
+    options = ["--entry-script", str(HERE / "score_dc.py"), "--model-dir", str(models), "--workers", "1"]
+    try:
+        base = start_server(started, options, tmp_path / "server.log", cwd=tmp_path / "app", env=env)
+        settled = lambda: (m := collection_metrics(base))["written"] + m["dropped"] == m["collected"]  # noqa: E731
+        for n in range(3):
+            score(base + "/score", f"up-{n}", [[n, 1, 1], [n, 2, 2]])
+        assert wait_for(settled, 10)
+        storage.stop()
+        for n in range(10):  # 30 rows: they fit the buffer of 50
+            score(base + "/score", f"down-{n}", [[n, 1, 1], [n, 2, 2]])
+        assert wait_for(lambda: collection_metrics(base)["write_errors"] > 0, 10)
+        storage.start()
+        assert wait_for(settled, 30)
+        assert collection_metrics(base) | {"write_errors": 0} == {
+            "collected": 39,
+            "written": 39,
+            "dropped": 0,
+            "write_errors": 0,
+        }
+        storage.stop()
+        for n in range(30):  # 90 rows for a buffer of 50: requests 0-16's inputs and 0-15's predictions fit
+            score(base + "/score", f"over-{n}", [[n, 1, 1], [n, 2, 2]])
+        assert collection_metrics(base)["dropped"] == 40
+        storage.start()
+        assert wait_for(settled, 30)
+        assert {k: v for k, v in collection_metrics(base).items() if k != "write_errors"} == {
+            "collected": 129,
+            "written": 89,
+            "dropped": 40,
+        }
+        inputs, predictions = blob_rows(storage, "inputs"), blob_rows(storage, "predictions")
+        ids = [r["$aml_request_id"] for r in inputs]
+        expected = [f"up-{n}" for n in range(3)] + [f"down-{n}" for n in range(10)] + [f"over-{n}" for n in range(17)]
+        assert sorted(ids) == sorted(i for i in expected for _ in range(2))  # every row once, none twice
+        assert sorted(r["$aml_request_id"] for r in predictions) == sorted(expected[:-1])
+    finally:
+        stop_servers(started)
+        storage.stop()
