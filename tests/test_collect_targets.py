@@ -4,15 +4,19 @@ canary connection string that never shows in a spec, record, rendering or log.""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aci_fake.world import AciWorld
 from azurite import API_VERSION, Azurite
 from conftest import free_port, mlctl, post, wait_for
 from test_collect import HERE, blob_rows
+
+from mlctl.targets.kubernetes.render import REDACTED_CONNECTION
 
 pytest_plugins = ["aci_fixtures"]
 
@@ -95,3 +99,70 @@ def test_aci_target_collects_to_azurite_with_a_secure_environment_value(
     for path in mlctl_home.rglob("*"):
         if path.is_file() and "secrets" not in path.parts:
             assert canary.encode() not in path.read_bytes(), path
+
+
+K8S_SPEC = """apiVersion: mlctl/v1
+kind: Service
+name: k8s-dc
+target: kubernetes
+model_files: [weights.txt]
+inference_config:
+  entry_script: score_dc.py
+  requirements: requirements.txt
+deployment_config:
+  port: 8890
+  collect_model_data: true
+  model_data_storage:
+    connection_string_env: DC_CONN
+"""
+
+
+def test_kubernetes_wiring_secret_mount_env_and_no_canary_in_render_or_dry_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pods of the test cluster have no route off themselves, so Azurite cannot be reached from
+    one: the wiring is proven here (the collection itself on the docker and aci targets, which run
+    the same image): a Secret holding the connection string, mounted read-only, the switches in env."""
+    from mlctl.spec import load_one
+    from mlctl.spec.records import ServiceSpec
+    from mlctl.targets.kubernetes.render import Inputs, manifests
+    from mlctl.targets.kubernetes.settings import settings
+
+    canary = f"DefaultEndpointsProtocol=http;AccountName=canary;AccountKey=k8s-canary-{os.getpid()}"
+    monkeypatch.setenv("MLCTL_REGISTRY", "registry.example:5000")
+    monkeypatch.setenv("DC_CONN", canary)
+    (tmp_path / "weights.txt").write_text("2")
+    (tmp_path / "score_dc.py").write_text((HERE / "score_dc.py").read_text())
+    (tmp_path / "requirements.txt").write_text("numpy\n")
+    spec_file = tmp_path / "service.yaml"
+    spec_file.write_text(K8S_SPEC)
+    outputs = [
+        mlctl("-o", "json", "service", "render", "-f", str(spec_file)),
+        mlctl("service", "render", "-f", str(spec_file)),
+        mlctl("-o", "json", "service", "deploy", "--dry-run", "-f", str(spec_file)),
+        mlctl("spec", "validate", str(spec_file)),
+    ]
+    for result in outputs:
+        assert canary not in result.out + result.err and "k8s-canary" not in result.out + result.err
+    plan = outputs[0].json()
+    by_name = {m["metadata"]["name"]: m for m in plan["manifests"]}
+    assert by_name["k8s-dc-modeldata"]["stringData"] == {"modeldata-connection-string": REDACTED_CONNECTION}
+    pod = next(m for m in plan["manifests"] if m["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["AML_MODEL_DC_STORAGE_ENABLED"] == "true" and env["SERVICE_NAME"] == "k8s-dc"
+    assert env["MLCTL_DC_STORAGE_FILE"] == "/run/mlctl-modeldata/modeldata-connection-string"
+    assert "AML_MODEL_DC_STORAGE" not in env  # the secret is a mounted file, never an env value
+    assert {"name": "modeldata", "mountPath": "/run/mlctl-modeldata", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "modeldata", "secret": {"secretName": "k8s-dc-modeldata", "defaultMode": 0o440}} in pod["volumes"]
+    # what deploy applies: the Secret holds the connection string, nothing else does
+    spec = load_one([spec_file], ServiceSpec)
+    assert isinstance(spec, ServiceSpec)
+    applied = manifests(spec, settings(spec), Inputs(image="img:1", models="weights:1", modeldata_connection=canary))
+    secret = next(m for m in applied if m["metadata"]["name"] == "k8s-dc-modeldata")
+    assert base64.b64decode(secret["data"]["modeldata-connection-string"]).decode() == canary
+    assert canary not in json.dumps([m for m in applied if m is not secret])
+    deployment = next(m for m in applied if m["kind"] == "Deployment")
+    assert {"name": "MLCTL_DC_MODELS", "value": "weights:1"} in deployment["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
