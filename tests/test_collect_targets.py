@@ -166,3 +166,26 @@ def test_kubernetes_wiring_secret_mount_env_and_no_canary_in_render_or_dry_run(
     assert {"name": "MLCTL_DC_MODELS", "value": "weights:1"} in deployment["spec"]["template"]["spec"]["containers"][0][
         "env"
     ]
+
+
+def test_edge_module_collects_into_a_volume_on_the_device(tmp_path: Path) -> None:
+    """An IoT Edge module with ``collect_model_data``: the switches in its env, the device volume
+    bound at the local store; the manifest still validates against the agent's schema."""
+    from test_edge_manifest import DEVICE, IMAGES, _spec
+
+    from mlctl.edge import manifest
+
+    text = DEVICE.replace("    desired_properties: {threshold: 0.5}\n", "    collect_model_data: true\n")
+    text += "  sidecar:\n    image: sidecar:1\n    collect_model_data: true\n    model_data_volume: /srv/modeldata\n"
+    content = manifest.render(_spec(tmp_path, text), IMAGES)
+    manifest.validate(content, layered=False)
+    modules = content["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]
+    model = modules["model"]
+    assert model["env"]["AML_MODEL_DC_STORAGE_ENABLED"] == {"value": "true"}
+    assert model["env"]["MLCTL_DC_LOCAL"] == {"value": "/var/mlctl/modeldata"}
+    assert model["env"]["SERVICE_NAME"] == {"value": "model"} and model["env"]["THRESHOLD"] == {"value": 0.5}
+    options = json.loads(model["settings"]["createOptions"])
+    assert options["HostConfig"]["Binds"] == ["mlctl-modeldata:/var/mlctl/modeldata"]
+    assert options["HostConfig"]["PortBindings"] == {"5001/tcp": [{"HostPort": "9000"}]}
+    sidecar = json.loads(modules["sidecar"]["settings"]["createOptions"])
+    assert sidecar["HostConfig"]["Binds"] == ["/srv/modeldata:/var/mlctl/modeldata"]
