@@ -282,3 +282,41 @@ def test_storage_outage_loses_no_row_that_fits_the_buffer_and_counts_drops_exact
     finally:
         stop_servers(started)
         storage.stop()
+
+
+def test_canary_connection_string_never_leaks_on_the_process_target(tmp_path: Path, azurite: Azurite) -> None:
+    canary = f"{azurite.connection_string}Canary=process-{os.getpid()};"
+    storage = f"  model_data_storage:\n    connection_string_env: DC_CONN\n    api_version: '{API_VERSION}'\n"
+    project = dc_project(tmp_path, port=free_port(), storage=storage)
+    spec = str(project / "service.yaml")
+    env = {"DC_CONN": canary}
+    outputs = [
+        mlctl("-o", "json", "service", "render", "-f", spec, **env),
+        mlctl("-o", "json", "service", "deploy", "--dry-run", "-f", spec, **env),
+        mlctl("-o", "json", "service", "deploy", "-f", spec, **env),
+    ]
+    assert outputs[-1].code == 0, outputs[-1].err
+    score(str(outputs[-1].json()["scoring_uri"]), "canary-1", [[1, 2, 3]])
+    assert wait_for(lambda: len(blob_rows(azurite, "inputs")) == 1, 20)
+    outputs += [mlctl(*args, **env) for args in (("service", "show", "dcsvc"), ("service", "logs", "dcsvc"))]
+    outputs += [mlctl("-o", "json", "service", "list"), mlctl("service", "data", "dcsvc", **env)]
+    secret_files = list(Path(os.environ["MLCTL_HOME"]).rglob("modeldata-connection-string"))
+    assert len(secret_files) == 1 and secret_files[0].stat().st_mode & 0o077 == 0
+    files = [p for p in Path(os.environ["MLCTL_HOME"]).rglob("*") if p.is_file() and p not in secret_files]
+    outputs.append(mlctl("service", "delete", "dcsvc"))
+    for result in outputs:
+        assert "process-" not in result.out + result.err, result.out
+    for path in files:
+        if path.exists():
+            assert b"Canary=process" not in path.read_bytes(), path
+    assert not any(b"Canary=process" in c for c in _cmdlines())
+
+
+def _cmdlines() -> list[bytes]:
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            found.append(path.read_bytes())
+        except OSError:  # the process ended meanwhile
+            pass
+    return found
