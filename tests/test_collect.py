@@ -303,12 +303,12 @@ def test_canary_connection_string_never_leaks_on_the_process_target(tmp_path: Pa
     secret_files = list(Path(os.environ["MLCTL_HOME"]).rglob("modeldata-connection-string"))
     assert len(secret_files) == 1 and secret_files[0].stat().st_mode & 0o077 == 0
     files = [p for p in Path(os.environ["MLCTL_HOME"]).rglob("*") if p.is_file() and p not in secret_files]
+    assert any(p.name == "server.log" for p in files)
+    for path in files:
+        assert b"Canary=process" not in path.read_bytes(), path
     outputs.append(mlctl("service", "delete", "dcsvc"))
     for result in outputs:
         assert "process-" not in result.out + result.err, result.out
-    for path in files:
-        if path.exists():
-            assert b"Canary=process" not in path.read_bytes(), path
     assert not any(b"Canary=process" in c for c in _cmdlines())
 
 
