@@ -37,9 +37,10 @@ def kind_of(data: Any) -> str | None:
     return None
 
 
-def table(data: Any) -> tuple[list[str] | None, list[list[Any]]]:
-    """(column names when the data carries them, rows). Raises TypeError for other types."""
-    kind = kind_of(data)
+def table(data: Any, kind: str | None = None) -> tuple[list[str] | None, list[list[Any]]]:
+    """(column names when the data carries them, rows); ``kind``: ``kind_of(data)`` if known.
+    Raises TypeError for other types."""
+    kind = kind or kind_of(data)
     if kind == "list":
         return None, [list(data)]
     if kind == "numpy":
@@ -47,7 +48,7 @@ def table(data: Any) -> tuple[list[str] | None, list[list[Any]]]:
             return None, [[data.item()]]
         if data.ndim == 1:
             return None, [data.tolist()]
-        return None, [row if isinstance(row, list) else [row] for row in data.tolist()]
+        return None, data.reshape(len(data), -1).tolist()  # rows of a 3-D (or more) array flattened
     if kind == "pandas":
         return [str(c) for c in data.columns], data.astype(object).values.tolist()
     raise TypeError(f"cannot collect {type(data).__name__}: give a list, a numpy array or a pandas DataFrame")
@@ -58,6 +59,16 @@ def csv_text(rows: Sequence[Sequence[Any]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     return buffer.getvalue()
+
+
+def prefixed(prefix: str, table: Sequence[Sequence[Any]]) -> str:
+    """CSV lines of ``table``, each starting with ``prefix`` (CSV text of the correlation values
+    and a comma). Formats the table in one C call and inserts the prefix with one replace, unless a
+    cell holds a line break (then row by row)."""
+    text = csv_text(table)
+    if text.count("\n") != len(table):
+        return "".join(prefix + csv_text([row]) for row in table)
+    return prefix + text[:-2].replace("\r\n", "\r\n" + prefix) + "\r\n"
 
 
 def header(features: Sequence[str] | None, width: int) -> list[str]:

@@ -18,6 +18,7 @@ from mlctl.serve.collect.sinks import Sink
 
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
+INTERVAL_S = 0.5  # rows are written in batches at most this old (sooner when the buffer is half full)
 
 
 @dataclass
@@ -35,16 +36,21 @@ class Counters:
     def add(self, name: str, n: int) -> None:
         """Add ``n`` to counter ``name`` (one of the four fields)."""
         setattr(self, name, getattr(self, name) + n)
-        from mlctl.serve import metrics
+        from mlctl.serve.metrics import current
 
-        shared = metrics.current()
+        shared = current()
         if shared is not None:
             shared.add_collection(name, n)
 
 
 @dataclass(eq=False)
 class Batch:
-    """CSV lines for one file of the layout (``path``), ``rows`` of them, and that file's header."""
+    """CSV lines for one file of the layout (``path``), ``rows`` of them, and that file's header.
+
+    The lines are formatted by ``collect()`` on the request's thread, not here: a CPU-bound
+    background thread would hold the GIL against the event loop's thread, which gives it up at
+    every system call and then waits up to ``sys.getswitchinterval()`` to get it back (the convoy
+    effect), cutting throughput far more than the formatting itself costs."""
 
     path: str
     header: str
@@ -72,15 +78,18 @@ class Writer:
         self._thread.start()
 
     def put(self, batch: Batch) -> bool:
-        """Buffer ``batch`` whole, or drop it whole when it does not fit; True when buffered."""
+        """Buffer ``batch`` whole, or drop it whole when it does not fit; True when buffered.
+        Wakes the writer only when the buffer passes half full (else it writes every ``INTERVAL_S``)."""
+        rows = batch.rows
         with self._cond:
-            self.counters.add("collected", batch.rows)
-            if self._state.rows + batch.rows > self.capacity:
-                self.counters.add("dropped", batch.rows)
+            self.counters.add("collected", rows)
+            if self._state.rows + rows > self.capacity:
+                self.counters.add("dropped", rows)
                 return False
             self._state.batches.append(batch)
-            self._state.rows += batch.rows
-            self._cond.notify()
+            self._state.rows += rows
+            if self._state.rows * 2 > self.capacity >= (self._state.rows - rows) * 2:
+                self._cond.notify()
             return True
 
     @property
@@ -105,15 +114,20 @@ class Writer:
         backoff = 0.0
         while True:
             with self._cond:
+                if backoff:  # storage failing: only a flush cuts the pause short
+                    self._cond.wait_for(lambda: self._state.flushing, timeout=backoff)
+                else:
+                    self._cond.wait_for(self._due, timeout=INTERVAL_S)
                 while not self._state.batches:
                     self._cond.wait()
-                if backoff:
-                    self._cond.wait_for(lambda: self._state.flushing, timeout=backoff)
                 flushing = self._state.flushing
                 pending = list(self._state.batches)
             if backoff and flushing:
                 time.sleep(0.1)  # the flush deadline bounds these retries; do not spin
             backoff = 0.0 if self._write(pending) else min(BACKOFF_MAX_S, backoff * 2 if backoff else BACKOFF_FIRST_S)
+
+    def _due(self) -> bool:
+        return self._state.flushing or self._state.rows * 2 > self.capacity
 
     def _write(self, pending: list[Batch]) -> bool:
         """Write ``pending`` grouped by file; drop each group from the buffer once written."""

@@ -24,6 +24,8 @@ background (``mlctl.serve.collect``); ``collect`` never blocks and never raises 
 """
 
 import contextvars
+import os
+import random
 import uuid
 import warnings
 from datetime import datetime, timezone
@@ -73,6 +75,8 @@ class ModelDataCollector:
         self._debug = settings.debug
         self._feature_names = list(feature_names) if feature_names is not None else None
         self._added = contextvars.ContextVar(f"mlctl_dc_added_{id(self)}", default=None)
+        self._headers = {}  # (feature names, width) -> CSV header line
+        self._paths = {}  # scoring hour (timestamp[:13]) -> file of the layout
         if self._debug:
             print(
                 "Data collection is in debug mode. Set environment variable AML_MODEL_DC_STORAGE_ENABLED to 'true' "
@@ -117,7 +121,8 @@ class ModelDataCollector:
         """Collect ``input_data``; returns the correlation dict for ``inputs``, else None."""
         if not self._active:
             return None
-        if rows.kind_of(input_data) is None:
+        kind = rows.kind_of(input_data)
+        if kind is None:
             warnings.warn(
                 "collect failed: input data must be list, numpy array, pandas dataframe, or spark "
                 "dataframe. Corresponding modules must be installed first.",
@@ -125,7 +130,7 @@ class ModelDataCollector:
             )
             return None
         correlation = self._correlation(user_correlation_id)
-        columns, table = rows.table(input_data)
+        columns, table = rows.table(input_data, kind)
         columns, table = self._strip_added(columns, table, correlation)
         self._write(correlation, columns or self._feature_names, table)
         return dict(correlation) if self._designation == "inputs" else None
@@ -168,7 +173,7 @@ class ModelDataCollector:
             earlier = _request_correlation.get()
             if earlier is not None and earlier[0] == request_id and request_id != NO_REQUEST:
                 return earlier[1]
-        generated = str(uuid.uuid4())
+        generated = _uuid4()
         correlation = {
             self.AML_DC_CORRELATION_HEADER: f"{user_correlation_id}-{generated}" if user_correlation_id else generated,
             self.AML_DC_SCORING_TIMESTAMP_HEADER: datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
@@ -198,12 +203,16 @@ class ModelDataCollector:
         return columns, table
 
     def _write(self, correlation, features, table):
+        """Format the rows and hand them to the writer; headers, paths and prefixes are cached."""
         if not table:
             return
-        width = max(len(r) for r in table)
-        header = rows.csv_text([rows.header(features, width)])
-        values = [correlation[name] for name in rows.CORRELATION_COLUMNS]
-        body = rows.csv_text([values + list(r) for r in table])
+        width = max(map(len, table))
+        key = (tuple(features) if features else None, width)
+        header = self._headers.get(key)
+        if header is None:
+            header = self._headers[key] = rows.csv_text([rows.header(features, width)])
+        prefix = _prefix(correlation)
+        body = rows.prefixed(prefix, table)
         if self._debug:
             print(header + body, end="")
         if self._writer is not None:
@@ -211,11 +220,44 @@ class ModelDataCollector:
             self._writer.put(Batch(path, header, body, len(table)))
 
     def _path(self, timestamp):
-        when = datetime.fromisoformat(timestamp)
-        parts = (self.workspace.split("/") + ["default"] * 3)[:3]
-        folder = [*parts, self.service_name, self.model_name, self.model_version, self._designation]
-        folder += [f"{when:%Y}", f"{when:%m}", f"{when:%d}"] + ([f"{when:%H}"] if self.aml_dc_hour_boundary else [])
-        return "/".join(_part(p) for p in folder) + "/" + self._file
+        """The file of the layout for a row scored at ``timestamp`` (cached per hour)."""
+        path = self._paths.get(timestamp[:13])
+        if path is None:
+            if len(self._paths) > 48:
+                self._paths.clear()
+            when = datetime.fromisoformat(timestamp)
+            parts = (self.workspace.split("/") + ["default"] * 3)[:3]
+            folder = [*parts, self.service_name, self.model_name, self.model_version, self._designation]
+            folder += [f"{when:%Y}", f"{when:%m}", f"{when:%d}"]
+            folder += [f"{when:%H}"] if self.aml_dc_hour_boundary else []
+            path = self._paths[timestamp[:13]] = "/".join(_part(p) for p in folder) + "/" + self._file
+        return path
+
+
+_random = None  # (pid, random.Random): reseeded in each forked worker, so ids never repeat across workers
+
+
+def _uuid4():
+    """A random (version 4) UUID as text, from a seeded PRNG: ``uuid.uuid4`` reads ``os.urandom``
+    on every call, a system call that costs tens of microseconds in sandboxed containers."""
+    global _random
+    if _random is None or _random[0] != os.getpid():
+        _random = (os.getpid(), random.Random(os.urandom(32)))
+    return str(uuid.UUID(int=_random[1].getrandbits(128), version=4))
+
+
+_prefixes = {}  # correlation id -> the CSV text of its values and a comma (inputs and predictions share it)
+
+
+def _prefix(correlation):
+    key = correlation[ModelDataCollector.AML_DC_CORRELATION_HEADER]
+    prefix = _prefixes.get(key)
+    if prefix is None:
+        if len(_prefixes) > 256:
+            _prefixes.clear()
+        values = [correlation[name] for name in rows.CORRELATION_COLUMNS]
+        prefix = _prefixes[key] = rows.csv_text([values])[:-2] + ","
+    return prefix
 
 
 def _version(models, name):
