@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 CONTAINER = "modeldata"
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 30
 MAX_BLOCK = 4 * 1024 * 1024  # bytes per append block (the limit of every Blob API version)
 
 
@@ -74,7 +76,9 @@ class BlobSink:
         from azure.storage.blob import BlobServiceClient
 
         options: dict[str, Any] = {"api_version": api_version} if api_version else {}
-        options.update(retry_total=0)  # the writer retries with its own backoff, keeping rows buffered
+        # the writer retries with its own backoff, keeping rows buffered; a storage that does not
+        # answer (no route: the connection hangs) must fail a write, not block the writer for ever
+        options.update(retry_total=0, connection_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S)
         if connection_string:
             service = BlobServiceClient.from_connection_string(connection_string, **options)
         else:
