@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test docker-up k8s-up lint completions docs generated bench clean
+.PHONY: install demo test docker-up k8s-up azurite lint completions docs generated bench clean
 
 $(STAMP): pyproject.toml specs/examples/requirements-train.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ docker-up:
 k8s-up:
 	bash scripts/k8s-up.sh
 
-test: install docker-up k8s-up
+# Azurite (Azure Storage emulator, npm) into .cache/azurite for the model data collection tests.
+azurite:
+	bash scripts/azurite-install.sh
+
+test: install docker-up k8s-up azurite
 	$(BIN)/python -m pytest -q
 
 lint: install

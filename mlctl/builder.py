@@ -192,7 +192,7 @@ def service_image(deployment: Deployment, registry: Registry, reporter: Reporter
         NotFoundError: the spec's image was never built.
         TargetError, DeploymentError: the pull or the build failed.
     """
-    from mlctl import config, images
+    from mlctl import config, images, modeldata
 
     spec = deployment.spec
     if spec.image is not None:
@@ -209,6 +209,7 @@ def service_image(deployment: Deployment, registry: Registry, reporter: Reporter
         base_image=spec.inference.image.base_image or config.base_image(),
         description=spec.description,
         warn=reporter.warn,
+        extra=modeldata.requirements(spec),
     )
     for note in plan.notes:
         reporter.warn(note)

@@ -58,15 +58,22 @@ class PythonEnvironment:
     ready: bool
 
 
-def plan(spec: EnvironmentSpec, home: Path, warn: Callable[[str], None] = lambda _: None) -> PythonEnvironment:
-    """Work out which environment ``spec`` needs, without building anything.
+def plan(
+    spec: EnvironmentSpec,
+    home: Path,
+    warn: Callable[[str], None] = lambda _: None,
+    *,
+    extra: tuple[str, ...] = (),
+) -> PythonEnvironment:
+    """Work out which environment ``spec`` needs, without building anything; ``extra``: requirements
+    the deployment adds (``mlctl.modeldata.requirements``; not for ``current``, which has what it has).
 
     Raises:
         SpecError: the conda or requirements file cannot be parsed.
     """
     if spec.kind == "current":
         return PythonEnvironment(Path(sys.executable), None, "current", (), True)
-    requirements = tuple(_requirements(spec, warn))
+    requirements = (*_requirements(spec, warn), *extra)
     key = _key(requirements)
     folder = home / "envs" / key
     return PythonEnvironment(

@@ -164,9 +164,11 @@ def plan_context(
     base_image: str,
     description: str = "",
     warn: Callable[[str], None] = lambda _: None,
+    extra: tuple[str, ...] = (),
 ) -> ContextPlan:
     """The build context of image ``name`` (reads the spec's files; writes nothing). ``warn``
-    gets notices about the environment (e.g. the Azure ML SDK packages left out).
+    gets notices about the environment (e.g. the Azure ML SDK packages left out); ``extra``:
+    requirements the deployment adds (``mlctl.modeldata.requirements``).
 
     Raises:
         SpecError: the environment is ``current`` (an image needs its own: give conda_file or requirements).
@@ -178,7 +180,7 @@ def plan_context(
             hint="give inference_config.conda_file or requirements",
         )
     runtime = (*environments.runtime_requirements(), *environments.edge_requirements())  # edge: any image
-    requirements = (*environments.plan(env, Path("/nonexistent"), warn).requirements, *runtime)
+    requirements = (*environments.plan(env, Path("/nonexistent"), warn, extra=extra).requirements, *runtime)
     conda_file = None
     if env.kind == "conda" and env.file is not None:
         text = env.file.read_text(encoding="utf-8")

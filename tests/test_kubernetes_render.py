@@ -139,7 +139,7 @@ def test_autoscale_metric_renders_concurrency_or_cpu(spec: Path, sets: list[str]
         ([D + "autoscale_min_replicas=5", D + "autoscale_max_replicas=2"], "above autoscale_max_replicas"),
         ([D + "token_auth_enabled=true"], "token_auth_enabled is not supported"),
         ([D + "enable_app_insights=true"], "enable_app_insights is not supported"),
-        ([D + "collect_model_data=true"], "collect_model_data is not supported"),
+        ([D + "collect_model_data=true"], "collect_model_data on the kubernetes target needs"),
         ([D + "namespace=Not_A_Label"], "namespace"),
     ],
 )

@@ -99,7 +99,8 @@ def run(argv: list[str]) -> int:
 
 def hoist_global_options(argv: list[str]) -> list[str]:
     """Move ``-o/--output VALUE``, ``--debug`` and ``-q/--quiet`` to the front, so they work after the verb too
-    (``mlctl service show x -o json``), as in ``az`` and ``kubectl``. Stops at ``--``."""
+    (``mlctl service show x -o json``), as in ``az`` and ``kubectl``. Stops at ``--``. ``-o csv`` stays
+    where it is: only ``mlctl service data`` has that output, as its own option."""
     front: list[str] = []
     rest: list[str] = []
     items = iter(argv)
@@ -108,7 +109,10 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             rest.extend([arg, *items])
             break
         if arg in ("-o", "--output"):
-            front.extend([arg, next(items, "")])
+            value = next(items, "")
+            (rest if value == "csv" else front).extend([arg, value])
+        elif arg == "--output=csv":
+            rest.append(arg)
         elif arg.startswith("--output=") or arg in ("--debug", "--quiet", "-q"):
             front.append(arg)
         else:

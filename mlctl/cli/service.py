@@ -160,6 +160,53 @@ def logs(
         reporter.raw(json.dumps({"service": name, "line": line.rstrip("\n")}) + "\n" if reporter.machine else line)
 
 
+@app.command("data")
+def data(
+    name: str = typer.Argument(..., help="Service name.", autocompletion=_state.complete_services),
+    designation: str | None = typer.Option(
+        None,
+        "--designation",
+        "-d",
+        help="Only this designation (inputs, predictions, ...); default: inputs joined with predictions.",
+    ),
+    since: str | None = typer.Option(None, "--since", help="Rows scored at or after this UTC time (ISO 8601)."),
+    until: str | None = typer.Option(None, "--until", help="Rows scored at or before this UTC time (ISO 8601)."),
+    output: str | None = typer.Option(
+        None, "--output", "-o", help="table, json or csv (default: the global --output)."
+    ),
+) -> None:
+    """Print the model data a service collected (collect_model_data), from Azure Blob Storage or
+    the local store; inputs and predictions are joined on $aml_dc_correlation_id."""
+    from mlctl import modeldata
+    from mlctl.errors import SpecError
+
+    if output not in (None, "table", "json", "csv"):
+        raise SpecError(f"--output {output!r}: use table, json or csv")
+    record = _state.registry().service(name) or {}
+    ref = record.get("model_data") or {"store": "local", "root": str(modeldata.local_root(_state.home()))}
+    if designation:
+        found = modeldata.within(modeldata.rows(ref, name, designation), since, until)
+    else:
+        inputs = modeldata.within(modeldata.rows(ref, name, "inputs"), since, until)
+        found = modeldata.joined(inputs, modeldata.rows(ref, name, "predictions"))
+    _print_rows(found, modeldata.columns(found), output)
+
+
+def _print_rows(found: list[dict[str, str]], columns: list[str], output: str | None) -> None:
+    import csv
+    import sys
+
+    reporter = _state.reporter()
+    if output == "csv":
+        writer = csv.DictWriter(sys.stdout, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(found)
+    elif output == "json" or (output is None and reporter.machine):
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+    else:
+        reporter.table(found, columns, empty="no model data collected")
+
+
 @app.command("list")
 def list_services() -> None:
     """List web services on every compute target."""

@@ -206,12 +206,30 @@ def _module(m: EdgeModule, image: str) -> dict[str, Any]:
         body["startupOrder"] = m.startup_order
     if m.image_pull_policy is not None:
         body["imagePullPolicy"] = m.image_pull_policy
-    env = {**message_env(m.messages), **m.env}
+    env = {**message_env(m.messages), **_collection_env(m), **m.env}
     if env:
         body["env"] = {k: {"value": v} for k, v in env.items()}
     where = f"modules.{m.name}.create_options"
-    body["settings"] = {"image": image, **chunk_create_options(m.create_options, where=where)}
+    body["settings"] = {"image": image, **chunk_create_options(_with_store(m), where=where)}
     return body
+
+
+MODELDATA_MOUNT = "/var/mlctl/modeldata"  # the module's local store of collected model data
+
+
+def _collection_env(m: EdgeModule) -> dict[str, str]:
+    if not m.collect_model_data:
+        return {}
+    return {"AML_MODEL_DC_STORAGE_ENABLED": "true", "MLCTL_DC_LOCAL": MODELDATA_MOUNT, "SERVICE_NAME": m.name}
+
+
+def _with_store(m: EdgeModule) -> Mapping[str, Any]:
+    """``create_options`` plus the bind of ``model_data_volume`` at ``MODELDATA_MOUNT`` (collecting)."""
+    if not m.collect_model_data:
+        return m.create_options
+    host = dict(m.create_options.get("HostConfig", {}))
+    host["Binds"] = [*host.get("Binds", []), f"{m.model_data_volume}:{MODELDATA_MOUNT}"]
+    return {**m.create_options, "HostConfig": host}
 
 
 def _twins(modules: tuple[EdgeModule, ...]) -> dict[str, Any]:

@@ -43,6 +43,8 @@ class EdgeModule:
     image_pull_policy: str | None = None
     desired_properties: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     messages: EdgeMessages | None = None  # edgeHub message scoring (mlctl.edge.messages)
+    collect_model_data: bool = False  # rows to the local store on model_data_volume (mlctl.edge.manifest)
+    model_data_volume: str = "mlctl-modeldata"
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ def _module(doc: Document, name: str) -> EdgeModule:
         image_pull_policy=m.get("image_pull_policy"),
         desired_properties=_frozen(m.get("desired_properties")),
         messages=build_messages(m.get("messages")),
+        collect_model_data=bool(m.get("collect_model_data", False)),
+        model_data_volume=m.get("model_data_volume", "mlctl-modeldata"),
     )
 
 

@@ -335,7 +335,16 @@ def _worker(
         log.error("entry script error: %s", exc)
         return EXIT_INIT_FAILED
     _serve(args, sockets, backend, keys, metrics, batcher)
+    _flush_model_data()
     return 0
+
+
+def _flush_model_data() -> None:
+    """Write the rows model data collection still buffers: workers leave with ``os._exit``, which
+    skips ``atexit``. Only when the entry script collected (the module is then loaded)."""
+    collect = sys.modules.get("mlctl.serve.collect")
+    if collect is not None:
+        collect.flush_all()
 
 
 def _batcher(args: argparse.Namespace, entry: Any) -> object:

@@ -13,6 +13,9 @@ Series (Prometheus text format 0.0.4):
   autoscaling reads this gauge per pod).
 * ``mlctl_init_duration_seconds{worker}``: gauge, how long ``init()`` took.
 * ``mlctl_workers``: gauge.
+* ``mlctl_model_data_rows_total{outcome}``: counter, model data collection rows ``collected``
+  (offered to ``collect()``), ``written``, ``dropped`` (buffer full); only once a row was offered.
+* ``mlctl_model_data_write_errors_total``: counter, failed writes to the store (each retried).
 """
 
 from __future__ import annotations
@@ -28,8 +31,15 @@ _ROUTE = {r: i for i, r in enumerate(ROUTES)}
 _STATUS = {s: i for i, s in enumerate(STATUSES)}
 _SERIES = len(BUCKETS) + 3  # one count per bucket, then +Inf count, sum, total count
 _CELLS = len(ROUTES) * len(STATUSES) * _SERIES
-_SLOT = _CELLS + 2  # ... then in-flight and init seconds
+COLLECTION = ("collected", "written", "dropped", "write_errors")  # mlctl.serve.collect.writer.Counters
+_SLOT = _CELLS + 2 + len(COLLECTION)  # ... then in-flight, init seconds and the collection counters
 _DOUBLE = struct.Struct("d")
+_current: SharedMetrics | None = None
+
+
+def current() -> SharedMetrics | None:
+    """The metrics this worker process writes to (set by ``use_slot``), else None."""
+    return _current
 
 
 class SharedMetrics:
@@ -42,8 +52,14 @@ class SharedMetrics:
         self.slot = 0
 
     def use_slot(self, slot: int) -> None:
-        """Make this process write to ``slot`` (a worker's index)."""
+        """Make this process write to ``slot`` (a worker's index); ``current()`` returns ``self`` from now on."""
+        global _current
         self.slot = slot
+        _current = self
+
+    def add_collection(self, name: str, n: int) -> None:
+        """Add ``n`` to model data collection counter ``name`` (one of ``COLLECTION``)."""
+        self.values[self.slot * _SLOT + _CELLS + 2 + COLLECTION.index(name)] += n
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Record one finished request."""
@@ -91,12 +107,32 @@ class SharedMetrics:
             f'mlctl_init_duration_seconds{{worker="{w}"}} {self._slot_value(w, _CELLS + 1):.6f}'
             for w in range(self.workers)
         ]
+        lines += self._collection_lines()
         lines += [
             "# HELP mlctl_workers Worker processes.",
             "# TYPE mlctl_workers gauge",
             f"mlctl_workers {self.workers}",
         ]
         return ("\n".join(lines) + "\n").encode()
+
+    def _collection_lines(self) -> list[str]:
+        totals = [sum(self._slot_value(w, _CELLS + 2 + i) for w in range(self.workers)) for i in range(4)]
+        if not totals[0] and not totals[3]:
+            return []
+        lines = [
+            "# HELP mlctl_model_data_rows_total Model data collection rows, by outcome.",
+            "# TYPE mlctl_model_data_rows_total counter",
+        ]
+        lines += [
+            f'mlctl_model_data_rows_total{{outcome="{n}"}} {v:.0f}'
+            for n, v in zip(COLLECTION[:3], totals[:3], strict=True)
+        ]
+        return [
+            *lines,
+            "# HELP mlctl_model_data_write_errors_total Failed writes to the model data store (retried).",
+            "# TYPE mlctl_model_data_write_errors_total counter",
+            f"mlctl_model_data_write_errors_total {totals[3]:.0f}",
+        ]
 
     def _summed(self, offset: int) -> list[float]:
         return [sum(self.values[w * _SLOT + offset + i] for w in range(self.workers)) for i in range(_SERIES)]

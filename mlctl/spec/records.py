@@ -117,6 +117,17 @@ class InferenceConfig(FrozenRecord):
     image: ImageOptions = ImageOptions()
 
 
+class ModelDataStorage(FrozenRecord):
+    """The storage account model data collection writes to, by reference: exactly one of an
+    environment variable holding the connection string, a file holding it, or an account URL
+    (``DefaultAzureCredential``). The secret itself is never part of a record."""
+
+    connection_string_env: str | None = None
+    connection_string_file: Path | None = None
+    account_url: str | None = None
+    api_version: str | None = None
+
+
 class DeploymentConfig(FrozenRecord):
     """Deployment configuration. Units: ``cpu_cores`` in cores, ``memory_gb`` in GB, bytes for sizes,
     ``scoring_timeout_ms`` in milliseconds (Azure ML's name); concurrency and queue are per worker."""
@@ -161,6 +172,7 @@ class DeploymentConfig(FrozenRecord):
     namespace: str | None = None
     service_type: str | None = None
     collect_model_data: bool | None = None
+    model_data_storage: ModelDataStorage | None = None  # None with collect_model_data: the local store
     enable_app_insights: bool | None = None
     location: str | None = None
     dns_name_label: str | None = None
@@ -358,7 +370,19 @@ def _deployment(doc: Document) -> DeploymentConfig:
     for name in ("ssl_cert_pem_file", "ssl_key_pem_file"):
         if name in d:
             given[name] = _existing(doc, ["deployment_config", name], folder_ok=False)
+    if "model_data_storage" in d:
+        given["model_data_storage"] = _storage(doc, d["model_data_storage"])
     return DeploymentConfig(**given)
+
+
+def _storage(doc: Document, d: Mapping[str, Any]) -> ModelDataStorage:
+    path: list[str | int] = ["deployment_config", "model_data_storage", "connection_string_file"]
+    return ModelDataStorage(
+        connection_string_env=d.get("connection_string_env"),
+        connection_string_file=_existing(doc, path, folder_ok=False) if "connection_string_file" in d else None,
+        account_url=d.get("account_url"),
+        api_version=d.get("api_version"),
+    )
 
 
 def _read(doc: Document, path: list[str | int]) -> bytes:

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlctl import config
+from mlctl import config, modeldata
 from mlctl.errors import ConflictError, NotFoundError, TargetError
 from mlctl.output import Reporter
 from mlctl.registry import Registry
@@ -47,6 +47,7 @@ ACI_KEYS = {
     "subnet_name",
     "enable_app_insights",
     "collect_model_data",
+    "model_data_storage",
     "gpu_cores",
 }
 DEPLOYMENT_KEYS = COMMON_KEYS | ACI_KEYS
@@ -73,7 +74,10 @@ class Driver:
         """The ContainerGroup PUT that ``deploy`` would send, secrets redacted (pure)."""
         spec, s = deployment.spec, self.settings
         image = r.image_of(deployment, s)
-        secrets = r.Secrets(files={n: b"" for n in r.secret_names(spec)})
+        secrets = r.Secrets(
+            files={n: b"" for n in r.secret_names(spec)},
+            environment=dict.fromkeys(r.secure_env_names(spec), r.REDACTED),
+        )
         entry = spec.inference.entry_script.name if spec.inference else "<entry script of the image>"
         doc = r.body(deployment, s, image=image, secrets=secrets, entry=entry, tags=r.group_tags(deployment, image, ""))
         return {
@@ -281,7 +285,13 @@ class Driver:
         self.registry.save_service(
             spec.name,
             self.kind,
-            {"name": spec.name, "target": self.kind, "target_options": self.options, "test": test_record(spec)},
+            {
+                "name": spec.name,
+                "target": self.kind,
+                "target_options": self.options,
+                "test": test_record(spec),
+                "model_data": modeldata.reference(spec, self.home),
+            },
             builtins.list(deployment.models),
         )
 

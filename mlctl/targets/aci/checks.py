@@ -22,8 +22,8 @@ def check_spec(spec: ServiceSpec, settings: Settings, reporter: Reporter) -> Non
     """Refuse what this target cannot honour, warn about what it does differently.
 
     Raises:
-        TargetError: a refused key (cmk_*, vnet_name/subnet_name, enable_app_insights or
-            collect_model_data true), ssl_enabled without certificate files, or no location.
+        TargetError: a refused key (cmk_*, vnet_name/subnet_name, enable_app_insights true,
+            collect_model_data without model_data_storage), ssl_enabled without certificate files, or no location.
     """
     d = spec.deployment
     for key in sorted(d.given & set(_REFUSED)):
@@ -31,12 +31,18 @@ def check_spec(spec: ServiceSpec, settings: Settings, reporter: Reporter) -> Non
             f"service {spec.name!r}: deployment_config.{key} cannot be honoured on the aci target: {_REFUSED[key]}",
             hint=f"remove deployment_config.{key}",
         )
-    for key in ("enable_app_insights", "collect_model_data"):
-        if getattr(d, key):
-            raise TargetError(
-                f"service {spec.name!r}: deployment_config.{key} needs an Azure ML workspace, which mlctl does not use",
-                hint=f"remove it or set it to false; `mlctl service logs {spec.name}` shows the server's output",
-            )
+    if d.enable_app_insights:
+        raise TargetError(
+            f"service {spec.name!r}: deployment_config.enable_app_insights needs an Azure ML workspace, "
+            "which mlctl does not use",
+            hint=f"remove it or set it to false; `mlctl service logs {spec.name}` shows the server's output",
+        )
+    if d.collect_model_data and d.model_data_storage is None:
+        raise TargetError(
+            f"service {spec.name!r}: collect_model_data on the aci target needs deployment_config.model_data_storage "
+            "(a container group has no local store to read back)",
+            hint="name the storage account: connection_string_env, connection_string_file or account_url",
+        )
     if d.ssl_enabled and not uses_tls(spec):
         raise TargetError(
             f"service {spec.name!r}: ssl_enabled needs ssl_cert_pem_file and ssl_key_pem_file",

@@ -29,7 +29,7 @@ from mlctl.registry import Registry
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import Deployment, uses_tls
 from mlctl.targets.aci import arm
-from mlctl.targets.aci.render import REDACTED, Secrets, Settings, secret_names
+from mlctl.targets.aci.render import REDACTED, Secrets, Settings, secret_names, secure_env_names
 
 LOG_LINES = 30
 
@@ -131,13 +131,23 @@ def secrets_for(spec: ServiceSpec, settings: Settings, home: Path) -> tuple[Secr
                 files[name] = source.read_bytes()
             except OSError as exc:
                 raise SpecError(f"cannot read {source}: {exc.strerror}", hint="check the path") from None
-    return Secrets(registry_password=password(settings), files=files), created
+    environment = {}
+    if secure_env_names(spec):
+        from mlctl import modeldata
+
+        environment["AML_MODEL_DC_STORAGE"] = modeldata.connection_string(d.model_data_storage) or ""
+    return Secrets(registry_password=password(settings), files=files, environment=environment), created
 
 
 def stored_secrets(settings: Settings, home: Path, name: str, names: list[str]) -> Secrets:
     """The secrets of the definition last applied (from the local store)."""
     folder = secrets_dir(home, name)
-    return Secrets(registry_password=password(settings), files={n: (folder / n).read_bytes() for n in names})
+    environment = {p.name[len(_ENV_PREFIX) :]: p.read_text() for p in folder.glob(_ENV_PREFIX + "*")}
+    files = {n: (folder / n).read_bytes() for n in names}
+    return Secrets(registry_password=password(settings), files=files, environment=environment)
+
+
+_ENV_PREFIX = "secure-env-"  # a stored secure environment value: file secure-env-NAME
 
 
 def fill(redacted: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
@@ -149,6 +159,10 @@ def fill(redacted: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
     for volume in props.get("volumes", []):
         if "secret" in volume:
             volume["secret"] = {k: base64.b64encode(secrets.files[k]).decode() for k in volume["secret"]}
+    for container in props.get("containers", []):
+        for variable in container["properties"].get("environmentVariables", []):
+            if "secureValue" in variable:
+                variable["secureValue"] = secrets.environment[variable["name"]]
     return doc  # type: ignore[no-any-return]
 
 
@@ -156,7 +170,8 @@ def save_applied(home: Path, spec_name: str, redacted: dict[str, Any], secrets: 
     """Keep the redacted body sent and the secret volume's files (0600) for a later re-send."""
     folder = secrets_dir(home, spec_name)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for name, data in secrets.files.items():
+    stored = {**secrets.files, **{_ENV_PREFIX + k: v.encode() for k, v in secrets.environment.items()}}
+    for name, data in stored.items():
         if name == "keys.json":
             continue  # the key store itself
         tmp = folder / f".{name}.tmp"

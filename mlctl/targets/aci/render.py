@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlctl import images
+from mlctl import images, modeldata
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import Deployment, server_options, uses_tls
 
@@ -113,11 +113,13 @@ class Settings:
 
 @dataclass(frozen=True)
 class Secrets:
-    """The values that reach the group only as secrets: the registry password and the files of the
-    secret volume (``keys.json``, ``tls-cert.pem``, ``tls-key.pem``: name -> bytes)."""
+    """The values that reach the group only as secrets: the registry password, the files of the
+    secret volume (``keys.json``, ``tls-cert.pem``, ``tls-key.pem``: name -> bytes) and secure
+    environment values (``AML_MODEL_DC_STORAGE``, the model data connection string: name -> value)."""
 
     registry_password: str = REDACTED
     files: Mapping[str, bytes] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 def dns_label(spec: ServiceSpec, settings: Settings) -> str:
@@ -172,7 +174,7 @@ def body(
         "image": image,
         "command": _command(spec, entry),
         "ports": [{"port": d.port, "protocol": "TCP"}],
-        "environmentVariables": [{"name": k, "value": v} for k, v in sorted(d.environment_variables.items())],
+        "environmentVariables": _environment(deployment, secrets),
         "resources": {"requests": _requests(spec, settings)},
     }
     properties: dict[str, Any] = {
@@ -195,6 +197,26 @@ def body(
         ]
         container["volumeMounts"] = [{"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT, "readOnly": True}]
     return {"location": location(spec, settings) or "<location>", "tags": dict(tags), "properties": properties}
+
+
+def _environment(deployment: Deployment, secrets: Secrets) -> list[dict[str, str]]:
+    """Plain values (the spec's, model data collection's switches), then the secure ones."""
+    spec = deployment.spec
+    models = [(m.name, m.version) for m in deployment.models]
+    plain = {
+        **spec.deployment.environment_variables,
+        **modeldata.server_env(spec, models, local=None, secret_file=None),
+    }
+    return [{"name": k, "value": v} for k, v in sorted(plain.items())] + [
+        {"name": k, "secureValue": v} for k, v in sorted(secrets.environment.items())
+    ]
+
+
+def secure_env_names(spec: ServiceSpec) -> tuple[str, ...]:
+    """The secure environment values the group gets for ``spec``: the model data connection string."""
+    storage = spec.deployment.model_data_storage
+    collecting = modeldata.enabled(spec) and storage is not None and not storage.account_url
+    return ("AML_MODEL_DC_STORAGE",) if collecting else ()
 
 
 def secret_names(spec: ServiceSpec) -> tuple[str, ...]:
@@ -237,7 +259,16 @@ def redact(doc: dict[str, Any]) -> dict[str, Any]:
     props["volumes"] = [
         {**v, "secret": {k: REDACTED for k in v["secret"]}} if "secret" in v else v for v in props.get("volumes", [])
     ] or None
+    props["containers"] = [_redact_container(c) for c in props["containers"]]
     return {**out, "properties": {k: v for k, v in props.items() if v is not None}}
+
+
+def _redact_container(container: dict[str, Any]) -> dict[str, Any]:
+    inner = dict(container["properties"])
+    inner["environmentVariables"] = [
+        {**e, "secureValue": REDACTED} if "secureValue" in e else e for e in inner.get("environmentVariables", [])
+    ]
+    return {**container, "properties": inner}
 
 
 def _command(spec: ServiceSpec, entry: str) -> list[str]:

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlctl import keys
+from mlctl import keys, modeldata
 from mlctl.builder import docker_client, service_image
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError, WaitTimeout
 from mlctl.output import Reporter, strip_ansi
@@ -63,7 +63,7 @@ from mlctl.targets.init_failure import env_file_shown, explain
 from mlctl.targets.process.lifecycle import check_port_free, ready, uri
 
 OPTIONS = {"host": "address the containers' scoring servers listen on (host networking): 127.0.0.1 (default)"}
-DEPLOYMENT_KEYS = COMMON_KEYS | {"gpu_cores"}
+DEPLOYMENT_KEYS = COMMON_KEYS | {"gpu_cores", "collect_model_data", "model_data_storage"}
 STOP_GRACE_S = 30
 DRAIN_S = 1.0
 
@@ -103,6 +103,8 @@ class Driver:
                 old=None,
                 name=f"mlctl-{spec.name}-<id>",
                 created="<deploy time>",
+                models=_model_pairs(deployment),
+                modeldata_dir=modeldata.local_root(self.home),
             ),
             "scoring_uri": uri(self.host, spec.deployment.port, tls=uses_tls(spec)),
         }
@@ -227,6 +229,8 @@ class Driver:
                 old=old,
                 name=f"mlctl-{spec.name}-{uuid.uuid4().hex[:6]}",
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                models=_model_pairs(deployment),
+                modeldata_dir=modeldata.local_root(self.home),
             )
             labels = {
                 **config_.pop("labels"),
@@ -260,12 +264,34 @@ class Driver:
         created now (existing keys are kept across updates)."""
         owner = IMAGE_USER if os.geteuid() == 0 else None
         copy_tls(spec, deploy_dir, owner)
+        self._write_collection_secret(spec)
         if not spec.deployment.auth_enabled:
             return False
         folder = self._secrets_dir(spec.name)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         _hand_to_container(folder)
         return keys.ensure(folder / "keys.json", owner)
+
+    def _write_collection_secret(self, spec: ServiceSpec) -> None:
+        """The model data connection string as a 0600 file of the secrets folder (mounted read-only),
+        and the local store handed to the container's user."""
+        if not modeldata.enabled(spec):
+            return
+        secret = modeldata.connection_string(spec.deployment.model_data_storage)
+        if secret is None:
+            local = modeldata.local_root(self.home)
+            local.mkdir(parents=True, exist_ok=True)
+            _hand_to_container(local)
+            return
+        folder = self._secrets_dir(spec.name)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _hand_to_container(folder)
+        path = folder / modeldata.SECRET_NAME
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret)
+        if os.geteuid() == 0:
+            os.chown(path, *IMAGE_USER)
 
     def _state(self, container: Any) -> ServiceState:
         container.reload()
@@ -284,12 +310,17 @@ class Driver:
                 "container": container.id,
                 "port": deployment.spec.deployment.port,
                 "test": test_record(deployment.spec),
+                "model_data": modeldata.reference(deployment.spec, self.home),
             },
             list(deployment.models),
         )
 
 
 _FULL_LOG = 2000  # log lines read to find the first init() failure
+
+
+def _model_pairs(deployment: Deployment) -> tuple[tuple[str, int], ...]:
+    return tuple((m.name, m.version) for m in deployment.models)
 
 
 def _hand_to_container(folder: Path) -> None:

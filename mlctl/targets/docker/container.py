@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mlctl import images
+from mlctl import images, modeldata
 from mlctl.builder import docker_client
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import TLS_FILES, ServiceState, server_options, tls_paths, uses_tls
@@ -20,6 +20,7 @@ LABEL = "mlctl.service"
 MOUNT = "/run/mlctl"
 OLD_MOUNT = "/run/mlctl-old"
 SECRETS_MOUNT = "/run/mlctl-secrets"
+MODELDATA_MOUNT = "/var/mlctl/modeldata"  # the local store (MLCTL_HOME/modeldata) inside the container
 IMAGE_USER = (1000, 1000)  # mlctl.images.USER
 
 
@@ -34,12 +35,18 @@ def container_config(
     old: Any,
     name: str,
     created: str,
+    models: tuple[tuple[str, int], ...] = (),
+    modeldata_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The container's configuration (docker SDK ``containers.run`` keyword arguments).
 
     Deterministic for a given spec: ``name`` and ``created`` (the parts that differ per
     deploy) come from the caller, so ``render`` -- and the fingerprint built on it -- is the
-    same for the same spec at deploy time and at any later ``diff``."""
+    same for the same spec at deploy time and at any later ``diff``.
+
+    Model data collection (``collect_model_data``): the connection string is a file of
+    ``secrets_dir`` mounted read-only (never an environment variable, label or argument); without
+    an account the local store ``modeldata_dir`` is mounted at ``MODELDATA_MOUNT``."""
     d = spec.deployment
     command = [
         images.PYTHON,
@@ -57,8 +64,15 @@ def container_config(
         ),
     ]
     volumes = {str(deploy_dir): {"bind": MOUNT, "mode": "rw"}}
-    if d.auth_enabled:
+    collecting = modeldata.enabled(spec)
+    storage = d.model_data_storage if collecting else None
+    if d.auth_enabled or (storage is not None and not storage.account_url):
         volumes[str(secrets_dir)] = {"bind": SECRETS_MOUNT, "mode": "ro"}
+    if collecting and storage is None and modeldata_dir is not None:
+        volumes[str(modeldata_dir)] = {"bind": MODELDATA_MOUNT, "mode": "rw"}
+    collection_env = modeldata.server_env(
+        spec, models, local=MODELDATA_MOUNT, secret_file=f"{SECRETS_MOUNT}/{modeldata.SECRET_NAME}"
+    )
     if old is not None:
         command += ["--inherit-from", f"{OLD_MOUNT}/control.sock"]
         volumes[old.labels["mlctl.deploy_dir"]] = {"bind": OLD_MOUNT, "mode": "rw"}
@@ -78,7 +92,7 @@ def container_config(
         "network_mode": "host",
         "volumes": volumes,
         "healthcheck": healthcheck,
-        "environment": dict(d.environment_variables),
+        "environment": {**d.environment_variables, **collection_env},
         **({"nano_cpus": int(d.cpu_cores * 1e9)} if d.cpu_cores else {}),
         **({"mem_limit": f"{max(6, int(d.memory_gb * 1024))}m"} if d.memory_gb else {}),
         "restart_policy": {"Name": "unless-stopped"},

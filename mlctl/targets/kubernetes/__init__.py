@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlctl import keys
+from mlctl import keys, modeldata
 from mlctl.errors import ConflictError, DeploymentError, NotFoundError, TargetError
 from mlctl.output import Reporter
 from mlctl.registry import Registry
@@ -68,7 +68,7 @@ DEPLOYMENT_KEYS = COMMON_KEYS | {"ssl_enabled"} | {
     "replica_max_concurrent_requests",
     "max_request_wait_time", "period_seconds", "initial_delay_seconds", "timeout_seconds",
     "success_threshold", "failure_threshold", "namespace", "service_type", "collect_model_data",
-    "enable_app_insights",
+    "enable_app_insights", "model_data_storage",
 }  # fmt: skip
 
 
@@ -349,6 +349,9 @@ class Driver:
             keys=key_bytes,
             registry_auth=self._acr_auth or registry_auth(),
             replicas=replicas,
+            modeldata_connection=modeldata.connection_string(spec.deployment.model_data_storage)
+            if modeldata.enabled(spec)
+            else None,
             **tls.inputs(spec, with_key=True),
         )
         return manifests(spec, s, inputs)
@@ -427,7 +430,7 @@ class Driver:
         self.registry.save_service(
             deployment.spec.name, self.kind,
             {"name": deployment.spec.name, "target": self.kind, "target_options": options,
-             "test": test_record(deployment.spec)},
+             "test": test_record(deployment.spec), "model_data": modeldata.reference(deployment.spec, self.home)},
             list(deployment.models),
         )  # fmt: skip
 

@@ -264,6 +264,7 @@ def skeletons(name: str, namespace: str, versions: ApiVersions) -> list[dict[str
         (versions.policy, "PodDisruptionBudget", name),
         ("v1", "Secret", names(name)["Secret"]),
         ("v1", "Secret", names(name)["Secret/registry"]),
+        ("v1", "Secret", names(name)["Secret/modeldata"]),
     ]
     return [{"apiVersion": v, "kind": k, "metadata": {"name": n, "namespace": namespace}} for v, k, n in kinds]
 

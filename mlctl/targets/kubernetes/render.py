@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mlctl import images
+from mlctl import images, modeldata
 from mlctl.spec.records import DeploymentConfig, ServiceSpec
 from mlctl.targets import server_options
 from mlctl.targets.kubernetes.settings import Settings
@@ -43,6 +43,8 @@ REDACTED_TLS = "redacted: mlctl writes the private key when it deploys; a server
 PRE_STOP_S = 3  # endpoints controllers and proxies drop the pod before its server stops accepting
 IN_FLIGHT = "mlctl_requests_in_flight"  # the scoring server's gauge (mlctl.serve.metrics)
 REDACTED_KEYS = "redacted: mlctl writes the keys when it deploys; a server refuses to start with this"
+REDACTED_CONNECTION = "redacted: mlctl writes the connection string when it deploys"
+MODELDATA_MOUNT = "/run/mlctl-modeldata"  # the model data Secret (its connection string), read-only
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -74,6 +76,7 @@ class Inputs:
     tls_secret: str | None = None  # the TLS Secret's name (with TLS)
     tls_cert: bytes = b""
     tls_key: bytes | None = None  # None: the redacted placeholder
+    modeldata_connection: str | None = None  # None: the redacted placeholder
 
 
 def versions_option(text: str | None) -> ApiVersions:
@@ -104,6 +107,8 @@ def manifests(spec: ServiceSpec, s: Settings, inputs: Inputs) -> list[dict[str, 
         objects.append(_tls_secret(spec, s, inputs))
     if inputs.pull_secret or inputs.registry_auth:
         objects.append(_pull_secret(spec, s, inputs.registry_auth))
+    if _collection_secret(spec):
+        objects.append(_modeldata_secret(spec, s, inputs.modeldata_connection))
     objects += [_service(spec, s), _deployment(spec, s, inputs)]
     if s.autoscale:
         objects.append(_hpa(spec, s, inputs.versions.autoscaling))
@@ -117,6 +122,7 @@ def names(spec_name: str) -> dict[str, str]:
     return {
         "Secret": f"{spec_name}-keys",
         "Secret/registry": f"{spec_name}-registry",
+        "Secret/modeldata": f"{spec_name}-modeldata",
         "Service": spec_name,
         "Deployment": spec_name,
         "HorizontalPodAutoscaler": spec_name,
@@ -183,6 +189,22 @@ def _pull_secret(spec: ServiceSpec, s: Settings, auth: tuple[str, str, str] | No
     return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "kubernetes.io/dockerconfigjson", **body}
 
 
+def _collection_secret(spec: ServiceSpec) -> bool:
+    """Whether model data collection needs the connection string Secret (an account URL does not)."""
+    storage = spec.deployment.model_data_storage
+    return modeldata.enabled(spec) and storage is not None and not storage.account_url
+
+
+def _modeldata_secret(spec: ServiceSpec, s: Settings, connection: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = (
+        {"data": {modeldata.SECRET_NAME: base64.b64encode(connection.encode()).decode()}}
+        if connection is not None
+        else {"stringData": {modeldata.SECRET_NAME: REDACTED_CONNECTION}}
+    )
+    meta = _meta(spec, s, names(spec.name)["Secret/modeldata"])
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", **body}
+
+
 def _service(spec: ServiceSpec, s: Settings) -> dict[str, Any]:
     port = spec.deployment.port
     return {
@@ -202,7 +224,7 @@ def _deployment(spec: ServiceSpec, s: Settings, inputs: Inputs) -> dict[str, Any
     pod: dict[str, Any] = {
         # the server drains on SIGTERM (in-flight requests finish) within scoring_timeout_ms
         "terminationGracePeriodSeconds": PRE_STOP_S + math.ceil(spec.deployment.scoring_timeout_ms / 1000) + 5,
-        "containers": [_container(spec, s, inputs.image)],
+        "containers": [_container(spec, s, inputs.image, inputs.models)],
         "volumes": [{"name": "run", "emptyDir": {}}],
         "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
     }
@@ -213,6 +235,9 @@ def _deployment(spec: ServiceSpec, s: Settings, inputs: Inputs) -> dict[str, Any
     if s.tls:
         secret = inputs.tls_secret or f"{spec.name}-tls"
         pod["volumes"].append({"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440}})
+    if _collection_secret(spec):
+        source = {"secretName": names(spec.name)["Secret/modeldata"], "defaultMode": 0o440}
+        pod["volumes"].append({"name": "modeldata", "secret": source})
     if inputs.pull_secret or inputs.registry_auth:
         pod["imagePullSecrets"] = [{"name": names(spec.name)["Secret/registry"]}]
     annotations = {FINGERPRINT: inputs.fingerprint, MODELS: inputs.models}
@@ -230,9 +255,13 @@ def _deployment(spec: ServiceSpec, s: Settings, inputs: Inputs) -> dict[str, Any
     }
 
 
-def _container(spec: ServiceSpec, s: Settings, image: str) -> dict[str, Any]:
+def _container(spec: ServiceSpec, s: Settings, image: str, models: str = "") -> dict[str, Any]:
     d = spec.deployment
     mounts: list[dict[str, Any]] = [{"name": "run", "mountPath": RUN_MOUNT}]
+    if _collection_secret(spec):
+        mounts.append({"name": "modeldata", "mountPath": MODELDATA_MOUNT, "readOnly": True})
+    pairs = [(n, int(v)) for n, _, v in (ref.rpartition(":") for ref in models.split(",") if ":" in ref)]
+    collection = modeldata.server_env(spec, pairs, local=None, secret_file=f"{MODELDATA_MOUNT}/{modeldata.SECRET_NAME}")
     if s.auth:
         mounts.append({"name": "keys", "mountPath": SECRETS_MOUNT, "readOnly": True})
     if s.tls:
@@ -244,7 +273,7 @@ def _container(spec: ServiceSpec, s: Settings, image: str) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         **_command(spec, s),
         "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
-        "env": [{"name": k, "value": v} for k, v in sorted(d.environment_variables.items())],
+        "env": [{"name": k, "value": v} for k, v in sorted({**d.environment_variables, **collection}.items())],
         "resources": _resources(s),
         "volumeMounts": mounts,
         "startupProbe": _probe(

@@ -62,7 +62,7 @@ def settings(spec: ServiceSpec, default_namespace: str = "default") -> Settings:
             requests, min above max, a namespace that is not a DNS label, a name that is not a
             DNS-1035 label, ``ssl_enabled`` without both PEM files or false with them) or a key
             is given that this target refuses (``token_auth_enabled``,
-            ``enable_app_insights``, ``collect_model_data``).
+            ``enable_app_insights``, ``collect_model_data`` without ``model_data_storage``).
     """
     d = spec.deployment
     _refuse(spec)
@@ -132,13 +132,18 @@ _REFUSED = {
     "token_auth_enabled": "token authentication needs Azure ML's token service; use auth_enabled (keys)",
     "enable_app_insights": "Application Insights is an Azure service this target does not reach; "
     "read the logs with `mlctl service logs` or scrape /metrics",
-    "collect_model_data": "model data collection writes to Azure Blob storage through Azure ML; "
-    "log inputs from run() and read them with `mlctl service logs`",
 }
 
 
 def _refuse(spec: ServiceSpec) -> None:
     d = spec.deployment
+    if d.collect_model_data and d.model_data_storage is None:
+        raise _error(
+            spec,
+            "collect_model_data on the kubernetes target needs deployment_config.model_data_storage "
+            "(pods have no local store mlctl can read back)",
+            "name the storage account: connection_string_env, connection_string_file or account_url",
+        )
     for key, why in _REFUSED.items():
         if getattr(d, key):  # False/None: nothing asked for, nothing to refuse
             raise _error(

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlctl import environments, keys
+from mlctl import environments, keys, modeldata
 from mlctl.errors import ConflictError, NotFoundError, TargetError
 from mlctl.output import Reporter
 from mlctl.registry import Registry
@@ -47,7 +47,7 @@ from mlctl.targets.process.lifecycle import HOST, STOP_GRACE_S
 
 OPTIONS = {"host": "address web services listen on: 127.0.0.1 (default) or 0.0.0.0 for every interface"}
 # cpu_cores and memory_gb are accepted and not enforced (a local process has no limits; documented)
-DEPLOYMENT_KEYS = COMMON_KEYS
+DEPLOYMENT_KEYS = COMMON_KEYS | {"collect_model_data", "model_data_storage"}
 BUILDS_IMAGES = False  # inference_config image options (docker_file, base_image, ...) are refused
 _CONTROL = "control.sock"
 
@@ -74,7 +74,7 @@ class Driver:
         spec = deployment.spec
         _preflight(spec)
         assert spec.inference is not None
-        env = environments.plan(spec.inference.environment, self.home)
+        env = environments.plan(spec.inference.environment, self.home, extra=modeldata.requirements(spec))
         model_dir = "<deploy dir>/" + _model_dir_rel(deployment)
         return {
             "target": self.kind,
@@ -91,7 +91,10 @@ class Driver:
                 listen_fds=(),
                 keys_file=keys.keys_path(self.home, spec.name) if spec.deployment.auth_enabled else None,
             ),
-            "environment_variables": _server_env(spec, model_dir, env.pythonpath, base={}),
+            "environment_variables": {
+                **_server_env(spec, model_dir, env.pythonpath, base={}),
+                **self._collection_env(deployment, "<deploy dir>"),
+            },
             "models": [m.ref for m in deployment.models],
             "scoring_uri": lifecycle.uri(
                 self.host, spec.deployment.port, tls=spec.deployment.ssl_cert_pem_file is not None
@@ -216,6 +219,15 @@ class Driver:
         return True
 
     # -- internals ------------------------------------------------------------------------------
+    def _collection_env(self, deployment: Deployment, deploy_dir: str) -> dict[str, str]:
+        """Model data collection's variables (none secret): the local store is MLCTL_HOME/modeldata."""
+        return modeldata.server_env(
+            deployment.spec,
+            [(m.name, m.version) for m in deployment.models],
+            local=str(modeldata.local_root(self.home)),
+            secret_file=f"{deploy_dir}/{modeldata.SECRET_NAME}",
+        )
+
     @contextlib.contextmanager
     def _keys(self, spec: ServiceSpec) -> Iterator[None]:
         """Keys for an ``auth_enabled`` service: created if missing, removed again if the deploy fails."""
@@ -254,7 +266,9 @@ class Driver:
             with reporter.step(f"laying out {len(deployment.models)} model(s)"):
                 for model in deployment.models:
                     self.registry.materialize(model, deploy_dir / "azureml-models" / model.name / str(model.version))
-            env = environments.plan(spec.inference.environment, self.home, reporter.warn)
+            env = environments.plan(
+                spec.inference.environment, self.home, reporter.warn, extra=modeldata.requirements(spec)
+            )
             label = "using the current interpreter" if env.key == "current" else f"environment {env.key}"
             with reporter.step(label + ("" if env.ready else " (building)")) as progress:
                 env = environments.prepare(env, self.home, progress)
@@ -285,6 +299,9 @@ class Driver:
         keys_file = keys.keys_path(self.home, spec.name) if spec.deployment.auth_enabled else None
         copy_tls(spec, deploy_dir)
         tls = tls_paths(spec, deploy_dir)
+        _write_secret(
+            deploy_dir / modeldata.SECRET_NAME, modeldata.connection_string(spec.deployment.model_data_storage)
+        )
         command = _command(
             spec, env.python, model_dir, deploy_dir, host=self.host, listen_fds=listen_fds, keys_file=keys_file
         )
@@ -297,7 +314,10 @@ class Driver:
                 cwd=deploy_dir,
                 start_new_session=True,
                 pass_fds=listen_fds,
-                env=_server_env(spec, model_dir, env.pythonpath, base=dict(os.environ)),
+                env={
+                    **_server_env(spec, model_dir, env.pythonpath, base=dict(os.environ)),
+                    **self._collection_env(deployment, str(deploy_dir)),
+                },
             )
         now = _now()
         return {
@@ -324,6 +344,7 @@ class Driver:
             "updated_at": now,
             "fingerprint": deployment.fingerprint,
             "test": test_record(spec),
+            "model_data": modeldata.reference(spec, self.home),
         }
 
     def _save(self, record: dict[str, Any], deployment: Deployment) -> None:
@@ -394,6 +415,15 @@ def _server_env(spec: ServiceSpec, model_dir: str, pythonpath: Path | None, *, b
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return env
+
+
+def _write_secret(path: Path, secret: str | None) -> None:
+    """The connection string as a file only this user reads (the server's MLCTL_DC_STORAGE_FILE)."""
+    if secret is None:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
 
 
 def _now() -> str:

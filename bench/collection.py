@@ -1,0 +1,110 @@
+"""Serving throughput with model data collection on against off (a benchmark, not a test).
+
+    python bench/collection.py [--duration 5] [--rounds 2] [--connections 16]
+
+Starts ``python -m mlctl.serve`` (2 workers) on bench/collect_score.py, which collects its inputs
+and predictions in every ``run()``, once with collection off (``AML_MODEL_DC_STORAGE_ENABLED``
+unset: ``collect()`` returns at once) and once on (rows to a local store in a temporary folder).
+Loads each with keep-alive HTTP/1.1 clients (asyncio, in this process) posting 2-row and 100-row
+bodies on 127.0.0.1; rounds alternate off/on so a busy machine hurts both alike. Prints req/s per
+cell and the on/off ratio. Needs numpy only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _server import free_port, wait_ready
+
+HERE = Path(__file__).resolve().parent
+
+
+def body(rows: int) -> bytes:
+    """A scoring request body of ``rows`` rows of 10 features."""
+    return json.dumps({"data": [[(r + c) % 7 for c in range(10)] for r in range(rows)]}).encode()
+
+
+async def client(port: int, payload: bytes, until: float) -> int:
+    """Post ``payload`` on one keep-alive connection until ``until``; returns requests answered 200."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    done = 0
+    while time.monotonic() < until:
+        writer.write(head.encode() + payload)
+        status = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        done += status.split()[1] == b"200"
+    writer.close()
+    return done
+
+
+async def load(port: int, payload: bytes, seconds: float, connections: int) -> float:
+    """Requests per second over ``seconds`` with ``connections`` clients."""
+    until = time.monotonic() + seconds
+    counts = await asyncio.gather(*(client(port, payload, until) for _ in range(connections)))
+    return sum(counts) / seconds
+
+
+def serve(port: int, store: Path | None) -> subprocess.Popen[bytes]:
+    """The server, collecting into ``store`` (None: collection off)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AML_MODEL_DC", "MLCTL_DC"))}
+    if store is not None:
+        env.update(AML_MODEL_DC_STORAGE_ENABLED="true", MLCTL_DC_LOCAL=str(store), SERVICE_NAME="bench")
+    command = [sys.executable, "-m", "mlctl.serve", "--entry-script", str(HERE / "collect_score.py")]
+    command += ["--port", str(port), "--workers", "2"]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cell(rows: int, store: Path | None, args: argparse.Namespace) -> float:
+    """req/s of one server (started and stopped here) for ``rows``-row bodies."""
+    port = free_port()
+    server = serve(port, store)
+    try:
+        wait_ready(port)
+        asyncio.run(load(port, body(rows), 1.0, args.connections))  # warm-up
+        return asyncio.run(load(port, body(rows), args.duration, args.connections))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    store = Path(tempfile.mkdtemp(prefix="mlctl-collection-"))
+    try:
+        print("| body | collection off (req/s) | collection on (req/s) | on/off |")
+        print("|---|---|---|---|")
+        for rows in (2, 100):
+            off = on = 0.0
+            for _ in range(args.rounds):
+                off += cell(rows, None, args)
+                on += cell(rows, store, args)
+            print(f"| body{rows} | {off / args.rounds:.0f} | {on / args.rounds:.0f} | {on / off:.2f} |")
+        written = sum(len(p.read_text().splitlines()) - 1 for p in store.rglob("*.csv"))
+        print(f"rows written with collection on: {written}")
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Where collected rows are written: a local folder or an Azure Blob Storage container.
+
+Both keep azureml-monitoring's documented layout under container ``modeldata``:
+``<subscription>/<resource group>/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv``
+(``.../<dd>/<hh>/data.csv`` with ``AML_MODEL_DC_BOUNDARY=hour``). Every worker and replica appends
+to the same ``data.csv`` without overwriting another's rows: the local sink appends whole batches
+with ``O_APPEND`` (one ``write`` per batch), the blob sink uses append blobs (each block lands whole).
+The file's first line is the header, written once by whoever creates it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+CONTAINER = "modeldata"
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 30
+MAX_BLOCK = 4 * 1024 * 1024  # bytes per append block (the limit of every Blob API version)
+
+
+class Sink(Protocol):
+    """Appends CSV text to one file of the layout; raises on any failure (the writer retries)."""
+
+    def append(self, path: str, header: str, body: str) -> None:
+        """Append ``body`` (whole CSV lines) to ``path``, creating it with ``header`` first."""
+
+
+class LocalSink:
+    """The layout under folder ``root`` (the local store)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def append(self, path: str, header: str, body: str) -> None:
+        """See ``Sink``; raises OSError."""
+        target = self.root / path
+        if not target.exists():
+            self._create(target, header)
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND)
+        try:
+            data = body.encode()
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _create(target: Path, header: str) -> None:
+        # link a complete file into place: no writer ever sees data.csv without its header
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".data.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(header)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+
+
+class BlobSink:
+    """Append blobs in container ``modeldata`` of one storage account (``azure-storage-blob``,
+    imported here only, so a server without collection to Azure never loads it).
+
+    Args:
+        connection_string: an account connection string, or None with ``account_url``.
+        account_url: ``https://<account>.blob.core.windows.net``, used with ``DefaultAzureCredential``.
+        api_version: the Blob REST API version to speak (None: the client's default).
+    """
+
+    def __init__(self, connection_string: str | None, account_url: str | None, api_version: str | None) -> None:
+        from azure.storage.blob import BlobServiceClient
+
+        options: dict[str, Any] = {"api_version": api_version} if api_version else {}
+        # the writer retries with its own backoff, keeping rows buffered; a storage that does not
+        # answer (no route: the connection hangs) must fail a write, not block the writer for ever
+        options.update(retry_total=0, connection_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S)
+        if connection_string:
+            service = BlobServiceClient.from_connection_string(connection_string, **options)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            service = BlobServiceClient(str(account_url), credential=DefaultAzureCredential(), **options)
+        self.container = service.get_container_client(CONTAINER)
+        self._ready: set[str] = set()  # blobs known to exist with their header
+        self._container_ready = False
+
+    def append(self, path: str, header: str, body: str) -> None:
+        """See ``Sink``; raises azure.core.exceptions.AzureError (or OSError) on failure."""
+        blob = self.container.get_blob_client(path)
+        if path not in self._ready:
+            self._prepare(blob, header)
+            self._ready.add(path)
+        data = body.encode()
+        for start in range(0, len(data), MAX_BLOCK):
+            blob.append_block(data[start : start + MAX_BLOCK])
+
+    def _prepare(self, blob: Any, header: str) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        if not self._container_ready:
+            try:
+                self.container.create_container()
+            except ResourceExistsError:
+                pass
+            self._container_ready = True
+        try:
+            blob.create_append_blob(if_none_match="*")
+        except ResourceExistsError:
+            self._wait_for_header(blob)
+            return
+        blob.append_block(header.encode(), appendpos_condition=0)
+
+    @staticmethod
+    def _wait_for_header(blob: Any) -> None:
+        # another writer created it and is appending the header: our rows must come after it
+        for _ in range(50):
+            if blob.get_blob_properties().size > 0:
+                return
+            time.sleep(0.02)

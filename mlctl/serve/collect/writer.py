@@ -1,0 +1,154 @@
+"""A bounded buffer of collected rows and the background thread that writes them.
+
+Collection never blocks or fails a request: ``put`` only appends to memory (or counts the rows as
+dropped when the buffer holds ``capacity`` rows already). The writer thread appends batches to the
+sink; when the sink fails (a storage outage) the rows stay buffered, counted against the bound,
+and the write is retried with exponential backoff (0.1 s doubling to 5 s) until it succeeds or the
+process flushes and gives up at its deadline. A batch leaves the buffer only once written.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from mlctl.serve.collect.sinks import Sink
+
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+INTERVAL_S = 0.5  # rows are written in batches at most this old (sooner when the buffer is half full)
+
+
+@dataclass
+class Counters:
+    """Rows offered to ``collect`` (``collected``), written, dropped (buffer full) and failed writes.
+
+    ``add`` also adds to this worker's slot of the server's shared metrics (``/metrics``) when the
+    process is a scoring server worker."""
+
+    collected: int = 0
+    written: int = 0
+    dropped: int = 0
+    write_errors: int = 0
+
+    def add(self, name: str, n: int) -> None:
+        """Add ``n`` to counter ``name`` (one of the four fields)."""
+        setattr(self, name, getattr(self, name) + n)
+        from mlctl.serve.metrics import current
+
+        shared = current()
+        if shared is not None:
+            shared.add_collection(name, n)
+
+
+@dataclass(eq=False)
+class Batch:
+    """CSV lines for one file of the layout (``path``), ``rows`` of them, and that file's header.
+
+    The lines are formatted by ``collect()`` on the request's thread, not here: a CPU-bound
+    background thread would hold the GIL against the event loop's thread, which gives it up at
+    every system call and then waits up to ``sys.getswitchinterval()`` to get it back (the convoy
+    effect), cutting throughput far more than the formatting itself costs."""
+
+    path: str
+    header: str
+    body: str
+    rows: int
+
+
+@dataclass
+class _State:
+    batches: list[Batch] = field(default_factory=list)
+    rows: int = 0
+    flushing: bool = False
+
+
+class Writer:
+    """Buffer ``capacity`` rows at most for ``sink``; a daemon thread writes them (see module doc)."""
+
+    def __init__(self, sink: Sink, capacity: int, counters: Counters | None = None) -> None:
+        self.sink = sink
+        self.capacity = capacity
+        self.counters = counters or Counters()
+        self._state = _State()
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="mlctl-data-collector", daemon=True)
+        self._thread.start()
+
+    def put(self, batch: Batch) -> bool:
+        """Buffer ``batch`` whole, or drop it whole when it does not fit; True when buffered.
+        Wakes the writer only when the buffer passes half full (else it writes every ``INTERVAL_S``)."""
+        rows = batch.rows
+        with self._cond:
+            self.counters.add("collected", rows)
+            if self._state.rows + rows > self.capacity:
+                self.counters.add("dropped", rows)
+                return False
+            self._state.batches.append(batch)
+            self._state.rows += rows
+            if self._state.rows * 2 > self.capacity >= (self._state.rows - rows) * 2:
+                self._cond.notify()
+            return True
+
+    @property
+    def buffered(self) -> int:
+        """Rows waiting to be written."""
+        with self._cond:
+            return self._state.rows
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for every buffered row to be written (retrying now,
+        without backoff pauses longer than the time left); True when none is left."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self._state.flushing = True
+            self._cond.notify_all()
+            while self._state.rows and time.monotonic() < deadline:
+                self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._state.flushing = False
+            return self._state.rows == 0
+
+    def _loop(self) -> None:
+        backoff = 0.0
+        while True:
+            with self._cond:
+                if backoff:  # storage failing: only a flush cuts the pause short
+                    self._cond.wait_for(lambda: self._state.flushing, timeout=backoff)
+                else:
+                    self._cond.wait_for(self._due, timeout=INTERVAL_S)
+                while not self._state.batches:
+                    self._cond.wait()
+                flushing = self._state.flushing
+                pending = list(self._state.batches)
+            if backoff and flushing:
+                time.sleep(0.1)  # the flush deadline bounds these retries; do not spin
+            backoff = 0.0 if self._write(pending) else min(BACKOFF_MAX_S, backoff * 2 if backoff else BACKOFF_FIRST_S)
+
+    def _due(self) -> bool:
+        return self._state.flushing or self._state.rows * 2 > self.capacity
+
+    def _write(self, pending: list[Batch]) -> bool:
+        """Write ``pending`` grouped by file; drop each group from the buffer once written."""
+        groups: dict[str, list[Batch]] = defaultdict(list)
+        for batch in pending:
+            groups[batch.path].append(batch)
+        for path, batches in groups.items():
+            try:
+                self.sink.append(path, batches[0].header, "".join(b.body for b in batches))
+            except Exception:  # noqa: BLE001 - any storage failure: keep the rows and retry
+                with self._cond:
+                    self.counters.add("write_errors", 1)
+                return False
+            self._done(batches)
+        return True
+
+    def _done(self, batches: list[Batch]) -> None:
+        done = {id(b) for b in batches}
+        rows = sum(b.rows for b in batches)
+        with self._cond:
+            self._state.batches = [b for b in self._state.batches if id(b) not in done]
+            self._state.rows -= rows
+            self.counters.add("written", rows)
+            self._cond.notify_all()
