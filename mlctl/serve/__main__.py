@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ssl-keyfile", type=Path, help="TLS private key (PEM)")
     p.add_argument("--keys-file", type=Path, help="JSON {primary, secondary}: /score then needs a Bearer key")
     p.add_argument("--debug", action="store_true", help="tracebacks in 500 responses")
+    p.add_argument("--model-name", default="model", help="the model's name in Open Inference Protocol paths")
+    p.add_argument("--model-version", help="its version there (default: any version path reaches it)")
     return p.parse_args(argv)
 
 
@@ -339,6 +341,8 @@ def _serve(
         metrics=metrics,  # type: ignore[arg-type]
         access_log=args.access_log,
         batcher=batcher,  # type: ignore[arg-type]
+        model_name=args.model_name,
+        model_version=args.model_version,
     )
     serve(app, sockets, args.ssl_certfile, args.ssl_keyfile)
 

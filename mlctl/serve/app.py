@@ -54,9 +54,14 @@ def frontends_for(app: ScoringApp, backend: Any, *, batcher: Batcher | None, deb
     The first one also shapes the errors of paths no front-end has (404).
     """
     from mlctl.serve.frontends.azureml import AzureML
+    from mlctl.serve.frontends.oip import OIP
     from mlctl.serve.frontends.probes import Probes
 
-    return [AzureML(backend, runner=app.runner, batcher=batcher, debug=debug), Probes(app)]
+    return [
+        AzureML(backend, runner=app.runner, batcher=batcher, debug=debug),
+        Probes(app),
+        OIP(app, model_name=app.model_name, model_version=app.model_version, debug=debug),
+    ]
 
 
 class ScoringApp:
@@ -71,6 +76,8 @@ class ScoringApp:
         metrics: shared counters behind ``GET /metrics`` (Prometheus).
         access_log: one JSON line per request on stdout (request id, route, status, latency).
         batcher: when given, ``POST /score`` bodies are scored in adaptive micro-batches (``run_batch``).
+        model_name: the model's name in the Open Inference Protocol's paths (``/v2/models/NAME``).
+        model_version: its version there, when it has one.
     """
 
     def __init__(
@@ -84,8 +91,12 @@ class ScoringApp:
         metrics: SharedMetrics | None = None,
         access_log: bool = False,
         batcher: Batcher | None = None,
+        model_name: str = "model",
+        model_version: str | None = None,
     ) -> None:
         self.backend = backend
+        self.model_name = model_name
+        self.model_version = model_version
         self.keys = keys
         self.metrics = metrics
         self.access_log = access_log
