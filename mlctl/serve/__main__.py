@@ -49,7 +49,14 @@ log = logging.getLogger("mlctl.serve")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see ``--help``)."""
     p = argparse.ArgumentParser(prog="python -m mlctl.serve", description="Serve an Azure ML entry script.")
-    p.add_argument("--entry-script", required=True, type=Path, help="file with init() and run()")
+    p.add_argument("--entry-script", type=Path, help="file with init() and run() (model kind entry_script)")
+    p.add_argument(
+        "--model-kind",
+        choices=("entry_script", "onnx", "mlflow"),
+        default="entry_script",
+        help="what serves requests: an entry script, an ONNX file, an MLflow model folder (no entry script)",
+    )
+    p.add_argument("--model-path", type=Path, help="the ONNX file or MLflow model folder (default: --model-dir)")
     p.add_argument("--model-dir", type=Path, help="sets AZUREML_MODEL_DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8890)
@@ -261,7 +268,12 @@ def _worker(args: argparse.Namespace, sockets: list[socket.socket], metrics: Any
 
     try:
         started = time.monotonic()
-        backend = load_backend(args.entry_script.resolve())
+        model_path = args.model_path or args.model_dir
+        backend = load_backend(
+            args.entry_script.resolve() if args.entry_script else None,
+            kind=args.model_kind,
+            model_path=model_path.resolve() if model_path else None,
+        )
         backend.init()
         log.info("init() completed in %.2fs", time.monotonic() - started)
         metrics.set_init_seconds(time.monotonic() - started)

@@ -57,11 +57,16 @@ def frontends_for(app: ScoringApp, backend: Any, *, batcher: Batcher | None, deb
     from mlctl.serve.frontends.oip import OIP
     from mlctl.serve.frontends.probes import Probes
 
-    return [
+    frontends: list[Frontend] = [
         AzureML(backend, runner=app.runner, batcher=batcher, debug=debug),
         Probes(app),
         OIP(app, model_name=app.model_name, model_version=app.model_version, debug=debug),
     ]
+    if getattr(backend, "platform", None) == "mlflow":  # MLflow model folders also answer /invocations
+        from mlctl.serve.frontends.mlflow import MLflow
+
+        frontends.append(MLflow(backend, debug=debug))
+    return frontends
 
 
 class ScoringApp:

@@ -85,13 +85,38 @@ def tensor_model(backend: Any) -> TensorModel:
     return EntryScriptTensors(backend)
 
 
-def load_backend(entry_script: Path) -> ModelBackend:
-    """The back-end that serves ``entry_script`` (imported, ``init()`` not yet called).
+MODEL_KINDS = ("entry_script", "onnx", "mlflow")
+
+
+def load_backend(
+    entry_script: Path | None, *, kind: str = "entry_script", model_path: Path | None = None
+) -> ModelBackend:
+    """The back-end of model ``kind`` (imported or located, ``init()`` not yet called).
+
+    Args:
+        entry_script: the entry script (kind ``entry_script``).
+        kind: one of ``MODEL_KINDS``: ``onnx`` (a ``.onnx`` file or a folder holding one),
+            ``mlflow`` (an MLflow model folder, with its ``MLmodel`` file).
+        model_path: the model of ``onnx``/``mlflow`` kinds.
 
     Raises:
-        mlctl.serve.backends.entry_script.EntryScriptError: the script cannot be loaded.
+        mlctl.serve.backends.entry_script.EntryScriptError: the script or model cannot be used.
         Exception: whatever importing the script raises.
     """
-    from mlctl.serve.backends.entry_script import EntryScript
+    from mlctl.serve.backends.entry_script import EntryScript, EntryScriptError
 
-    return EntryScript(entry_script)
+    if kind == "entry_script":
+        if entry_script is None:
+            raise EntryScriptError("--entry-script is needed for models of kind entry_script")
+        return EntryScript(entry_script)
+    if model_path is None:
+        raise EntryScriptError(f"--model-path (or --model-dir) is needed for models of kind {kind}")
+    if kind == "onnx":
+        from mlctl.serve.backends.onnx import OnnxModel
+
+        return OnnxModel(model_path)
+    if kind == "mlflow":
+        from mlctl.serve.backends.mlflow import MlflowModel
+
+        return MlflowModel(model_path)
+    raise EntryScriptError(f"unknown model kind {kind!r}; one of {', '.join(MODEL_KINDS)}")
