@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlctl import __version__, environments
+from mlctl import __version__, environments, model_kinds
 from mlctl.errors import SpecError
 from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.records import InferenceConfig, RegistryAuth
@@ -183,7 +183,8 @@ def plan_context(
     if env.kind == "conda" and env.file is not None:
         text = env.file.read_text(encoding="utf-8")
         conda_file = environments.conda_env_file(text, str(env.file), keep_azureml=env.keep_azureml_defaults)
-    app_files = tuple(sorted({inference.entry_script, *inference.entry_script.parent.glob("*.py")}))
+    script = model_kinds.entry_script(inference)
+    app_files = tuple(sorted({script, *script.parent.glob("*.py")}))
     labels = {
         "org.opencontainers.image.title": name,
         "org.opencontainers.image.description": description,
@@ -199,7 +200,7 @@ def plan_context(
     return ContextPlan(
         name,
         base,
-        inference.entry_script,
+        script,
         app_files,
         requirements,
         models,

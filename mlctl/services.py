@@ -82,7 +82,8 @@ def fingerprint(deployment: Deployment, driver: TargetDriver) -> dict[str, str]:
     parts: dict[str, Any] = {
         "target": {"kind": driver.kind, "plan": rendered},
         "models": [(m.ref, m.content_hash) for m in deployment.models],
-        "source": _source_digest(spec.inference.entry_script) if spec.inference else spec.image,
+        "source": _source_digest(spec.inference.entry_script) if spec.inference and spec.inference.entry_script
+        else spec.image,
         "environment": hashlib.sha256(env_file.read_bytes()).hexdigest() if env_file else None,
         "test": None if spec.test is None else [spec.test.body.hex(), spec.test.expected, spec.test.tolerance],
         "metadata": [spec.description, dict(spec.tags)],

@@ -63,7 +63,7 @@ def regression_graph(folder: Path) -> Path:
 def test_an_onnx_folder_serves_its_single_input_graph_on_score_and_oip(serve: Any, tmp_path: Path) -> None:
     base = serve("onnx", regression_graph(tmp_path / "model"))
     status, _, body = post(base + "/score", b'{"data": [[1, 1, 1], [2, 0, 0]]}')
-    assert status == 200 and np.allclose(json.loads(body), [[6.5], [2.5]], atol=1e-4)
+    assert status == 200 and np.allclose(json.loads(body), [6.5, 2.5], atol=1e-4)
     metadata = check_with_spec_schemas(base, "m")
     assert metadata["platform"] == "onnxruntime_onnx"
     assert metadata["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 3]}]

@@ -6,7 +6,8 @@
 * ``/score`` takes a JSON object: ``{"data": ...}`` for a graph with one input, else one key per
   input name. Values are cast to the input's element type; a rank or fixed dimension that does
   not fit is a 400 naming the input. The answer: the single output's value (nested lists, the
-  output's own shape), or an object of outputs by name.
+  output's own shape; a ``[N, 1]`` output, one value a row as converted regressors give, as a
+  list of ``N``, like scikit-learn's ``predict``), or an object of outputs by name.
 * OIP ``infer`` gets and returns the named tensors themselves.
 
 ONNX Runtime and numpy are imported in ``init()``, so only ONNX services load them.
@@ -95,7 +96,8 @@ class OnnxModel:
         except TensorError as exc:
             raise BadInput(str(exc)) from None
         if len(outputs) == 1:
-            return next(iter(outputs.values()))
+            value = next(iter(outputs.values()))
+            return value[:, 0] if value.ndim == 2 and value.shape[1] == 1 else value  # one value a row: a list
         return outputs
 
     def infer(self, inputs: dict[str, Any]) -> dict[str, Any]:

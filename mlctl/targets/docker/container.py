@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mlctl import images
+from mlctl import images, model_kinds
 from mlctl.builder import docker_client
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import TLS_FILES, ServiceState, server_options, tls_paths, uses_tls
@@ -146,7 +146,7 @@ def _reachable(host: str) -> str:
 
 def entry_name(spec: ServiceSpec, image: str | None = None) -> str:
     if spec.inference is not None:
-        return spec.inference.entry_script.name
+        return model_kinds.entry_script(spec.inference).name
     if image is None:
         return "<entry script of the image>"
     env = docker_client().images.get(image).attrs["Config"].get("Env") or []
