@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import get, post, start_server, stop_servers
+from mlflow_models import save_models
 from oip_checks import check_with_spec_schemas, infer, openapi_infer, triton_infer
 
 
@@ -101,57 +102,11 @@ def test_the_server_refuses_a_folder_without_one_onnx_file(tmp_path: Path) -> No
     assert proc.returncode == 3 and "no .onnx file" in proc.stderr
 
 
-CUSTOM_MODEL = '''
-import mlflow.pyfunc
-
-
-class Scaled(mlflow.pyfunc.PythonModel):
-    """Adds the columns a and b, times params["scale"] (default 1)."""
-
-    def predict(self, context, model_input, params=None):
-        scale = (params or {}).get("scale", 1.0)
-        return ((model_input["a"] + model_input["b"]) * scale).to_numpy()
-'''
-
-
 @pytest.fixture(scope="module")
 def mlflow_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """An MLflow sklearn model (a Ridge on columns x0..x2) and a custom pyfunc (columns a, b; param scale),
-    saved by MLflow itself in a subprocess."""
-    folder = tmp_path_factory.mktemp("mlflow-models")
-    script = folder / "save_models.py"
-    (folder / "custom_model.py").write_text(CUSTOM_MODEL)
-    script.write_text(SAVE_MODELS)
-    subprocess.run([sys.executable, str(script), str(folder)], check=True, timeout=300, cwd=folder)
-    return folder / "sklearn", folder / "custom"
+    """The sklearn and custom pyfunc models of ``mlflow_models.save_models``."""
+    return save_models(tmp_path_factory.mktemp("mlflow-models"))
 
-
-SAVE_MODELS = """
-import sys
-from pathlib import Path
-
-import mlflow.pyfunc
-import mlflow.sklearn
-import numpy as np
-import pandas as pd
-from mlflow.models import infer_signature
-from sklearn.linear_model import Ridge
-
-sys.path.insert(0, str(Path(__file__).parent))
-from custom_model import Scaled
-
-out = Path(sys.argv[1])
-x = pd.DataFrame({"x0": [1.0, 2.0, 3.0, 4.0], "x1": [0.0, 1.0, 0.0, 1.0], "x2": [5.0, 3.0, 1.0, 0.0]})
-model = Ridge(alpha=0.1).fit(x, x["x0"] * 2 + x["x1"] - x["x2"])
-mlflow.sklearn.save_model(
-    model, out / "sklearn", signature=infer_signature(x, model.predict(x)), input_example=x[:2],
-    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-)
-frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
-signature = infer_signature(frame, np.array([4.0, 6.0]), params={"scale": 1.0})
-code = [str(out / "custom_model.py")]
-mlflow.pyfunc.save_model(out / "custom", python_model=Scaled(), signature=signature, code_paths=code)
-"""
 
 JSON = {"Content-Type": "application/json"}
 MLFLOW_REQUESTS: list[tuple[str, str]] = [
