@@ -22,6 +22,7 @@ class Scaled(mlflow.pyfunc.PythonModel):
 def save_models(folder: Path) -> tuple[Path, Path]:
     """An MLflow sklearn model (a Ridge on columns x0..x2) and a custom pyfunc (columns a, b; param scale),
     saved in ``folder`` by MLflow itself in a subprocess; returns their folders."""
+    folder.mkdir(parents=True, exist_ok=True)
     script = folder / "save_models.py"
     (folder / "custom_model.py").write_text(CUSTOM_MODEL)
     script.write_text(SAVE_MODELS)

@@ -1,7 +1,8 @@
 """MLflow's own scoring server as a test oracle: the full ``mlflow`` package in a separate venv.
 
 The venv pins the versions of this test environment (the same scikit-learn, pandas, numpy,
-cloudpickle; the newest full mlflow not newer than mlflow-skinny), so both servers run the model with the same libraries.
+cloudpickle; the newest full mlflow not newer than mlflow-skinny), so both servers run the
+model with the same libraries.
 It is built once per machine under the temporary folder (keyed by those versions; a ``.complete``
 marker says the build finished: console scripts carry their folder in their shebang, so it is
 built where it stays), and never imported by mlctl.
@@ -12,6 +13,7 @@ Run ``python tests/mlflow_oracle.py`` to build it ahead of the tests.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -45,6 +47,11 @@ def oracle_python() -> Path:
     subprocess.run(pip, check=True, timeout=1200)
     (folder / ".complete").write_text("\n".join(requirements) + "\n")
     return python
+
+
+def oracle_env(python: Path | str) -> dict[str, str]:
+    """The environment to run the oracle in: its venv's ``bin`` first (``mlflow models serve`` runs ``uvicorn``)."""
+    return {**os.environ, "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import free_port, get, post, start_server, stop_servers, wait_for
 from mlflow_models import save_models
-from mlflow_oracle import oracle_python
+from mlflow_oracle import oracle_env, oracle_python
 
 JSON = "application/json"
 SKLEARN_REQUESTS: list[tuple[str, str]] = [
@@ -70,7 +70,10 @@ def _mlflow_server(started: list[subprocess.Popen[bytes]], python: Path, model: 
     command = [str(python), "-m", "mlflow", "models", "serve", "-m", str(model), "--env-manager", "local"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*command, "-h", "127.0.0.1", "-p", str(port), "-w", "1"], stdout=out, stderr=subprocess.STDOUT
+            [*command, "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=oracle_env(python),
         )
     started.append(proc)
     base = f"http://127.0.0.1:{port}"
@@ -92,6 +95,8 @@ def _invoke(base: str, content_type: str, body: str) -> tuple[int, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:  # an error: the statuses were compared
+        return a is b
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     try:
