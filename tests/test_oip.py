@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,8 +142,18 @@ def test_a_plain_script_says_what_it_needs_and_protocol_errors_are_400_or_404(se
         404,
         {"error": "model not found: /v2/models/other/infer; this service serves svc"},
     )
-    status, body = call(base, "/v2/models/svc/infer", {"inputs": [good]}, **{"Inference-Header-Content-Length": "10"})
-    assert status == 400 and "binary_data=False" in body["error"]
+    header = json.dumps(
+        {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}
+    )
+    binary = urllib.request.Request(  # Triton's binary extension: a JSON header, then the raw tensor bytes
+        base + "/v2/models/svc/infer",
+        data=header.encode() + np.array([1, 2], dtype=np.float32).tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(binary, timeout=10)
+    with refused.value:
+        assert refused.value.code == 400 and "binary_data=False" in json.loads(refused.value.read())["error"]
     assert call(base, "/v2/models/svc")[0] == 200 and call(base, "/v2/models/svc/versions/3/ready")[0] == 200
 
 

@@ -74,6 +74,11 @@ class OnnxModel:
         self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
         self.outputs = [_spec(node) for node in self.session.get_outputs()]
+        self._output_names = [spec.name for spec in self.outputs]
+        self._run = self.session.run
+        import numpy
+
+        self._np = numpy
 
     def call(self, request: Request) -> Any:
         """``/score`` for ``request`` (its JSON body; see the module docstring)."""
@@ -95,10 +100,10 @@ class OnnxModel:
             outputs = self.infer(self._named(doc))
         except TensorError as exc:
             raise BadInput(str(exc)) from None
-        if len(outputs) == 1:
+        if len(outputs) == 1:  # lists, not arrays: json.dumps then needs no default hook (the hot path)
             value = next(iter(outputs.values()))
-            return value[:, 0] if value.ndim == 2 and value.shape[1] == 1 else value  # one value a row: a list
-        return outputs
+            return (value[:, 0] if value.ndim == 2 and value.shape[1] == 1 else value).tolist()  # one a row: a list
+        return {name: value.tolist() for name, value in outputs.items()}
 
     def infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Run the graph on named arrays (cast to each input's element type); returns its outputs by name.
@@ -106,18 +111,16 @@ class OnnxModel:
         Raises:
             TensorError: an input is missing, unknown, or its rank or a fixed dimension does not fit.
         """
-        import numpy as np
-
         feed = {}
         for spec in self.inputs:
             if spec.name not in inputs:
                 raise TensorError(f"input {spec.name!r} is missing; the model's inputs: {self._names()}")
-            feed[spec.name] = _fit(np, spec, inputs[spec.name])
-        unknown = sorted(set(inputs) - set(feed))
-        if unknown:
+            feed[spec.name] = _fit(self._np, spec, inputs[spec.name])
+        if len(inputs) > len(feed):
+            unknown = sorted(set(inputs) - set(feed))
             raise TensorError(f"input {unknown[0]!r} is not an input of the model; its inputs: {self._names()}")
-        results = self.session.run(None, feed)
-        return {spec.name: value for spec, value in zip(self.outputs, results, strict=True)}
+        results = self._run(self._output_names, feed)
+        return dict(zip(self._output_names, results, strict=True))
 
     def _named(self, doc: Any) -> dict[str, Any]:
         if not isinstance(doc, dict):
