@@ -31,6 +31,7 @@ from mlctl import __version__
 from mlctl.serve.answers import Answer, answer, to_json
 from mlctl.serve.frontends import Call, FastHandler, Route
 from mlctl.serve.runner import TimedOut, WaitedTooLong
+from mlctl.serve.tensors import TensorError, decode, encode
 
 log = logging.getLogger("mlctl.serve")
 _JSON = (b"content-type", b"application/json")
@@ -170,8 +171,6 @@ class OIP:
 
     def _infer_doc(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         """Decode the inputs, run the model, encode the (requested) outputs: on the runner thread."""
-        from mlctl.serve.tensors import TensorError, decode, encode
-
         model = self.model
         inputs = {t["name"]: decode(t) for t in request["inputs"]}
         _check_names(inputs, model.inputs)
@@ -184,7 +183,6 @@ class OIP:
 
     def _failed(self, exc: Exception, request_id: str) -> Answer:
         from mlctl.serve.backends.entry_script import BadInput
-        from mlctl.serve.tensors import TensorError
 
         if isinstance(exc, (TensorError, BadInput)):
             return self.error(400, str(exc), request_id)
@@ -216,8 +214,6 @@ def _model_path(rest: str) -> tuple[str, str | None, str]:
 
 def _parse_request(body: bytes) -> dict[str, Any]:
     """The inference request of ``body``, its shape checked (tensors are decoded on the runner)."""
-    from mlctl.serve.tensors import TensorError
-
     try:
         doc = json.loads(body)
     except ValueError as exc:
@@ -238,8 +234,6 @@ def _parse_request(body: bytes) -> dict[str, Any]:
 
 def _check_names(inputs: dict[str, Any], declared: list[Any]) -> None:
     """Unknown input names are refused here; missing ones by the back-end (some inputs are optional)."""
-    from mlctl.serve.tensors import TensorError
-
     if not declared:
         return
     names = [t.name for t in declared]
