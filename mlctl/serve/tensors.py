@@ -80,6 +80,8 @@ def decode(tensor: Any) -> Any:
         array = np.array(tensor["data"], dtype=DTYPES[datatype])
         if datatype == "BYTES" and array.ndim == 0:
             array = array.reshape(1)
+        if list(array.shape) == shape:  # nested data: already in shape, and an owning array (no view)
+            return array
         return array.reshape(shape)
     except (ValueError, TypeError, OverflowError) as exc:
         raise TensorError(f"input {name!r}: data does not fit shape {shape} of {datatype}: {exc}") from None
