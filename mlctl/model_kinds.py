@@ -76,16 +76,24 @@ def resolve(spec: ServiceSpec, models: tuple[ModelVersion, ...]) -> str:
         SpecError: no entry script, and the model is not one MLflow folder or ONNX file.
     """
     assert spec.inference is not None
-    kind: str | None = spec.inference.model_kind
-    if kind == "auto":
-        kind = None
-        if len(models) == 1:
-            rels = (rel for rel, _h, _s in models[0].files)
-            kind = kind_of_files(models[0].source_name, rels, is_folder=models[0].is_folder)
+    kind = spec.inference.model_kind
+    return kind_of_model(models) if kind == "auto" else kind
+
+
+def kind_of_model(models: tuple[ModelVersion, ...]) -> str:
+    """The no-code kind of a service's models (there must be one: an MLflow folder or an ONNX file).
+
+    Raises:
+        SpecError: they are not one such model.
+    """
+    kind = None
+    if len(models) == 1:
+        rels = (rel for rel, _h, _s in models[0].files)
+        kind = kind_of_files(models[0].source_name, rels, is_folder=models[0].is_folder)
     if kind is None:
         raise SpecError(
-            f"{spec.spec_file}: inference_config has no entry_script, so the service needs one registered "
-            "MLflow model folder or ONNX file",
+            "inference_config has no entry_script, so the service needs one MLflow model folder or ONNX file "
+            f"(got {', '.join(m.ref for m in models) or 'no model'})",
             hint="add entry_script: score.py to inference_config",
         )
     return kind

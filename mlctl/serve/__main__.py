@@ -53,10 +53,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model-kind",
         choices=("entry_script", "onnx", "mlflow"),
-        default="entry_script",
-        help="what serves requests: an entry script, an ONNX file, an MLflow model folder (no entry script)",
+        default=os.environ.get("MLCTL_MODEL_KIND", "entry_script"),
+        help="what serves requests: an entry script, an ONNX file, an MLflow model folder (no entry script); "
+        "default: $MLCTL_MODEL_KIND (set in images of no-code models), else entry_script",
     )
-    p.add_argument("--model-path", type=Path, help="the ONNX file or MLflow model folder (default: --model-dir)")
+    p.add_argument(
+        "--model-path",
+        type=Path,
+        default=os.environ.get("MLCTL_MODEL_PATH") or None,
+        help="the ONNX file or MLflow model folder (default: $MLCTL_MODEL_PATH, else --model-dir)",
+    )
     p.add_argument("--model-dir", type=Path, help="sets AZUREML_MODEL_DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8890)
