@@ -18,13 +18,13 @@ from oip_checks import check_with_spec_schemas, triton_infer
 
 
 @pytest.fixture(autouse=True)
-def _remove_new_images(engine: Any) -> Any:
-    """Images a test builds are removed after it."""
-    before = {i.id for i in engine.images.list()}
+def _remove_our_images(engine: Any) -> Any:
+    """The images of this module's services are removed after each test (only theirs: the engine is shared)."""
     yield
-    for image in engine.images.list():
-        if image.id not in before:
-            engine.images.remove(image.id, force=True)
+    for name in ("diabetes-onnx", "custom-docker"):
+        for image in engine.images.list(name=name):
+            for tag in image.tags:
+                engine.images.remove(tag, force=True)
 
 
 def test_the_onnx_example_deploys_on_docker_with_no_entry_script(trained_examples: Path) -> None:
