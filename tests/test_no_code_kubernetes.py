@@ -1,14 +1,18 @@
-"""No-code models on the kubernetes target (the v1.20 test cluster): the ONNX example deploys with no
-entry script and answers /score and, through `mlctl service test`, the Open Inference Protocol."""
+"""No-code models on the kubernetes target (the v1.20 test cluster): the ONNX example and an MLflow
+sklearn folder deploy with no entry script and answer /score and, through `mlctl service test`, the
+Open Inference Protocol."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, mlctl
 from k8s_cluster import Cluster, k8s_fixture  # noqa: F401 - k8s_fixture: the k8s fixture
+from mlflow_models import save_models
 
 
 def test_the_onnx_example_deploys_on_kubernetes_and_answers_oip(
@@ -30,3 +34,36 @@ def test_the_onnx_example_deploys_on_kubernetes_and_answers_oip(
     assert oip.json()["scoring_uri"].endswith("/v2/models/diabetes-onnx/infer")
     assert oip.json()["prediction"] == pytest.approx(tested.json()["prediction"], abs=1e-3)
     assert mlctl("service", "delete", "diabetes-onnx").code == 0
+
+
+def test_an_mlflow_sklearn_folder_deploys_on_kubernetes_and_answers_mlflow_formats(
+    k8s: Cluster, tmp_path: Path
+) -> None:
+    sklearn_model, _ = save_models(tmp_path / "models")
+    shutil.copytree(sklearn_model, tmp_path / "project" / "sk-model")
+    spec = tmp_path / "project" / "service.yaml"
+    split = {"columns": ["x0", "x1", "x2"], "data": [[1, 0, 5], [2.5, 1, 3]]}
+    spec.write_text(
+        textwrap.dedent(f"""\
+        apiVersion: mlctl/v1
+        kind: Service
+        name: sk-k8s
+        model_files: [sk-model]
+        inference_config: {{}}
+        deployment_config: {{port: 8890}}
+        test:
+          input: {json.dumps({"input_data": split})}
+        """)
+    )
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec), "--set", "target=k8s-test", timeout=900)
+    assert deployed.code == 0, deployed.err
+    tested = mlctl("-o", "json", "service", "test", "sk-k8s")
+    assert tested.code == 0, tested.err
+    data = tmp_path / "oip.json"
+    tensors = [{"name": n, "shape": [2], "datatype": "FP64", "data": [r[i] for r in split["data"]]} for i, n in
+               enumerate(split["columns"])]  # fmt: skip
+    data.write_text(json.dumps({"inputs": tensors}))
+    oip = mlctl("-o", "json", "service", "test", "sk-k8s", "--data", str(data))
+    assert oip.code == 0, oip.err
+    assert oip.json()["prediction"] == pytest.approx(tested.json()["prediction"], rel=1e-9)
+    assert mlctl("service", "delete", "sk-k8s").code == 0
