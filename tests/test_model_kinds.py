@@ -65,6 +65,8 @@ def test_an_onnx_folder_serves_its_single_input_graph_on_score_and_oip(serve: An
     base = serve("onnx", regression_graph(tmp_path / "model"))
     status, _, body = post(base + "/score", b'{"data": [[1, 1, 1], [2, 0, 0]]}')
     assert status == 200 and np.allclose(json.loads(body), [6.5, 2.5], atol=1e-4)
+    swagger = json.loads(get(base + "/swagger.json")[1])["paths"]["/score"]["post"]["parameters"][0]["schema"]
+    assert swagger["required"] == ["data"]
     metadata = check_with_spec_schemas(base, "m")
     assert metadata["platform"] == "onnxruntime_onnx"
     assert metadata["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 3]}]
@@ -139,6 +141,8 @@ def test_an_mlflow_sklearn_model_answers_mlflow_formats_on_invocations_score_and
     assert post(base + "/invocations", b'{"rows": []}', JSON)[0] == 400
     assert post(base + "/invocations", b"x", {"Content-Type": "text/plain"})[0] == 415
     assert get(base + "/ping") == (200, b"\n") and get(base + "/version")[1].startswith(b"3.")
+    swagger = json.loads(get(base + "/swagger.json")[1])["paths"]["/score"]["post"]["parameters"][0]["schema"]
+    assert swagger["properties"]["input_data"]["properties"]["columns"]["items"]["enum"] == ["x0", "x1", "x2"]
     metadata = check_with_spec_schemas(base, "m")
     assert metadata["platform"] == "mlflow"
     assert [t["name"] for t in metadata["inputs"]] == ["x0", "x1", "x2"]

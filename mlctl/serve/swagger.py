@@ -22,6 +22,8 @@ def swagger_document(entry: Any) -> dict[str, Any]:
 
         request_schema = get_input_schema(entry.run) or request_schema
         response_schema = get_output_schema(entry.run) or response_schema
+    elif callable(getattr(entry, "swagger_schemas", None)):  # no-code models: from their signature or graph
+        request_schema, response_schema = entry.swagger_schemas()
     return {
         "swagger": "2.0",
         "info": {

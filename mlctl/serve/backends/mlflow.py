@@ -126,6 +126,20 @@ class MlflowModel:
             raise TensorError(str(exc)) from None
         return _outputs(result)
 
+    def swagger_schemas(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """JSON schemas of ``/score``'s body and answer, from the signature (columns named and typed)."""
+        columns = {spec.name: _json_type(spec.datatype) for spec in self.inputs}
+        split = {
+            "type": "object",
+            "properties": {"columns": {"type": "array", "items": {"enum": list(columns)}}, "data": {"type": "array"}},
+            "required": ["data"],
+        }
+        records = {"type": "array", "items": {"type": "object", "properties": columns}}
+        formats = {"input_data": split, "dataframe_split": split, "dataframe_records": records}
+        formats.update({key: {} for key in ("instances", "inputs")})
+        request = {"type": "object", "properties": {**formats, "params": {"type": "object"}}}
+        return request, {"type": "array"}
+
     def _parse(self, mimetype: str, body: bytes) -> tuple[Any, dict[str, Any] | None]:
         if mimetype == "text/csv":
             import io
@@ -250,6 +264,11 @@ def _tensor_specs(schema: Any) -> list[TensorSpec]:
         else:
             specs.append(TensorSpec(name, _COLUMN_TYPES.get(_type_name(spec.type), (None, "BYTES"))[1], (-1,)))
     return specs
+
+
+def _json_type(datatype: str) -> dict[str, Any]:
+    kinds = {"BOOL": "boolean", "BYTES": "string"}
+    return {"type": kinds.get(datatype, "integer" if "INT" in datatype else "number")}
 
 
 def _type_name(data_type: Any) -> str:

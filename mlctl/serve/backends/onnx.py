@@ -122,6 +122,12 @@ class OnnxModel:
         results = self._run(self._output_names, feed)
         return dict(zip(self._output_names, results, strict=True))
 
+    def swagger_schemas(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """JSON schemas of ``/score``'s body (``data`` or the named inputs, nested arrays) and answer."""
+        names = ["data"] if len(self.inputs) == 1 else [spec.name for spec in self.inputs]
+        request = {"type": "object", "properties": {name: {"type": "array"} for name in names}, "required": names}
+        return request, {"type": "array"} if len(self.outputs) == 1 else {"type": "object"}
+
     def _named(self, doc: Any) -> dict[str, Any]:
         if not isinstance(doc, dict):
             raise TensorError('the body must be a JSON object: {"data": ...} or one key per input')
