@@ -21,7 +21,7 @@ from oip_checks import check_with_spec_schemas, triton_infer
 def _remove_our_images(engine: Any) -> Any:
     """The images of this module's services are removed after each test (only theirs: the engine is shared)."""
     yield
-    for name in ("diabetes-onnx", "custom-docker"):
+    for name in ("diabetes-onnx", "custom-docker", "sk-docker"):
         for image in engine.images.list(name=name):
             for tag in image.tags:
                 engine.images.remove(tag, force=True)
@@ -86,3 +86,33 @@ def test_an_mlflow_folder_deploys_on_docker_with_its_own_requirements(tmp_path: 
         assert out["predictions"].tolist() == [3.0]
     finally:
         assert mlctl("service", "delete", "custom-docker").code == 0
+
+
+def test_an_mlflow_sklearn_folder_deploys_on_docker_and_answers_like_on_the_process_target(tmp_path: Path) -> None:
+    sklearn_model, _ = save_models(tmp_path / "models")
+    shutil.copytree(sklearn_model, tmp_path / "project" / "sk-model")
+    spec = tmp_path / "project" / "service.yaml"
+    spec.write_text(
+        textwrap.dedent(f"""\
+        apiVersion: mlctl/v1
+        kind: Service
+        name: sk-docker
+        model_files: [sk-model]
+        inference_config: {{}}
+        deployment_config: {{port: {free_port()}, workers: 1}}
+        """)
+    )
+    body = b'{"dataframe_records": [{"x0": 1, "x1": 0, "x2": 5}, {"x0": 2.5, "x1": 1, "x2": 3}]}'
+    answers = []
+    for target in ("process", "docker"):
+        deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec), "--set", f"target={target}", timeout=900)
+        assert deployed.code == 0, deployed.err
+        try:
+            base = deployed.json()["scoring_uri"].rsplit("/score", 1)[0]
+            status, _, reply = post(base + "/invocations", body, {"Content-Type": "application/json"})
+            assert status == 200, reply
+            answers.append(json.loads(reply))
+            assert check_with_spec_schemas(base, "sk-docker")["platform"] == "mlflow"
+        finally:
+            assert mlctl("service", "delete", "sk-docker").code == 0
+    assert answers[0] == answers[1]

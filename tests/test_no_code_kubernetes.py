@@ -67,3 +67,33 @@ def test_an_mlflow_sklearn_folder_deploys_on_kubernetes_and_answers_mlflow_forma
     assert oip.code == 0, oip.err
     assert oip.json()["prediction"] == pytest.approx(tested.json()["prediction"], rel=1e-9)
     assert mlctl("service", "delete", "sk-k8s").code == 0
+
+
+def test_a_custom_pyfunc_folder_deploys_on_kubernetes_and_takes_params(k8s: Cluster, tmp_path: Path) -> None:
+    _, custom = save_models(tmp_path / "models")
+    shutil.copytree(custom, tmp_path / "project" / "custom")
+    spec = tmp_path / "project" / "service.yaml"
+    body = {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}, "params": {"scale": 3}}
+    spec.write_text(
+        textwrap.dedent(f"""\
+        apiVersion: mlctl/v1
+        kind: Service
+        name: custom-k8s
+        model_files: [custom]
+        inference_config: {{}}
+        deployment_config: {{port: 8890}}
+        test:
+          input: {json.dumps(body)}
+          expected: [9.0]
+        """)
+    )
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec), "--set", "target=k8s-test", timeout=900)
+    assert deployed.code == 0, deployed.err
+    tested = mlctl("-o", "json", "service", "test", "custom-k8s")
+    assert tested.code == 0 and tested.json()["passed"] is True, tested.out
+    data = tmp_path / "oip.json"
+    tensors = [{"name": n, "shape": [1], "datatype": "FP64", "data": [v]} for n, v in (("a", 1.0), ("b", 2.0))]
+    data.write_text(json.dumps({"inputs": tensors}))
+    oip = mlctl("-o", "json", "service", "test", "custom-k8s", "--data", str(data))
+    assert oip.code == 0 and oip.json()["prediction"] == [3.0], oip.out
+    assert mlctl("service", "delete", "custom-k8s").code == 0
