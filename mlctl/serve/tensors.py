@@ -53,9 +53,15 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
+_BY_DTYPE: dict[Any, str] = {}  # numpy dtype -> OIP datatype, filled as met (str(dtype) is slow)
+
+
 def datatype_of(dtype: Any) -> str:
     """The OIP datatype of numpy dtype ``dtype`` (strings and objects: ``BYTES``)."""
-    return _DATATYPE_OF.get(str(dtype), "BYTES")
+    found = _BY_DTYPE.get(dtype)
+    if found is None:
+        found = _BY_DTYPE[dtype] = _DATATYPE_OF.get(str(dtype), "BYTES")
+    return found
 
 
 def decode(tensor: Any) -> Any:
@@ -66,18 +72,19 @@ def decode(tensor: Any) -> Any:
     """
     import numpy as np
 
-    if not isinstance(tensor, dict):
-        raise TensorError("each of inputs must be an object with name, shape, datatype and data")
-    for key in ("name", "shape", "datatype", "data"):
-        if key not in tensor:
-            raise TensorError(f"input {tensor.get('name', '?')!r} has no {key!r}")
-    name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
+    try:
+        name, datatype, shape, data = tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"]
+    except (KeyError, TypeError):
+        if not isinstance(tensor, dict):
+            raise TensorError("each of inputs must be an object with name, shape, datatype and data") from None
+        missing = next(k for k in ("name", "shape", "datatype", "data") if k not in tensor)
+        raise TensorError(f"input {tensor.get('name', '?')!r} has no {missing!r}") from None
     if datatype not in DTYPES:
         raise TensorError(f"input {name!r}: unknown datatype {datatype!r}; one of {', '.join(DTYPES)}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise TensorError(f"input {name!r}: shape must be a list of non-negative integers")
     try:
-        array = np.array(tensor["data"], dtype=DTYPES[datatype])
+        array = np.array(data, dtype=DTYPES[datatype])
         if datatype == "BYTES" and array.ndim == 0:
             array = array.reshape(1)
         if list(array.shape) == shape:  # nested data: already in shape, and an owning array (no view)

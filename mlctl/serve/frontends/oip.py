@@ -38,6 +38,7 @@ _JSON = (b"content-type", b"application/json")
 _GET = frozenset({"GET", "HEAD"})
 _POST = frozenset({"POST"})
 _BINARY_HEADER = b"inference-header-content-length"
+_ENCODER = json.JSONEncoder(default=to_json)  # one for all answers: json.dumps(default=...) builds one a call
 
 
 class OIP:
@@ -167,7 +168,7 @@ class OIP:
             if key in request:
                 reply[key] = request[key]
         reply["outputs"] = outputs
-        return answer(200, json.dumps(reply, default=to_json).encode(), rid, _JSON)
+        return answer(200, _ENCODER.encode(reply).encode(), rid, _JSON)
 
     def _infer_doc(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         """Decode the inputs, run the model, encode the (requested) outputs: on the runner thread."""
