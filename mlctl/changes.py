@@ -33,7 +33,9 @@ def spec_fields(spec: ServiceSpec, models: Sequence[ModelVersion]) -> dict[str, 
     }
     if spec.inference is not None:
         env = spec.inference.environment
-        fields["inference_config.entry_script"] = spec.inference.entry_script.name
+        script = spec.inference.entry_script
+        fields["inference_config.entry_script"] = script.name if script is not None else None
+        fields["inference_config.model_kind"] = spec.inference.model_kind
         fields["inference_config.environment"] = env.kind
         fields["inference_config.environment_file"] = env.file.name if env.file else None
     for name in DeploymentConfig.field_names():

@@ -29,7 +29,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mlctl import conda
+from mlctl import conda, model_kinds
 from mlctl.errors import DeploymentError, SpecError
 from mlctl.spec.records import EnvironmentSpec
 
@@ -258,6 +258,15 @@ def _check_python(dep: str, source: str, warn: Callable[[str], None]) -> None:
 
 
 def _requirements(spec: EnvironmentSpec, warn: Callable[[str], None]) -> list[str]:
+    listed = _listed(spec, warn)
+    if spec.model_kind == "mlflow":  # mlflow-skinny loads every pyfunc flavor; the full server is not needed
+        listed = [re.sub(r"^mlflow(?=[\s=<>!~\[;]|$)", "mlflow-skinny", req) for req in listed]
+    names = {re.split(r"[\s=<>!~\[;]", req, maxsplit=1)[0].lower() for req in listed}
+    extra = [pkg for pkg in model_kinds.PACKAGES.get(spec.model_kind, ()) if pkg not in names]
+    return listed + extra
+
+
+def _listed(spec: EnvironmentSpec, warn: Callable[[str], None]) -> list[str]:
     if spec.file is None:
         return []
     text = spec.file.read_text(encoding="utf-8")

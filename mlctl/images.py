@@ -36,10 +36,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlctl import __version__, environments
+from mlctl import __version__, environments, model_kinds
 from mlctl.errors import SpecError
 from mlctl.registry import ModelVersion, Registry
-from mlctl.spec.records import InferenceConfig, RegistryAuth
+from mlctl.spec.records import EnvironmentSpec, InferenceConfig, RegistryAuth
 
 APP_ROOT = "/var/azureml-app"
 PYTHON = "/opt/mlctl/env/bin/python"
@@ -81,7 +81,7 @@ class ContextPlan:
 
     name: str
     base_image: str
-    entry_script: Path
+    entry_script: Path | None  # None: a no-code model (``model_kind``)
     app_files: tuple[Path, ...]
     requirements: tuple[str, ...]
     models: tuple[ModelVersion, ...]
@@ -94,6 +94,7 @@ class ContextPlan:
     cuda_version: str | None = None
     registry: RegistryAuth | None = None
     notes: tuple[str, ...] = ()  # warnings for the person building (a GPU image on a CPU base, ...)
+    model_kind: str = "entry_script"
 
     @property
     def model_dir(self) -> str:
@@ -108,8 +109,7 @@ class ContextPlan:
             PYTHON,
             "-m",
             "mlctl.serve",
-            "--entry-script",
-            f"{APP_ROOT}/{self.entry_script.name}",
+            *(["--entry-script", f"{APP_ROOT}/{self.entry_script.name}"] if self.entry_script else []),
             "--host",
             "0.0.0.0",
             "--port",
@@ -132,8 +132,7 @@ class ContextPlan:
                 f"COPY app/ {APP_ROOT}/",
                 *([f"COPY dependencies/ {APP_ROOT}/"] if self.dependencies else []),
                 f"COPY azureml-models/ {APP_ROOT}/azureml-models/",
-                f"ENV PYTHONPATH=/opt/mlctl/runtime AZUREML_MODEL_DIR={self.model_dir} "
-                f"AZUREML_ENTRY_SCRIPT={self.entry_script.name}",
+                f"ENV PYTHONPATH=/opt/mlctl/runtime AZUREML_MODEL_DIR={self.model_dir} {self._model_env()}",
                 f"WORKDIR {APP_ROOT}",
                 f"USER {USER}",
                 f"EXPOSE {PORT}",
@@ -143,6 +142,12 @@ class ContextPlan:
                 "",
             ]
         )
+
+    def _model_env(self) -> str:
+        """What the server serves, for any command that does not say (``python -m mlctl.serve`` reads it)."""
+        if self.entry_script is not None:
+            return f"AZUREML_ENTRY_SCRIPT={self.entry_script.name}"
+        return f"MLCTL_MODEL_KIND={self.model_kind} MLCTL_MODEL_PATH={self.model_dir}/{self.models[0].source_name}"
 
     def _gpu_lines(self) -> list[str]:
         if not self.enable_gpu:
@@ -174,6 +179,10 @@ def plan_context(
         SpecError: the environment is ``current`` (an image needs its own: give conda_file or requirements).
     """
     env = inference.environment
+    kind = inference.model_kind
+    if inference.entry_script is None:
+        kind = model_kinds.kind_of_model(models)
+        env = EnvironmentSpec(env.kind, env.file, keep_azureml_defaults=env.keep_azureml_defaults, model_kind=kind)
     if env.kind == "current":
         raise SpecError(
             f"image {name!r}: an image needs its own environment, not the current interpreter",
@@ -185,7 +194,8 @@ def plan_context(
     if env.kind == "conda" and env.file is not None:
         text = env.file.read_text(encoding="utf-8")
         conda_file = environments.conda_env_file(text, str(env.file), keep_azureml=env.keep_azureml_defaults)
-    app_files = tuple(sorted({inference.entry_script, *inference.entry_script.parent.glob("*.py")}))
+    script = inference.entry_script
+    app_files = tuple(sorted({script, *script.parent.glob("*.py")})) if script else ()
     labels = {
         "org.opencontainers.image.title": name,
         "org.opencontainers.image.description": description,
@@ -201,7 +211,7 @@ def plan_context(
     return ContextPlan(
         name,
         base,
-        inference.entry_script,
+        script,
         app_files,
         requirements,
         models,
@@ -214,6 +224,7 @@ def plan_context(
         cuda_version=options.cuda_version,
         registry=options.base_image_registry,
         notes=_gpu_notes(base, options.enable_gpu),
+        model_kind=kind,
     )
 
 

@@ -267,6 +267,14 @@ class Registry:
             root.mkdir(parents=True, exist_ok=True)  # an empty folder model still exists
         return root
 
+    def stored_file(self, model: ModelVersion, rel: str) -> Path | None:
+        """The stored (read-only) copy of file ``rel`` of folder model ``model``, or ``None`` when it has none."""
+        for path, digest, _size in model.files:
+            if path == rel:
+                blob = self._blob_path(digest)
+                return blob if blob.exists() else None
+        return None
+
     def verify(self, model: ModelVersion) -> None:
         """Re-hash every blob of ``model``. Raises IntegrityError on the first mismatch."""
         for _rel, digest, _size in model.files:

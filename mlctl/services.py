@@ -171,7 +171,8 @@ def fingerprint(deployment: Deployment, driver: TargetDriver) -> dict[str, str]:
     parts: dict[str, Any] = {
         "target": {"kind": driver.kind, "plan": rendered},
         "models": [(m.ref, m.content_hash) for m in deployment.models],
-        "source": _source_digest(spec.inference.entry_script) if spec.inference else spec.image,
+        "source": _source_digest(spec.inference.entry_script) if spec.inference and spec.inference.entry_script
+        else spec.image,
         "environment": hashlib.sha256(env_file.read_bytes()).hexdigest() if env_file else None,
         "metadata": [spec.description, dict(spec.tags)],
     }
@@ -234,7 +235,14 @@ def run_test(
     Returns the result document (``passed``: True/False, or None with no expected output).
     Raises ServiceTestFailed (carrying the document as ``result``) when the answer is not 2xx
     or differs from the expected output beyond the tolerance.
+
+    A body that is an Open Inference Protocol inference request (``inputs``: tensors with
+    ``name`` and ``datatype``) goes to ``/v2/models/<name>/infer`` beside the scoring URI; its
+    prediction is the answer's output data (one output: its data; several: by output name).
     """
+    oip = is_oip_request(case.body)
+    if oip:
+        scoring_uri = scoring_uri.rsplit("/score", 1)[0] + f"/v2/models/{name}/infer"
     request_id = str(uuid.uuid4())
     headers = {"Content-Type": "application/json", "x-request-id": request_id}
     if key is not None:
@@ -254,6 +262,8 @@ def run_test(
         ) from None
     latency_ms = (time.perf_counter() - started) * 1000
     answer = _decode(raw)
+    if oip and 200 <= status < 300:
+        answer = oip_prediction(answer)
     doc: dict[str, Any] = {
         "service": name,
         "scoring_uri": scoring_uri,
@@ -274,6 +284,27 @@ def run_test(
         error.result = doc  # type: ignore[attr-defined]
         raise error
     return doc
+
+
+def is_oip_request(body: bytes) -> bool:
+    """Whether ``body`` is an Open Inference Protocol inference request (a list of named, typed tensors)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    inputs = doc.get("inputs") if isinstance(doc, dict) else None
+    return isinstance(inputs, list) and bool(inputs) and all(
+        isinstance(t, dict) and "name" in t and "datatype" in t for t in inputs
+    )
+
+
+def oip_prediction(answer: Any) -> Any:
+    """The outputs' data of an OIP inference response: one output's data, or a dict by output name."""
+    outputs = answer.get("outputs") if isinstance(answer, dict) else None
+    if not isinstance(outputs, list):
+        return answer
+    data = {o.get("name"): o.get("data") for o in outputs if isinstance(o, dict)}
+    return next(iter(data.values())) if len(data) == 1 else data
 
 
 def _tls_context(cert: str | None) -> ssl.SSLContext | None:

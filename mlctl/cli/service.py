@@ -74,7 +74,9 @@ def test(
     """Send sample data to a web service and print the prediction.
 
     With an expected output (spec `test.expected`), exits 8 when the answer differs beyond the
-    tolerance; the JSON result is printed either way.
+    tolerance; the JSON result is printed either way. An Open Inference Protocol request (`inputs`:
+    tensors with name, shape, datatype, data) goes to /v2/models/NAME/infer; its prediction is the
+    outputs' data.
     """
     from mlctl import keys, services
 

@@ -58,6 +58,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--entry-script", "--entry_script", type=Path, help="file with init() and run() (else AZUREML_ENTRY_SCRIPT)"
     )
+    p.add_argument(
+        "--model-kind",
+        choices=("entry_script", "onnx", "mlflow"),
+        default=os.environ.get("MLCTL_MODEL_KIND", "entry_script"),
+        help="what serves requests: an entry script, an ONNX file, an MLflow model folder (no entry script); "
+        "default: $MLCTL_MODEL_KIND (set in images of no-code models), else entry_script",
+    )
+    p.add_argument(
+        "--model-path",
+        type=Path,
+        default=os.environ.get("MLCTL_MODEL_PATH") or None,
+        help="the ONNX file or MLflow model folder (default: $MLCTL_MODEL_PATH, else --model-dir)",
+    )
     p.add_argument("--model-dir", "--model_dir", type=Path, help="sets AZUREML_MODEL_DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8890)
@@ -99,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ssl-keyfile", type=Path, help="TLS private key (PEM)")
     p.add_argument("--keys-file", type=Path, help="JSON {primary, secondary}: /score then needs a Bearer key")
     p.add_argument("--debug", action="store_true", help="tracebacks in 500 responses")
+    p.add_argument("--model-name", default="model", help="the model's name in Open Inference Protocol paths")
+    p.add_argument("--model-version", help="its version there (default: any version path reaches it)")
     return p.parse_args(argv)
 
 
@@ -305,7 +320,12 @@ def _load_and_init(args: argparse.Namespace) -> tuple[Any, float] | None:
 
     try:
         started = time.monotonic()
-        backend = load_backend(args.entry_script.resolve())
+        model_path = args.model_path or args.model_dir
+        backend = load_backend(
+            args.entry_script.resolve() if args.entry_script else None,
+            kind=args.model_kind,
+            model_path=model_path.resolve() if model_path else None,
+        )
         backend.init()
         seconds = time.monotonic() - started
         log.info("init() completed in %.2fs", seconds)
@@ -412,6 +432,8 @@ def _serve(
         access_log=args.access_log,
         batcher=batcher,  # type: ignore[arg-type]
         cors_origins=cors_origins(args.cors_origins),
+        model_name=args.model_name,
+        model_version=args.model_version,
     )
     serve(app, sockets, args.ssl_certfile, args.ssl_keyfile)
 

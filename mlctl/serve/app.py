@@ -57,10 +57,19 @@ def frontends_for(app: ScoringApp, backend: Any, *, batcher: Batcher | None, deb
     The first one also shapes the errors of paths no front-end has (404).
     """
     from mlctl.serve.frontends.azureml import AzureML
+    from mlctl.serve.frontends.oip import OIP
     from mlctl.serve.frontends.probes import Probes
 
-    azureml = AzureML(backend, runner=app.runner, batcher=batcher, debug=debug, keys=app.keys is not None)
-    return [azureml, Probes(app)]
+    frontends: list[Frontend] = [
+        AzureML(backend, runner=app.runner, batcher=batcher, debug=debug, keys=app.keys is not None),
+        Probes(app),
+        OIP(app, model_name=app.model_name, model_version=app.model_version, debug=debug),
+    ]
+    if getattr(backend, "platform", None) == "mlflow":  # MLflow model folders also answer /invocations
+        from mlctl.serve.frontends.mlflow import MLflow
+
+        frontends.append(MLflow(backend, debug=debug))
+    return frontends
 
 
 class ScoringApp:
@@ -76,6 +85,8 @@ class ScoringApp:
         access_log: one JSON line per request on stdout (request id, route, status, latency).
         batcher: when given, ``POST /score`` bodies are scored in adaptive micro-batches (``run_batch``).
         cors_origins: CORS origins allowed (``("*",)``: all; empty: off), see ``mlctl.serve.tracking``.
+        model_name: the model's name in the Open Inference Protocol's paths (``/v2/models/NAME``).
+        model_version: its version there, when it has one.
     """
 
     def __init__(
@@ -90,9 +101,13 @@ class ScoringApp:
         access_log: bool = False,
         batcher: Batcher | None = None,
         cors_origins: tuple[str, ...] = (),
+        model_name: str = "model",
+        model_version: str | None = None,
     ) -> None:
         self.backend = backend
         self.tracking = Tracking(cors_origins)
+        self.model_name = model_name
+        self.model_version = model_version
         self.keys = keys
         self.metrics = metrics
         self.access_log = access_log

@@ -24,11 +24,12 @@ import mmap
 import struct
 from bisect import bisect_left
 
-ROUTES = ("/score", "/", "/healthz", "/readyz", "/swagger.json", "/metrics", "other")
+ROUTES = ("/score", "/", "/healthz", "/readyz", "/swagger.json", "/metrics", "other", "/v2/models/{model}/infer")
 STATUSES = (200, 201, 204, 400, 401, 404, 405, 413, 415, 431, 500, 503, 504, 0)  # 0: any other
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROUTE = {r: i for i, r in enumerate(ROUTES)}
 _STATUS = {s: i for i, s in enumerate(STATUSES)}
+_OTHER, _OIP_INFER = _ROUTE["other"], _ROUTE["/v2/models/{model}/infer"]
 _SERIES = len(BUCKETS) + 3  # one count per bucket, then +Inf count, sum, total count
 _CELLS = len(ROUTES) * len(STATUSES) * _SERIES
 COLLECTION = ("collected", "written", "dropped", "write_errors")  # mlctl.serve.collect.writer.Counters
@@ -63,7 +64,10 @@ class SharedMetrics:
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Record one finished request."""
-        base = self.slot * _SLOT + (_ROUTE.get(route, 6) * len(STATUSES) + _STATUS.get(status, 13)) * _SERIES
+        index = _ROUTE.get(route)
+        if index is None:  # the Open Inference Protocol's inference paths are one route; the rest "other"
+            index = _OIP_INFER if route.startswith("/v2/models/") and route.endswith("/infer") else _OTHER
+        base = self.slot * _SLOT + (index * len(STATUSES) + _STATUS.get(status, 13)) * _SERIES
         values = self.values
         values[base + bisect_left(BUCKETS, seconds)] += 1  # its own bucket; cumulated when rendered
         values[base + _SERIES - 2] += seconds

@@ -53,16 +53,19 @@ def _int(value: str, name: str, *, minimum: int) -> int:
 def resolve(args: argparse.Namespace, environ: MutableMapping[str, str]) -> None:
     """Fill the flags left unset in ``args`` from the reference's variables in ``environ``, then defaults.
 
-    Sets ``args.app_root`` (Path) and makes ``args.entry_script`` an absolute Path.
+    Sets ``args.app_root`` (Path) and makes ``args.entry_script`` an absolute Path (it stays
+    ``None`` for a no-code model kind, ``--model-kind onnx|mlflow``, given no script).
     Raises:
-        SettingsError: no entry script by flag or ``AZUREML_ENTRY_SCRIPT``; a malformed number.
+        SettingsError: no entry script by flag or ``AZUREML_ENTRY_SCRIPT`` for the entry-script
+            kind; a malformed number.
     """
     args.app_root = Path(environ.get("AML_APP_ROOT") or os.getcwd())
-    if args.entry_script is None:
-        if not environ.get("AZUREML_ENTRY_SCRIPT"):
-            raise SettingsError("no entry script: pass --entry_script PATH or set AZUREML_ENTRY_SCRIPT")
+    if args.entry_script is None and environ.get("AZUREML_ENTRY_SCRIPT"):
         args.entry_script = args.app_root / environ["AZUREML_ENTRY_SCRIPT"]
-    args.entry_script = Path(os.path.realpath(args.entry_script))
+    if args.entry_script is None and getattr(args, "model_kind", "entry_script") == "entry_script":
+        raise SettingsError("no entry script: pass --entry_script PATH or set AZUREML_ENTRY_SCRIPT")
+    if args.entry_script is not None:
+        args.entry_script = Path(os.path.realpath(args.entry_script))
     if args.model_dir is None and environ.get("AZUREML_MODEL_DIR"):
         args.model_dir = Path(environ["AZUREML_MODEL_DIR"])
     if args.workers is None:
@@ -88,7 +91,8 @@ def export(args: argparse.Namespace, environ: MutableMapping[str, str]) -> None:
     ``SERVER_VERSION_LOG_RESPONSE_ENABLED`` is not ``true``).
     """
     environ.setdefault("AML_APP_ROOT", str(args.app_root))
-    environ["AZUREML_ENTRY_SCRIPT"] = str(args.entry_script)
+    if args.entry_script is not None:
+        environ["AZUREML_ENTRY_SCRIPT"] = str(args.entry_script)
     if args.model_dir is not None:
         environ["AZUREML_MODEL_DIR"] = str(args.model_dir)
     environ["WORKER_COUNT"] = str(args.workers)

@@ -31,8 +31,8 @@ class SwaggerNotFound(Exception):
 
 
 def swagger_documents(entry: Any, *, keys: bool = False) -> dict[str, bytes]:
-    """The serialised documents of a loaded ``EntryScript`` by version (``"2"``, ``"3"``, ``"3.1"``)."""
-    run = entry.run
+    """The serialised documents of a loaded model back-end by version (``"2"``, ``"3"``, ``"3.1"``)."""
+    run = getattr(entry, "run", None)
     schemas: tuple[Any, Any] = (_FREE, _FREE)
     supported = set(VERSIONS.values())
     if entry.mode == "schema" and "inference_schema" in sys.modules:
@@ -40,6 +40,8 @@ def swagger_documents(entry: Any, *, keys: bool = False) -> dict[str, bytes]:
 
         schemas = (get_input_schema(run), get_output_schema(run))
         supported = {VERSIONS[v] for v in get_supported_versions(run) if v in VERSIONS}
+    elif callable(getattr(entry, "swagger_schemas", None)):  # no-code models: from their signature or graph
+        schemas = entry.swagger_schemas()
     docs: dict[str, bytes] = {}
     for version in ("2", "3", "3.1"):
         shipped = _shipped(version)

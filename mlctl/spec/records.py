@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
+from mlctl import model_kinds
 from mlctl.spec.document import Document, display_path
 from mlctl.spec.frozen import FrozenRecord
 
@@ -72,11 +73,14 @@ class EnvironmentSpec(FrozenRecord):
     ``current`` (the interpreter running mlctl) or ``none`` (an isolated environment with only the
     scoring runtime). ``file`` is the conda or requirements file, when there is one.
     ``keep_azureml_defaults``: install the Azure ML SDK packages the file lists (skipped by default).
+    ``model_kind``: what the server runs (``mlctl.model_kinds``); ``onnx`` and ``mlflow`` add the
+    packages their back-end needs (``mlflow`` also reads ``mlflow`` in the file as ``mlflow-skinny``).
     """
 
     kind: EnvironmentKind
     file: Path | None = None
     keep_azureml_defaults: bool = False
+    model_kind: str = "entry_script"
 
 
 class RegistryAuth(FrozenRecord):
@@ -109,12 +113,17 @@ IMAGE_KEYS = ("base_image", "docker_file", "dependencies", "enable_gpu", "cuda_v
 
 
 class InferenceConfig(FrozenRecord):
-    """Entry script and environment, as Azure ML SDK v1 ``InferenceConfig`` (with its image options)."""
+    """Entry script and environment, as Azure ML SDK v1 ``InferenceConfig`` (with its image options).
 
-    entry_script: Path
+    ``entry_script`` is ``None`` for a model served with no code (``model_kind`` ``onnx`` or
+    ``mlflow``, see ``mlctl.model_kinds``; ``auto`` when it is a registered model's, known at deploy).
+    """
+
+    entry_script: Path | None
     environment: EnvironmentSpec
     runtime: str = "python"
     image: ImageOptions = ImageOptions()
+    model_kind: str = "entry_script"
 
 
 class ModelDataStorage(FrozenRecord):
@@ -280,12 +289,14 @@ def _model(doc: Document) -> ModelSpec:
     )
 
 
-def _inference(doc: Document, base: list[str | int]) -> InferenceConfig:
+def _inference(doc: Document, base: list[str | int], model_files: tuple[Path, ...] = ()) -> InferenceConfig:
     d = doc.data
     for part in base:
         d = d[part]
-    entry = _existing(doc, [*base, "entry_script"], folder_ok=False)
-    _compiles(doc, [*base, "entry_script"], entry)
+    entry = _existing(doc, [*base, "entry_script"], folder_ok=False) if "entry_script" in d else None
+    model_kind = "entry_script" if entry is not None else _no_code_kind(doc, base, model_files)
+    if entry is not None:
+        _compiles(doc, [*base, "entry_script"], entry)
     choice = d.get("environment")
     if choice == "current":
         env = EnvironmentSpec("current")
@@ -293,13 +304,40 @@ def _inference(doc: Document, base: list[str | int]) -> InferenceConfig:
         env = EnvironmentSpec("conda", _existing(doc, [*base, "conda_file"], folder_ok=False))
     elif "requirements" in d:
         env = EnvironmentSpec("pip", _existing(doc, [*base, "requirements"], folder_ok=False))
+    elif model_kind in ("mlflow", "auto") and choice != "current":  # the model's own requirements, isolated
+        requirements = model_kinds.environment_file(model_files[0]) if model_files else None
+        env = EnvironmentSpec("pip", requirements) if requirements else EnvironmentSpec("none")
     else:  # no environment file: the running interpreter, unless isolation was asked for
         env = EnvironmentSpec("none" if choice == "isolated" else "current")
-    if d.get("keep_azureml_defaults"):
-        env = EnvironmentSpec(env.kind, env.file, keep_azureml_defaults=True)
-    return InferenceConfig(
-        entry_script=entry, environment=env, runtime=d.get("runtime", "python"), image=_image_options(doc, base)
+    env = EnvironmentSpec(
+        env.kind, env.file, keep_azureml_defaults=bool(d.get("keep_azureml_defaults")), model_kind=model_kind
     )
+    return InferenceConfig(
+        entry_script=entry,
+        environment=env,
+        runtime=d.get("runtime", "python"),
+        image=_image_options(doc, base),
+        model_kind=model_kind,
+    )
+
+
+def _no_code_kind(doc: Document, base: list[str | int], model_files: tuple[Path, ...]) -> str:
+    """The kind of a model served with no entry script; ``auto`` for a registered one (known at deploy).
+
+    Raises:
+        SpecError: the model files are not one MLflow model folder or ONNX file.
+    """
+    if "models" in doc.data and not model_files:
+        return "auto"
+    kind = model_kinds.kind_of_path(model_files[0]) if len(model_files) == 1 else None
+    if kind is None:
+        raise doc.error(
+            base,
+            "inference_config has no entry_script, so the model must be one MLflow model folder "
+            "(with an MLmodel file) or one ONNX file (or a folder holding one)",
+            hint="add entry_script: score.py, or list the MLflow folder or .onnx file alone in model_files",
+        )
+    return kind
 
 
 def _image_options(doc: Document, base: list[str | int]) -> ImageOptions:
@@ -341,6 +379,7 @@ def _image(doc: Document) -> ImageSpec:
 def _service(doc: Document) -> ServiceSpec:
     d = doc.data
     files = tuple(_existing(doc, ["model_files", i]) for i in range(len(d.get("model_files", []))))
+    inference = _inference(doc, ["inference_config"], files) if "inference_config" in d else None
     return ServiceSpec(
         name=d["name"],
         target=d.get("target"),
@@ -348,7 +387,7 @@ def _service(doc: Document) -> ServiceSpec:
         model_files=files,
         models=tuple(ModelRef.parse(m) for m in d.get("models", [])),
         image=d.get("image"),
-        inference=_inference(doc, ["inference_config"]) if "inference_config" in d else None,
+        inference=inference,
         deployment=_deployment(doc),
         test=_test(doc),
         description=d.get("description", ""),

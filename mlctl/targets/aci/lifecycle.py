@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mlctl import keys
+from mlctl import keys, model_kinds
 from mlctl.builder import docker_client, push, service_image
 from mlctl.errors import DeploymentError, TargetError, WaitTimeout
 from mlctl.output import Reporter
@@ -75,7 +75,7 @@ def prepare_image(deployment: Deployment, settings: Settings, registry: Registry
 def entry_name(spec: ServiceSpec, image: str) -> str:
     """The entry script's file name in the image (from the spec, or the image's AZUREML_ENTRY_SCRIPT)."""
     if spec.inference is not None:
-        return spec.inference.entry_script.name
+        return model_kinds.entry_script(spec.inference).name
     env = docker_client().images.get(image).attrs["Config"].get("Env") or []
     return next((e.split("=", 1)[1] for e in env if e.startswith("AZUREML_ENTRY_SCRIPT=")), "score.py")
 

@@ -52,8 +52,9 @@ def container_config(
         images.PYTHON,
         "-m",
         "mlctl.serve",
-        "--entry-script",
-        f"{images.APP_ROOT}/{entry}",
+        *(["--entry-script", f"{images.APP_ROOT}/{entry}"] if entry else []),  # "": the image's model kind
+        "--model-name",
+        spec.name,
         *server_options(
             d,
             host=host,
@@ -159,9 +160,13 @@ def _reachable(host: str) -> str:
 
 
 def entry_name(spec: ServiceSpec, image: str | None = None) -> str:
+    """The entry script's file name; ``""`` for a no-code model (the image says its kind and path)."""
     if spec.inference is not None:
-        return spec.inference.entry_script.name
+        script = spec.inference.entry_script
+        return script.name if script is not None else ""
     if image is None:
         return "<entry script of the image>"
     env = docker_client().images.get(image).attrs["Config"].get("Env") or []
+    if any(e.startswith("MLCTL_MODEL_KIND=") for e in env):
+        return ""
     return next((e.split("=", 1)[1] for e in env if e.startswith("AZUREML_ENTRY_SCRIPT=")), "score.py")

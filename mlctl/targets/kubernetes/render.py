@@ -314,10 +314,13 @@ def _command(spec: ServiceSpec, s: Settings) -> dict[str, Any]:
         tls=(f"{TLS_MOUNT}/tls.crt", f"{TLS_MOUNT}/tls.key") if s.tls else None,
     )
     if spec.inference is not None:
-        entry = f"{images.APP_ROOT}/{spec.inference.entry_script.name}"
-        return {"command": [images.PYTHON, "-m", "mlctl.serve", "--entry-script", entry, *options]}
-    # a built image names its entry script in its environment (AZUREML_ENTRY_SCRIPT)
-    script = f'exec {images.PYTHON} -m mlctl.serve --entry-script "$AZUREML_ENTRY_SCRIPT" "$@"'
+        entry = spec.inference.entry_script  # None: a no-code model, its kind and path in the image's env
+        model = ["--entry-script", f"{images.APP_ROOT}/{entry.name}"] if entry is not None else []
+        return {"command": [images.PYTHON, "-m", "mlctl.serve", *model, "--model-name", spec.name, *options]}
+    # a built image names its entry script in its environment (AZUREML_ENTRY_SCRIPT), or for a
+    # no-code model its kind and path (MLCTL_MODEL_KIND, MLCTL_MODEL_PATH, read by the server itself)
+    from_env = '${AZUREML_ENTRY_SCRIPT:+--entry-script "$AZUREML_ENTRY_SCRIPT"}'
+    script = f'exec {images.PYTHON} -m mlctl.serve {from_env} "$@"'
     return {"command": ["/bin/sh", "-c", script, "mlctl.serve"], "args": options}
 
 

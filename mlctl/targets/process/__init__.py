@@ -26,10 +26,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlctl import environments, keys, modeldata
+from mlctl import environments, keys, model_kinds, modeldata
 from mlctl.errors import ConflictError, NotFoundError, TargetError
 from mlctl.output import Reporter
-from mlctl.registry import Registry
+from mlctl.registry import ModelVersion, Registry
 from mlctl.spec.document import display_path
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import (
@@ -74,7 +74,8 @@ class Driver:
         spec = deployment.spec
         _preflight(spec)
         assert spec.inference is not None
-        env = environments.plan(spec.inference.environment, self.home, extra=modeldata.requirements(spec))
+        env_spec = model_kinds.environment(spec, deployment.models, self.registry)
+        env = environments.plan(env_spec, self.home, extra=modeldata.requirements(spec))
         model_dir = "<deploy dir>/" + _model_dir_rel(deployment)
         return {
             "target": self.kind,
@@ -88,6 +89,7 @@ class Driver:
                 model_dir,
                 Path("<deploy dir>"),
                 host=self.host,
+                models=deployment.models,
                 listen_fds=(),
                 keys_file=keys.keys_path(self.home, spec.name) if spec.deployment.auth_enabled else None,
             ),
@@ -266,9 +268,8 @@ class Driver:
             with reporter.step(f"laying out {len(deployment.models)} model(s)"):
                 for model in deployment.models:
                     self.registry.materialize(model, deploy_dir / "azureml-models" / model.name / str(model.version))
-            env = environments.plan(
-                spec.inference.environment, self.home, reporter.warn, extra=modeldata.requirements(spec)
-            )
+            env_spec = model_kinds.environment(spec, deployment.models, self.registry)
+            env = environments.plan(env_spec, self.home, reporter.warn, extra=modeldata.requirements(spec))
             label = "using the current interpreter" if env.key == "current" else f"environment {env.key}"
             with reporter.step(label + ("" if env.ready else " (building)")) as progress:
                 env = environments.prepare(env, self.home, progress)
@@ -303,7 +304,14 @@ class Driver:
             deploy_dir / modeldata.SECRET_NAME, modeldata.connection_string(spec.deployment.model_data_storage)
         )
         command = _command(
-            spec, env.python, model_dir, deploy_dir, host=self.host, listen_fds=listen_fds, keys_file=keys_file
+            spec,
+            env.python,
+            model_dir,
+            deploy_dir,
+            host=self.host,
+            models=deployment.models,
+            listen_fds=listen_fds,
+            keys_file=keys_file,
         )
         with log_file.open("ab") as log:
             proc = subprocess.Popen(
@@ -372,12 +380,25 @@ def _model_dir_rel(deployment: Deployment) -> str:
     return "azureml-models"
 
 
+def _model_options(spec: ServiceSpec, models: tuple[ModelVersion, ...], model_dir: str) -> list[str]:
+    """What the server serves: the entry script, or the model's kind and path (no-code kinds)."""
+    assert spec.inference is not None
+    named = ["--model-name", spec.name]
+    if len(models) == 1 and models[0].version:
+        named += ["--model-version", str(models[0].version)]
+    if spec.inference.entry_script is not None:
+        return ["--entry-script", str(spec.inference.entry_script), *named]
+    kind = model_kinds.resolve(spec, models)
+    return ["--model-kind", kind, "--model-path", f"{model_dir}/{models[0].source_name}", *named]
+
+
 def _command(
     spec: ServiceSpec,
     python: Path,
     model_dir: str,
     deploy_dir: Path,
     *,
+    models: tuple[ModelVersion, ...],
     host: str,
     listen_fds: tuple[int, ...],
     keys_file: Path | None,
@@ -387,8 +408,7 @@ def _command(
         str(python),
         "-m",
         "mlctl.serve",
-        "--entry-script",
-        str(spec.inference.entry_script),
+        *_model_options(spec, models, model_dir),
         "--model-dir",
         model_dir,
         *server_options(
@@ -409,9 +429,10 @@ def _server_env(spec: ServiceSpec, model_dir: str, pythonpath: Path | None, *, b
         **base,
         **spec.deployment.environment_variables,
         "AZUREML_MODEL_DIR": model_dir,
-        "AZUREML_ENTRY_SCRIPT": spec.inference.entry_script.name,
         "PYTHONUNBUFFERED": "1",
     }
+    if spec.inference.entry_script is not None:
+        env["AZUREML_ENTRY_SCRIPT"] = spec.inference.entry_script.name
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return env

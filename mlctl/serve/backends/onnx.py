@@ -1,0 +1,162 @@
+"""An ONNX model served as it is, through ONNX Runtime: no entry script.
+
+* The model is a ``.onnx`` file, or a folder holding exactly one (searched recursively).
+* The graph's inputs and outputs are the service's: their names, element types (as OIP
+  datatypes) and shapes (``-1`` for a symbolic or unknown dimension).
+* ``/score`` takes a JSON object: ``{"data": ...}`` for a graph with one input, else one key per
+  input name. Values are cast to the input's element type; a rank or fixed dimension that does
+  not fit is a 400 naming the input. The answer: the single output's value (nested lists, the
+  output's own shape; a ``[N, 1]`` output, one value a row as converted regressors give, as a
+  list of ``N``, like scikit-learn's ``predict``), or an object of outputs by name.
+* OIP ``infer`` gets and returns the named tensors themselves.
+
+ONNX Runtime and numpy are imported in ``init()``, so only ONNX services load them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mlctl.serve.backends.entry_script import BadInput, EntryScriptError
+from mlctl.serve.request import Request
+from mlctl.serve.tensors import DTYPES, TensorError, TensorSpec
+
+_ELEMENT_TYPES = {  # ONNX Runtime's "tensor(...)" names -> OIP datatypes
+    "float": "FP32",
+    "double": "FP64",
+    "float16": "FP16",
+    "bool": "BOOL",
+    "string": "BYTES",
+    **{f"int{b}": f"INT{b}" for b in (8, 16, 32, 64)},
+    **{f"uint{b}": f"UINT{b}" for b in (8, 16, 32, 64)},
+}
+
+
+def find_onnx(path: Path) -> Path:
+    """The ``.onnx`` file at ``path`` (itself, or the only one in that folder).
+
+    Raises:
+        EntryScriptError: none or several.
+    """
+    if path.is_file():
+        return path
+    found = sorted(path.rglob("*.onnx")) if path.is_dir() else []
+    if len(found) != 1:
+        what = "no .onnx file" if not found else f"{len(found)} .onnx files ({', '.join(p.name for p in found)})"
+        raise EntryScriptError(f"the ONNX model {path} must be a .onnx file or a folder with one; it has {what}")
+    return found[0]
+
+
+class OnnxModel:
+    """An ONNX graph behind ``ModelBackend`` and ``TensorModel`` (see ``mlctl.serve.backends``).
+
+    Args:
+        path: the ``.onnx`` file or a folder holding one.
+    """
+
+    mode = "tensor"
+    platform = "onnxruntime_onnx"
+    fast = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = find_onnx(path)
+        self.session: Any = None
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+
+    def init(self) -> None:
+        """Open the graph with ONNX Runtime (CPU) and read its inputs and outputs."""
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [_spec(node) for node in self.session.get_inputs()]
+        self.outputs = [_spec(node) for node in self.session.get_outputs()]
+        self._output_names = [spec.name for spec in self.outputs]
+        self._run = self.session.run
+        import numpy
+
+        self._np = numpy
+
+    def call(self, request: Request) -> Any:
+        """``/score`` for ``request`` (its JSON body; see the module docstring)."""
+        if request.method != "POST":
+            raise BadInput('POST a JSON object: {"data": ...} or one key per input')
+        return self.call_body(request.data)
+
+    def call_body(self, body: bytes) -> Any:
+        """``/score`` for a POST body.
+
+        Raises:
+            BadInput: not JSON, or the inputs do not fit the graph (the message names the input).
+        """
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise BadInput(f"the body is not JSON: {exc}") from None
+        try:
+            outputs = self.infer(self._named(doc))
+        except TensorError as exc:
+            raise BadInput(str(exc)) from None
+        if len(outputs) == 1:  # lists, not arrays: json.dumps then needs no default hook (the hot path)
+            value = next(iter(outputs.values()))
+            return (value[:, 0] if value.ndim == 2 and value.shape[1] == 1 else value).tolist()  # one a row: a list
+        return {name: value.tolist() for name, value in outputs.items()}
+
+    def infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Run the graph on named arrays (cast to each input's element type); returns its outputs by name.
+
+        Raises:
+            TensorError: an input is missing, unknown, or its rank or a fixed dimension does not fit.
+        """
+        feed = {}
+        for spec in self.inputs:
+            if spec.name not in inputs:
+                raise TensorError(f"input {spec.name!r} is missing; the model's inputs: {self._names()}")
+            feed[spec.name] = _fit(self._np, spec, inputs[spec.name])
+        if len(inputs) > len(feed):
+            unknown = sorted(set(inputs) - set(feed))
+            raise TensorError(f"input {unknown[0]!r} is not an input of the model; its inputs: {self._names()}")
+        results = self._run(self._output_names, feed)
+        return dict(zip(self._output_names, results, strict=True))
+
+    def swagger_schemas(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """JSON schemas of ``/score``'s body (``data`` or the named inputs, nested arrays) and answer."""
+        names = ["data"] if len(self.inputs) == 1 else [spec.name for spec in self.inputs]
+        request = {"type": "object", "properties": {name: {"type": "array"} for name in names}, "required": names}
+        return request, {"type": "array"} if len(self.outputs) == 1 else {"type": "object"}
+
+    def _named(self, doc: Any) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            raise TensorError('the body must be a JSON object: {"data": ...} or one key per input')
+        if len(self.inputs) == 1 and "data" in doc and self.inputs[0].name not in doc:
+            return {self.inputs[0].name: doc["data"]}
+        return dict(doc)
+
+    def _names(self) -> str:
+        return ", ".join(spec.name for spec in self.inputs)
+
+
+def _spec(node: Any) -> TensorSpec:
+    element = str(node.type).removeprefix("tensor(").removesuffix(")")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (node.shape or []))
+    return TensorSpec(node.name, _ELEMENT_TYPES.get(element, "BYTES"), shape)
+
+
+def _fit(np: Any, spec: TensorSpec, value: Any) -> Any:
+    try:
+        array = np.asarray(value, dtype=DTYPES[spec.datatype])
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TensorError(f"input {spec.name!r} cannot be read as {spec.datatype}: {exc}") from None
+    if array.ndim != len(spec.shape):
+        raise TensorError(
+            f"input {spec.name!r} has rank {array.ndim}; the model wants shape {list(spec.shape)} (-1: any size)"
+        )
+    for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
+        if want >= 0 and got != want:
+            raise TensorError(
+                f"input {spec.name!r} has {got} at dimension {axis}; the model wants shape {list(spec.shape)}"
+            )
+    return array
