@@ -61,11 +61,20 @@ def regression_graph(folder: Path) -> Path:
     return folder
 
 
+def score_input_schema(base: str) -> Any:
+    """The schema of ``POST /score``'s body in the service's Swagger 2.0 document (its ``$ref`` followed)."""
+    doc = json.loads(get(base + "/swagger.json")[1])
+    schema = doc["paths"]["/score"]["post"]["parameters"][0]["schema"]
+    if "$ref" in schema:
+        schema = doc["definitions"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
 def test_an_onnx_folder_serves_its_single_input_graph_on_score_and_oip(serve: Any, tmp_path: Path) -> None:
     base = serve("onnx", regression_graph(tmp_path / "model"))
     status, _, body = post(base + "/score", b'{"data": [[1, 1, 1], [2, 0, 0]]}')
     assert status == 200 and np.allclose(json.loads(body), [6.5, 2.5], atol=1e-4)
-    swagger = json.loads(get(base + "/swagger.json")[1])["paths"]["/score"]["post"]["parameters"][0]["schema"]
+    swagger = score_input_schema(base)
     assert swagger["required"] == ["data"]
     metadata = check_with_spec_schemas(base, "m")
     assert metadata["platform"] == "onnxruntime_onnx"
@@ -141,7 +150,7 @@ def test_an_mlflow_sklearn_model_answers_mlflow_formats_on_invocations_score_and
     assert post(base + "/invocations", b'{"rows": []}', JSON)[0] == 400
     assert post(base + "/invocations", b"x", {"Content-Type": "text/plain"})[0] == 415
     assert get(base + "/ping") == (200, b"\n") and get(base + "/version")[1].startswith(b"3.")
-    swagger = json.loads(get(base + "/swagger.json")[1])["paths"]["/score"]["post"]["parameters"][0]["schema"]
+    swagger = score_input_schema(base)
     assert swagger["properties"]["input_data"]["properties"]["columns"]["items"]["enum"] == ["x0", "x1", "x2"]
     metadata = check_with_spec_schemas(base, "m")
     assert metadata["platform"] == "mlflow"
