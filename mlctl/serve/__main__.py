@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import select
@@ -38,9 +37,10 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from mlctl.serve.sockets import bind, control_socket, public_sockets, write_status
 
 EXIT_INIT_FAILED = 3
 EXIT_BIND_FAILED = 4
@@ -137,21 +137,21 @@ def main(argv: list[str] | None = None) -> int:
         args.model_dir = args.model_dir.resolve()
     settings.export(args, os.environ)
     try:
-        public = _public_sockets(args)
+        public = public_sockets(args)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc.strerror or exc)
         return EXIT_BIND_FAILED
     try:
-        health = [_bind(args.host, args.health_port, reuse_port=False)] if args.health_port else []
+        health = [bind(args.host, args.health_port, reuse_port=False)] if args.health_port else []
     except OSError as exc:
         log.error("cannot listen on %s:%d (health port): %s", args.host, args.health_port, exc.strerror or exc)
         return EXIT_BIND_FAILED
     probe = None
     if args.status_file is not None:
-        probe = _bind("127.0.0.1", 0, reuse_port=False)
-        _write_status(args.status_file, args.port, probe.getsockname()[1])
+        probe = bind("127.0.0.1", 0, reuse_port=False)
+        write_status(args.status_file, args.port, probe.getsockname()[1])
     log.info("listening on http://%s:%d (%d worker(s))", args.host, args.port, args.workers)
-    control = _control_socket(args.control_socket) if args.control_socket else None
+    control = control_socket(args.control_socket) if args.control_socket else None
     supervisor = Supervisor(args, public, probe, control)
     if args.preload:  # init() once here; the workers forked after share the model's pages (copy-on-write)
         supervisor.preloaded = _load_and_init(args)
@@ -159,21 +159,6 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INIT_FAILED
     supervisor.shared += health  # every worker also accepts there (the reference's separate health port)
     return supervisor.run()
-
-
-def _public_sockets(args: argparse.Namespace) -> list[socket.socket]:
-    """The inherited listening sockets, plus new ones on the same port until there is one per worker.
-
-    A fresh server first proves the port free with an exclusive bind: SO_REUSEPORT alone would let
-    it share the port with another server of the same user."""
-    fds = list(args.listen_fd or [])
-    if args.inherit_from is not None and args.inherit_from.exists():
-        fds += receive_listen_fds(args.inherit_from)  # from a server in another container, same kernel
-    inherited = [socket.socket(fileno=fd) for fd in fds]
-    if not inherited:
-        _bind(args.host, args.port, reuse_port=False).close()
-    missing = max(0, args.workers - len(inherited))
-    return inherited + [_bind(args.host, args.port, reuse_port=True) for _ in range(missing)]
 
 
 class Supervisor:
@@ -436,62 +421,6 @@ def _serve(
         model_version=args.model_version,
     )
     serve(app, sockets, args.ssl_certfile, args.ssl_keyfile)
-
-
-def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-@contextlib.contextmanager
-def _short_unix_path(path: Path) -> Iterator[str]:
-    """``path`` spelled short enough for AF_UNIX (108 bytes): through /proc/self/fd/N of its folder."""
-    if len(str(path)) < 100:
-        yield str(path)
-        return
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        yield f"/proc/self/fd/{folder}/{path.name}"
-    finally:
-        os.close(folder)
-
-
-def _control_socket(path: Path) -> socket.socket:
-    path.unlink(missing_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with _short_unix_path(path) as short:
-        sock.bind(short)
-    os.chmod(path, 0o600)  # only this user may take the listening socket
-    sock.listen(4)
-    return sock
-
-
-def receive_listen_fds(path: Path, timeout_s: float = 5.0) -> list[int]:
-    """Ask the server behind control socket ``path`` for its listening sockets; returns new fds.
-
-    Raises:
-        OSError: no server answers there.
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout_s)
-        with _short_unix_path(path) as short:
-            sock.connect(short)
-        _msg, fds, _flags, _addr = socket.recv_fds(sock, 64, 64)
-    if not fds:
-        raise OSError(f"no socket received from {path}")
-    return list(fds)
-
-
-def _write_status(path: Path, port: int, probe_port: int) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "port": port, "probe_port": probe_port}))
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

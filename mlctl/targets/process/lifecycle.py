@@ -20,7 +20,8 @@ from typing import Any
 
 from mlctl.errors import DeploymentError, TargetError, WaitTimeout
 from mlctl.registry import Registry
-from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED, receive_listen_fds
+from mlctl.serve.__main__ import EXIT_BIND_FAILED, EXIT_INIT_FAILED
+from mlctl.serve.sockets import receive_listen_fds
 from mlctl.targets.init_failure import explain
 
 HOST = "127.0.0.1"
