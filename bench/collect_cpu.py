@@ -32,10 +32,10 @@ def requests_cpu(rows: int, count: int, on: bool) -> tuple[float, float]:
     """CPU microseconds per request of ``count`` requests of ``rows`` rows (collection ``on`` or off):
     the whole process's (every thread) and the requests' thread's alone."""
     import numpy
+    from azureml.monitoring import ModelDataCollector
 
     from mlctl.serve import collect
     from mlctl.serve.context import set_request_id
-    from azureml.monitoring import ModelDataCollector
 
     os.environ["AML_MODEL_DC_STORAGE_ENABLED"] = "true" if on else "false"
     names = [f"feat{i}" for i in range(10)]

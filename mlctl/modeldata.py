@@ -38,6 +38,8 @@ META = (
     "$aml_request_id",
 )
 BLOB_REQUIREMENTS = ("azure-storage-blob>=12.19",)
+# formats collected numpy arrays off the request's thread and the GIL (mlctl.serve.collect.columnar)
+FORMAT_REQUIREMENTS = ("pyarrow>=14",)
 
 
 def enabled(spec: ServiceSpec) -> bool:
@@ -51,11 +53,14 @@ def local_root(home: Path) -> Path:
 
 
 def requirements(spec: ServiceSpec) -> tuple[str, ...]:
-    """Packages the service's environment needs for collection (the blob client, only with an account)."""
+    """Packages the service's environment needs for collection (pyarrow; the blob client, only with an account)."""
     storage = spec.deployment.model_data_storage
-    if not enabled(spec) or storage is None:
+    if not enabled(spec):
         return ()
-    return (*BLOB_REQUIREMENTS, "azure-identity>=1.15") if storage.account_url else BLOB_REQUIREMENTS
+    if storage is None:
+        return FORMAT_REQUIREMENTS
+    blob = (*BLOB_REQUIREMENTS, "azure-identity>=1.15") if storage.account_url else BLOB_REQUIREMENTS
+    return (*FORMAT_REQUIREMENTS, *blob)
 
 
 def server_env(

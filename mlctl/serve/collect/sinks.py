@@ -25,8 +25,8 @@ MAX_BLOCK = 4 * 1024 * 1024  # bytes per append block (the limit of every Blob A
 class Sink(Protocol):
     """Appends CSV text to one file of the layout; raises on any failure (the writer retries)."""
 
-    def append(self, path: str, header: str, body: str) -> None:
-        """Append ``body`` (whole CSV lines) to ``path``, creating it with ``header`` first."""
+    def append(self, path: str, header: str, body: str | bytes) -> None:
+        """Append ``body`` (whole CSV lines; text or UTF-8) to ``path``, creating it with ``header`` first."""
 
 
 class LocalSink:
@@ -35,14 +35,14 @@ class LocalSink:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def append(self, path: str, header: str, body: str) -> None:
+    def append(self, path: str, header: str, body: str | bytes) -> None:
         """See ``Sink``; raises OSError."""
         target = self.root / path
         if not target.exists():
             self._create(target, header)
         fd = os.open(target, os.O_WRONLY | os.O_APPEND)
         try:
-            data = body.encode()
+            data = body.encode() if isinstance(body, str) else body
             while data:
                 data = data[os.write(fd, data) :]
         finally:
@@ -89,13 +89,13 @@ class BlobSink:
         self._ready: set[str] = set()  # blobs known to exist with their header
         self._container_ready = False
 
-    def append(self, path: str, header: str, body: str) -> None:
+    def append(self, path: str, header: str, body: str | bytes) -> None:
         """See ``Sink``; raises azure.core.exceptions.AzureError (or OSError) on failure."""
         blob = self.container.get_blob_client(path)
         if path not in self._ready:
             self._prepare(blob, header)
             self._ready.add(path)
-        data = body.encode()
+        data = body.encode() if isinstance(body, str) else body
         for start in range(0, len(data), MAX_BLOCK):
             blob.append_block(data[start : start + MAX_BLOCK])
 

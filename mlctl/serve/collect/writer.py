@@ -13,7 +13,9 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
+from mlctl.serve.collect import columnar
 from mlctl.serve.collect.sinks import Sink
 
 BACKOFF_FIRST_S = 0.1
@@ -45,17 +47,22 @@ class Counters:
 
 @dataclass(eq=False)
 class Batch:
-    """CSV lines for one file of the layout (``path``), ``rows`` of them, and that file's header.
+    """``rows`` rows for one file of the layout (``path``), and that file's header: either CSV
+    lines (``body``) or a 2-D numpy array of numbers (``array``) whose rows each start with
+    ``prefix`` (the correlation columns' CSV text and a comma).
 
-    The lines are formatted by ``collect()`` on the request's thread, not here: a CPU-bound
-    background thread would hold the GIL against the event loop's thread, which gives it up at
-    every system call and then waits up to ``sys.getswitchinterval()`` to get it back (the convoy
-    effect), cutting throughput far more than the formatting itself costs."""
+    Text is formatted by ``collect()`` on the request's thread; arrays are formatted here by
+    ``columnar`` (Arrow kernels that release the GIL). Formatting here in Python would be worse:
+    a CPU-bound background thread holds the GIL against the event loop's thread, which gives it up
+    at every system call and then waits up to ``sys.getswitchinterval()`` to get it back (the
+    convoy effect), cutting throughput far more than the formatting itself costs."""
 
     path: str
     header: str
     body: str
     rows: int
+    prefix: str = ""
+    array: Any = None
 
 
 @dataclass
@@ -136,7 +143,7 @@ class Writer:
             groups[batch.path].append(batch)
         for path, batches in groups.items():
             try:
-                self.sink.append(path, batches[0].header, "".join(b.body for b in batches))
+                self.sink.append(path, batches[0].header, _body(batches))
             except Exception:  # noqa: BLE001 - any storage failure: keep the rows and retry
                 with self._cond:
                     self.counters.add("write_errors", 1)
@@ -152,3 +159,25 @@ class Writer:
             self._state.rows -= rows
             self.counters.add("written", rows)
             self._cond.notify_all()
+
+
+def _body(batches: list[Batch]) -> bytes:
+    """The CSV lines of ``batches`` in order: text as is, each run of arrays of one shape and
+    kind formatted at once."""
+    parts: list[bytes] = []
+    start = 0
+    for end in range(1, len(batches) + 1):
+        if end < len(batches) and _run_key(batches[end]) == _run_key(batches[start]):
+            continue
+        run = batches[start:end]
+        if run[0].array is None:
+            parts.append("".join(b.body for b in run).encode())
+        else:
+            parts.append(columnar.body([b.prefix for b in run], [b.array for b in run]))
+        start = end
+    return b"".join(parts)
+
+
+def _run_key(batch: Batch) -> tuple[int, str]:
+    return (0, "text") if batch.array is None else (batch.array.shape[1], batch.array.dtype.kind)
+

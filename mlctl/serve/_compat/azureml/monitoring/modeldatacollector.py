@@ -31,7 +31,7 @@ import warnings
 from datetime import datetime, timezone
 
 from mlctl.serve import collect
-from mlctl.serve.collect import rows
+from mlctl.serve.collect import columnar, rows
 from mlctl.serve.collect.writer import Batch
 from mlctl.serve.context import NO_REQUEST, current_request_id
 
@@ -72,6 +72,7 @@ class ModelDataCollector:
         settings = collect.settings()
         self._active = False
         self._writer = None
+        self._columnar = False  # numpy arrays formatted by the writer thread (pyarrow installed)
         self._debug = settings.debug
         self._feature_names = list(feature_names) if feature_names is not None else None
         self._added = contextvars.ContextVar(f"mlctl_dc_added_{id(self)}", default=None)
@@ -115,6 +116,7 @@ class ModelDataCollector:
                 return
         elif settings.enabled:
             self._writer = collect.writer(settings)
+            self._columnar = not self._debug and columnar.available()
         self._active = True
 
     def collect(self, input_data, user_correlation_id=""):
@@ -130,6 +132,9 @@ class ModelDataCollector:
             )
             return None
         correlation = self._correlation(user_correlation_id)
+        if self._columnar and kind == "numpy" and self._added.get() is None and columnar.accepts(input_data):
+            self._put_array(correlation, columnar.rows_of(input_data))
+            return dict(correlation) if self._designation == "inputs" else None
         columns, table = rows.table(input_data, kind)
         columns, table = self._strip_added(columns, table, correlation)
         self._write(correlation, columns or self._feature_names, table)
@@ -206,11 +211,7 @@ class ModelDataCollector:
         """Format the rows and hand them to the writer; headers, paths and prefixes are cached."""
         if not table:
             return
-        width = max(map(len, table))
-        key = (tuple(features) if features else None, width)
-        header = self._headers.get(key)
-        if header is None:
-            header = self._headers[key] = rows.csv_text([rows.header(features, width)])
+        header = self._header(features, max(map(len, table)))
         prefix = _prefix(correlation)
         body = rows.prefixed(prefix, table)
         if self._debug:
@@ -218,6 +219,19 @@ class ModelDataCollector:
         if self._writer is not None:
             path = self._path(correlation[self.AML_DC_SCORING_TIMESTAMP_HEADER])
             self._writer.put(Batch(path, header, body, len(table)))
+
+    def _put_array(self, correlation, array):
+        """Hand a 2-D numpy array to the writer, which formats it (``mlctl.serve.collect.columnar``)."""
+        header = self._header(self._feature_names, array.shape[1])
+        path = self._path(correlation[self.AML_DC_SCORING_TIMESTAMP_HEADER])
+        self._writer.put(Batch(path, header, "", len(array), _prefix(correlation), array))
+
+    def _header(self, features, width):
+        key = (tuple(features) if features else None, width)
+        header = self._headers.get(key)
+        if header is None:
+            header = self._headers[key] = rows.csv_text([rows.header(features, width)])
+        return header
 
     def _path(self, timestamp):
         """The file of the layout for a row scored at ``timestamp`` (cached per hour)."""
