@@ -1,0 +1,92 @@
+"""Model data collection's writer-side formatting (issue 19, "nothing slowed"): numpy arrays handed
+to the writer thread come out byte for byte as the csv module writes them on the request's thread,
+in the order they were collected, with exact counters."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from mlctl.serve.collect import Batch, Counters, columnar, rows
+from mlctl.serve.collect.sinks import LocalSink
+from mlctl.serve.collect.writer import Writer
+
+PREFIXES = ['id-1,2026-12-05T16:00:00.000001,1440,a/b/c,svc,"m,1",1,req-1,', "id-2,t,60,w,s,m,2,req-2,"]
+SPECIAL = [0.0, -0.0, 1.0, 80.0, 0.1, 1e-4, 9.9e-5, 1e-7, 1e10, 9999999999.5, 1e15, 1e16, 1e20, 5e-324]
+SPECIAL += [float("nan"), float("inf"), float("-inf"), 1 / 3, -123456789.123, 2.0**53, 1.7976931348623157e308]
+
+
+def csv_module(prefixes: list[str], arrays: list[np.ndarray]) -> bytes:
+    """What collect() writes for these arrays on the request's thread (the csv module over tolist())."""
+    return "".join(rows.prefixed(p, a.tolist()) for p, a in zip(prefixes, arrays, strict=True)).encode()
+
+
+def test_pyarrow_is_available_where_the_tests_run() -> None:
+    assert columnar.available()
+
+
+def test_special_floats_ints_and_float32_match_the_csv_module() -> None:
+    floats = np.array([SPECIAL, SPECIAL[::-1]])
+    narrow = np.array([SPECIAL[:-1], SPECIAL[-2::-1]]).astype(np.float32)  # float32 overflows at 1.8e308
+    for arrays in (
+        [floats, floats[:1]],
+        [narrow, narrow[:1]],
+        [np.array([[1, -2, 3], [2**62, 0, -(2**63)]]), np.array([[7, 8, 9]], dtype=np.uint8)],
+    ):
+        copies = [columnar.rows_of(a) for a in arrays]
+        assert columnar.body(PREFIXES, copies) == csv_module(PREFIXES, copies)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(
+        st.sampled_from([np.float64, np.float32, np.int64, np.int32, np.uint16]),
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6),
+    )
+)
+def test_any_numeric_array_matches_the_csv_module(data: np.ndarray) -> None:
+    copies = [columnar.rows_of(data), columnar.rows_of(data)]
+    assert columnar.body(PREFIXES, copies) == csv_module(PREFIXES, copies)
+
+
+def test_rows_of_copies_so_a_script_may_change_its_array_after_collect() -> None:
+    data = np.arange(6.0).reshape(2, 3)
+    kept = columnar.rows_of(data)
+    data[0, 0] = 99.0
+    assert kept[0, 0] == 0.0 and columnar.rows_of(np.arange(3)).shape == (1, 3)
+
+
+def test_accepts_numbers_only() -> None:
+    assert columnar.accepts(np.zeros((2, 3))) and columnar.accepts(np.arange(3))
+    assert not columnar.accepts(np.array([True, False]))
+    assert not columnar.accepts(np.array(["a", "b"])) and not columnar.accepts(np.zeros((2, 0)))
+
+
+def test_writer_keeps_order_of_text_and_array_batches_and_counts_rows(tmp_path: Path) -> None:
+    counters = Counters()
+    writer = Writer(LocalSink(tmp_path), capacity=9, counters=counters)
+    header = rows.csv_text([rows.header(["a", "b"], 2)])
+    ints, floats = np.array([[1, 2], [3, 4]]), np.array([[0.5, 80.0]])
+    batches = [
+        Batch("p/data.csv", header, "", 2, PREFIXES[0], ints),
+        Batch("p/data.csv", header, rows.prefixed(PREFIXES[1], [["x", "y"]]), 1),
+        Batch("p/data.csv", header, "", 1, PREFIXES[1], floats),
+        Batch("p/data.csv", header, "", 2, PREFIXES[0], ints),
+        Batch("p/data.csv", header, "", 2, PREFIXES[0], ints),
+        Batch("p/data.csv", header, "", 2, PREFIXES[0], ints),  # 8 + 2 rows > capacity 9: dropped whole
+    ]
+    accepted = [writer.put(b) for b in batches]
+    assert accepted == [True] * 5 + [False]
+    assert writer.flush(10)
+    text = (tmp_path / "p" / "data.csv").read_bytes()
+    expected = csv_module([PREFIXES[0]], [ints]) + rows.prefixed(PREFIXES[1], [["x", "y"]]).encode()
+    expected += csv_module([PREFIXES[1], PREFIXES[0], PREFIXES[0]], [floats, ints, ints])
+    assert text == header.encode() + expected
+    assert (counters.collected, counters.written, counters.dropped, counters.write_errors) == (10, 8, 2, 0)
+    with (tmp_path / "p" / "data.csv").open(newline="") as handle:
+        assert [r["$aml_request_id"] for r in csv.DictReader(handle)] == ["req-1"] * 2 + ["req-2"] * 2 + ["req-1"] * 4
