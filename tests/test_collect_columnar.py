@@ -8,6 +8,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -90,3 +91,21 @@ def test_writer_keeps_order_of_text_and_array_batches_and_counts_rows(tmp_path: 
     assert (counters.collected, counters.written, counters.dropped, counters.write_errors) == (10, 8, 2, 0)
     with (tmp_path / "p" / "data.csv").open(newline="") as handle:
         assert [r["$aml_request_id"] for r in csv.DictReader(handle)] == ["req-1"] * 2 + ["req-2"] * 2 + ["req-1"] * 4
+
+
+def test_correlation_prefix_and_ids_as_the_csv_and_uuid_modules_write_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import uuid
+
+    monkeypatch.syspath_prepend(str(Path(columnar.__file__).parents[1] / "_compat"))  # as the server does
+    dc = importlib.import_module("azureml.monitoring.modeldatacollector")
+
+    for values in (
+        ["id", "2026-12-05T16:00:00", 1440, "a/b/c", "svc", "m", "1", "req"],
+        ["i", "t", 60, 'w,"x"', "s\r\n", "m", "1", "r,1"],
+    ):
+        correlation = dict(zip(rows.CORRELATION_COLUMNS, values, strict=True))
+        assert dc._prefix(correlation) == rows.csv_text([values])[:-2] + ","
+    ids = {dc._uuid4() for _ in range(1000)}
+    assert len(ids) == 1000 and all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)

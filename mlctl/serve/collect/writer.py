@@ -12,11 +12,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlctl.serve.collect import columnar
 from mlctl.serve.collect.sinks import Sink
+
+if TYPE_CHECKING:
+    from mlctl.serve.metrics import SharedMetrics
 
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
@@ -38,11 +42,22 @@ class Counters:
     def add(self, name: str, n: int) -> None:
         """Add ``n`` to counter ``name`` (one of the four fields)."""
         setattr(self, name, getattr(self, name) + n)
-        from mlctl.serve.metrics import current
-
-        shared = current()
+        shared = _shared_metrics()
         if shared is not None:
             shared.add_collection(name, n)
+
+
+_metrics_current: Callable[[], SharedMetrics | None] | None = None
+
+
+def _shared_metrics() -> SharedMetrics | None:
+    """This worker's shared metrics (``mlctl.serve.metrics.current``, imported on first use, as before)."""
+    global _metrics_current
+    if _metrics_current is None:
+        from mlctl.serve.metrics import current
+
+        _metrics_current = current
+    return _metrics_current()
 
 
 @dataclass(eq=False)
@@ -180,4 +195,3 @@ def _body(batches: list[Batch]) -> bytes:
 
 def _run_key(batch: Batch) -> tuple[int, str]:
     return (0, "text") if batch.array is None else (batch.array.shape[1], batch.array.dtype.kind)
-

@@ -26,7 +26,7 @@ background (``mlctl.serve.collect``); ``collect`` never blocks and never raises 
 import contextvars
 import os
 import random
-import uuid
+import re
 import warnings
 from datetime import datetime, timezone
 
@@ -181,7 +181,7 @@ class ModelDataCollector:
         generated = _uuid4()
         correlation = {
             self.AML_DC_CORRELATION_HEADER: f"{user_correlation_id}-{generated}" if user_correlation_id else generated,
-            self.AML_DC_SCORING_TIMESTAMP_HEADER: datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
+            self.AML_DC_SCORING_TIMESTAMP_HEADER: datetime.now(timezone.utc).isoformat()[:-6],  # no "+00:00"
             self.AML_DC_BOUNDARY_HEADER: 60 if self.aml_dc_hour_boundary else 60 * 24,
             self.AML_WORKSPACE_HEADER: self.workspace,
             self.AML_SERVICE_NAME_HEADER: self.service_name,
@@ -251,15 +251,22 @@ class ModelDataCollector:
 _random = None  # (pid, random.Random): reseeded in each forked worker, so ids never repeat across workers
 
 
+_VERSION_4 = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant bits and version 4 (as ``uuid.UUID(version=4)`` sets them)
+_NOT_VERSION = ~((0xC000 << 48) | (0xF000 << 64))
+
+
 def _uuid4():
     """A random (version 4) UUID as text, from a seeded PRNG: ``uuid.uuid4`` reads ``os.urandom``
-    on every call, a system call that costs tens of microseconds in sandboxed containers."""
+    on every call, a system call that costs tens of microseconds in sandboxed containers; the text
+    is formatted directly (``str(uuid.UUID(...))`` costs a few microseconds per request)."""
     global _random
     if _random is None or _random[0] != os.getpid():
         _random = (os.getpid(), random.Random(os.urandom(32)))
-    return str(uuid.UUID(int=_random[1].getrandbits(128), version=4))
+    h = "%032x" % (_random[1].getrandbits(128) & _NOT_VERSION | _VERSION_4)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_NEEDS_QUOTES = re.compile('[,"\r\n]')  # what makes the csv module quote a value (QUOTE_MINIMAL)
 _prefixes = {}  # correlation id -> the CSV text of its values and a comma (inputs and predictions share it)
 
 
@@ -269,8 +276,9 @@ def _prefix(correlation):
     if prefix is None:
         if len(_prefixes) > 256:
             _prefixes.clear()
-        values = [correlation[name] for name in rows.CORRELATION_COLUMNS]
-        prefix = _prefixes[key] = rows.csv_text([values])[:-2] + ","
+        texts = [str(correlation[name]) for name in rows.CORRELATION_COLUMNS]
+        plain = not _NEEDS_QUOTES.search("".join(texts))
+        prefix = _prefixes[key] = ",".join(texts) + "," if plain else rows.csv_text([texts])[:-2] + ","
     return prefix
 
 
