@@ -109,3 +109,18 @@ def test_correlation_prefix_and_ids_as_the_csv_and_uuid_modules_write_them(monke
     ids = {dc._uuid4() for _ in range(1000)}
     assert len(ids) == 1000 and all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
     assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+
+
+def test_rows_put_after_the_writer_went_idle_are_written_without_a_flush(tmp_path: Path) -> None:
+    import time
+
+    from mlctl.serve.collect.writer import INTERVAL_S
+
+    writer = Writer(LocalSink(tmp_path), capacity=1000)
+    time.sleep(INTERVAL_S * 2)  # the writer waits for a first batch (the server's init() took longer)
+    header = rows.csv_text([rows.header(["a"], 1)])
+    assert writer.put(Batch("p/data.csv", header, "", 1, PREFIXES[0], np.array([[1]])))
+    deadline = time.monotonic() + INTERVAL_S * 6
+    while writer.buffered and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.buffered == 0 and (tmp_path / "p" / "data.csv").read_bytes().endswith(b"req-1,1\r\n")

@@ -101,7 +101,7 @@ class Writer:
 
     def put(self, batch: Batch) -> bool:
         """Buffer ``batch`` whole, or drop it whole when it does not fit; True when buffered.
-        Wakes the writer only when the buffer passes half full (else it writes every ``INTERVAL_S``)."""
+        Wakes the writer only when the buffer stops being empty or passes half full."""
         rows = batch.rows
         with self._cond:
             self.counters.add("collected", rows)
@@ -110,7 +110,9 @@ class Writer:
                 return False
             self._state.batches.append(batch)
             self._state.rows += rows
-            if self._state.rows * 2 > self.capacity >= (self._state.rows - rows) * 2:
+            # wake the writer when the buffer stops being empty (it may wait for a first batch with
+            # no timeout) and when it passes half full; else it writes every ``INTERVAL_S``
+            if self._state.rows == rows or self._state.rows * 2 > self.capacity >= (self._state.rows - rows) * 2:
                 self._cond.notify()
             return True
 
