@@ -124,3 +124,13 @@ def test_rows_put_after_the_writer_went_idle_are_written_without_a_flush(tmp_pat
     while writer.buffered and time.monotonic() < deadline:
         time.sleep(0.05)
     assert writer.buffered == 0 and (tmp_path / "p" / "data.csv").read_bytes().endswith(b"req-1,1\r\n")
+
+
+def test_an_array_arrow_cannot_format_is_written_by_the_csv_module_not_retried(tmp_path: Path) -> None:
+    counters = Counters()
+    writer = Writer(LocalSink(tmp_path), capacity=10, counters=counters)
+    header = rows.csv_text([rows.header(None, 1)])
+    odd = np.array([[1 + 2j]])  # collect() never hands such an array over; pyarrow has no complex type
+    assert writer.put(Batch("p/data.csv", header, "", 1, PREFIXES[1], odd)) and writer.flush(10)
+    assert (tmp_path / "p" / "data.csv").read_bytes() == header.encode() + csv_module([PREFIXES[1]], [odd])
+    assert (counters.written, counters.write_errors) == (1, 0)

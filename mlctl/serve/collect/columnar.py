@@ -12,7 +12,7 @@ digits as ``repr`` but its own notation (``80`` for ``80.0``, ``1e+10`` for ``10
 ``1e-7`` for ``1e-07``): cells Arrow writes as ``repr`` would (``1e-4 <= |x| < 1e10``) keep its
 text, integral ones get ``.0``, and the rest (zero excepted: nan, inf, tiny or huge values, which
 are rare) are formatted by ``repr`` in Python. pyarrow is optional: without it ``collect()``
-formats on the request's thread as before (``installed()``).
+formats on the request's thread as before (``available()``).
 """
 
 from __future__ import annotations
@@ -24,13 +24,6 @@ _arrow: tuple[Any, Any] | None = None
 _checked = False
 FIXED_LOW = 1e-4  # repr and Arrow both write fixed notation for 1e-4 <= |x| < 1e10
 FIXED_HIGH = 1e10
-
-
-def installed() -> bool:
-    """True when pyarrow is installed (looked up, not imported: cheap enough for ``init()``)."""
-    import importlib.util
-
-    return importlib.util.find_spec("pyarrow") is not None
 
 
 def available() -> bool:

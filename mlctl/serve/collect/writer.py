@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlctl.serve.collect import columnar
+from mlctl.serve.collect import columnar, rows
 from mlctl.serve.collect.sinks import Sink
 
 if TYPE_CHECKING:
@@ -190,10 +190,19 @@ def _body(batches: list[Batch]) -> bytes:
         if run[0].array is None:
             parts.append("".join(b.body for b in run).encode())
         else:
-            parts.append(columnar.body([b.prefix for b in run], [b.array for b in run]))
+            parts.append(_arrays(run))
         start = end
     return b"".join(parts)
 
 
 def _run_key(batch: Batch) -> tuple[int, str]:
     return (0, "text") if batch.array is None else (batch.array.shape[1], batch.array.dtype.kind)
+
+
+def _arrays(run: list[Batch]) -> bytes:
+    """CSV lines of a run of array batches; should Arrow fail, the csv module's (the same text), so
+    a formatting failure is never taken for a storage outage and the rows are not held back."""
+    try:
+        return columnar.body([b.prefix for b in run], [b.array for b in run])
+    except Exception:  # noqa: BLE001 - any pyarrow failure: same text the slow way
+        return "".join(rows.prefixed(b.prefix, b.array.tolist()) for b in run).encode()
