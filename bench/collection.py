@@ -7,7 +7,9 @@ and predictions in every ``run()``, once with collection off (``AML_MODEL_DC_STO
 unset: ``collect()`` returns at once) and once on (rows to a local store in a temporary folder).
 Loads each with keep-alive HTTP/1.1 clients (asyncio, in this process) posting 2-row and 100-row
 bodies on 127.0.0.1; rounds alternate off/on so a busy machine hurts both alike. Prints req/s per
-cell and the on/off ratio. Needs numpy only.
+cell, the on/off ratio, and the server's CPU per request (user + system time of the server and its
+workers, from /proc: the load generator shares the machine, so this is steadier than req/s). Needs
+numpy only.
 """
 
 from __future__ import annotations
@@ -71,14 +73,31 @@ def serve(port: int, store: Path | None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def cell(rows: int, store: Path | None, args: argparse.Namespace) -> float:
-    """req/s of one server (started and stopped here) for ``rows``-row bodies."""
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its descendants (Linux /proc; 0 elsewhere)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return total
+
+
+def cell(rows: int, store: Path | None, args: argparse.Namespace) -> tuple[float, float]:
+    """(req/s, server CPU µs per request) of one server (started and stopped here) for ``rows``-row bodies."""
     port = free_port()
     server = serve(port, store)
     try:
         wait_ready(port)
         asyncio.run(load(port, body(rows), 1.0, args.connections))  # warm-up
-        return asyncio.run(load(port, body(rows), args.duration, args.connections))
+        before = tree_cpu_s(server.pid)
+        rate = asyncio.run(load(port, body(rows), args.duration, args.connections))
+        return rate, (tree_cpu_s(server.pid) - before) / max(1.0, rate * args.duration) * 1e6
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -92,14 +111,17 @@ def main() -> None:
     args = parser.parse_args()
     store = Path(tempfile.mkdtemp(prefix="mlctl-collection-"))
     try:
-        print("| body | collection off (req/s) | collection on (req/s) | on/off |")
-        print("|---|---|---|---|")
+        print("| body | collection off (req/s) | collection on (req/s) | on/off | server CPU µs/req, off | on |")
+        print("|---|---|---|---|---|---|")
         for rows in (2, 100):
-            off = on = 0.0
-            for _ in range(args.rounds):
-                off += cell(rows, None, args)
-                on += cell(rows, store, args)
-            print(f"| body{rows} | {off / args.rounds:.0f} | {on / args.rounds:.0f} | {on / off:.2f} |")
+            off, on = [], []
+            for _ in range(args.rounds):  # alternate, so a busy machine hurts both alike
+                off.append(cell(rows, None, args))
+                on.append(cell(rows, store, args))
+            rate_off, rate_on = (sum(r for r, _ in cells) / args.rounds for cells in (off, on))
+            cpu_off, cpu_on = (sum(c for _, c in cells) / args.rounds for cells in (off, on))
+            ratio = rate_on / rate_off
+            print(f"| body{rows} | {rate_off:.0f} | {rate_on:.0f} | {ratio:.2f} | {cpu_off:.0f} | {cpu_on:.0f} |")
         written = sum(len(p.read_text().splitlines()) - 1 for p in store.rglob("*.csv"))
         print(f"rows written with collection on: {written}")
     finally:
