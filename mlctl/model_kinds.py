@@ -2,8 +2,8 @@
 
 * ``entry_script``: an Azure ML entry script (``init()``/``run()``), given in the spec.
 * ``mlflow``: an MLflow model folder (it holds an ``MLmodel`` file), served with no entry script
-  through ``mlflow.pyfunc``; its environment comes from the folder's ``requirements.txt`` (or
-  ``conda.yaml``), as MLflow writes them.
+  through ``mlflow.pyfunc``; its environment comes from the folder's ``python_env.yaml``,
+  ``requirements.txt`` or ``conda.yaml``, as MLflow writes them (``mlctl.mlflow_env``).
 * ``onnx``: a ``.onnx`` file, or a folder holding exactly one, served through ONNX Runtime.
 
 The server side of each kind is ``mlctl.serve.backends``; ``docs/model-kinds.md`` says what each
@@ -46,12 +46,6 @@ def kind_of_path(path: Path) -> str | None:
         return kind_of_files(path.name, (), is_folder=False)
     rels = (str(PurePosixPath(*p.relative_to(path).parts)) for p in path.rglob("*") if p.is_file())
     return kind_of_files(path.name, rels, is_folder=True)
-
-
-def environment_file(folder: Path) -> Path | None:
-    """The pip requirements file of an MLflow model folder (``requirements.txt``), or ``None``."""
-    path = folder / "requirements.txt"
-    return path if path.is_file() else None
 
 
 def entry_script(inference: InferenceConfig) -> Path:
@@ -101,14 +95,25 @@ def kind_of_model(models: tuple[ModelVersion, ...]) -> str:
 
 def environment(spec: ServiceSpec, models: tuple[ModelVersion, ...], registry: Registry) -> EnvironmentSpec:
     """The spec's environment; for a registered MLflow model with none given, the model's requirements."""
-    from mlctl.spec.records import EnvironmentSpec
 
     assert spec.inference is not None
     env = spec.inference.environment
     if env.model_kind != "auto":
         return env
     kind = resolve(spec, models)
+    return with_kind(env, kind, models, registry)
+
+
+def with_kind(env: EnvironmentSpec, kind: str, models: tuple[ModelVersion, ...], registry: Registry) -> EnvironmentSpec:
+    """``env`` for a registered model of ``kind``; when no environment was given (``none``) and it is
+    an MLflow model, the model's own (``mlctl.mlflow_env``, read from the stored files).
+
+    Raises:
+        SpecError: the model's environment files cannot be read.
+    """
+    from mlctl import mlflow_env
+
     if kind == "mlflow" and env.kind == "none" and env.file is None:
-        requirements = registry.stored_file(models[0], "requirements.txt")
-        return EnvironmentSpec("pip" if requirements else "none", requirements, model_kind=kind)
-    return EnvironmentSpec(env.kind, env.file, keep_azureml_defaults=env.keep_azureml_defaults, model_kind=kind)
+        own = mlflow_env.environment(lambda rel: registry.stored_file(models[0], rel))
+        return own.replace(keep_azureml_defaults=env.keep_azureml_defaults)
+    return env.replace(model_kind=kind)

@@ -1,0 +1,115 @@
+"""An MLflow model's own environment (python_env.yaml, requirements.txt, conda.yaml, as MLflow writes
+them), resolved with MLflow's precedence, for a model folder in a spec and for a registered model
+built into an image."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mlctl import environments, images
+from mlctl.registry import Registry
+from mlctl.spec import ImageSpec, ServiceSpec, load
+
+SAVE = """
+import sys
+import mlflow.pyfunc
+
+
+class Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+mlflow.pyfunc.save_model(sys.argv[1], python_model=Echo(), pip_requirements=["mlflow", "tabulate==0.9.0"])
+"""
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A custom pyfunc saved by MLflow whose requirements name ``tabulate==0.9.0`` beside mlflow."""
+    folder = tmp_path_factory.mktemp("mlflow-env")
+    (folder / "save.py").write_text(SAVE)
+    subprocess.run([sys.executable, "save.py", str(folder / "model")], check=True, timeout=300, cwd=folder)
+    return folder / "model"
+
+
+def model_copy(saved: Path, tmp_path: Path) -> Path:
+    shutil.copytree(saved, tmp_path / "model")
+    return tmp_path / "model"
+
+
+def service_requirements(tmp_path: Path, home: Path) -> tuple[str, tuple[str, ...]]:
+    """The environment kind and pip requirements of a Service spec serving ``model`` with no entry script."""
+    spec_file = tmp_path / "svc.yaml"
+    spec_file.write_text("apiVersion: mlctl/v1\nkind: Service\nname: svc\nmodel_files: [model]\ninference_config: {}\n")
+    (record,) = load([spec_file])
+    assert isinstance(record, ServiceSpec) and record.inference is not None
+    env = record.inference.environment
+    return env.kind, environments.plan(env, home).requirements
+
+
+def test_mlflow_writes_the_files_read_here(saved: Path) -> None:
+    assert {"MLmodel", "python_env.yaml", "requirements.txt", "conda.yaml"} <= {p.name for p in saved.iterdir()}
+    assert "-r requirements.txt" in (saved / "python_env.yaml").read_text()
+
+
+def test_python_env_yaml_comes_first_with_its_requirements_references(
+    saved: Path, tmp_path: Path, mlctl_home: Path
+) -> None:
+    model = model_copy(saved, tmp_path)
+    python_env = (model / "python_env.yaml").read_text()
+    (model / "python_env.yaml").write_text(
+        python_env.replace("- -r requirements.txt", "- -r requirements.txt\n- humanize")
+    )
+    kind, requirements = service_requirements(tmp_path, mlctl_home)
+    assert kind == "python_env"
+    assert {"tabulate==0.9.0", "humanize", "mlflow-skinny"} <= set(requirements)
+    assert not any(r.startswith("pip") for r in requirements)  # build_dependencies' pip is the venv's own
+
+
+def test_requirements_txt_without_python_env_yaml(saved: Path, tmp_path: Path, mlctl_home: Path) -> None:
+    model = model_copy(saved, tmp_path)
+    (model / "python_env.yaml").unlink()
+    kind, requirements = service_requirements(tmp_path, mlctl_home)
+    assert kind == "pip" and "tabulate==0.9.0" in requirements
+
+
+def test_conda_yaml_alone_goes_through_the_conda_handling(saved: Path, tmp_path: Path, mlctl_home: Path) -> None:
+    model = model_copy(saved, tmp_path)
+    (model / "python_env.yaml").unlink()
+    (model / "requirements.txt").unlink()
+    conda = (model / "conda.yaml").read_text()
+    (model / "conda.yaml").write_text(conda.replace("dependencies:\n", "dependencies:\n- scipy=1.11\n", 1))
+    kind, requirements = service_requirements(tmp_path, mlctl_home)
+    assert kind == "conda"
+    assert {"tabulate==0.9.0", "scipy==1.11.*"} <= set(requirements)
+
+
+def test_a_registered_mlflow_model_built_into_an_image_brings_its_requirements(
+    saved: Path, tmp_path: Path, mlctl_home: Path
+) -> None:
+    model = model_copy(saved, tmp_path)
+    registry = Registry(mlctl_home)
+    registry.register("envmodel", model)
+    spec_file = tmp_path / "image.yaml"
+    spec_file.write_text(
+        textwrap.dedent("""\
+        apiVersion: mlctl/v1
+        kind: Image
+        name: envimg
+        models: ["envmodel:1"]
+        """)
+    )
+    (record,) = load([spec_file])
+    assert isinstance(record, ImageSpec)
+    plan = images.plan_context(
+        "envimg", record.inference, (registry.get(record.models[0]),), base_image="base", registry=registry
+    )
+    assert plan.model_kind == "mlflow"
+    assert {"tabulate==0.9.0", "mlflow-skinny"} <= set(plan.requirements)
