@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import mlctl, write
 
 from mlctl import environments, images
 from mlctl.registry import Registry
@@ -113,3 +114,23 @@ def test_a_registered_mlflow_model_built_into_an_image_brings_its_requirements(
     )
     assert plan.model_kind == "mlflow"
     assert {"tabulate==0.9.0", "mlflow-skinny"} <= set(plan.requirements)
+
+
+@pytest.mark.parametrize("kind", ["Service", "Image"])
+def test_image_build_of_a_registered_mlflow_model_lists_its_requirements(
+    saved: Path, tmp_path: Path, kind: str
+) -> None:
+    """Through the CLI (``image build --dry-run``), for a Service spec (docker, kubernetes, aci build
+    this way) and an Image spec (IoT Edge modules build this way)."""
+    model = model_copy(saved, tmp_path)
+    assert mlctl("model", "register", "--name", "envmodel", "--path", str(model)).code == 0
+    body = {
+        "Service": "kind: Service\nname: envsvc\ntarget: docker\nmodels: [envmodel:1]\ninference_config: {}\n",
+        "Image": "kind: Image\nname: envimg\nmodels: [envmodel:1]\n",
+    }[kind]
+    write(tmp_path / "spec.yaml", "apiVersion: mlctl/v1\n" + body)
+    planned = mlctl("-o", "json", "image", "build", "--dry-run", "-f", str(tmp_path / "spec.yaml"))
+    assert planned.code == 0, planned.err
+    requirements = set(planned.json()["requirements"])
+    assert {"tabulate==0.9.0", "mlflow-skinny"} <= requirements
+    assert "MLCTL_MODEL_KIND=mlflow" in planned.json()["dockerfile"]
