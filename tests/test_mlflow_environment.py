@@ -45,6 +45,14 @@ def model_copy(saved: Path, tmp_path: Path) -> Path:
     return tmp_path / "model"
 
 
+def add_to_python_env(model: Path, requirement: str) -> None:
+    """Name ``requirement`` in the model's python_env.yaml only, after MLflow's ``-r requirements.txt``."""
+    text = (model / "python_env.yaml").read_text()
+    (model / "python_env.yaml").write_text(
+        text.replace("- -r requirements.txt", f"- -r requirements.txt\n- {requirement}")
+    )
+
+
 def service_requirements(tmp_path: Path, home: Path) -> tuple[str, tuple[str, ...]]:
     """The environment kind and pip requirements of a Service spec serving ``model`` with no entry script."""
     spec_file = tmp_path / "svc.yaml"
@@ -64,10 +72,7 @@ def test_python_env_yaml_comes_first_with_its_requirements_references(
     saved: Path, tmp_path: Path, mlctl_home: Path
 ) -> None:
     model = model_copy(saved, tmp_path)
-    python_env = (model / "python_env.yaml").read_text()
-    (model / "python_env.yaml").write_text(
-        python_env.replace("- -r requirements.txt", "- -r requirements.txt\n- humanize")
-    )
+    add_to_python_env(model, "humanize")
     kind, requirements = service_requirements(tmp_path, mlctl_home)
     assert kind == "python_env"
     assert {"tabulate==0.9.0", "humanize", "mlflow-skinny"} <= set(requirements)
@@ -134,3 +139,42 @@ def test_image_build_of_a_registered_mlflow_model_lists_its_requirements(
     requirements = set(planned.json()["requirements"])
     assert {"tabulate==0.9.0", "mlflow-skinny"} <= requirements
     assert "MLCTL_MODEL_KIND=mlflow" in planned.json()["dockerfile"]
+
+
+def test_a_registered_model_with_conda_yaml_alone_gives_the_image_its_conda_file(
+    saved: Path, tmp_path: Path, mlctl_home: Path
+) -> None:
+    """The conda-only package stays a conda package for an image whose base image has conda."""
+    model = model_copy(saved, tmp_path)
+    (model / "python_env.yaml").unlink()
+    (model / "requirements.txt").unlink()
+    conda = (model / "conda.yaml").read_text()
+    (model / "conda.yaml").write_text(conda.replace("dependencies:\n", "dependencies:\n- scipy=1.11\n", 1))
+    registry = Registry(mlctl_home)
+    version = registry.register("condamodel", model)
+    write(tmp_path / "image.yaml", "apiVersion: mlctl/v1\nkind: Image\nname: condaimg\nmodels: [condamodel:1]\n")
+    (record,) = load([tmp_path / "image.yaml"])
+    assert isinstance(record, ImageSpec)
+    plan = images.plan_context("condaimg", record.inference, (version,), base_image="base", registry=registry)
+    assert plan.conda_file is not None and "scipy=1.11" in plan.conda_file and "tabulate==0.9.0" in plan.conda_file
+    assert {"tabulate==0.9.0", "scipy==1.11.*"} <= set(plan.requirements)
+
+
+def test_a_registered_model_on_the_process_target_gets_its_python_env(
+    saved: Path, tmp_path: Path, mlctl_home: Path
+) -> None:
+    from mlctl import model_kinds
+
+    model = model_copy(saved, tmp_path)
+    add_to_python_env(model, "humanize")
+    registry = Registry(mlctl_home)
+    version = registry.register("pyenvmodel", model)
+    write(
+        tmp_path / "svc.yaml",
+        "apiVersion: mlctl/v1\nkind: Service\nname: svc\nmodels: [pyenvmodel:1]\ninference_config: {}\n",
+    )
+    (record,) = load([tmp_path / "svc.yaml"])
+    assert isinstance(record, ServiceSpec)
+    env = model_kinds.environment(record, (version,), registry)
+    assert env.kind == "python_env"
+    assert {"tabulate==0.9.0", "humanize", "mlflow-skinny"} <= set(environments.plan(env, mlctl_home).requirements)
