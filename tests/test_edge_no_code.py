@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, mlctl, post, remove_images, self_signed_certificate, write
+from conftest import free_port, mlctl, post, remove_images, self_signed_certificate, wait_for, write
 
 NAME = "edge-onnx-nocode"
 REGISTRY = "127.0.0.1:5000"  # the infrastructure's registry (no password)
@@ -121,7 +121,7 @@ def test_a_no_code_module_scores_edgehub_messages(
                 [*command, "--port", str(port), "--workers", "1"], env=env, stdout=sink, stderr=sink
             )
         try:
-            assert side.wait_connected(30), log.read_text()
+            assert wait_for(lambda: bool(side.reported), timeout=60), log.read_text()  # the module is up
             side.route_in(json.dumps({"data": ROWS}).encode(), "amlInput", **{"$.mid": "rows"})
             output, _props, body = side.next_output(60)
             assert output == "amlOutput", (body, log.read_text())
