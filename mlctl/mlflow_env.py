@@ -58,9 +58,10 @@ def environment(find: Find, *, keep_azureml_defaults: bool = False) -> Environme
 
     names = _env_files(find("MLmodel"))
     keep = keep_azureml_defaults
-    python_env = find(names.get("virtualenv", "python_env.yaml"))
+    python_env_name = names.get("virtualenv", "python_env.yaml")
+    python_env = find(python_env_name)
     if python_env is not None:
-        python, requirements = _python_env(python_env, find)
+        python, requirements = _python_env(python_env, python_env_name, find)
         return EnvironmentSpec("python_env", python_env, keep, "mlflow", requirements=requirements, python=python)
     if (requirements_file := find("requirements.txt")) is not None:
         return EnvironmentSpec("pip", requirements_file, keep, "mlflow")
@@ -73,19 +74,19 @@ def _env_files(mlmodel: Path | None) -> dict[str, str]:
     """The pyfunc flavor's ``env`` entry: ``{"conda": ..., "virtualenv": ...}`` (file names)."""
     if mlmodel is None:
         return {}
-    env = _yaml(mlmodel).get("flavors", {}).get("python_function", {}).get("env")
+    env = _yaml(mlmodel, "MLmodel").get("flavors", {}).get("python_function", {}).get("env")
     if isinstance(env, str):  # MLflow < 1.26: the conda file's name
         return {"conda": env}
     return {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
 
 
-def _python_env(path: Path, find: Find) -> tuple[str | None, tuple[str, ...]]:
-    """``python_env.yaml``'s Python version and its requirements, references expanded."""
-    doc = _yaml(path)
+def _python_env(path: Path, name: str, find: Find) -> tuple[str | None, tuple[str, ...]]:
+    """``python_env.yaml``'s (``name`` in the model) Python version and its requirements, references expanded."""
+    doc = _yaml(path, name)
     python = doc.get("python")
     # pip is the one the environment was created with; upgrading it mid-install helps nothing
     build = [str(d) for d in doc.get("build_dependencies") or [] if _name(str(d)) != "pip"]
-    deps = _expand([str(d) for d in doc.get("dependencies") or []], find, path.name)
+    deps = _expand([str(d) for d in doc.get("dependencies") or []], find, name)
     return (str(python) if python is not None else None), tuple(build + deps)
 
 
@@ -122,12 +123,12 @@ def _name(requirement: str) -> str:
     return conda.pip_name(requirement)
 
 
-def _yaml(path: Path) -> dict[str, Any]:
+def _yaml(path: Path, name: str) -> dict[str, Any]:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
     try:
         doc = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
     except YAMLError as exc:
-        raise SpecError(f"cannot parse the MLflow model's {path.name}: {exc}") from None
+        raise SpecError(f"cannot parse the MLflow model's {name}: {exc}") from None
     return doc if isinstance(doc, dict) else {}

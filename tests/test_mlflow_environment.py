@@ -79,6 +79,29 @@ def test_python_env_yaml_comes_first_with_its_requirements_references(
     assert not any(r.startswith("pip") for r in requirements)  # build_dependencies' pip is the venv's own
 
 
+def test_a_constraints_file_pins_the_packages_the_model_names(saved: Path, tmp_path: Path, mlctl_home: Path) -> None:
+    """``-c constraints.txt`` (what MLflow writes for pip_requirements with a constraint) cannot be
+    passed on as a file, so its pins replace the model's requirements of those packages."""
+    model = model_copy(saved, tmp_path)
+    with (model / "requirements.txt").open("a") as requirements:
+        requirements.write("\n-c constraints.txt\n")
+    (model / "constraints.txt").write_text("tabulate==0.8.10\nnot-named-by-the-model==1\n")
+    _kind, requirements = service_requirements(tmp_path, mlctl_home)
+    assert "tabulate==0.8.10" in requirements and "tabulate==0.9.0" not in requirements
+    assert not any(r.startswith("not-named") for r in requirements)
+
+
+def test_a_reference_to_a_file_the_model_lacks_names_it(saved: Path, tmp_path: Path) -> None:
+    model = model_copy(saved, tmp_path)
+    (model / "requirements.txt").unlink()
+    result = mlctl("model", "register", "--name", "lacking", "--path", str(model))
+    assert result.code == 0
+    write(tmp_path / "svc.yaml", "apiVersion: mlctl/v1\nkind: Image\nname: lacking\nmodels: [lacking:1]\n")
+    planned = mlctl("image", "build", "--dry-run", "-f", str(tmp_path / "svc.yaml"))
+    assert planned.code == 3, planned.err
+    assert "python_env.yaml references requirements.txt, which the MLflow model does not hold" in planned.err
+
+
 def test_requirements_txt_without_python_env_yaml(saved: Path, tmp_path: Path, mlctl_home: Path) -> None:
     model = model_copy(saved, tmp_path)
     (model / "python_env.yaml").unlink()
