@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aci_fake.world import RESOURCE_GROUP, AciWorld
 from conftest import mlctl
+from mlflow_models import save_models
 
 from mlctl import images
 from mlctl.registry import Registry
@@ -69,3 +70,20 @@ def test_an_onnx_model_deploys_on_aci_with_no_entry_script(
         assert tested.code == 0 and tested.json()["passed"] is True, tested.out + tested.err
     finally:
         assert mlctl("service", "delete", NAME).code == 0
+
+
+def test_render_of_a_registered_mlflow_model_runs_the_server_with_no_entry_script(
+    tmp_path: Path, mlctl_home: Path
+) -> None:
+    _, custom = save_models(tmp_path / "models")
+    registry = Registry(mlctl_home)
+    model = registry.register("custom", custom)
+    spec_file = tmp_path / "service.yaml"
+    spec_file.write_text(
+        f"apiVersion: mlctl/v1\nkind: Service\nname: {NAME}\nmodels: [custom:1]\ninference_config: {{}}\n"
+        "deployment_config: {port: 8123}\n"
+    )
+    spec = load_one([spec_file], ServiceSpec)
+    plan = Driver(registry, mlctl_home, **OPTIONS).render(Deployment(spec=spec, models=(model,)))
+    command = plan["body"]["properties"]["containers"][0]["properties"]["command"]
+    assert command[:3] == [images.PYTHON, "-m", "mlctl.serve"] and "--entry-script" not in command
