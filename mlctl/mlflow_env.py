@@ -17,7 +17,6 @@ The result is an ``EnvironmentSpec`` like a spec's own, so it is cached by conte
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,11 +105,13 @@ def _collect(lines: list[str], find: Find, source: str, reqs: list[str], pins: l
         line = raw.split(" #")[0].strip()
         if not line or line.startswith("#"):
             continue
-        words = shlex.split(line)
+        words = line.split()  # requirements may hold quoted markers: no shell parsing
         if words[0] in _REFERENCE + _CONSTRAINT and len(words) == 2:
             path = find(words[1])
-            if path is None or depth > 5:
+            if path is None:
                 raise SpecError(f"{source} references {words[1]}, which the MLflow model does not hold")
+            if depth > 5:
+                raise SpecError(f"{source}: requirements files reference each other in a loop ({words[1]})")
             more = path.read_text(encoding="utf-8").splitlines()
             _collect(more, find, words[1], reqs if words[0] in _REFERENCE else pins, pins, depth + 1)
         elif words[0].startswith("-"):

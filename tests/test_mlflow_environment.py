@@ -84,11 +84,12 @@ def test_a_constraints_file_pins_the_packages_the_model_names(saved: Path, tmp_p
     passed on as a file, so its pins replace the model's requirements of those packages."""
     model = model_copy(saved, tmp_path)
     with (model / "requirements.txt").open("a") as requirements:
-        requirements.write("\n-c constraints.txt\n")
+        requirements.write('\n-c constraints.txt\nhumanize; python_version >= "3.8"\n')
     (model / "constraints.txt").write_text("tabulate==0.8.10\nnot-named-by-the-model==1\n")
     _kind, requirements = service_requirements(tmp_path, mlctl_home)
     assert "tabulate==0.8.10" in requirements and "tabulate==0.9.0" not in requirements
     assert not any(r.startswith("not-named") for r in requirements)
+    assert 'humanize; python_version >= "3.8"' in requirements
 
 
 def test_a_reference_to_a_file_the_model_lacks_names_it(saved: Path, tmp_path: Path) -> None:
