@@ -17,6 +17,7 @@ The result is an ``EnvironmentSpec`` like a spec's own, so it is cached by conte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,9 +63,11 @@ def environment(find: Find, *, keep_azureml_defaults: bool = False) -> Environme
     if python_env is not None:
         python, requirements = _python_env(python_env, python_env_name, find)
         return EnvironmentSpec("python_env", python_env, keep, "mlflow", requirements=requirements, python=python)
-    if (requirements_file := find("requirements.txt")) is not None:
-        return EnvironmentSpec("pip", requirements_file, keep, "mlflow")
-    if (conda_file := find(names.get("conda", "conda.yaml"))) is not None:
+    conda_file = find(names.get("conda", "conda.yaml"))
+    if (requirements_file := find("requirements.txt")) is not None:  # Python's version: conda.yaml's
+        python = _conda_python(conda_file) if conda_file else None
+        return EnvironmentSpec("pip", requirements_file, keep, "mlflow", python=python)
+    if conda_file is not None:
         return EnvironmentSpec("conda", conda_file, keep, "mlflow")
     return EnvironmentSpec("none", model_kind="mlflow")
 
@@ -77,6 +80,16 @@ def _env_files(mlmodel: Path | None) -> dict[str, str]:
     if isinstance(env, str):  # MLflow < 1.26: the conda file's name
         return {"conda": env}
     return {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
+
+
+def _conda_python(path: Path) -> str | None:
+    """The version of ``python`` a conda file lists (``python=3.11.5`` -> ``3.11.5``), or None."""
+    deps = _yaml(path, "conda.yaml").get("dependencies") or []
+    for dep in deps:
+        match = re.match(r"^python\s*=*\s*(\d+(?:\.\d+)*)", dep) if isinstance(dep, str) else None
+        if match:
+            return match.group(1)
+    return None
 
 
 def _python_env(path: Path, name: str, find: Find) -> tuple[str | None, tuple[str, ...]]:

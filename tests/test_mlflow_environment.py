@@ -202,3 +202,23 @@ def test_a_registered_model_on_the_process_target_gets_its_python_env(
     env = model_kinds.environment(record, (version,), registry)
     assert env.kind == "python_env"
     assert {"tabulate==0.9.0", "humanize", "mlflow-skinny"} <= set(environments.plan(env, mlctl_home).requirements)
+
+
+@pytest.mark.parametrize("source", ["python_env.yaml", "conda.yaml"])
+def test_a_model_saved_with_another_python_is_reported(saved: Path, tmp_path: Path, source: str) -> None:
+    """python_env.yaml's ``python``; without python_env.yaml, conda.yaml's (requirements.txt gives the packages)."""
+    import re
+
+    model = model_copy(saved, tmp_path)
+    if source == "conda.yaml":
+        (model / "python_env.yaml").unlink()
+    text = (model / source).read_text()
+    (model / source).write_text(re.sub(r"python(: |=)3\.\d+\.\d+", r"python\g<1>3.7.1", text))
+    spec_file = tmp_path / "svc.yaml"
+    spec_file.write_text("apiVersion: mlctl/v1\nkind: Service\nname: svc\nmodel_files: [model]\ninference_config: {}\n")
+    (record,) = load([spec_file])
+    assert isinstance(record, ServiceSpec) and record.inference is not None
+    notices: list[str] = []
+    environments.plan(record.inference.environment, tmp_path, notices.append)
+    assert any("python 3.7" in n for n in notices), notices
+    assert record.inference.environment.kind == ("python_env" if source == "python_env.yaml" else "pip")
