@@ -131,3 +131,38 @@ def test_a_no_code_module_scores_edgehub_messages(
             server.wait(30)
             side.close()
     assert server.returncode == 0, log.read_text()
+
+
+def test_a_no_code_module_runs_on_a_simulated_device(trained_examples: Path, tmp_path: Path, engine: Any) -> None:
+    """`mlctl edge push` of a module whose Image spec has no entry script: built, pushed, pulled and
+    run by the device simulator (tests/edge_fakes), and it answers /score on its host port."""
+    from edge_fakes.device import SimulatedDevice
+    from edge_fakes.hub_http import serve
+    from oci_registry import run_registry
+
+    onnx = trained_examples / "onnx" / "diabetes.onnx"
+    assert mlctl("model", "register", "--name", "diabetes-onnx", "--path", str(onnx)).code == 0
+    write(tmp_path / "image.yaml", f"apiVersion: mlctl/v1\nkind: Image\nname: {NAME}\nmodels: [diabetes-onnx@latest]\n")
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "registry").mkdir()
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    port = free_port()
+    with serve(cert, key) as hub, run_registry(tmp_path / "registry") as oci:
+        env = {"EDGENC_HUB": hub.connection_string, "MLCTL_REGISTRY": oci}
+        options = ["--option", "connection_string_env=EDGENC_HUB", "--option", f"ca_file={hub.ca_file}"]
+        assert mlctl("target", "add", "hub1", "--kind", "iot-edge", *options, **env).code == 0
+        cs_file = tmp_path / "device.connection-string"
+        created = mlctl("edge", "device", "create", "edge-device-1", "--connection-string-file", str(cs_file), **env)
+        assert created.code == 0, created.err
+        device = SimulatedDevice(cs_file.read_text(), hub.ca_file, engine, prefix="").start()
+        try:
+            bindings = f'{{HostConfig: {{PortBindings: {{5001/tcp: [{{HostPort: "{port}"}}]}}}}}}'
+            spec = EDGE_SPEC + f"    create_options: {bindings}\n"
+            write(tmp_path / "edge.yaml", spec)
+            pushed = mlctl("edge", "push", "-f", str(tmp_path / "edge.yaml"), "--timeout", "300", timeout=900, **env)
+            assert pushed.code == 0, pushed.err + repr(device.errors)
+            answer = _score(f"http://127.0.0.1:{port}/score", engine.containers.get("edge-device-1-scorer"))
+            assert abs(answer[0] - 4952.8) < 1.0, answer
+        finally:
+            device.stop()
+            remove_images(engine, lambda tag: NAME in tag)
