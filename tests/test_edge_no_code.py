@@ -87,8 +87,9 @@ def test_an_image_spec_of_a_pickle_with_no_entry_script_says_what_is_missing(tmp
     assert mlctl("model", "register", "--name", "pickled", "--path", str(tmp_path / "model.pkl")).code == 0
     write(tmp_path / "image.yaml", "apiVersion: mlctl/v1\nkind: Image\nname: pickled\nmodels: [pickled:1]\n")
     result = mlctl("image", "build", "--dry-run", "-f", str(tmp_path / "image.yaml"))
-    assert result.code != 0
-    assert "entry_script" in result.err and "MLflow model folder or ONNX file" in result.err, result.err
+    assert result.code == 3, result.err
+    assert "no entry_script" in result.err and "one MLflow model folder" in result.err and "ONNX" in result.err
+    assert "pickled:1" in result.err, result.err
 
 
 def test_a_no_code_module_scores_edgehub_messages(
