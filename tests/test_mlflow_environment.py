@@ -4,6 +4,7 @@ built into an image."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import mlctl, write
+from conftest import free_port, mlctl, post, write
 
 from mlctl import environments, images
 from mlctl.registry import Registry
@@ -222,3 +223,39 @@ def test_a_model_saved_with_another_python_is_reported(saved: Path, tmp_path: Pa
     environments.plan(record.inference.environment, tmp_path, notices.append)
     assert any("python 3.7" in n for n in notices), notices
     assert record.inference.environment.kind == ("python_env" if source == "python_env.yaml" else "pip")
+
+
+HUMANIZE_MODEL = """
+import sys
+import mlflow
+import mlflow.pyfunc
+
+
+class Commas(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        import humanize  # only in the model's python_env.yaml: fails unless that file was read
+
+        return [humanize.intcomma(int(v)) for v in model_input["a"]]
+
+
+mlflow.pyfunc.save_model(sys.argv[1], python_model=Commas(), pip_requirements=[f"mlflow=={mlflow.__version__}"])
+"""
+
+
+def test_a_registered_model_deploys_on_the_process_target_with_its_python_env(tmp_path: Path) -> None:
+    """End to end: the package python_env.yaml adds is installed in the service's environment."""
+    (tmp_path / "save.py").write_text(HUMANIZE_MODEL)
+    subprocess.run([sys.executable, "save.py", str(tmp_path / "model")], check=True, timeout=300, cwd=tmp_path)
+    add_to_python_env(tmp_path / "model", "humanize")
+    assert mlctl("model", "register", "--name", "commas", "--path", str(tmp_path / "model")).code == 0
+    body = "kind: Service\nname: commas\nmodels: [commas:1]\ninference_config: {}\n"
+    body += f"deployment_config: {{port: {free_port()}, workers: 1}}\n"
+    write(tmp_path / "svc.yaml", "apiVersion: mlctl/v1\n" + body)
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(tmp_path / "svc.yaml"), timeout=900)
+    assert deployed.code == 0, deployed.err
+    try:
+        request = b'{"dataframe_split": {"columns": ["a"], "data": [[1234567]]}}'
+        status, _, reply = post(deployed.json()["scoring_uri"], request)
+        assert status == 200 and json.loads(reply) == ["1,234,567"], reply
+    finally:
+        assert mlctl("service", "delete", "commas").code == 0
