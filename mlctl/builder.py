@@ -210,6 +210,7 @@ def service_image(deployment: Deployment, registry: Registry, reporter: Reporter
         description=spec.description,
         warn=reporter.warn,
         extra=modeldata.requirements(spec),
+        registry=registry,
     )
     for note in plan.notes:
         reporter.warn(note)

@@ -267,10 +267,15 @@ def _requirements(spec: EnvironmentSpec, warn: Callable[[str], None]) -> list[st
 
 
 def _listed(spec: EnvironmentSpec, warn: Callable[[str], None]) -> list[str]:
+    keep = spec.keep_azureml_defaults
+    if spec.python:  # an MLflow model's; the minor version matters to pickled models, the patch level does not
+        minor = ".".join(spec.python.split(".")[:2])
+        _check_python(f"python={minor}", "the MLflow model's environment", warn)
+    if spec.kind == "python_env":  # an MLflow model's python_env.yaml, read by mlctl.mlflow_env
+        return conda.without_azureml_sdk(spec.requirements, "python_env.yaml", warn, keep=keep)
     if spec.file is None:
         return []
     text = spec.file.read_text(encoding="utf-8")
-    keep = spec.keep_azureml_defaults
     if spec.kind == "conda":
         return conda_to_pip(text, str(spec.file), warn, keep_azureml=keep)
     lines = (line.split(" #")[0].strip() for line in text.splitlines())

@@ -39,7 +39,7 @@ from pathlib import Path
 from mlctl import __version__, environments, model_kinds
 from mlctl.errors import SpecError
 from mlctl.registry import ModelVersion, Registry
-from mlctl.spec.records import EnvironmentSpec, InferenceConfig, RegistryAuth
+from mlctl.spec.records import InferenceConfig, RegistryAuth
 
 APP_ROOT = "/var/azureml-app"
 PYTHON = "/opt/mlctl/env/bin/python"
@@ -170,10 +170,13 @@ def plan_context(
     description: str = "",
     warn: Callable[[str], None] = lambda _: None,
     extra: tuple[str, ...] = (),
+    registry: Registry | None = None,
 ) -> ContextPlan:
     """The build context of image ``name`` (reads the spec's files; writes nothing). ``warn``
     gets notices about the environment (e.g. the Azure ML SDK packages left out); ``extra``:
-    requirements the deployment adds (``mlctl.modeldata.requirements``).
+    requirements the deployment adds (``mlctl.modeldata.requirements``); ``registry``: where a
+    registered MLflow model's own environment files are read (``mlctl.mlflow_env``) when the
+    spec gives none.
 
     Raises:
         SpecError: the environment is ``current`` (an image needs its own: give conda_file or requirements).
@@ -182,7 +185,7 @@ def plan_context(
     kind = inference.model_kind
     if inference.entry_script is None:
         kind = model_kinds.kind_of_model(models)
-        env = EnvironmentSpec(env.kind, env.file, keep_azureml_defaults=env.keep_azureml_defaults, model_kind=kind)
+        env = model_kinds.with_kind(env, kind, models, registry) if registry else env.replace(model_kind=kind)
     if env.kind == "current":
         raise SpecError(
             f"image {name!r}: an image needs its own environment, not the current interpreter",

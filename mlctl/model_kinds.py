@@ -2,8 +2,8 @@
 
 * ``entry_script``: an Azure ML entry script (``init()``/``run()``), given in the spec.
 * ``mlflow``: an MLflow model folder (it holds an ``MLmodel`` file), served with no entry script
-  through ``mlflow.pyfunc``; its environment comes from the folder's ``requirements.txt`` (or
-  ``conda.yaml``), as MLflow writes them.
+  through ``mlflow.pyfunc``; its environment comes from the folder's ``python_env.yaml``,
+  ``requirements.txt`` or ``conda.yaml``, as MLflow writes them (``mlctl.mlflow_env``).
 * ``onnx``: a ``.onnx`` file, or a folder holding exactly one, served through ONNX Runtime.
 
 The server side of each kind is ``mlctl.serve.backends``; ``docs/model-kinds.md`` says what each
@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from mlctl.errors import SpecError, TargetError
+from mlctl.errors import SpecError
 
 if TYPE_CHECKING:
     from mlctl.registry import ModelVersion, Registry
-    from mlctl.spec.records import EnvironmentSpec, InferenceConfig, ServiceSpec
+    from mlctl.spec.records import EnvironmentSpec, ServiceSpec
 
 NO_CODE = ("mlflow", "onnx")
 # packages the server's back-end needs for each kind, beside the model's own requirements
@@ -48,27 +48,6 @@ def kind_of_path(path: Path) -> str | None:
     return kind_of_files(path.name, rels, is_folder=True)
 
 
-def environment_file(folder: Path) -> Path | None:
-    """The pip requirements file of an MLflow model folder (``requirements.txt``), or ``None``."""
-    path = folder / "requirements.txt"
-    return path if path.is_file() else None
-
-
-def entry_script(inference: InferenceConfig) -> Path:
-    """The entry script of ``inference``, for targets that serve only entry scripts so far.
-
-    Raises:
-        TargetError: the model is served with no entry script (``mlflow``/``onnx``).
-    """
-    if inference.entry_script is None:
-        raise TargetError(
-            f"this target serves entry scripts only so far; a model of kind {inference.model_kind} "
-            "(no entry_script) deploys on the process target",
-            hint="use target: process, or add an entry_script to inference_config",
-        )
-    return inference.entry_script
-
-
 def resolve(spec: ServiceSpec, models: tuple[ModelVersion, ...]) -> str:
     """The kind of the spec's model (``auto``, for a registered model, resolved from its files).
 
@@ -92,23 +71,33 @@ def kind_of_model(models: tuple[ModelVersion, ...]) -> str:
         kind = kind_of_files(models[0].source_name, rels, is_folder=models[0].is_folder)
     if kind is None:
         raise SpecError(
-            "inference_config has no entry_script, so the service needs one MLflow model folder or ONNX file "
-            f"(got {', '.join(m.ref for m in models) or 'no model'})",
-            hint="add entry_script: score.py to inference_config",
+            "no entry_script is given, so the model must be one MLflow model folder (with an MLmodel file) "
+            f"or one ONNX file (got {', '.join(m.ref for m in models) or 'no model'})",
+            hint="add an entry_script (a file with init() and run(raw_data)), or deploy one MLflow model or ONNX file",
         )
     return kind
 
 
 def environment(spec: ServiceSpec, models: tuple[ModelVersion, ...], registry: Registry) -> EnvironmentSpec:
-    """The spec's environment; for a registered MLflow model with none given, the model's requirements."""
-    from mlctl.spec.records import EnvironmentSpec
-
+    """The spec's environment; for a registered MLflow model with none given, the model's own."""
     assert spec.inference is not None
     env = spec.inference.environment
     if env.model_kind != "auto":
         return env
     kind = resolve(spec, models)
+    return with_kind(env, kind, models, registry)
+
+
+def with_kind(env: EnvironmentSpec, kind: str, models: tuple[ModelVersion, ...], registry: Registry) -> EnvironmentSpec:
+    """``env`` for a registered model of ``kind``; when no environment was given (``none``) and it is
+    an MLflow model, the model's own (``mlctl.mlflow_env``, read from the stored files).
+
+    Raises:
+        SpecError: the model's environment files cannot be read.
+    """
+    from mlctl import mlflow_env
+
     if kind == "mlflow" and env.kind == "none" and env.file is None:
-        requirements = registry.stored_file(models[0], "requirements.txt")
-        return EnvironmentSpec("pip" if requirements else "none", requirements, model_kind=kind)
-    return EnvironmentSpec(env.kind, env.file, keep_azureml_defaults=env.keep_azureml_defaults, model_kind=kind)
+        own = mlflow_env.environment(lambda rel: registry.stored_file(models[0], rel))
+        return own.replace(keep_azureml_defaults=env.keep_azureml_defaults)
+    return env.replace(model_kind=kind)

@@ -87,7 +87,9 @@ def image_context(spec: ImageSpec, registry: Registry, predicted: dict[str, Mode
 
     models = tuple(_resolve(ref, registry, predicted or {}) for ref in spec.models)
     base = spec.base_image or config.base_image()
-    return images.plan_context(spec.name, spec.inference, models, base_image=base, description=spec.description)
+    return images.plan_context(
+        spec.name, spec.inference, models, base_image=base, description=spec.description, registry=registry
+    )
 
 
 def plan_image(spec: ImageSpec, registry: Registry, predicted: dict[str, ModelVersion] | None = None) -> Change:

@@ -184,7 +184,13 @@ def _plan(file: Path, set_: list[str], registry: Any, reporter: Any) -> Any:
         models = tuple(registry.get(ref) for ref in spec.models)
         base = spec.base_image or config.base_image()
         return images.plan_context(
-            spec.name, spec.inference, models, base_image=base, description=spec.description, warn=reporter.warn
+            spec.name,
+            spec.inference,
+            models,
+            base_image=base,
+            description=spec.description,
+            warn=reporter.warn,
+            registry=registry,
         )
     if not image_specs and len(service_specs) == 1:
         service = service_specs[0]
@@ -197,6 +203,7 @@ def _plan(file: Path, set_: list[str], registry: Any, reporter: Any) -> Any:
             base_image=service.inference.image.base_image or config.base_image(),
             description=service.description,
             warn=reporter.warn,
+            registry=registry,
         )
     raise SpecError(
         f"{file}: expected one Image document, or one Service document with an inference_config",

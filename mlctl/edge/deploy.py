@@ -101,7 +101,9 @@ def _built(module: EdgeModule, registry: Registry, reporter: Reporter, *, build:
         return str(pushed[-1]["pushed"])
     models = tuple(registry.get(ref) for ref in spec.models)
     base = spec.base_image or config.base_image()
-    plan = images.plan_context(spec.name, spec.inference, models, base_image=base, description=spec.description)
+    plan = images.plan_context(
+        spec.name, spec.inference, models, base_image=base, description=spec.description, registry=registry
+    )
     with reporter.step(f"building image {spec.name} for module {module.name}") as progress:
         record = builder.build(plan, registry, progress)
     return _push(registry, reporter, record["name"], record["version"])

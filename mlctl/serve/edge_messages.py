@@ -154,19 +154,28 @@ def fork_message_process(args: Any, settings: EdgeSettings, listening: list[Any]
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # draining concerns HTTP only
         for sock in listening:
             sock.close()  # this process serves no HTTP
-        os._exit(serve_messages(args.entry_script.resolve(), settings, timeout_s=args.timeout_ms / 1000))
+        os._exit(serve_messages(_model_of(args), settings, timeout_s=args.timeout_ms / 1000))
     return pid
 
 
-def serve_messages(entry_script: Path, settings: EdgeSettings, *, timeout_s: float) -> int:
-    """The message process: load the entry script, ``init()``, then score edgeHub messages until SIGTERM.
+def _model_of(args: Any) -> tuple[Path | None, str, Path | None]:
+    """The supervisor's model: its entry script, model kind and model path (no-code kinds)."""
+    model_path = args.model_path or args.model_dir
+    entry = args.entry_script.resolve() if args.entry_script else None
+    return entry, args.model_kind, model_path.resolve() if model_path else None
 
-    Returns the exit code: 0 stopped, 3 the entry script failed, 6 azure-iot-device missing."""
-    from mlctl.serve.backends.entry_script import EntryScript, EntryScriptError
+
+def serve_messages(model: tuple[Path | None, str, Path | None], settings: EdgeSettings, *, timeout_s: float) -> int:
+    """The message process: load the model (``model``: entry script, model kind, model path, as
+    ``mlctl.serve.backends.load_backend`` takes them), ``init()``, then score edgeHub messages until SIGTERM.
+
+    Returns the exit code: 0 stopped, 3 the model failed to load, 6 azure-iot-device missing."""
+    from mlctl.serve.backends import load_backend
+    from mlctl.serve.backends.entry_script import EntryScriptError
     from mlctl.serve.runner import Runner
 
     try:
-        entry = EntryScript(entry_script)
+        entry = load_backend(model[0], kind=model[1], model_path=model[2])
         entry.init()
     except EntryScriptError as exc:
         log.error("entry script error: %s", exc)
@@ -303,7 +312,7 @@ class MessageLoop:
         if version is not None and version == self.status.desired_version:
             return
         self.status.desired, self.status.desired_version, self.status.changed = desired, version, True
-        hook = getattr(self.entry.module, HOOK, None)
+        hook = getattr(getattr(self.entry, "module", None), HOOK, None)  # entry scripts only
         if not callable(hook):
             return
         try:

@@ -14,11 +14,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from mlctl import model_kinds
+from mlctl import mlflow_env, model_kinds
 from mlctl.spec.document import Document, display_path
 from mlctl.spec.frozen import FrozenRecord
 
-EnvironmentKind = Literal["current", "conda", "pip", "none"]
+EnvironmentKind = Literal["current", "conda", "pip", "python_env", "none"]
 EMPTY_MAP: Mapping[str, str] = MappingProxyType({})  # the default of every map field (immutable)
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?::(?P<version>[1-9][0-9]*)|@latest)$")
 
@@ -75,12 +75,17 @@ class EnvironmentSpec(FrozenRecord):
     ``keep_azureml_defaults``: install the Azure ML SDK packages the file lists (skipped by default).
     ``model_kind``: what the server runs (``mlctl.model_kinds``); ``onnx`` and ``mlflow`` add the
     packages their back-end needs (``mlflow`` also reads ``mlflow`` in the file as ``mlflow-skinny``).
+    ``python_env``: an MLflow model's ``python_env.yaml`` (``file``), read already
+    (``mlctl.mlflow_env``): ``requirements`` are its expanded pip requirements and ``python`` the
+    Python version it was saved with (a different one is reported as a warning).
     """
 
     kind: EnvironmentKind
     file: Path | None = None
     keep_azureml_defaults: bool = False
     model_kind: str = "entry_script"
+    requirements: tuple[str, ...] = ()
+    python: str | None = None
 
 
 class RegistryAuth(FrozenRecord):
@@ -304,14 +309,13 @@ def _inference(doc: Document, base: list[str | int], model_files: tuple[Path, ..
         env = EnvironmentSpec("conda", _existing(doc, [*base, "conda_file"], folder_ok=False))
     elif "requirements" in d:
         env = EnvironmentSpec("pip", _existing(doc, [*base, "requirements"], folder_ok=False))
-    elif model_kind in ("mlflow", "auto") and choice != "current":  # the model's own requirements, isolated
-        requirements = model_kinds.environment_file(model_files[0]) if model_files else None
-        env = EnvironmentSpec("pip", requirements) if requirements else EnvironmentSpec("none")
+    elif model_kind == "mlflow" and choice != "current":  # the model's own environment, isolated
+        env = mlflow_env.environment(mlflow_env.in_folder(model_files[0]))
+    elif model_kind == "auto" and choice != "current":  # read from the registered model at deploy
+        env = EnvironmentSpec("none")
     else:  # no environment file: the running interpreter, unless isolation was asked for
         env = EnvironmentSpec("none" if choice == "isolated" else "current")
-    env = EnvironmentSpec(
-        env.kind, env.file, keep_azureml_defaults=bool(d.get("keep_azureml_defaults")), model_kind=model_kind
-    )
+    env = env.replace(keep_azureml_defaults=bool(d.get("keep_azureml_defaults")), model_kind=model_kind)
     return InferenceConfig(
         entry_script=entry,
         environment=env,

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlctl import config, model_kinds, modeldata
+from mlctl import config, modeldata
 from mlctl.errors import ConflictError, NotFoundError, TargetError
 from mlctl.output import Reporter
 from mlctl.registry import Registry
@@ -78,7 +78,7 @@ class Driver:
             files={n: b"" for n in r.secret_names(spec)},
             environment=dict.fromkeys(r.secure_env_names(spec), r.REDACTED),
         )
-        entry = model_kinds.entry_script(spec.inference).name if spec.inference else "<entry script of the image>"
+        entry = life.spec_entry_name(spec.inference) if spec.inference else "<entry script of the image>"
         doc = r.body(deployment, s, image=image, secrets=secrets, entry=entry, tags=r.group_tags(deployment, image, ""))
         return {
             "target": self.kind,
@@ -258,9 +258,7 @@ class Driver:
 
     def _body(self, deployment: Deployment, image: str, secrets: r.Secrets) -> dict[str, Any]:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        entry = life.entry_name(deployment.spec, image) if deployment.spec.image else ""
-        inference = deployment.spec.inference
-        entry = entry or (model_kinds.entry_script(inference).name if inference else "score.py")
+        entry = life.entry_name(deployment.spec, image)  # the spec's, else the image's (a spec with an image)
         tags = r.group_tags(deployment, image, created)
         return r.body(deployment, self.settings, image=image, secrets=secrets, entry=entry, tags=tags)
 

@@ -21,12 +21,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mlctl import keys, model_kinds
+from mlctl import keys
 from mlctl.builder import docker_client, push, service_image
 from mlctl.errors import DeploymentError, TargetError, WaitTimeout
 from mlctl.output import Reporter
 from mlctl.registry import Registry
-from mlctl.spec.records import ServiceSpec
+from mlctl.spec.records import InferenceConfig, ServiceSpec
 from mlctl.targets import Deployment, uses_tls
 from mlctl.targets.aci import arm
 from mlctl.targets.aci.render import REDACTED, Secrets, Settings, secret_names, secure_env_names
@@ -73,11 +73,19 @@ def prepare_image(deployment: Deployment, settings: Settings, registry: Registry
 
 
 def entry_name(spec: ServiceSpec, image: str) -> str:
-    """The entry script's file name in the image (from the spec, or the image's AZUREML_ENTRY_SCRIPT)."""
+    """The entry script's file name in the image (from the spec, or the image's AZUREML_ENTRY_SCRIPT);
+    ``""`` for a model served with no code (the image's MLCTL_MODEL_KIND and MLCTL_MODEL_PATH say what)."""
     if spec.inference is not None:
-        return model_kinds.entry_script(spec.inference).name
+        return spec_entry_name(spec.inference)
     env = docker_client().images.get(image).attrs["Config"].get("Env") or []
+    if any(e.startswith("MLCTL_MODEL_KIND=") for e in env):
+        return ""
     return next((e.split("=", 1)[1] for e in env if e.startswith("AZUREML_ENTRY_SCRIPT=")), "score.py")
+
+
+def spec_entry_name(inference: InferenceConfig) -> str:
+    """The entry script's file name; ``""`` for a no-code model (``mlctl.model_kinds``)."""
+    return inference.entry_script.name if inference.entry_script is not None else ""
 
 
 def check_image(image: str, settings: Settings) -> None:

@@ -282,7 +282,8 @@ def _command(spec: ServiceSpec, entry: str) -> list[str]:
         keys_file=f"{SECRETS_MOUNT}/keys.json" if d.auth_enabled else None,
         tls=tls,
     )
-    return [images.PYTHON, "-m", "mlctl.serve", "--entry-script", f"{images.APP_ROOT}/{entry}", *options]
+    script = ["--entry-script", f"{images.APP_ROOT}/{entry}"] if entry else []  # "": the image's model kind
+    return [images.PYTHON, "-m", "mlctl.serve", *script, *options]
 
 
 def _requests(spec: ServiceSpec, settings: Settings) -> dict[str, Any]:
