@@ -1,6 +1,7 @@
 """Serving throughput with model data collection on against off (a benchmark, not a test).
 
     python bench/collection.py [--duration 5] [--rounds 2] [--connections 16]
+    python bench/collection.py --client wrk --connections 64 --body body2.json --body body100.json --rounds 3
 
 Starts ``python -m mlctl.serve`` (2 workers) on bench/collect_score.py, which collects its inputs
 and predictions in every ``run()``, once with collection off (``AML_MODEL_DC_STORAGE_ENABLED``
@@ -8,6 +9,12 @@ unset: ``collect()`` returns at once) and once on (rows to a local store in a te
 Loads each with keep-alive HTTP/1.1 clients (asyncio, in this process) posting 2-row and 100-row
 bodies on 127.0.0.1; rounds alternate off/on so a busy machine hurts both alike. Prints req/s per
 cell and the on/off ratio. Needs numpy only.
+
+``--client wrk`` loads with wrk as the shared peer harness does (``-t1 --timeout 5s``, keep-alive),
+``--body FILE`` (repeatable) posts a JSON body of the harness (``{"data": [[10 floats], ...]}``,
+e.g. its ``body2.json`` and ``body100.json``) instead of the generated 2- and 100-row bodies, and
+``--workers`` sets the server's workers: ``bench/serving.sh`` (``SCENARIO=collection``) runs it so,
+with the key cell's settings.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _server import free_port, wait_ready
+from _server import free_port, wait_ready, wrk
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,24 +68,31 @@ async def load(port: int, payload: bytes, seconds: float, connections: int) -> f
     return sum(counts) / seconds
 
 
-def serve(port: int, store: Path | None) -> subprocess.Popen[bytes]:
+def serve(port: int, store: Path | None, workers: int = 2) -> subprocess.Popen[bytes]:
     """The server, collecting into ``store`` (None: collection off)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AML_MODEL_DC", "MLCTL_DC"))}
     if store is not None:
         env.update(AML_MODEL_DC_STORAGE_ENABLED="true", MLCTL_DC_LOCAL=str(store), SERVICE_NAME="bench")
     command = [sys.executable, "-m", "mlctl.serve", "--entry-script", str(HERE / "collect_score.py")]
-    command += ["--port", str(port), "--workers", "2"]
+    command += ["--port", str(port), "--workers", str(workers)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def cell(rows: int, store: Path | None, args: argparse.Namespace) -> float:
-    """req/s of one server (started and stopped here) for ``rows``-row bodies."""
+def cell(payload: bytes, store: Path | None, args: argparse.Namespace) -> float:
+    """req/s of one server (started and stopped here) for ``payload``."""
     port = free_port()
-    server = serve(port, store)
+    server = serve(port, store, args.workers)
     try:
         wait_ready(port)
-        asyncio.run(load(port, body(rows), 1.0, args.connections))  # warm-up
-        return asyncio.run(load(port, body(rows), args.duration, args.connections))
+        if args.client == "wrk":
+            url = f"http://127.0.0.1:{port}/score"
+            wrk(url, payload, seconds=args.warmup, connections=args.connections)
+            rps, _, _, errors = wrk(url, payload, seconds=args.duration, connections=args.connections)
+            if errors:
+                print(f"warning: {errors} errors (non-2xx or socket) in a cell", file=sys.stderr)
+            return rps
+        asyncio.run(load(port, payload, args.warmup, args.connections))
+        return asyncio.run(load(port, payload, args.duration, args.connections))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -89,17 +103,24 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2, help="server workers")
+    parser.add_argument("--client", choices=("asyncio", "wrk"), default="asyncio")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measured cell")
+    parser.add_argument("--body", type=Path, action="append", help="JSON body file (repeatable)")
     args = parser.parse_args()
+    bodies = [(f.stem, f.read_bytes()) for f in args.body] if args.body else [(f"body{n}", body(n)) for n in (2, 100)]
     store = Path(tempfile.mkdtemp(prefix="mlctl-collection-"))
     try:
+        setting = f"{args.connections} connections, {args.workers} worker(s), {args.rounds} round(s) alternating"
+        print(f"collection on vs off: {args.client}, {setting}")
         print("| body | collection off (req/s) | collection on (req/s) | on/off |")
         print("|---|---|---|---|")
-        for rows in (2, 100):
+        for name, payload in bodies:
             off = on = 0.0
             for _ in range(args.rounds):
-                off += cell(rows, None, args)
-                on += cell(rows, store, args)
-            print(f"| body{rows} | {off / args.rounds:.0f} | {on / args.rounds:.0f} | {on / off:.2f} |")
+                off += cell(payload, None, args)
+                on += cell(payload, store, args)
+            print(f"| {name} | {off / args.rounds:.0f} | {on / args.rounds:.0f} | {on / off:.2f} |", flush=True)
         written = sum(len(p.read_text().splitlines()) - 1 for p in store.rglob("*.csv"))
         print(f"rows written with collection on: {written}")
     finally:
