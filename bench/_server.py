@@ -65,4 +65,3 @@ def wrk(url: str, body: bytes, *, seconds: float, connections: int) -> tuple[flo
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
     return rps, p50, p99, errors
-
