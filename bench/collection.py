@@ -1,6 +1,7 @@
 """Serving throughput with model data collection on against off (a benchmark, not a test).
 
     python bench/collection.py [--duration 5] [--rounds 2] [--connections 16]
+    python bench/collection.py --client wrk --connections 64 --body body2.json --body body100.json --rounds 3
 
 Starts ``python -m mlctl.serve`` (2 workers) on bench/collect_score.py, which collects its inputs
 and predictions in every ``run()``, once with collection off (``AML_MODEL_DC_STORAGE_ENABLED``
@@ -10,6 +11,12 @@ bodies on 127.0.0.1; rounds alternate off/on so a busy machine hurts both alike.
 cell, the on/off ratio, and the server's CPU per request (user + system time of the server and its
 workers, from /proc: the load generator shares the machine, so this is steadier than req/s). Needs
 numpy only.
+
+``--client wrk`` loads with wrk as the shared peer harness does (``-t1 --timeout 5s``, keep-alive),
+``--body FILE`` (repeatable) posts a JSON body of the harness (``{"data": [[10 floats], ...]}``,
+e.g. its ``body2.json`` and ``body100.json``) instead of the generated 2- and 100-row bodies, and
+``--workers`` sets the server's workers: ``bench/serving.sh`` (``SCENARIO=collection``) runs it so,
+with the key cell's settings.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _server import free_port, wait_ready
+from _server import free_port, wait_ready, wrk
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,13 +70,13 @@ async def load(port: int, payload: bytes, seconds: float, connections: int) -> f
     return sum(counts) / seconds
 
 
-def serve(port: int, store: Path | None) -> subprocess.Popen[bytes]:
+def serve(port: int, store: Path | None, workers: int = 2) -> subprocess.Popen[bytes]:
     """The server, collecting into ``store`` (None: collection off)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AML_MODEL_DC", "MLCTL_DC"))}
     if store is not None:
         env.update(AML_MODEL_DC_STORAGE_ENABLED="true", MLCTL_DC_LOCAL=str(store), SERVICE_NAME="bench")
     command = [sys.executable, "-m", "mlctl.serve", "--entry-script", str(HERE / "collect_score.py")]
-    command += ["--port", str(port), "--workers", "2"]
+    command += ["--port", str(port), "--workers", str(workers)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -88,16 +95,24 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def cell(rows: int, store: Path | None, args: argparse.Namespace) -> tuple[float, float]:
-    """(req/s, server CPU µs per request) of one server (started and stopped here) for ``rows``-row bodies."""
+def cell(payload: bytes, store: Path | None, args: argparse.Namespace) -> tuple[float, float]:
+    """(req/s, server CPU µs per request) of one server (started and stopped here) for ``payload``."""
     port = free_port()
-    server = serve(port, store)
+    server = serve(port, store, args.workers)
     try:
         wait_ready(port)
-        asyncio.run(load(port, body(rows), 1.0, args.connections))  # warm-up
-        before = tree_cpu_s(server.pid)
-        rate = asyncio.run(load(port, body(rows), args.duration, args.connections))
-        return rate, (tree_cpu_s(server.pid) - before) / max(1.0, rate * args.duration) * 1e6
+        if args.client == "wrk":
+            url = f"http://127.0.0.1:{port}/score"
+            wrk(url, payload, seconds=args.warmup, connections=args.connections)
+            before = tree_cpu_s(server.pid)
+            rps, _, _, errors = wrk(url, payload, seconds=args.duration, connections=args.connections)
+            if errors:
+                print(f"warning: {errors} errors (non-2xx or socket) in a cell", file=sys.stderr)
+        else:
+            asyncio.run(load(port, payload, args.warmup, args.connections))
+            before = tree_cpu_s(server.pid)
+            rps = asyncio.run(load(port, payload, args.duration, args.connections))
+        return rps, (tree_cpu_s(server.pid) - before) / max(1.0, rps * args.duration) * 1e6
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -108,20 +123,28 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2, help="server workers")
+    parser.add_argument("--client", choices=("asyncio", "wrk"), default="asyncio")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measured cell")
+    parser.add_argument("--body", type=Path, action="append", help="JSON body file (repeatable)")
     args = parser.parse_args()
+    bodies = [(f.stem, f.read_bytes()) for f in args.body] if args.body else [(f"body{n}", body(n)) for n in (2, 100)]
     store = Path(tempfile.mkdtemp(prefix="mlctl-collection-"))
     try:
+        setting = f"{args.connections} connections, {args.workers} worker(s), {args.rounds} round(s) alternating"
+        print(f"collection on vs off: {args.client}, {setting}")
         print("| body | collection off (req/s) | collection on (req/s) | on/off | server CPU µs/req, off | on |")
         print("|---|---|---|---|---|---|")
-        for rows in (2, 100):
+        for name, payload in bodies:
             off, on = [], []
             for _ in range(args.rounds):  # alternate, so a busy machine hurts both alike
-                off.append(cell(rows, None, args))
-                on.append(cell(rows, store, args))
+                off.append(cell(payload, None, args))
+                on.append(cell(payload, store, args))
             rate_off, rate_on = (sum(r for r, _ in cells) / args.rounds for cells in (off, on))
             cpu_off, cpu_on = (sum(c for _, c in cells) / args.rounds for cells in (off, on))
             ratio = rate_on / rate_off
-            print(f"| body{rows} | {rate_off:.0f} | {rate_on:.0f} | {ratio:.2f} | {cpu_off:.0f} | {cpu_on:.0f} |")
+            row = f"| {name} | {rate_off:.0f} | {rate_on:.0f} | {ratio:.2f} | {cpu_off:.0f} | {cpu_on:.0f} |"
+            print(row, flush=True)
         written = sum(len(p.read_text().splitlines()) - 1 for p in store.rglob("*.csv"))
         print(f"rows written with collection on: {written}")
     finally:

@@ -1,6 +1,8 @@
 """Throughput of the model kinds and protocols, pairwise, on the diabetes regression (2 rows a request).
 
     .venv/bin/python bench/model_kinds.py [--seconds 5] [--connections 16] [--workers 1]
+    .venv/bin/python bench/model_kinds.py --connections 64 --workers 2 --rounds 3 --warmup 3 \
+        --body body2.json --body body100.json      # the key cell's settings (bench/serving.sh SCENARIO=kinds)
 
 Cells (wrk, loopback, same machine, each pair back to back):
 1. one entry script (``run()`` and ``infer()`` on the pickle): ``POST /score`` vs OIP ``infer``;
@@ -8,14 +10,16 @@ Cells (wrk, loopback, same machine, each pair back to back):
    calling onnxruntime);
 3. the MLflow model (saved by MLflow): mlctl no-code ``/invocations`` vs MLflow's own
    ``mlflow models serve`` (the full mlflow in the venv of ``tests/mlflow_oracle.py``).
-Prints a Markdown table for docs/benchmarks.md.
+Prints a Markdown table per body and the ratios of each pair for docs/benchmarks.md. ``--body FILE``
+(repeatable) takes the rows of a ``{"data": rows}`` body (e.g. the shared harness's ``body2.json``
+and ``body100.json``; default the 2 rows above); ``--rounds`` repeats every cell, alternating, and
+keeps each cell's median.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -24,10 +28,11 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from _server import free_port  # noqa: E402
+from _server import free_port, wrk  # noqa: E402
 
 ROWS = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]
 ENTRY = """
@@ -67,58 +72,105 @@ mlflow.sklearn.save_model(model, sys.argv[2], serialization_format="cloudpickle"
 """
 
 
+PAIRS = [  # (ratio, numerator cell, denominator cell)
+    ("OIP infer / entry script /score", "entry script OIP infer", "entry script /score"),
+    ("ONNX no-code / old score.py (/score)", "ONNX no-code /score", "ONNX old score.py /score"),
+    ("ONNX no-code OIP infer / no-code /score", "ONNX no-code OIP infer", "ONNX no-code /score"),
+    (
+        "MLflow no-code / mlflow models serve",
+        "MLflow no-code /invocations",
+        "MLflow `mlflow models serve` /invocations",
+    ),
+]
+
+
 def main() -> None:
-    """Run every cell and print the table."""
+    """Run every cell (``--rounds`` times, alternating, for each body) and print the tables."""
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=1, help="rounds over every cell, alternating")
+    p.add_argument("--warmup", type=float, default=0, help="seconds of wrk load before each measured cell")
+    p.add_argument("--body", type=Path, action="append", help='{"data": rows} JSON body file (repeatable)')
     args = p.parse_args()
+    bodies = [(f.stem, json.loads(f.read_text())["data"]) for f in args.body] if args.body else [("body2", ROWS)]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         models = _models(folder)
-        oip = {"inputs": [{"name": "data", "shape": [2, 10], "datatype": "FP64", "data": ROWS}]}
-        onnx_oip = {"inputs": [{"name": "X", "shape": [2, 10], "datatype": "FP32", "data": ROWS}]}
-        score, mlflow_body = {"data": ROWS}, {"inputs": ROWS}
-        entry = folder / "entry.py"
-        entry.write_text(ENTRY)
-        old = folder / "old_score.py"
-        old.write_text(OLD_ONNX_SCORE)
-        common = ["--model-dir", str(models), "--workers", str(args.workers), "--model-name", "m"]
-        cells = [
-            ("entry script /score", ["--entry-script", str(entry), *common], "/score", score),
-            ("entry script OIP infer", ["--entry-script", str(entry), *common], "/v2/models/m/infer", oip),
-            (
-                "ONNX no-code /score",
-                ["--model-kind", "onnx", "--model-path", str(models / "model.onnx"), *common],
-                "/score",
-                score,
-            ),
-            (
-                "ONNX no-code OIP infer",
-                ["--model-kind", "onnx", "--model-path", str(models / "model.onnx"), *common],
-                "/v2/models/m/infer",
-                onnx_oip,
-            ),
-            ("ONNX old score.py /score", ["--entry-script", str(old), *common], "/score", score),
-            (
-                "MLflow no-code /invocations",
-                ["--model-kind", "mlflow", "--model-path", str(models / "mlflow"), *common],
-                "/invocations",
-                mlflow_body,
-            ),
-        ]
-        rows = [(name, *_measure(_mlctl(options), path, body, args)) for name, options, path, body in cells]
-        rows.append(
-            (
-                "MLflow `mlflow models serve` /invocations",
-                *_measure(_mlflow(models / "mlflow", args.workers), "/invocations", mlflow_body, args),
-            )
-        )
-    print(f"wrk -t1 -c{args.connections} -d{args.seconds}s, {args.workers} worker(s), 2 rows a request\n")
-    print("| server / route | req/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|")
-    for name, rps, p50, p99, errors in rows:
-        print(f"| {name} | {rps:,.0f} | {p50} | {p99} | {errors} |")
+        cells = _cells(folder, models, args.workers)
+        results = {name: _run_body(cells, rows, args) for name, rows in bodies}
+    rounds = f"{args.rounds} round(s) alternating, median"
+    print(f"wrk -t1 -c{args.connections} -d{args.seconds}s, {args.workers} worker(s), {rounds}\n")
+    for body_name, rows in results.items():
+        print(f"{body_name}:\n| server / route | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|")
+        for name, (rps, p50, p99, errors) in rows.items():
+            print(f"| {name} | {rps:,.0f} | {p50} | {p99} | {errors} |")
+        print()
+    names = list(results)
+    print("| ratio | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for label, top, bottom in PAIRS:
+        ratios = [results[b][top][0] / results[b][bottom][0] for b in names]
+        print(f"| {label} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+
+
+Cell = tuple[str, Callable[[], tuple[subprocess.Popen[bytes], int]], str, Callable[[list[list[float]]], object]]
+
+
+def _cells(folder: Path, models: Path, workers: int) -> list[Cell]:
+    """(name, server starter, route, body of rows) of every cell, the two of each pair back to back."""
+    entry = folder / "entry.py"
+    entry.write_text(ENTRY)
+    old = folder / "old_score.py"
+    old.write_text(OLD_ONNX_SCORE)
+    common = ["--model-dir", str(models), "--workers", str(workers), "--model-name", "m"]
+    onnx = ["--model-kind", "onnx", "--model-path", str(models / "model.onnx"), *common]
+    mlflow = ["--model-kind", "mlflow", "--model-path", str(models / "mlflow"), *common]
+
+    def started(options: list[str]) -> Callable[[], tuple[subprocess.Popen[bytes], int]]:
+        return lambda: _mlctl(options)
+
+    return [
+        ("entry script /score", started(["--entry-script", str(entry), *common]), "/score", _score),
+        ("entry script OIP infer", started(["--entry-script", str(entry), *common]), "/v2/models/m/infer", _oip64),
+        ("ONNX no-code /score", started(onnx), "/score", _score),
+        ("ONNX old score.py /score", started(["--entry-script", str(old), *common]), "/score", _score),
+        ("ONNX no-code OIP infer", started(onnx), "/v2/models/m/infer", _oip32),
+        ("MLflow no-code /invocations", started(mlflow), "/invocations", _mlflow_body),
+        (
+            "MLflow `mlflow models serve` /invocations",
+            lambda: _mlflow(models / "mlflow", workers),
+            "/invocations",
+            _mlflow_body,
+        ),
+    ]
+
+
+def _score(rows: list[list[float]]) -> object:
+    return {"data": rows}
+
+
+def _mlflow_body(rows: list[list[float]]) -> object:
+    return {"inputs": rows}
+
+
+def _oip64(rows: list[list[float]]) -> object:
+    return {"inputs": [{"name": "data", "shape": [len(rows), len(rows[0])], "datatype": "FP64", "data": rows}]}
+
+
+def _oip32(rows: list[list[float]]) -> object:
+    return {"inputs": [{"name": "X", "shape": [len(rows), len(rows[0])], "datatype": "FP32", "data": rows}]}
+
+
+def _run_body(
+    cells: list[Cell], rows: list[list[float]], args: argparse.Namespace
+) -> dict[str, tuple[float, str, str, int]]:
+    """Every cell for one body, ``args.rounds`` times; per cell the round of median req/s."""
+    runs: dict[str, list[tuple[float, str, str, int]]] = {name: [] for name, *_ in cells}
+    for _ in range(args.rounds):
+        for name, start, path, body in cells:
+            runs[name].append(_measure(start(), path, body(rows), args))
+    return {name: sorted(found)[len(found) // 2] for name, found in runs.items()}
 
 
 def _models(folder: Path) -> Path:
@@ -161,26 +213,12 @@ def _measure(
     url = f"http://127.0.0.1:{port}{path}"
     try:
         _wait(url, body)
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-            lua.write(
-                f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
-                'wrk.headers["Content-Type"] = "application/json"\n'
-            )
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "-s", lua.name, url],
-            capture_output=True,
-            text=True,
-            timeout=args.seconds + 30,
-            check=True,
-        ).stdout
+        if args.warmup:
+            wrk(url, json.dumps(body).encode(), seconds=args.warmup, connections=args.connections)
+        return wrk(url, json.dumps(body).encode(), seconds=args.seconds, connections=args.connections)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+([\d.]+\w+)", out).group(1)  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([\d.]+\w+)", out).group(1)  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, p50, p99, int(errors.group(1)) if errors else 0
 
 
 def _wait(url: str, body: object, timeout_s: float = 120.0) -> None:

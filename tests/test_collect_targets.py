@@ -57,6 +57,7 @@ def test_docker_target_collects_to_azurite_through_a_secret_file(tmp_path: Path,
         assert any(m["Destination"] == "/run/mlctl-secrets" and not m["RW"] for m in container.attrs["Mounts"])
         joined = mlctl("service", "data", "dcdocker", "-o", "json", **env)
         assert [r["prediction:prediction"] for r in joined.json()] == ["4.0", "6.0", "8.0", "10.0"]
+        _rows_survive_update_and_delete(storage, uri, project, "dcdocker", "docker", first=4, **env)
     finally:
         mlctl("service", "delete", "dcdocker")
         storage.stop()
@@ -99,6 +100,58 @@ def test_aci_target_collects_to_azurite_with_a_secure_environment_value(
     for path in mlctl_home.rglob("*"):
         if path.is_file() and "secrets" not in path.parts:
             assert canary.encode() not in path.read_bytes(), path
+
+
+def _rows_survive_update_and_delete(
+    storage: Azurite, uri: str, project: Path, name: str, prefix: str, *, first: int, **env: str
+) -> None:
+    """Requests scored right before ``service update`` and right before ``service delete``: every
+    one's input row and prediction row is in Azurite when the command returns (no waiting), so the
+    retiring server wrote what it buffered before it stopped."""
+    ids = [f"{prefix}-{n}" for n in range(first)]
+
+    def score(count: int) -> None:
+        for n in range(len(ids), len(ids) + count):
+            ids.append(f"{prefix}-{n}")
+            assert post(uri, json.dumps({"data": [[n, 1, 1]]}).encode(), {"x-request-id": ids[-1]})[0] == 200
+
+    score(5)
+    updated = mlctl("service", "update", "-f", str(project / "service.yaml"), **env)
+    assert updated.code == 0, updated.err
+    after_update = sorted(r["$aml_request_id"] for r in blob_rows(storage, "inputs"))
+    assert after_update == sorted(ids) and len(blob_rows(storage, "predictions")) == len(ids)
+    score(4)
+    deleted = mlctl("service", "delete", name, **env)
+    assert deleted.code == 0, deleted.err
+    assert sorted(r["$aml_request_id"] for r in blob_rows(storage, "inputs")) == sorted(ids)
+    predictions = sorted(r["$aml_request_id"] for r in blob_rows(storage, "predictions"))
+    assert predictions == sorted(ids), predictions
+
+
+@pytest.mark.xfail(
+    reason="the ACI fake (as ACI, Azure/azure-cli#16673) SIGKILLs the old container on update and delete, "
+    "so the server gets no SIGTERM to flush on, and the writer leaves rows that trickle in after an idle "
+    "spell buffered until the buffer is half full (mlctl/serve/collect/writer.py _loop waits without timeout)",
+    strict=False,
+)
+def test_aci_update_and_delete_keep_the_rows_collected_right_before(
+    tmp_path: Path, aci_env: AciWorld, mlctl_home: Path
+) -> None:
+    storage = Azurite(tmp_path, free_port())
+    storage.start()
+    secret_file = tmp_path / "conn.txt"
+    secret_file.write_text(storage.connection_string)
+    spec = f"  model_data_storage:\n    connection_string_file: {secret_file}\n    api_version: '{API_VERSION}'\n"
+    project = _docker_project(tmp_path, spec, name="aci-dc2", target="aci-dev")
+    assert mlctl("target", "add", "aci-dev", "--kind", "aci", *aci_env.target_options()).code == 0
+    try:
+        deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"))
+        assert deployed.code == 0, deployed.err
+        uri = str(deployed.json()["scoring_uri"])
+        _rows_survive_update_and_delete(storage, uri, project, "aci-dc2", "aci", first=0)
+    finally:
+        mlctl("service", "delete", "aci-dc2")
+        storage.stop()
 
 
 K8S_SPEC = """apiVersion: mlctl/v1

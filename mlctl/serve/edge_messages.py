@@ -27,6 +27,8 @@ the IoT Edge runtime starts it as a module (the runtime sets ``IOTEDGE_MODULEID`
   twin again when it reconnects); it runs in the message process only, between messages;
 * reported properties ``mlctl``: status, models (name, version), input/output names, messages
   scored, errors, the last error, the desired ``$version`` seen (at most every 5 s, when changed);
+* on SIGTERM (and before a restart after the SDK's thread died) it writes the rows model data
+  collection still buffers, as an HTTP worker does, before it leaves;
 * after edgeHub restarts the SDK reconnects every ``MLCTL_EDGE_RETRY_S`` seconds (default 10) and
   the module subscribes to its input again (edgeHub may have lost the subscription).
 
@@ -41,6 +43,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -154,7 +157,9 @@ def fork_message_process(args: Any, settings: EdgeSettings, listening: list[Any]
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # draining concerns HTTP only
         for sock in listening:
             sock.close()  # this process serves no HTTP
-        os._exit(serve_messages(_model_of(args), settings, timeout_s=args.timeout_ms / 1000))
+        code = serve_messages(_model_of(args), settings, timeout_s=args.timeout_ms / 1000)
+        flush_model_data()
+        os._exit(code)
     return pid
 
 
@@ -163,6 +168,15 @@ def _model_of(args: Any) -> tuple[Path | None, str, Path | None]:
     model_path = args.model_path or args.model_dir
     entry = args.entry_script.resolve() if args.entry_script else None
     return entry, args.model_kind, model_path.resolve() if model_path else None
+
+
+def flush_model_data() -> None:
+    """Write the rows model data collection still buffers before the message process leaves with
+    ``os._exit`` (which skips ``atexit``), waiting as an HTTP worker does (``collect.FLUSH_TIMEOUT_S``,
+    within the 30 s targets give before SIGKILL). Only when the entry script collected."""
+    collect = sys.modules.get("mlctl.serve.collect")
+    if collect is not None and not collect.flush_all():
+        log.warning("model data collection: some buffered rows could not be written before stopping")
 
 
 def serve_messages(model: tuple[Path | None, str, Path | None], settings: EdgeSettings, *, timeout_s: float) -> int:
@@ -210,6 +224,7 @@ def _restart_on_thread_crash(crash: threading.ExceptHookArgs) -> None:
         crash.exc_type.__name__,
         crash.exc_value,
     )
+    flush_model_data()  # the replacement process starts with an empty buffer
     os._exit(EXIT_SDK_THREAD_DIED)
 
 
