@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import io
 import json
 import os
 import pstats
@@ -138,7 +139,9 @@ def _profile(app: Any, url: bytes, body: bytes, calls: int) -> None:
     for _ in range(calls):
         app.answer_now(b"POST", url, HEADERS, body)
     profiler.disable()
-    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+    text = io.StringIO()  # pstats print()s, and the entry scripts' loader prefixes print()'s lines
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+    _out(text.getvalue())
 
 
 if __name__ == "__main__":
