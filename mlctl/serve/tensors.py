@@ -120,13 +120,15 @@ def encode(name: str, value: Any) -> dict[str, Any]:
     return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
 
 
-_NAMES: dict[str, str] = {}  # output name -> its JSON text
+_HEADS: dict[tuple[str, str], str] = {}  # (output name, datatype) -> the JSON text up to the shape's numbers
+_REPR = {"INT": int.__repr__, "UIN": int.__repr__, "FP1": float.__repr__, "FP3": float.__repr__, "FP6": float.__repr__}
 
 
 def encode_json(name: str, value: Any) -> str:
-    """``encode(name, value)`` as JSON text (``json.dumps``' default separators), built without the dict.
+    """``json.dumps(encode(name, value))``, built without the dict (the same text).
 
-    Numeric outputs (the hot path) are written around ``json.dumps`` of their flat list.
+    Numbers are written with ``repr``, as ``json`` writes them; data with a NaN or an infinity
+    (whose ``repr`` has an ``n``) and ``BOOL``/``BYTES`` data go through ``json.dumps``.
     """
     import numpy as np
 
@@ -134,14 +136,16 @@ def encode_json(name: str, value: Any) -> str:
     datatype = datatype_of(array.dtype)
     if datatype == "BYTES":
         return json.dumps(encode(name, array))
-    quoted = _NAMES.get(name)
-    if quoted is None:
-        quoted = json.dumps(name)
-        if len(_NAMES) < 1024:
-            _NAMES[name] = quoted
-    shape = ", ".join(map(str, array.shape))
-    data = json.dumps(array.ravel().tolist())
-    return f'{{"name": {quoted}, "datatype": "{datatype}", "shape": [{shape}], "data": {data}}}'
+    head = _HEADS.get((name, datatype))
+    if head is None:
+        head = json.dumps({"name": name, "datatype": datatype, "shape": []})[:-2]
+        if len(_HEADS) < 1024:
+            _HEADS[name, datatype] = head
+    flat = array.ravel().tolist()
+    number = _REPR.get(datatype[:3])
+    data = None if number is None else ", ".join(map(number, flat))
+    data = f"[{data}]" if data is not None and "n" not in data else json.dumps(flat)
+    return f'{head}{", ".join(map(str, array.shape))}], "data": {data}}}'
 
 
 def specs_from_schema(schema: dict[str, Any]) -> list[TensorSpec]:
