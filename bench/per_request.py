@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/per_request.py [--calls 20000] [--rows 2 100] [--profile CELL]
 
+The ``stub`` script (its ``run()`` and ``infer()`` sum the rows) shows the protocols' own costs.
 Each cell builds the back-end and the ``ScoringApp`` as ``python -m mlctl.serve`` does (one
 worker, the model called inline, a 60 s scoring timeout), then calls ``ScoringApp.answer_now``
 (what ``mlctl.serve.http`` calls for a complete POST) ``--calls`` times with a real body and
@@ -28,6 +29,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from model_kinds import ENTRY, OLD_ONNX_SCORE  # noqa: E402
 
+STUB = """
+import json
+import numpy as np
+
+def init():
+    pass
+
+def run(raw_data):
+    return np.array(json.loads(raw_data)["data"]).sum(axis=1).tolist()
+
+def infer(inputs):
+    return {"predictions": inputs["data"].sum(axis=1)}
+"""
 HEADERS = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
 
 
@@ -44,7 +58,9 @@ def main() -> None:
         os.environ["AZUREML_MODEL_DIR"] = str(folder)
         (folder / "entry.py").write_text(ENTRY)
         (folder / "old.py").write_text(OLD_ONNX_SCORE)
+        (folder / "stub.py").write_text(STUB)
         apps = {
+            "stub": _app("entry_script", folder / "stub.py"),
             "entry": _app("entry_script", folder / "entry.py"),
             "onnx": _app("onnx", folder / "model.onnx"),
             "old score.py": _app("entry_script", folder / "old.py"),
@@ -55,6 +71,8 @@ def main() -> None:
             data = x[:rows].tolist()
             score = json.dumps({"data": data}).encode()
             cells = [
+                ("stub /score", apps["stub"], b"/score", score),
+                ("stub OIP", apps["stub"], b"/v2/models/m/infer", _oip(data, "FP64")),
                 ("entry /score", apps["entry"], b"/score", score),
                 ("entry OIP", apps["entry"], b"/v2/models/m/infer", _oip(data, "FP64")),
                 ("ONNX no-code /score", apps["onnx"], b"/score", score),
@@ -68,9 +86,13 @@ def main() -> None:
                         _profile(app, url, body, args.calls)
                 continue
             for (name, _, _, body), (us, size) in zip(cells, best, strict=True):
-                ratio = {"entry OIP": best[0][0] / us, "ONNX no-code OIP": best[2][0] / us}.get(name)
+                ratio = {
+                    "stub OIP": best[0][0] / us,
+                    "entry OIP": best[2][0] / us,
+                    "ONNX no-code OIP": best[4][0] / us,
+                }.get(name)
                 if name.startswith("ONNX old"):
-                    ratio = us / best[2][0]
+                    ratio = us / best[4][0]
                 shown = f"{ratio:.2f}×" if ratio else ""
                 _out(f"| {name} | {rows} | {len(body)} | {size} | {us:.1f} | {shown} |")
 
