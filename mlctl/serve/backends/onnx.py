@@ -73,6 +73,9 @@ class OnnxModel:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
+        # no busy-waiting of the intra-op threads between runs: it burns CPU that the other workers and the
+        # event loop need (process CPU time of run() on the diabetes graph, 2 rows: 7.1 -> 4.8 µs)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
         self.outputs = [_spec(node) for node in self.session.get_outputs()]
