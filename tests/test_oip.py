@@ -111,6 +111,25 @@ def test_every_oip_datatype_round_trips_through_infer(serve) -> None:  # type: i
     assert got == {k.lower(): (k, v) for k, v in values.items()}
 
 
+def test_outputs_are_written_as_json_dumps_writes_their_response_output_objects() -> None:
+    from mlctl.serve.tensors import encode, encode_json
+
+    values = [
+        np.array([[1.5, float("nan")], [float("inf"), -0.0]], dtype=np.float32),
+        np.array([206.1165771484375, 1e-300]),
+        np.arange(6, dtype=np.uint8).reshape(2, 3, 1),
+        np.array([True, False]),
+        np.array(["a", "é"], dtype=object),
+        np.array([b"x", b"\xff"]),
+        np.float64(2.5),
+        [1, 2, 3],
+        7,
+    ]
+    for name in ("out", 'naïve "name"'):
+        for value in values:
+            assert encode_json(name, value) == json.dumps(encode(name, value)), (name, value)
+
+
 def test_a_schema_decorated_run_gets_named_inputs_and_its_metadata(serve) -> None:  # type: ignore[no-untyped-def]
     base = serve(SCHEMA_SCRIPT)
     metadata = check_with_spec_schemas(base, "svc")
@@ -133,6 +152,7 @@ def test_a_plain_script_says_what_it_needs_and_protocol_errors_are_400_or_404(se
     for tensor, words in [
         ({**good, "shape": [3]}, "does not fit shape"),
         ({**good, "datatype": "FP8"}, "unknown datatype"),
+        ({**good, "datatype": ["FP32"]}, "unknown datatype"),
         ({"name": "x", "shape": [2], "datatype": "FP32"}, "has no 'data'"),
     ]:
         status, body = infer(base, "svc", [tensor])

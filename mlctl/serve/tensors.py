@@ -8,6 +8,7 @@ tensor is converted (never at the server's start-up).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +71,6 @@ def decode(tensor: Any) -> Any:
     Raises:
         TensorError: a key is missing, the datatype is unknown, or the data does not fill ``shape``.
     """
-    import numpy as np
-
     try:
         name, datatype, shape, data = tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"]
     except (KeyError, TypeError):
@@ -79,19 +78,33 @@ def decode(tensor: Any) -> Any:
             raise TensorError("each of inputs must be an object with name, shape, datatype and data") from None
         missing = next(k for k in ("name", "shape", "datatype", "data") if k not in tensor)
         raise TensorError(f"input {tensor.get('name', '?')!r} has no {missing!r}") from None
-    if datatype not in DTYPES:
-        raise TensorError(f"input {name!r}: unknown datatype {datatype!r}; one of {', '.join(DTYPES)}")
+    dtype = (_NUMPY_DTYPES.get(datatype) if isinstance(datatype, str) else None) or _numpy_dtype(name, datatype)
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise TensorError(f"input {name!r}: shape must be a list of non-negative integers")
     try:
-        array = np.array(data, dtype=DTYPES[datatype])
+        array = _np.array(data, dtype=dtype)
         if datatype == "BYTES" and array.ndim == 0:
             array = array.reshape(1)
-        if list(array.shape) == shape:  # nested data: already in shape, and an owning array (no view)
+        if array.shape == tuple(shape):  # nested data: already in shape, and an owning array (no view)
             return array
         return array.reshape(shape)
     except (ValueError, TypeError, OverflowError) as exc:
         raise TensorError(f"input {name!r}: data does not fit shape {shape} of {datatype}: {exc}") from None
+
+
+_NUMPY_DTYPES: dict[str, Any] = {}  # OIP datatype -> numpy dtype object (a dtype name is parsed each call)
+_np: Any = None  # numpy, once a tensor is met
+
+
+def _numpy_dtype(name: str, datatype: Any) -> Any:
+    global _np
+    if not isinstance(datatype, str) or datatype not in DTYPES:
+        raise TensorError(f"input {name!r}: unknown datatype {datatype!r}; one of {', '.join(DTYPES)}")
+    import numpy
+
+    _np = numpy
+    found = _NUMPY_DTYPES[datatype] = numpy.dtype(DTYPES[datatype])
+    return found
 
 
 def encode(name: str, value: Any) -> dict[str, Any]:
@@ -105,6 +118,34 @@ def encode(name: str, value: Any) -> dict[str, Any]:
     else:
         data = array.ravel().tolist()
     return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+
+
+_HEADS: dict[tuple[str, str], str] = {}  # (output name, datatype) -> the JSON text up to the shape's numbers
+_REPR = {"INT": int.__repr__, "UIN": int.__repr__, "FP1": float.__repr__, "FP3": float.__repr__, "FP6": float.__repr__}
+
+
+def encode_json(name: str, value: Any) -> str:
+    """``json.dumps(encode(name, value))``, built without the dict (the same text).
+
+    Numbers are written with ``repr``, as ``json`` writes them; data with a NaN or an infinity
+    (whose ``repr`` has an ``n``) and ``BOOL``/``BYTES`` data go through ``json.dumps``.
+    """
+    import numpy as np
+
+    array = value if type(value) is np.ndarray else np.asarray(value)
+    datatype = datatype_of(array.dtype)
+    if datatype == "BYTES":
+        return json.dumps(encode(name, array))
+    head = _HEADS.get((name, datatype))
+    if head is None:
+        head = json.dumps({"name": name, "datatype": datatype, "shape": []})[:-2]
+        if len(_HEADS) < 1024:
+            _HEADS[name, datatype] = head
+    flat = array.ravel().tolist()
+    number = _REPR.get(datatype[:3])
+    data = None if number is None else ", ".join(map(number, flat))
+    data = f"[{data}]" if data is not None and "n" not in data else json.dumps(flat)
+    return f'{head}{", ".join(map(str, array.shape))}], "data": {data}}}'
 
 
 def specs_from_schema(schema: dict[str, Any]) -> list[TensorSpec]:

@@ -31,7 +31,7 @@ from mlctl import __version__
 from mlctl.serve.answers import Answer, answer, to_json
 from mlctl.serve.frontends import Call, FastHandler, Route
 from mlctl.serve.runner import TimedOut, WaitedTooLong
-from mlctl.serve.tensors import TensorError, decode, encode
+from mlctl.serve.tensors import TensorError, decode, encode_json
 
 log = logging.getLogger("mlctl.serve")
 _JSON = (b"content-type", b"application/json")
@@ -57,6 +57,9 @@ class OIP:
         self.version = model_version
         self.debug = debug
         self._model: Any = None
+        self._input_names: frozenset[str] | None = None  # the model's declared inputs (None: not read yet)
+        head = {"model_name": model_name, **({"model_version": model_version} if model_version else {})}
+        self._reply_head = _ENCODER.encode(head)[:-1]  # '{"model_name": ..., "model_version": ...' without '}'
         self._server = json.dumps({"name": "mlctl", "version": __version__, "extensions": []}).encode()
         self._fixed = {
             "/v2": Route(_GET, self._server_metadata),
@@ -160,27 +163,30 @@ class OIP:
             return self._failed(exc, request_id)
         return self._reply(request, outputs, rid)
 
-    def _reply(self, request: dict[str, Any], outputs: list[dict[str, Any]], rid: bytes) -> Answer:
-        reply: dict[str, Any] = {"model_name": self.name}
-        if self.version:
-            reply["model_version"] = self.version
+    def _reply(self, request: dict[str, Any], outputs: list[str], rid: bytes) -> Answer:
+        """The ``inference_response``: written around the outputs' JSON text, as ``json.dumps`` of the dict would."""
+        parts = [self._reply_head]
         for key in ("id", "parameters"):
             if key in request:
-                reply[key] = request[key]
-        reply["outputs"] = outputs
-        return answer(200, _ENCODER.encode(reply).encode(), rid, _JSON)
+                parts.append(f', "{key}": {_ENCODER.encode(request[key])}')
+        parts += (', "outputs": [', ", ".join(outputs), "]}")
+        return answer(200, "".join(parts).encode(), rid, _JSON)
 
-    def _infer_doc(self, request: dict[str, Any]) -> list[dict[str, Any]]:
-        """Decode the inputs, run the model, encode the (requested) outputs: on the runner thread."""
+    def _infer_doc(self, request: dict[str, Any]) -> list[str]:
+        """Decode the inputs, run the model, encode the (requested) outputs as JSON text: on the runner thread."""
         model = self.model
         inputs = {t["name"]: decode(t) for t in request["inputs"]}
-        _check_names(inputs, model.inputs)
+        names = self._input_names
+        if names is None:
+            names = self._input_names = frozenset(t.name for t in model.inputs)
+        if names and not names.issuperset(inputs):
+            _refuse_unknown(inputs, model.inputs)
         results = model.infer(inputs)
         wanted = [o["name"] for o in request.get("outputs") or []]
         missing = [name for name in wanted if name not in results]
         if missing:
             raise TensorError(f"output {missing[0]!r} is not an output of the model; its outputs: {', '.join(results)}")
-        return [encode(name, results[name]) for name in (wanted or results)]
+        return [encode_json(name, results[name]) for name in (wanted or results)]
 
     def _failed(self, exc: Exception, request_id: str) -> Answer:
         from mlctl.serve.backends.entry_script import BadInput
@@ -233,11 +239,8 @@ def _parse_request(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def _check_names(inputs: dict[str, Any], declared: list[Any]) -> None:
+def _refuse_unknown(inputs: dict[str, Any], declared: list[Any]) -> None:
     """Unknown input names are refused here; missing ones by the back-end (some inputs are optional)."""
-    if not declared:
-        return
     names = [t.name for t in declared]
     unknown = [name for name in inputs if name not in names]
-    if unknown:
-        raise TensorError(f"input {unknown[0]!r} is not an input of the model; its inputs: {', '.join(names)}")
+    raise TensorError(f"input {unknown[0]!r} is not an input of the model; its inputs: {', '.join(names)}")
