@@ -130,8 +130,7 @@ def _rows_survive_update_and_delete(
 
 @pytest.mark.xfail(
     reason="the ACI fake (as ACI, Azure/azure-cli#16673) SIGKILLs the old container on update and delete, "
-    "so the server gets no SIGTERM to flush on, and the writer leaves rows that trickle in after an idle "
-    "spell buffered until the buffer is half full (mlctl/serve/collect/writer.py _loop waits without timeout)",
+    "so the server gets no SIGTERM to flush on: rows of the last ~0.5 s can be lost (docs/data-collection.md)",
     strict=False,
 )
 def test_aci_update_and_delete_keep_the_rows_collected_right_before(
