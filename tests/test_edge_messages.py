@@ -399,7 +399,6 @@ def test_the_message_process_survives_a_failing_hook_a_slow_run_and_its_own_cras
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """The server as a plain process with the runtime's environment (no container): the same SDK and broker."""
-    from edge_fakes.workload import API_VERSION
 
     cert, key = self_signed_certificate(tmp_path_factory.mktemp("edgemsg-local"))
     script = write(tmp_path / "score.py", FRAGILE)
@@ -408,13 +407,7 @@ def test_the_message_process_survives_a_failing_hook_a_slow_run_and_its_own_cras
         side = EdgeHubSide(cert, "dev-local", "fragile", lambda: {"threshold": 3, "$version": 4})
         env = {
             **os.environ,
-            "IOTEDGE_IOTHUBHOSTNAME": "hub.example",
-            "IOTEDGE_GATEWAYHOSTNAME": "127.0.0.1",
-            "IOTEDGE_DEVICEID": "dev-local",
-            "IOTEDGE_MODULEID": "fragile",
-            "IOTEDGE_MODULEGENERATIONID": workload.add_module("fragile"),
-            "IOTEDGE_WORKLOADURI": f"unix://{workload.socket_path}",
-            "IOTEDGE_APIVERSION": API_VERSION,
+            **workload.module_env("dev-local", "fragile"),
             "MLCTL_EDGE_RETRY_S": "1",
         }
         command = [sys.executable, "-m", "mlctl.serve", "--entry-script", str(script), "--port", str(port)]

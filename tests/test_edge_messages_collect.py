@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, self_signed_certificate, wait_for, write
 from edge_fakes.broker import EdgeHubSide, run_broker
-from edge_fakes.workload import API_VERSION, serve_workload
+from edge_fakes.workload import serve_workload
 from test_collect import read_rows
 
 COLLECTING = """
@@ -53,13 +53,7 @@ def test_sigterm_writes_the_rows_the_message_process_still_buffers(
         side = EdgeHubSide(cert, "dev-dc", "collector", lambda: {"$version": 1})
         env = {
             **os.environ,
-            "IOTEDGE_IOTHUBHOSTNAME": "hub.example",
-            "IOTEDGE_GATEWAYHOSTNAME": "127.0.0.1",
-            "IOTEDGE_DEVICEID": "dev-dc",
-            "IOTEDGE_MODULEID": "collector",
-            "IOTEDGE_MODULEGENERATIONID": workload.add_module("collector"),
-            "IOTEDGE_WORKLOADURI": f"unix://{workload.socket_path}",
-            "IOTEDGE_APIVERSION": API_VERSION,
+            **workload.module_env("dev-dc", "collector"),
             "AML_MODEL_DC_STORAGE_ENABLED": "true",
             "MLCTL_DC_LOCAL": str(store),
             "SERVICE_NAME": "edge-dc",

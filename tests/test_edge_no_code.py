@@ -98,7 +98,7 @@ def test_a_no_code_module_scores_edgehub_messages(
     """The server as a plain process with the IoT Edge runtime's environment (as test_edge_messages):
     the message process loads the ONNX model, not an entry script, and answers a message on amlOutput."""
     from edge_fakes.broker import EdgeHubSide, run_broker
-    from edge_fakes.workload import API_VERSION, serve_workload
+    from edge_fakes.workload import serve_workload
 
     cert, key = self_signed_certificate(tmp_path_factory.mktemp("edge-nocode"))
     port = free_port()
@@ -106,13 +106,7 @@ def test_a_no_code_module_scores_edgehub_messages(
         side = EdgeHubSide(cert, "dev-nocode", "onnx", lambda: {"$version": 1})
         env = {
             **os.environ,
-            "IOTEDGE_IOTHUBHOSTNAME": "hub.example",
-            "IOTEDGE_GATEWAYHOSTNAME": "127.0.0.1",
-            "IOTEDGE_DEVICEID": "dev-nocode",
-            "IOTEDGE_MODULEID": "onnx",
-            "IOTEDGE_MODULEGENERATIONID": workload.add_module("onnx"),
-            "IOTEDGE_WORKLOADURI": f"unix://{workload.socket_path}",
-            "IOTEDGE_APIVERSION": API_VERSION,
+            **workload.module_env("dev-nocode", "onnx"),
         }
         model = trained_examples / "onnx" / "diabetes.onnx"
         command = [sys.executable, "-m", "mlctl.serve", "--model-kind", "onnx", "--model-path", str(model)]

@@ -54,6 +54,19 @@ class Workload:
         self.keys[(module, genid)] = secrets.token_bytes(32)
         return genid
 
+    def module_env(self, device: str, module: str) -> dict[str, str]:
+        """The IoT Edge runtime's variables for a new identity of ``module`` on ``device`` (as edgeAgent
+        sets them for a module container), pointing at this stand-in and an edgeHub on 127.0.0.1."""
+        return {
+            "IOTEDGE_IOTHUBHOSTNAME": "hub.example",
+            "IOTEDGE_GATEWAYHOSTNAME": "127.0.0.1",
+            "IOTEDGE_DEVICEID": device,
+            "IOTEDGE_MODULEID": module,
+            "IOTEDGE_MODULEGENERATIONID": self.add_module(module),
+            "IOTEDGE_WORKLOADURI": f"unix://{self.socket_path}",
+            "IOTEDGE_APIVERSION": API_VERSION,
+        }
+
     def key(self, module: str) -> bytes:
         """The key of ``module`` (for checking signatures in tests; never print it)."""
         return next(k for (m, _), k in self.keys.items() if m == module)
