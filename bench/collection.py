@@ -70,13 +70,27 @@ async def load(port: int, payload: bytes, seconds: float, connections: int) -> f
     return sum(counts) / seconds
 
 
-def serve(port: int, store: Path | None, workers: int = 2) -> subprocess.Popen[bytes]:
-    """The server, collecting into ``store`` (None: collection off)."""
+def diabetes_model(folder: Path) -> Path:
+    """``folder`` holding the scikit-learn diabetes Ridge as the shared benchmark trains it."""
+    import joblib
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    x, y = load_diabetes(return_X_y=True)
+    joblib.dump(Ridge().fit(x, y), folder / "sklearn_regression_model.pkl")
+    return folder
+
+
+def serve(port: int, store: Path | None, workers: int = 2, model_dir: Path | None = None) -> subprocess.Popen[bytes]:
+    """The server, collecting into ``store`` (None: collection off); the diabetes sample when
+    ``model_dir`` is given, else the numpy linear model."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AML_MODEL_DC", "MLCTL_DC"))}
     if store is not None:
         env.update(AML_MODEL_DC_STORAGE_ENABLED="true", MLCTL_DC_LOCAL=str(store), SERVICE_NAME="bench")
-    command = [sys.executable, "-m", "mlctl.serve", "--entry-script", str(HERE / "collect_score.py")]
+    script = "collect_score.py" if model_dir is None else "collect_diabetes_score.py"
+    command = [sys.executable, "-m", "mlctl.serve", "--entry-script", str(HERE / script)]
     command += ["--port", str(port), "--workers", str(workers)]
+    command += [] if model_dir is None else ["--model-dir", str(model_dir)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -98,7 +112,7 @@ def tree_cpu_s(pid: int) -> float:
 def cell(payload: bytes, store: Path | None, args: argparse.Namespace) -> tuple[float, float]:
     """(req/s, server CPU µs per request) of one server (started and stopped here) for ``payload``."""
     port = free_port()
-    server = serve(port, store, args.workers)
+    server = serve(port, store, args.workers, args.model_dir)
     try:
         wait_ready(port)
         if args.client == "wrk":
@@ -127,12 +141,21 @@ def main() -> None:
     parser.add_argument("--client", choices=("asyncio", "wrk"), default="asyncio")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measured cell")
     parser.add_argument("--body", type=Path, action="append", help="JSON body file (repeatable)")
+    parser.add_argument(
+        "--model",
+        choices=("diabetes", "linear"),
+        default="diabetes",
+        help="diabetes: the v1 AKS data-collection sample (scikit-learn Ridge); linear: a numpy dot product (stress)",
+    )
     args = parser.parse_args()
+    args.model_dir = None
+    if args.model == "diabetes":
+        args.model_dir = diabetes_model(Path(tempfile.mkdtemp(prefix="mlctl-collection-model-")))
     bodies = [(f.stem, f.read_bytes()) for f in args.body] if args.body else [(f"body{n}", body(n)) for n in (2, 100)]
     store = Path(tempfile.mkdtemp(prefix="mlctl-collection-"))
     try:
         setting = f"{args.connections} connections, {args.workers} worker(s), {args.rounds} round(s) alternating"
-        print(f"collection on vs off: {args.client}, {setting}")
+        print(f"collection on vs off: {args.model} model, {args.client}, {setting}")
         print("| body | collection off (req/s) | collection on (req/s) | on/off | server CPU µs/req, off | on |")
         print("|---|---|---|---|---|---|")
         for name, payload in bodies:
@@ -149,6 +172,8 @@ def main() -> None:
         print(f"rows written with collection on: {written}")
     finally:
         shutil.rmtree(store, ignore_errors=True)
+        if args.model_dir is not None:
+            shutil.rmtree(args.model_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

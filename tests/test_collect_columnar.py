@@ -134,3 +134,37 @@ def test_an_array_arrow_cannot_format_is_written_by_the_csv_module_not_retried(t
     assert writer.put(Batch("p/data.csv", header, "", 1, PREFIXES[1], odd)) and writer.flush(10)
     assert (tmp_path / "p" / "data.csv").read_bytes() == header.encode() + csv_module([PREFIXES[1]], [odd])
     assert (counters.written, counters.write_errors) == (1, 0)
+
+
+def test_rows_of_a_failed_write_go_back_in_front_of_later_ones_for_every_file(tmp_path: Path) -> None:
+    class Flaky(LocalSink):
+        """A local store whose first append fails (a storage outage), after the writer took two files."""
+
+        failed = False
+
+        def append(self, path: str, header: str, body: str | bytes) -> None:
+            if not self.failed:
+                self.failed = True
+                raise OSError("outage")
+            super().append(path, header, body)
+
+    import time
+
+    counters = Counters()
+    writer = Writer(Flaky(tmp_path), capacity=100, counters=counters)
+    header = rows.csv_text([rows.header(["a"], 1)])
+
+    def batch(path: str, value: int) -> Batch:
+        return Batch(path, header, "", 1, PREFIXES[0], np.array([[value]]))
+
+    for path in ("p/data.csv", "q/data.csv"):  # the writer's first write takes them all, and fails
+        assert writer.put(batch(path, 1)) and writer.put(batch(path, 2))
+    deadline = time.monotonic() + 5
+    while counters.write_errors == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for path in ("p/data.csv", "q/data.csv"):  # during the backoff: must come after the retried rows
+        assert writer.put(batch(path, 3))
+    assert writer.flush(20) and counters.write_errors == 1 and counters.written == 6
+    for path in ("p", "q"):
+        lines = (tmp_path / path / "data.csv").read_text().splitlines()[1:]
+        assert [line.rsplit(",", 1)[1] for line in lines] == ["1", "2", "3"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,8 +40,8 @@ class Counters:
 
     def add(self, name: str, n: int) -> None:
         """Add ``n`` to counter ``name`` (one of the four fields)."""
-        setattr(self, name, getattr(self, name) + n)
-        shared = _shared_metrics()
+        self.__dict__[name] += n
+        shared = _metrics_current() if _metrics_current is not None else _shared_metrics()
         if shared is not None:
             shared.add_collection(name, n)
 
@@ -60,7 +59,7 @@ def _shared_metrics() -> SharedMetrics | None:
     return _metrics_current()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Batch:
     """``rows`` rows for one file of the layout (``path``), and that file's header: either CSV
     lines (``body``) or a 2-D numpy array of numbers (``array``) whose rows each start with
@@ -78,12 +77,13 @@ class Batch:
     rows: int
     prefix: str = ""
     array: Any = None
+    run: tuple[int, str] | None = None  # (row width, dtype kind) of ``array``, one object per collector and width
 
 
 @dataclass
 class _State:
-    batches: list[Batch] = field(default_factory=list)
-    rows: int = 0
+    batches: dict[str, list[Batch]] = field(default_factory=dict)  # file -> its batches, in order
+    rows: int = 0  # buffered rows, counting those being written until they are
     flushing: bool = False
 
 
@@ -95,7 +95,8 @@ class Writer:
         self.capacity = capacity
         self.counters = counters or Counters()
         self._state = _State()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # ``put`` takes it directly: cheaper than the Condition's wrapper
+        self._cond = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._loop, name="mlctl-data-collector", daemon=True)
         self._thread.start()
 
@@ -103,16 +104,24 @@ class Writer:
         """Buffer ``batch`` whole, or drop it whole when it does not fit; True when buffered.
         Wakes the writer only when the buffer stops being empty or passes half full."""
         rows = batch.rows
-        with self._cond:
-            self.counters.add("collected", rows)
-            if self._state.rows + rows > self.capacity:
+        state = self._state
+        with self._lock:
+            self.counters.collected += rows  # as ``Counters.add``, inline: this runs in every request
+            shared = _metrics_current() if _metrics_current is not None else _shared_metrics()
+            if shared is not None:
+                shared.add_collection("collected", rows)
+            if state.rows + rows > self.capacity:
                 self.counters.add("dropped", rows)
                 return False
-            self._state.batches.append(batch)
-            self._state.rows += rows
+            queue = state.batches.get(batch.path)
+            if queue is None:
+                state.batches[batch.path] = [batch]
+            else:
+                queue.append(batch)
+            state.rows += rows
             # wake the writer when the buffer stops being empty (it may wait for a first batch with
             # no timeout) and when it passes half full; else it writes every ``INTERVAL_S``
-            if self._state.rows == rows or self._state.rows * 2 > self.capacity >= (self._state.rows - rows) * 2:
+            if state.rows == rows or state.rows * 2 > self.capacity >= (state.rows - rows) * 2:
                 self._cond.notify()
             return True
 
@@ -145,7 +154,7 @@ class Writer:
                 while not self._state.batches:
                     self._cond.wait()
                 flushing = self._state.flushing
-                pending = list(self._state.batches)
+                pending, self._state.batches = self._state.batches, {}
             if backoff and flushing:
                 time.sleep(0.1)  # the flush deadline bounds these retries; do not spin
             backoff = 0.0 if self._write(pending) else min(BACKOFF_MAX_S, backoff * 2 if backoff else BACKOFF_FIRST_S)
@@ -153,34 +162,33 @@ class Writer:
     def _due(self) -> bool:
         return self._state.flushing or self._state.rows * 2 > self.capacity
 
-    def _write(self, pending: list[Batch]) -> bool:
-        """Write ``pending`` grouped by file; drop each group from the buffer once written."""
-        groups: dict[str, list[Batch]] = defaultdict(list)
-        for batch in pending:
-            groups[batch.path].append(batch)
-        for path, batches in groups.items():
+    def _write(self, pending: dict[str, list[Batch]]) -> bool:
+        """Append each file's batches to it; on a failure put that file's and the later files'
+        batches back in front of any that came since, and return False."""
+        files = list(pending.items())
+        for index, (path, batches) in enumerate(files):
             try:
                 self.sink.append(path, batches[0].header, _body(batches))
             except Exception:  # noqa: BLE001 - any storage failure: keep the rows and retry
                 with self._cond:
                     self.counters.add("write_errors", 1)
+                    for path_left, left in files[index:]:
+                        self._state.batches[path_left] = left + self._state.batches.get(path_left, [])
                 return False
-            self._done(batches)
+            rows = sum(b.rows for b in batches)
+            with self._cond:
+                self._state.rows -= rows
+                self.counters.add("written", rows)
+                self._cond.notify_all()
         return True
-
-    def _done(self, batches: list[Batch]) -> None:
-        done = {id(b) for b in batches}
-        rows = sum(b.rows for b in batches)
-        with self._cond:
-            self._state.batches = [b for b in self._state.batches if id(b) not in done]
-            self._state.rows -= rows
-            self.counters.add("written", rows)
-            self._cond.notify_all()
 
 
 def _body(batches: list[Batch]) -> bytes:
-    """The CSV lines of ``batches`` in order: text as is, each run of arrays of one shape and
-    kind formatted at once."""
+    """The CSV lines of ``batches`` in order: text as is, each run of arrays of one width and
+    kind formatted at once (one run, the usual case, is recognised without a loop in Python)."""
+    first = batches[0].run
+    if first is not None and all(b.run is first for b in batches):
+        return _arrays(batches)
     parts: list[bytes] = []
     start = 0
     for end in range(1, len(batches) + 1):
@@ -196,7 +204,9 @@ def _body(batches: list[Batch]) -> bytes:
 
 
 def _run_key(batch: Batch) -> tuple[int, str]:
-    return (0, "text") if batch.array is None else (batch.array.shape[1], batch.array.dtype.kind)
+    if batch.array is None:
+        return (0, "text")
+    return batch.run or (batch.array.shape[1], batch.array.dtype.kind)
 
 
 def _arrays(run: list[Batch]) -> bytes:

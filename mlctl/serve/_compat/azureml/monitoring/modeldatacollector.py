@@ -24,9 +24,11 @@ background (``mlctl.serve.collect``); ``collect`` never blocks and never raises 
 """
 
 import contextvars
+import itertools
 import os
-import random
 import re
+import time
+import uuid
 import warnings
 from datetime import datetime, timezone
 
@@ -40,8 +42,9 @@ _DISABLED = (
     "Data collection is not enabled. Set environment variable AML_MODEL_DC_STORAGE_ENABLED to 'true' "
     "to enable (http://aka.ms/amlmodeldatacollection)."
 )
-# the inputs correlation of the request being scored: (request id, correlation dict)
+# the inputs correlation of the request being scored: (request id, correlation dict, CSV prefix, hour)
 _request_correlation = contextvars.ContextVar("mlctl_dc_correlation", default=None)
+_ARRAY_TYPES = set()  # numpy array types seen by ``collect`` (numpy is not imported here)
 
 
 class ModelDataCollector:
@@ -78,6 +81,7 @@ class ModelDataCollector:
         self._added = contextvars.ContextVar(f"mlctl_dc_added_{id(self)}", default=None)
         self._headers = {}  # (feature names, width) -> CSV header line
         self._paths = {}  # scoring hour (timestamp[:13]) -> file of the layout
+        self._array_targets = {}  # (row width, dtype kind, scoring hour) -> (file, header, run key) of arrays
         if self._debug:
             print(
                 "Data collection is in debug mode. Set environment variable AML_MODEL_DC_STORAGE_ENABLED to 'true' "
@@ -106,6 +110,19 @@ class ModelDataCollector:
             if collection_name == "default" or designation in DESIGNATIONS[:3]
             else (f"{_part(collection_name)}.csv")
         )
+        self._constants = {  # the correlation columns in order; id, time and request id vary per row
+            self.AML_DC_CORRELATION_HEADER: "",
+            self.AML_DC_SCORING_TIMESTAMP_HEADER: "",
+            self.AML_DC_BOUNDARY_HEADER: 60 if self.aml_dc_hour_boundary else 60 * 24,
+            self.AML_WORKSPACE_HEADER: self.workspace,
+            self.AML_SERVICE_NAME_HEADER: self.service_name,
+            self.AML_MODEL_NAME_HEADER: self.model_name,
+            self.AML_MODEL_VERSION_HEADER: self.model_version,
+            self.AML_REQUEST_ID_HEADER: "",
+        }
+        constant = [str(v) for v in list(self._constants.values())[2:7]]
+        # their CSV text, when none needs quotes (else every prefix is made by ``_prefix``)
+        self._constants_text = None if _NEEDS_QUOTES.search("".join(constant)) else ",".join(constant) + ","
         if settings.enabled and not settings.sink_configured:
             warnings.warn(
                 "initialize failed: environment variable AML_MODEL_DC_STORAGE must be set to an Azure "
@@ -123,6 +140,14 @@ class ModelDataCollector:
         """Collect ``input_data``; returns the correlation dict for ``inputs``, else None."""
         if not self._active:
             return None
+        if (
+            type(input_data) in _ARRAY_TYPES
+            and self._columnar
+            and input_data.size
+            and input_data.dtype.kind in "iuf"
+            and self._added.get() is None
+        ):
+            return self._collect_array(input_data, user_correlation_id)
         kind = rows.kind_of(input_data)
         if kind is None:
             warnings.warn(
@@ -131,14 +156,34 @@ class ModelDataCollector:
                 stacklevel=2,
             )
             return None
-        correlation = self._correlation(user_correlation_id)
-        if self._columnar and kind == "numpy" and self._added.get() is None and columnar.accepts(input_data):
-            self._put_array(correlation, columnar.rows_of(input_data))
-            return dict(correlation) if self._designation == "inputs" else None
+        if kind == "numpy":
+            _ARRAY_TYPES.add(type(input_data))
+            if self._columnar and self._added.get() is None and columnar.accepts(input_data):
+                return self._collect_array(input_data, user_correlation_id)
+        _, correlation, prefix, _ = self._correlation(user_correlation_id)
         columns, table = rows.table(input_data, kind)
         columns, table = self._strip_added(columns, table, correlation)
-        self._write(correlation, columns or self._feature_names, table)
+        self._write(correlation, prefix, columns or self._feature_names, table)
         return dict(correlation) if self._designation == "inputs" else None
+
+    def _collect_array(self, data, user_correlation_id):
+        """``collect`` of a numeric numpy array with at least one cell, the common case, kept to a
+        few microseconds: a copy of its rows goes to the writer thread, which formats it
+        (``mlctl.serve.collect.columnar``); one function, as calls are what costs here."""
+        request_id = current_request_id()
+        entry = _request_correlation.get() if self._designation != "inputs" else None
+        if entry is None or entry[0] != request_id or request_id == NO_REQUEST:
+            entry = self._new_correlation(request_id, user_correlation_id)
+        table = data.reshape(len(data), -1).copy() if data.ndim > 1 else data.reshape(1, -1).copy()
+        key = (table.shape[1], table.dtype.kind, entry[3])
+        target = self._array_targets.get(key)
+        if target is None:
+            if len(self._array_targets) > 48:
+                self._array_targets.clear()
+            path = self._path(entry[1][self.AML_DC_SCORING_TIMESTAMP_HEADER])
+            target = self._array_targets[key] = (path, self._header(self._feature_names, key[0]), key[:2])
+        self._writer.put(Batch(target[0], target[1], "", len(table), entry[2], table, target[2]))
+        return dict(entry[1]) if self._designation == "inputs" else None
 
     def add_correlations(self, input_data, correlations):
         """``input_data`` with the correlation values of ``correlations`` appended (as columns of a
@@ -170,28 +215,35 @@ class ModelDataCollector:
 
     # -- internals ------------------------------------------------------------------------------
     def _correlation(self, user_correlation_id):
+        """(request id, correlation dict, CSV prefix, scoring hour) of the row being collected: the
+        values ``add_correlations`` gave, the ``inputs`` row's of this request, or new ones."""
         request_id = current_request_id()
         added = self._added.get()
         if added is not None:
-            return added
+            return request_id, added, _prefix(added), str(added[self.AML_DC_SCORING_TIMESTAMP_HEADER])[:13]
         if self._designation != "inputs":
             earlier = _request_correlation.get()
             if earlier is not None and earlier[0] == request_id and request_id != NO_REQUEST:
-                return earlier[1]
+                return earlier
+        return self._new_correlation(request_id, user_correlation_id)
+
+    def _new_correlation(self, request_id, user_correlation_id):
+        """A new correlation (as ``_correlation`` returns it); an ``inputs`` one becomes the request's."""
         generated = _uuid4()
-        correlation = {
-            self.AML_DC_CORRELATION_HEADER: f"{user_correlation_id}-{generated}" if user_correlation_id else generated,
-            self.AML_DC_SCORING_TIMESTAMP_HEADER: datetime.now(timezone.utc).isoformat()[:-6],  # no "+00:00"
-            self.AML_DC_BOUNDARY_HEADER: 60 if self.aml_dc_hour_boundary else 60 * 24,
-            self.AML_WORKSPACE_HEADER: self.workspace,
-            self.AML_SERVICE_NAME_HEADER: self.service_name,
-            self.AML_MODEL_NAME_HEADER: self.model_name,
-            self.AML_MODEL_VERSION_HEADER: self.model_version,
-            self.AML_REQUEST_ID_HEADER: request_id,
-        }
+        correlation_id = f"{user_correlation_id}-{generated}" if user_correlation_id else generated
+        timestamp = _timestamp()
+        correlation = self._constants.copy()
+        correlation[self.AML_DC_CORRELATION_HEADER] = correlation_id
+        correlation[self.AML_DC_SCORING_TIMESTAMP_HEADER] = timestamp
+        correlation[self.AML_REQUEST_ID_HEADER] = request_id
+        if self._constants_text is None or _NEEDS_QUOTES.search(correlation_id + request_id):
+            prefix = _prefix(correlation)
+        else:  # the usual case: only the generated id, the time and the request id vary
+            prefix = f"{correlation_id},{timestamp},{self._constants_text}{request_id},"
+        entry = (request_id, correlation, prefix, timestamp[:13])
         if self._designation == "inputs":
-            _request_correlation.set((request_id, correlation))
-        return correlation
+            _request_correlation.set(entry)
+        return entry
 
     def _strip_added(self, columns, table, correlation):
         """Remove the correlation values ``add_correlations`` appended (they are written as the
@@ -207,24 +259,17 @@ class ModelDataCollector:
             return columns, [r[:-width] for r in table]
         return columns, table
 
-    def _write(self, correlation, features, table):
-        """Format the rows and hand them to the writer; headers, paths and prefixes are cached."""
+    def _write(self, correlation, prefix, features, table):
+        """Format the rows (each after ``prefix``) and hand them to the writer; headers and paths are cached."""
         if not table:
             return
         header = self._header(features, max(map(len, table)))
-        prefix = _prefix(correlation)
         body = rows.prefixed(prefix, table)
         if self._debug:
             print(header + body, end="")
         if self._writer is not None:
             path = self._path(correlation[self.AML_DC_SCORING_TIMESTAMP_HEADER])
             self._writer.put(Batch(path, header, body, len(table)))
-
-    def _put_array(self, correlation, array):
-        """Hand a 2-D numpy array to the writer, which formats it (``mlctl.serve.collect.columnar``)."""
-        header = self._header(self._feature_names, array.shape[1])
-        path = self._path(correlation[self.AML_DC_SCORING_TIMESTAMP_HEADER])
-        self._writer.put(Batch(path, header, "", len(array), _prefix(correlation), array))
 
     def _header(self, features, width):
         key = (tuple(features) if features else None, width)
@@ -248,38 +293,42 @@ class ModelDataCollector:
         return path
 
 
-_random = None  # (pid, random.Random): reseeded in each forked worker, so ids never repeat across workers
-
-
-_VERSION_4 = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant bits and version 4 (as ``uuid.UUID(version=4)`` sets them)
-_NOT_VERSION = ~((0xC000 << 48) | (0xF000 << 64))
+_ids = None  # (pid, first 24 characters of a random version-4 UUID, counter): drawn again in each forked worker
 
 
 def _uuid4():
-    """A random (version 4) UUID as text, from a seeded PRNG: ``uuid.uuid4`` reads ``os.urandom``
-    on every call, a system call that costs tens of microseconds in sandboxed containers; the text
-    is formatted directly (``str(uuid.UUID(...))`` costs a few microseconds per request)."""
-    global _random
-    if _random is None or _random[0] != os.getpid():
-        _random = (os.getpid(), random.Random(os.urandom(32)))
-    h = "%032x" % (_random[1].getrandbits(128) & _NOT_VERSION | _VERSION_4)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A unique id in version-4 UUID form: 74 random bits drawn once per process, then a 48-bit
+    counter (as the server's request ids, ``mlctl.serve.app``). Correlation ids must be unique, not
+    unpredictable; ``uuid.uuid4()`` reads ``os.urandom`` on every call (a system call that costs
+    tens of microseconds in sandboxed containers) and ``str(uuid.UUID)`` a few more."""
+    global _ids
+    if _ids is None or _ids[0] != os.getpid():
+        _ids = (os.getpid(), str(uuid.UUID(bytes=os.urandom(16), version=4))[:24], itertools.count())
+    return f"{_ids[1]}{next(_ids[2]) & 0xFFFFFFFFFFFF:012x}"
+
+
+_second = (-1, "")  # (whole second, its ISO 8601 text): the date part is formatted once a second
+
+
+def _timestamp():
+    """Now in UTC as ``datetime.isoformat()`` writes it without the offset (``2026-12-05T19:00:00.123456``,
+    no fraction on a whole second), as azureml-monitoring 0.1.0a21 wrote ``$aml_dc_scoring_timestamp``."""
+    global _second
+    now = time.time()
+    whole = int(now)
+    if whole != _second[0]:
+        _second = (whole, datetime.fromtimestamp(whole, timezone.utc).isoformat()[:-6])
+    micro = int((now - whole) * 1e6)
+    return f"{_second[1]}.{micro:06d}" if micro else _second[1]
 
 
 _NEEDS_QUOTES = re.compile('[,"\r\n]')  # what makes the csv module quote a value (QUOTE_MINIMAL)
-_prefixes = {}  # correlation id -> the CSV text of its values and a comma (inputs and predictions share it)
 
 
 def _prefix(correlation):
-    key = correlation[ModelDataCollector.AML_DC_CORRELATION_HEADER]
-    prefix = _prefixes.get(key)
-    if prefix is None:
-        if len(_prefixes) > 256:
-            _prefixes.clear()
-        texts = [str(correlation[name]) for name in rows.CORRELATION_COLUMNS]
-        plain = not _NEEDS_QUOTES.search("".join(texts))
-        prefix = _prefixes[key] = ",".join(texts) + "," if plain else rows.csv_text([texts])[:-2] + ","
-    return prefix
+    """The CSV text of ``correlation``'s values (``rows.CORRELATION_COLUMNS`` order) and a comma."""
+    texts = [str(correlation[name]) for name in rows.CORRELATION_COLUMNS]
+    return ",".join(texts) + "," if not _NEEDS_QUOTES.search("".join(texts)) else rows.csv_text([texts])[:-2] + ","
 
 
 def _version(models, name):
