@@ -109,6 +109,14 @@ def test_correlation_prefix_and_ids_as_the_csv_and_uuid_modules_write_them(monke
     ids = {dc._uuid4() for _ in range(1000)}
     assert len(ids) == 1000 and all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
     assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    import os
+
+    read, write = os.pipe()
+    if (child := os.fork()) == 0:  # a forked worker draws its own ids (a fork keeps the parent's counter)
+        os.write(write, dc._uuid4().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read, 100).decode() not in ids | {dc._uuid4()}
 
 
 def test_rows_put_after_the_writer_went_idle_are_written_without_a_flush(tmp_path: Path) -> None:

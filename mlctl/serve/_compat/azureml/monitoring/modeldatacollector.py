@@ -293,7 +293,15 @@ class ModelDataCollector:
         return path
 
 
-_ids = None  # (pid, first 24 characters of a random version-4 UUID, counter): drawn again in each forked worker
+_ids = None  # (first 24 characters of a random version-4 UUID, counter): drawn again in each forked worker
+
+
+def _forget_ids():
+    global _ids
+    _ids = None
+
+
+os.register_at_fork(after_in_child=_forget_ids)  # cheaper than comparing os.getpid() (a system call) per row
 
 
 def _uuid4():
@@ -302,9 +310,9 @@ def _uuid4():
     unpredictable; ``uuid.uuid4()`` reads ``os.urandom`` on every call (a system call that costs
     tens of microseconds in sandboxed containers) and ``str(uuid.UUID)`` a few more."""
     global _ids
-    if _ids is None or _ids[0] != os.getpid():
-        _ids = (os.getpid(), str(uuid.UUID(bytes=os.urandom(16), version=4))[:24], itertools.count())
-    return f"{_ids[1]}{next(_ids[2]) & 0xFFFFFFFFFFFF:012x}"
+    if _ids is None:
+        _ids = (str(uuid.UUID(bytes=os.urandom(16), version=4))[:24], itertools.count())
+    return f"{_ids[0]}{next(_ids[1]) & 0xFFFFFFFFFFFF:012x}"
 
 
 _second = (-1, "")  # (whole second, its ISO 8601 text): the date part is formatted once a second
