@@ -68,24 +68,28 @@ def body(prefixes: Sequence[str], arrays: Sequence[Any]) -> bytes:
     table = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
     if table.dtype.kind == "f" and table.dtype != np.float64:
         table = table.astype(np.float64)
+    height, width = table.shape
+    cells = _text(pa, pc, pa.array(table.ravel()), table.dtype.kind)  # every cell at once, row by row
+    starts = pa.array(np.arange(0, height * width + 1, width, dtype=np.int32))
+    line = pc.binary_join(pa.ListArray.from_arrays(starts, cells), ",")
     counts = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
     owner = pa.array(np.repeat(np.arange(len(arrays), dtype=np.int32), counts))
-    columns = [_text(pa, pc, table[:, j]) for j in range(table.shape[1])]
-    line = pc.binary_join_element_wise(*columns, ",")
     line = pc.binary_join_element_wise(pc.take(pa.array(list(prefixes)), owner), line, "\r\n", "")
     return _data(line)
 
 
-def _text(pa: Any, pc: Any, column: Any) -> Any:
-    """One column as Arrow strings, each cell as ``str(int)`` or ``repr(float)`` writes it."""
-    values = pa.array(column)
+def _text(pa: Any, pc: Any, values: Any, kind: str) -> Any:
+    """Numbers (an Arrow array of numpy ``kind`` ``i``, ``u`` or ``f``) as Arrow strings, each as
+    ``str(int)`` or ``repr(float)`` writes it; only the cells Arrow writes otherwise are rewritten."""
     text = pc.cast(values, pa.string())
-    if column.dtype.kind != "f":
+    if kind != "f":
         return text
     magnitude = pc.abs(values)
     integral = pc.equal(pc.floor(values), values)
-    text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
     fixed = pc.and_(pc.less(magnitude, FIXED_HIGH), pc.or_(integral, pc.greater_equal(magnitude, FIXED_LOW)))
+    whole = pc.and_(integral, fixed)  # Arrow writes 80 where repr writes 80.0
+    if pc.any(whole).as_py():
+        text = pc.replace_with_mask(text, whole, pc.binary_join_element_wise(pc.filter(text, whole), ".0", ""))
     if pc.all(fixed).as_py():
         return text
     others = pc.invert(fixed)
