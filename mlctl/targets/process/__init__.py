@@ -29,7 +29,7 @@ from typing import Any
 from mlctl import environments, keys, model_kinds, modeldata
 from mlctl.errors import ConflictError, NotFoundError, TargetError
 from mlctl.output import Reporter
-from mlctl.registry import ModelVersion, Registry
+from mlctl.registry import Registry
 from mlctl.spec.document import display_path
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import (
@@ -37,19 +37,17 @@ from mlctl.targets import (
     Deployment,
     ServiceState,
     copy_tls,
-    server_options,
     test_record,
     tls_paths,
 )
 from mlctl.targets.init_failure import env_file_shown
-from mlctl.targets.process import lifecycle
+from mlctl.targets.process import invocation, lifecycle
 from mlctl.targets.process.lifecycle import HOST, STOP_GRACE_S
 
 OPTIONS = {"host": "address web services listen on: 127.0.0.1 (default) or 0.0.0.0 for every interface"}
 # cpu_cores and memory_gb are accepted and not enforced (a local process has no limits; documented)
 DEPLOYMENT_KEYS = COMMON_KEYS | {"collect_model_data", "model_data_storage"}
 BUILDS_IMAGES = False  # inference_config image options (docker_file, base_image, ...) are refused
-_CONTROL = "control.sock"
 
 
 class Driver:
@@ -76,14 +74,14 @@ class Driver:
         assert spec.inference is not None
         env_spec = model_kinds.environment(spec, deployment.models, self.registry)
         env = environments.plan(env_spec, self.home, extra=modeldata.requirements(spec))
-        model_dir = "<deploy dir>/" + _model_dir_rel(deployment)
+        model_dir = "<deploy dir>/" + invocation.model_dir_rel(deployment)
         return {
             "target": self.kind,
             "name": spec.name,
             "python": str(env.python),
             "environment": env.key,
             "requirements": list(env.requirements),
-            "command": _command(
+            "command": invocation.command(
                 spec,
                 env.python,
                 model_dir,
@@ -94,7 +92,7 @@ class Driver:
                 keys_file=keys.keys_path(self.home, spec.name) if spec.deployment.auth_enabled else None,
             ),
             "environment_variables": {
-                **_server_env(spec, model_dir, env.pythonpath, base={}),
+                **invocation.environment(spec, model_dir, env.pythonpath, base={}),
                 **self._collection_env(deployment, "<deploy dir>"),
             },
             "models": [m.ref for m in deployment.models],
@@ -294,16 +292,16 @@ class Driver:
         listen_fds: tuple[int, ...],
     ) -> dict[str, Any]:
         spec = deployment.spec
-        model_dir = str(deploy_dir / _model_dir_rel(deployment))
+        model_dir = str(deploy_dir / invocation.model_dir_rel(deployment))
         status_file, log_file = deploy_dir / "status.json", deploy_dir / "server.log"
         deploy_dir.mkdir(parents=True, exist_ok=True)
         keys_file = keys.keys_path(self.home, spec.name) if spec.deployment.auth_enabled else None
         copy_tls(spec, deploy_dir)
         tls = tls_paths(spec, deploy_dir)
-        _write_secret(
+        invocation.write_secret(
             deploy_dir / modeldata.SECRET_NAME, modeldata.connection_string(spec.deployment.model_data_storage)
         )
-        command = _command(
+        command = invocation.command(
             spec,
             env.python,
             model_dir,
@@ -323,7 +321,7 @@ class Driver:
                 start_new_session=True,
                 pass_fds=listen_fds,
                 env={
-                    **_server_env(spec, model_dir, env.pythonpath, base=dict(os.environ)),
+                    **invocation.environment(spec, model_dir, env.pythonpath, base=dict(os.environ)),
                     **self._collection_env(deployment, str(deploy_dir)),
                 },
             )
@@ -341,7 +339,7 @@ class Driver:
             "status_file": str(status_file),
             "log_file": str(log_file),
             "environment": env.key,
-            "control_socket": str(deploy_dir / _CONTROL),
+            "control_socket": str(deploy_dir / invocation.CONTROL),
             "keys_file": str(keys_file) if keys_file else None,
             "tls_cert": tls[0] if tls else None,
             "python": str(env.python),
@@ -370,81 +368,6 @@ def _preflight(spec: ServiceSpec) -> None:
             "the process target runs model files or registered models, not images",
             hint="use `model_files:` or `models:` with an `inference_config`",
         )
-
-
-def _model_dir_rel(deployment: Deployment) -> str:
-    """AZUREML_MODEL_DIR, relative to the deploy dir: one model -> its version folder, else the root."""
-    if len(deployment.models) == 1:
-        model = deployment.models[0]
-        return f"azureml-models/{model.name}/{model.version}"
-    return "azureml-models"
-
-
-def _model_options(spec: ServiceSpec, models: tuple[ModelVersion, ...], model_dir: str) -> list[str]:
-    """What the server serves: the entry script, or the model's kind and path (no-code kinds)."""
-    assert spec.inference is not None
-    named = ["--model-name", spec.name]
-    if len(models) == 1 and models[0].version:
-        named += ["--model-version", str(models[0].version)]
-    if spec.inference.entry_script is not None:
-        return ["--entry-script", str(spec.inference.entry_script), *named]
-    kind = model_kinds.resolve(spec, models)
-    return ["--model-kind", kind, "--model-path", f"{model_dir}/{models[0].source_name}", *named]
-
-
-def _command(
-    spec: ServiceSpec,
-    python: Path,
-    model_dir: str,
-    deploy_dir: Path,
-    *,
-    models: tuple[ModelVersion, ...],
-    host: str,
-    listen_fds: tuple[int, ...],
-    keys_file: Path | None,
-) -> list[str]:
-    assert spec.inference is not None
-    command = [
-        str(python),
-        "-m",
-        "mlctl.serve",
-        *_model_options(spec, models, model_dir),
-        "--model-dir",
-        model_dir,
-        *server_options(
-            spec.deployment,
-            host=host,
-            status_file=str(deploy_dir / "status.json"),
-            control_socket=str(deploy_dir / _CONTROL),
-            keys_file=str(keys_file) if keys_file is not None else None,
-            tls=tls_paths(spec, deploy_dir),
-        ),
-    ]
-    return command + [arg for fd in listen_fds for arg in ("--listen-fd", str(fd))]
-
-
-def _server_env(spec: ServiceSpec, model_dir: str, pythonpath: Path | None, *, base: dict[str, str]) -> dict[str, str]:
-    assert spec.inference is not None
-    env = {
-        **base,
-        **spec.deployment.environment_variables,
-        "AZUREML_MODEL_DIR": model_dir,
-        "PYTHONUNBUFFERED": "1",
-    }
-    if spec.inference.entry_script is not None:
-        env["AZUREML_ENTRY_SCRIPT"] = spec.inference.entry_script.name
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-    return env
-
-
-def _write_secret(path: Path, secret: str | None) -> None:
-    """The connection string as a file only this user reads (the server's MLCTL_DC_STORAGE_FILE)."""
-    if secret is None:
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret)
 
 
 def _now() -> str:
