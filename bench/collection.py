@@ -3,14 +3,18 @@
     python bench/collection.py [--duration 5] [--rounds 2] [--connections 16]
     python bench/collection.py --client wrk --connections 64 --body body2.json --body body100.json --rounds 3
 
-Starts ``python -m mlctl.serve`` (2 workers) on bench/collect_score.py, which collects its inputs
-and predictions in every ``run()``, once with collection off (``AML_MODEL_DC_STORAGE_ENABLED``
+Starts ``python -m mlctl.serve`` (2 workers) on an entry script that collects its inputs and
+predictions in every ``run()``: ``--model diabetes`` (the default) is the Azure ML v1 AKS
+data-collection sample's ``score.py`` shape (bench/collect_diabetes_score.py) on the scikit-learn
+diabetes Ridge that the shared peer benchmark serves, trained here; ``--model linear``
+(bench/collect_score.py) is a numpy dot product, the stress case where collecting costs more than
+scoring. Each runs once with collection off (``AML_MODEL_DC_STORAGE_ENABLED``
 unset: ``collect()`` returns at once) and once on (rows to a local store in a temporary folder).
 Loads each with keep-alive HTTP/1.1 clients (asyncio, in this process) posting 2-row and 100-row
 bodies on 127.0.0.1; rounds alternate off/on so a busy machine hurts both alike. Prints req/s per
 cell, the on/off ratio, and the server's CPU per request (user + system time of the server and its
 workers, from /proc: the load generator shares the machine, so this is steadier than req/s). Needs
-numpy only.
+numpy, pyarrow, and scikit-learn with joblib for the diabetes model (``make install``).
 
 ``--client wrk`` loads with wrk as the shared peer harness does (``-t1 --timeout 5s``, keep-alive),
 ``--body FILE`` (repeatable) posts a JSON body of the harness (``{"data": [[10 floats], ...]}``,

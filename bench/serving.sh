@@ -10,7 +10,8 @@
 # The report lands in bench/results/; copy its ratio table into docs/benchmarks.md.
 #
 # SCENARIO (comma list, default peers): peers = the shared harness above; collection =
-# bench/collection.py (model data collection on vs off); kinds = bench/model_kinds.py (entry
+# bench/collection.py (model data collection on vs off: the v1 AKS sample on the diabetes Ridge,
+# then the numpy stress case); kinds = bench/model_kinds.py (entry
 # script /score vs OIP infer, ONNX no-code vs the ONNX example's old score.py, MLflow no-code vs
 # `mlflow models serve`). Both run with the key cell's settings: wrk -t1, KEY_CONNS (64)
 # connections, WORKERS (2) workers, the harness's body2.json and body100.json, KEY_ROUNDS (3)
@@ -55,8 +56,10 @@ for scenario in ${SCENARIO//,/ }; do
         peers) run_peers ;;
         collection)
             key_cell_options
-            echo "## Model data collection on vs off (bench/collection.py)"
-            "$PY" "$REPO/bench/collection.py" --client wrk --duration "${DURATION:-10}" "${options[@]}" ;;
+            echo "## Model data collection on vs off (bench/collection.py): the v1 AKS sample, diabetes Ridge"
+            "$PY" "$REPO/bench/collection.py" --client wrk --duration "${DURATION:-10}" "${options[@]}"
+            echo "## ... and the stress case: a numpy dot product, where collection is most of the work"
+            "$PY" "$REPO/bench/collection.py" --model linear --client wrk --duration "${DURATION:-10}" "${options[@]}" ;;
         kinds)
             key_cell_options
             echo "## Model kinds and protocols (bench/model_kinds.py)"
