@@ -49,9 +49,10 @@ def accepts(data: Any) -> bool:
 
 def rows_of(data: Any) -> Any:
     """A 2-D copy of ``data`` (rows as ``rows.table`` makes them); the caller may change ``data`` after."""
-    if data.ndim < 2:
-        return data.reshape(1, -1).copy()
-    return data.reshape(len(data), -1).copy()
+    ndim = data.ndim
+    if ndim == 2:
+        return data.copy()
+    return data.reshape(len(data) if ndim > 2 else 1, -1).copy()
 
 
 def body(prefixes: Sequence[str], arrays: Sequence[Any]) -> bytes:

@@ -98,6 +98,7 @@ class ModelDataCollector:
             )
             return
         self._designation = designation
+        self._inputs = designation == "inputs"
         self.model_name = str(model_name)
         self.workspace = settings.workspace if workspace == "default/default/default" else workspace.lower()
         self.service_name = settings.service if webservice_name == "default" else webservice_name
@@ -171,10 +172,10 @@ class ModelDataCollector:
         few microseconds: a copy of its rows goes to the writer thread, which formats it
         (``mlctl.serve.collect.columnar``); one function, as calls are what costs here."""
         request_id = current_request_id()
-        entry = _request_correlation.get() if self._designation != "inputs" else None
+        entry = None if self._inputs else _request_correlation.get()
         if entry is None or entry[0] != request_id or request_id == NO_REQUEST:
             entry = self._new_correlation(request_id, user_correlation_id)
-        table = data.reshape(len(data), -1).copy() if data.ndim > 1 else data.reshape(1, -1).copy()
+        table = columnar.rows_of(data)
         key = (table.shape[1], table.dtype.kind, entry[3])
         target = self._array_targets.get(key)
         if target is None:
@@ -183,7 +184,7 @@ class ModelDataCollector:
             path = self._path(entry[1][self.AML_DC_SCORING_TIMESTAMP_HEADER])
             target = self._array_targets[key] = (path, self._header(self._feature_names, key[0]), key[:2])
         self._writer.put(Batch(target[0], target[1], "", len(table), entry[2], table, target[2]))
-        return dict(entry[1]) if self._designation == "inputs" else None
+        return dict(entry[1]) if self._inputs else None
 
     def add_correlations(self, input_data, correlations):
         """``input_data`` with the correlation values of ``correlations`` appended (as columns of a
