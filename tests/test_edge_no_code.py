@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from conftest import free_port, mlctl, post, remove_images, self_signed_certificate, wait_for, write
 from mlflow_models import save_models
+from oip_checks import call
 
 NAME = "edge-onnx-nocode"
 SK_NAME = "edge-sk-nocode"
@@ -181,7 +182,7 @@ def test_a_registered_mlflow_model_runs_as_a_module_on_a_simulated_device(
 ) -> None:
     """As above for the MLflow sklearn model (registered; the image's environment is its own
     requirements.txt, the layer the ACI, docker and kubernetes tests build): /score and MLflow's
-    /invocations answer as the message process does."""
+    /invocations answer, and the Open Inference Protocol's metadata."""
     assert mlctl("model", "register", "--name", "sk-model", "--path", str(mlflow_models[0])).code == 0
     with _pushed_module(tmp_path, engine, "sk-model", SK_NAME) as base:
         container = engine.containers.get("edge-device-1-scorer")
@@ -190,6 +191,8 @@ def test_a_registered_mlflow_model_runs_as_a_module_on_a_simulated_device(
         body = json.dumps({"dataframe_split": SK_ROWS}).encode()
         status, _, reply = post(f"{base}/invocations", body, {"Content-Type": "application/json"})
         assert status == 200 and json.loads(reply) == {"predictions": scored}, reply
+        status, metadata = call(base, "/v2/models/model")  # an image run on its own: the server's default name
+        assert status == 200 and metadata["platform"] == "mlflow", metadata
 
 
 @contextmanager
