@@ -15,7 +15,8 @@ from oci_registry import run_registry
 @pytest.fixture(scope="module")
 def aci_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AciWorld]:
     """The fake ACI (HTTPS, its own CA) and a registry with basic authentication, both on
-    127.0.0.1; the images tests create (``aci-*`` and their registry tags) are removed afterwards."""
+    127.0.0.1; the images tests create (``aci-*`` and their registry tags) are removed afterwards,
+    not their layers: a later build of the same environment (another target's test) is a cache hit."""
     import bcrypt
 
     engine = engine_or_skip()
@@ -31,7 +32,7 @@ def aci_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AciWorld]:
             ours = [image.id]  # a pushed version whose tag moved to a later build of the same name
         for ref in ours:
             try:
-                engine.images.remove(ref)
+                engine.images.remove(ref, noprune=True)  # the build cache stays (as conftest.remove_images)
             except Exception:  # noqa: BLE001 - removed already, or still used by a container
                 pass
 

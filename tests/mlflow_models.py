@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 CUSTOM_MODEL = '''
 import mlflow.pyfunc
@@ -28,6 +30,21 @@ def save_models(folder: Path) -> tuple[Path, Path]:
     script.write_text(SAVE_MODELS)
     subprocess.run([sys.executable, str(script), str(folder)], check=True, timeout=300, cwd=folder)
     return folder / "sklearn", folder / "custom"
+
+
+def pyfunc_predict(model: Path, split: dict[str, Any]) -> Any:
+    """MLflow's own answer (``mlflow.pyfunc.load_model(model).predict``, in a subprocess) to the data
+    frame ``split`` (pandas split orientation: ``columns``, ``data``), as JSON values: the oracle a
+    deployed service's predictions are compared with."""
+    code = (
+        "import json, sys, mlflow.pyfunc, pandas as pd\n"
+        "split = json.loads(sys.argv[2])\n"
+        "frame = pd.DataFrame(split['data'], columns=split['columns'], dtype='float64')\n"
+        "print(json.dumps(mlflow.pyfunc.load_model(sys.argv[1]).predict(frame).tolist()))\n"
+    )
+    args = [sys.executable, "-c", code, str(model), json.dumps(split)]
+    done = subprocess.run(args, check=True, timeout=300, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 SAVE_MODELS = """

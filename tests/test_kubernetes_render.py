@@ -241,3 +241,17 @@ def test_deploy_without_a_registry_says_how_to_configure_one(spec: Path, monkeyp
 def test_list_is_empty_and_quick_without_a_cluster(tmp_path: Path) -> None:
     result = mlctl("-o", "json", "service", "list", KUBECONFIG=str(tmp_path / "none"), HOME=str(tmp_path))
     assert result.code == 0 and result.json() == []
+
+
+def test_a_service_of_a_built_image_names_itself_as_the_oip_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with an inference_config: the Open Inference Protocol's model is the service (/v2/models/NAME),
+    not the server's default name; the image's own entry script or model kind stays in its environment."""
+    monkeypatch.setenv("MLCTL_REGISTRY", "registry.example:5000")
+    body = "kind: Service\nname: k8s-img\ntarget: kubernetes\nimage: k8s-img:1\ndeployment_config: {port: 8890}\n"
+    code, plan, err = _render(write(tmp_path / "service.yaml", "apiVersion: mlctl/v1\n" + body))
+    assert code == 0, err
+    container = _by_kind(plan)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][container["args"].index("--model-name") + 1] == "k8s-img"
+    assert "--entry-script" not in container["args"]

@@ -19,12 +19,13 @@ from oip_checks import check_with_spec_schemas, triton_infer
 
 @pytest.fixture(autouse=True)
 def _remove_our_images(engine: Any) -> Any:
-    """The images of this module's services are removed after each test (only theirs: the engine is shared)."""
+    """The images of this module's services are removed after each test (only theirs: the engine is
+    shared), not their layers: the kubernetes tests' builds of the same environments are cache hits."""
     yield
     for name in ("diabetes-onnx", "custom-docker", "sk-docker"):
         for image in engine.images.list(name=name):
             for tag in image.tags:
-                engine.images.remove(tag, force=True)
+                engine.images.remove(tag, force=True, noprune=True)
 
 
 def test_the_onnx_example_deploys_on_docker_with_no_entry_script(trained_examples: Path) -> None:

@@ -1,5 +1,6 @@
-"""No-code models on the kubernetes target (the v1.20 test cluster): the ONNX example and an MLflow
-sklearn folder deploy with no entry script and answer /score and, through `mlctl service test`, the
+"""No-code models on the kubernetes target (the v1.20 test cluster): the ONNX example, an MLflow
+sklearn folder, a custom pyfunc folder and a registered MLflow model (its environment from its own
+requirements) deploy with no entry script and answer /score and, through `mlctl service test`, the
 Open Inference Protocol."""
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES, mlctl
 from k8s_cluster import Cluster, k8s_fixture  # noqa: F401 - k8s_fixture: the k8s fixture
-from mlflow_models import save_models
+from mlflow_models import pyfunc_predict, save_models
+
+
+@pytest.fixture(scope="module")
+def mlflow_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The sklearn and custom pyfunc models of ``mlflow_models.save_models`` (saved once: ~10 s)."""
+    return save_models(tmp_path_factory.mktemp("mlflow-models"))
 
 
 def test_the_onnx_example_deploys_on_kubernetes_and_answers_oip(
@@ -37,9 +44,9 @@ def test_the_onnx_example_deploys_on_kubernetes_and_answers_oip(
 
 
 def test_an_mlflow_sklearn_folder_deploys_on_kubernetes_and_answers_mlflow_formats(
-    k8s: Cluster, tmp_path: Path
+    k8s: Cluster, mlflow_models: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    sklearn_model, _ = save_models(tmp_path / "models")
+    sklearn_model, _ = mlflow_models
     shutil.copytree(sklearn_model, tmp_path / "project" / "sk-model")
     spec = tmp_path / "project" / "service.yaml"
     split = {"columns": ["x0", "x1", "x2"], "data": [[1, 0, 5], [2.5, 1, 3]]}
@@ -69,8 +76,10 @@ def test_an_mlflow_sklearn_folder_deploys_on_kubernetes_and_answers_mlflow_forma
     assert mlctl("service", "delete", "sk-k8s").code == 0
 
 
-def test_a_custom_pyfunc_folder_deploys_on_kubernetes_and_takes_params(k8s: Cluster, tmp_path: Path) -> None:
-    _, custom = save_models(tmp_path / "models")
+def test_a_custom_pyfunc_folder_deploys_on_kubernetes_and_takes_params(
+    k8s: Cluster, mlflow_models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, custom = mlflow_models
     shutil.copytree(custom, tmp_path / "project" / "custom")
     spec = tmp_path / "project" / "service.yaml"
     body = {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}, "params": {"scale": 3}}
@@ -97,3 +106,37 @@ def test_a_custom_pyfunc_folder_deploys_on_kubernetes_and_takes_params(k8s: Clus
     oip = mlctl("-o", "json", "service", "test", "custom-k8s", "--data", str(data))
     assert oip.code == 0 and oip.json()["prediction"] == [3.0], oip.out
     assert mlctl("service", "delete", "custom-k8s").code == 0
+
+
+def test_a_registered_mlflow_model_deploys_on_kubernetes_with_its_own_requirements(
+    k8s: Cluster, mlflow_models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The sklearn model registered (``models:``), no environment in the spec: the image's comes from
+    the model's stored python_env.yaml and requirements.txt (mlctl/mlflow_env.py). The server brings
+    no scikit-learn, so the model loads only if they were read; its answer is MLflow's own (the model
+    loaded by ``mlflow.pyfunc`` here). Same requirements as the folder above: the image's environment
+    layer is a cache hit."""
+    sklearn_model, _ = mlflow_models
+    assert mlctl("model", "register", "--name", "sk-registered", "--path", str(sklearn_model)).code == 0
+    split = {"columns": ["x0", "x1", "x2"], "data": [[1, 0, 5], [2.5, 1, 3]]}
+    expected = pyfunc_predict(sklearn_model, split)
+    spec = tmp_path / "service.yaml"
+    spec.write_text(
+        textwrap.dedent(f"""\
+        apiVersion: mlctl/v1
+        kind: Service
+        name: sk-registered-k8s
+        models: [sk-registered:1]
+        inference_config: {{}}
+        deployment_config: {{port: 8890}}
+        test:
+          input: {json.dumps({"dataframe_split": split})}
+          expected: {json.dumps(expected)}
+          tolerance: 1.0e-9
+        """)
+    )
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(spec), "--set", "target=k8s-test", timeout=900)
+    assert deployed.code == 0, deployed.err
+    tested = mlctl("-o", "json", "service", "test", "sk-registered-k8s")
+    assert tested.code == 0 and tested.json()["passed"] is True, tested.out + tested.err
+    assert mlctl("service", "delete", "sk-registered-k8s").code == 0

@@ -283,7 +283,8 @@ def _command(spec: ServiceSpec, entry: str) -> list[str]:
         tls=tls,
     )
     script = ["--entry-script", f"{images.APP_ROOT}/{entry}"] if entry else []  # "": the image's model kind
-    return [images.PYTHON, "-m", "mlctl.serve", *script, *options]
+    # the Open Inference Protocol's model name is the service's (/v2/models/NAME), as on the other targets
+    return [images.PYTHON, "-m", "mlctl.serve", *script, "--model-name", spec.name, *options]
 
 
 def _requests(spec: ServiceSpec, settings: Settings) -> dict[str, Any]:

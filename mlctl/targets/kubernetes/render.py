@@ -321,7 +321,7 @@ def _command(spec: ServiceSpec, s: Settings) -> dict[str, Any]:
     # no-code model its kind and path (MLCTL_MODEL_KIND, MLCTL_MODEL_PATH, read by the server itself)
     from_env = '${AZUREML_ENTRY_SCRIPT:+--entry-script "$AZUREML_ENTRY_SCRIPT"}'
     script = f'exec {images.PYTHON} -m mlctl.serve {from_env} "$@"'
-    return {"command": ["/bin/sh", "-c", script, "mlctl.serve"], "args": options}
+    return {"command": ["/bin/sh", "-c", script, "mlctl.serve"], "args": [*options, "--model-name", spec.name]}
 
 
 def _config_fields(d: DeploymentConfig) -> dict[str, Any]:
