@@ -1,13 +1,19 @@
 """``POST /-/mlctl/model-data/flush`` (issue 19): a real multi-worker ``python -m mlctl.serve``
 whose workers each buffer model data rows; one request, answered by one worker, has every worker
-write them (through the supervisor), and answers only once they are on disk."""
+write them (through the supervisor), and answers only once they are on disk. Then the deployer's
+client (``mlctl.modeldata.flush``) against scripted HTTP servers: key rotation, an old image's
+404, rows left, no answer (bounded)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +149,77 @@ def test_a_server_that_never_collected_answers_at_once(tmp_path: Path, started: 
     assert wait_for(lambda: post(base + FLUSH, b"")[0] == 200, 10)  # both workers serving
     status, _, body = post(base + FLUSH, b"")
     assert status == 200 and json.loads(body)["rows_left"] == 0, body
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """Answers flush requests as scripted by the test: ``script`` maps a Bearer key ('' for none)
+    to (status, JSON body); ``seen`` keeps the keys in the order they came."""
+
+    script: dict[str, tuple[int, dict[str, object]]] = {}
+    seen: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        type(self).seen.append(key)
+        status, doc = type(self).script.get(key, (404, {"message": "not found"}))
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def answers() -> Iterator[tuple[str, type[_Answers]]]:
+    handler = type("Handler", (_Answers,), {"script": {}, "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_client_tries_the_other_key_after_a_rotation_and_never_says_a_key(
+    answers: tuple[str, type[_Answers]],
+) -> None:
+    from mlctl.modeldata import flush
+
+    base, handler = answers
+    written = {"written": True, "rows_left": 0, "workers": 2, "workers_answered": 2}
+    handler.script = {"new-canary": (401, {"error": "unauthorized"}), "old-canary": (200, written)}
+    assert flush(base, ["new-canary", "old-canary"]) is None
+    assert handler.seen == ["new-canary", "old-canary"]
+    handler.script = {"new-canary": (401, {}), "old-canary": (401, {})}
+    refused = flush(base, ["new-canary", "old-canary"])
+    assert refused is not None and "refused" in refused and "canary" not in refused
+
+
+def test_the_client_reports_an_old_image_rows_left_and_no_answer(answers: tuple[str, type[_Answers]]) -> None:
+    from mlctl.modeldata import flush
+
+    base, handler = answers
+    old_image = flush(base)  # a server without the route: 404
+    assert old_image is not None and "no flush route" in old_image
+    handler.script = {"": (504, {"written": False, "rows_left": 7, "workers": 2, "workers_answered": 2})}
+    left = flush(base, timeout_s=1)
+    assert left is not None and left.startswith("7 row(s) were still not written after 1s"), left
+    closed = flush(f"http://127.0.0.1:{free_port()}")
+    assert closed is not None and "did not answer" in closed
+
+
+def test_the_client_gives_up_on_a_server_that_never_answers() -> None:
+    from mlctl.modeldata import flush
+
+    with socket.socket() as silent:  # accepts connections (the backlog), never reads nor answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        started = time.monotonic()
+        problem = flush(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0)
+    assert problem is not None and "did not answer" in problem
+    assert time.monotonic() - started < 8  # timeout_s + 5

@@ -169,6 +169,35 @@ def test_aci_update_and_delete_keep_the_rows_collected_right_before(
         storage.stop()
 
 
+def test_aci_update_and_delete_go_on_with_a_warning_when_the_flush_fails(
+    tmp_path: Path, aci_env: AciWorld, mlctl_home: Path
+) -> None:
+    """The storage is unreachable, so the service cannot write its rows: the flush answers 504
+    after its time limit; ``update`` and ``delete`` warn (how many rows) and succeed anyway."""
+    closed = free_port()
+    secret_file = tmp_path / "conn.txt"
+    secret_file.write_text(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        f"BlobEndpoint=http://127.0.0.1:{closed}/devstoreaccount1;"
+    )
+    spec = f"  model_data_storage:\n    connection_string_file: {secret_file}\n    api_version: '{API_VERSION}'\n"
+    project = _docker_project(tmp_path, spec, name="aci-dc3", target="aci-dev")
+    assert mlctl("target", "add", "aci-dev", "--kind", "aci", *aci_env.target_options()).code == 0
+    try:
+        deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"))
+        assert deployed.code == 0, deployed.err
+        uri = str(deployed.json()["scoring_uri"])
+        for command in (("service", "update", "-f", str(project / "service.yaml")), ("service", "delete", "aci-dc3")):
+            assert post(uri, json.dumps({"data": [[1, 1, 1]]}).encode())[0] == 200  # one input, one prediction row
+            result = mlctl(*command)
+            assert result.code == 0, result.err
+            assert "did not confirm that its buffered model data rows are written" in result.err, result.err
+            assert "2 row(s) were still not written after 10s" in result.err, result.err
+        assert mlctl("-o", "json", "service", "list").json() == []
+    finally:
+        mlctl("service", "delete", "aci-dc3")
+
+
 K8S_SPEC = """apiVersion: mlctl/v1
 kind: Service
 name: k8s-dc
