@@ -7,7 +7,8 @@ names an account (container ``modeldata``), else to the local store ``MLCTL_HOME
 has the container's layout. A connection string only ever reaches a server as a secret file
 (``MLCTL_DC_STORAGE_FILE``), never in an environment variable, a record or a rendering.
 
-``rows`` and ``joined`` read them back for ``mlctl service data``.
+``rows`` and ``joined`` read them back for ``mlctl service data``. ``flush`` asks a running server
+to write the rows it buffers (a target that stops servers without a SIGTERM calls it first).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ META = (
 BLOB_REQUIREMENTS = ("azure-storage-blob>=12.19",)
 # formats collected numpy arrays off the request's thread and the GIL (mlctl.serve.collect.columnar)
 FORMAT_REQUIREMENTS = ("pyarrow>=14",)
+FLUSH_PATH = "/-/mlctl/model-data/flush"  # mlctl.serve.frontends.internal
+FLUSH_WAIT_S = 10.0  # the server's own limit; the request's is a few seconds more
 
 
 def enabled(spec: ServiceSpec) -> bool:
@@ -208,3 +211,72 @@ def columns(found: list[dict[str, str]]) -> list[str]:
     for row in found:
         seen.update(dict.fromkeys(row))
     return list(seen)
+
+
+def flush(
+    base_url: str, keys: Sequence[str] = (), *, tls_cert: Path | None = None, timeout_s: float = FLUSH_WAIT_S
+) -> str | None:
+    """Ask the scoring server at ``base_url`` (``scheme://host:port``) to write every model data row
+    its workers buffer (``POST /-/mlctl/model-data/flush``), waiting up to ``timeout_s`` seconds
+    (plus 5 for the answer). ``keys``: the service keys to try in turn while the server answers
+    401 (a rotation leaves one valid); none without ``auth_enabled``. ``tls_cert``: the service's
+    own certificate, trusted besides the system's (as ``service test`` does).
+
+    Returns None once the server answered that every row is written, else a sentence saying why
+    not (no answer, no such route, keys refused, rows left). Never raises; never holds a key."""
+    url = f"{base_url}{FLUSH_PATH}?timeout={timeout_s:g}"
+    status, doc = 0, dict[str, Any]()
+    for key in [*keys] or [""]:
+        try:
+            status, doc = _post_flush(url, key, tls_cert, timeout_s + 5)
+        except (OSError, ValueError) as exc:
+            return f"the service did not answer at {base_url}: {getattr(exc, 'reason', None) or exc}"
+        if status != 401:
+            break
+    return _flush_problem(status, doc, timeout_s)
+
+
+def _post_flush(url: str, key: str, tls_cert: Path | None, timeout_s: float) -> tuple[int, dict[str, Any]]:
+    """POST ``url`` (with ``key`` as the Bearer key unless empty): (status, JSON answer or {}).
+
+    Raises:
+        OSError: no answer (refused, unreachable, timed out, TLS failed)."""
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = None
+    if tls_cert is not None:
+        context = ssl.create_default_context()
+        context.load_verify_locations(tls_cert)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(url, data=b"", method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            status, raw = exc.code, exc.read()
+    try:
+        answer = json.loads(raw) if status in (200, 504) else {}
+    except ValueError:
+        answer = {}
+    return status, answer if isinstance(answer, dict) else {}
+
+
+def _flush_problem(status: int, doc: Mapping[str, Any], timeout_s: float) -> str | None:
+    """Why a flush answered ``status`` (with JSON ``doc``) did not write every row; None when it did."""
+    if status == 200 and doc.get("written") is True:
+        return None
+    if status == 504:
+        answered, workers = doc.get("workers_answered", "?"), doc.get("workers", "?")
+        return (
+            f"{doc.get('rows_left', '?')} row(s) were still not written after {timeout_s:g}s "
+            f"({answered} of {workers} worker(s) answered): is the storage reachable?"
+        )
+    if status == 404:
+        return "its server has no flush route (an image built before mlctl offered it)"
+    if status == 401:
+        return "it refused the service keys kept on this machine"
+    return f"it answered HTTP {status}"

@@ -210,7 +210,7 @@ def test_server_imports_none_of_the_cli_dependencies() -> None:
     code = """
 import sys
 import mlctl.serve.__main__, mlctl.serve.app, mlctl.serve.backends.entry_script, mlctl.serve.request, uvicorn
-import mlctl.serve.frontends.azureml, mlctl.serve.frontends.probes
+import mlctl.serve.frontends.azureml, mlctl.serve.frontends.probes, mlctl.serve.frontends.internal
 import mlctl.serve.http, mlctl.serve.worker
 banned = ("typer", "rich", "docker", "kubernetes", "azure", "ruamel", "jsonschema", "platformdirs")
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned)

@@ -14,7 +14,8 @@ Zero-downtime updates hand the listening sockets themselves from the old server 
 socket) with its listening sockets' file descriptors (SCM_RIGHTS); the deployer passes them to
 the new server as ``--listen-fd``. Both then accept from the same queues, so when the old one
 stops, no queued connection is reset. To retire, the old server first gets SIGUSR1 (its workers stop
-accepting but finish every connection they hold), then SIGTERM. The probe socket
+accepting but finish every connection they hold), then SIGTERM. SIGUSR2, which a worker sends when
+asked to flush model data (``mlctl.serve.frontends.internal``), is relayed to every worker. The probe socket
 (``--status-file``) is a private 127.0.0.1 port that only this server answers, so a deployer
 can check *this* server's readiness.
 
@@ -192,6 +193,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGUSR1, self._stop_accepting)
+        signal.signal(signal.SIGUSR2, self._relay_flush)
         for slot in range(self.args.workers):
             self._spawn(slot)
         if self.edge is not None:
@@ -250,6 +252,7 @@ class Supervisor:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the server can drain
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # until it serves (then: flush model data)
             self.metrics.use_slot(slot)
             os._exit(_worker(self.args, self._sockets_of(slot), self.metrics, self.preloaded))
         self.workers.add(pid)
@@ -273,6 +276,13 @@ class Supervisor:
         for pid in list(self.workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGUSR1)
+
+    def _relay_flush(self, _signum: int, _frame: object) -> None:
+        """SIGUSR2, from a worker asked to flush model data: every HTTP worker flushes (the
+        message process of an IoT Edge module is not one: SIGUSR2 would end it)."""
+        for pid in [p for p in self.slots if p in self.workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR2)
 
     def _stop(self, signum: int, _frame: object) -> None:
         if not self.stopping:

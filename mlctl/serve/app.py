@@ -3,9 +3,10 @@
 Every request goes through the same steps, whatever its protocol: a request id (the client's
 ``x-request-id``, else a new one; 431 over 100 characters, as Azure ML) and the request-tracking
 and CORS headers every answer carries (``mlctl.serve.tracking``), the route of its path
-from the front-ends (``mlctl.serve.frontends``: Azure ML's ``/score``, the probes; 404 when none
-has it, 405 for a method the route does not answer), auth for routes that reach the model (401
-without a valid ``Authorization: Bearer KEY``; preflight ``OPTIONS`` is exempt), admission to the
+from the front-ends (``mlctl.serve.frontends``: Azure ML's ``/score``, the probes, mlctl's own
+``/-/mlctl/`` routes; 404 when none has it, 405 for a method the route does not answer), auth for
+routes that reach the model and for mlctl's own (401 without a valid ``Authorization: Bearer KEY``;
+preflight ``OPTIONS`` is exempt), admission to the
 model (a runner slot: 503 with ``Retry-After`` when the worker is full), the body limit (413),
 then the front-end's handler; metrics and the access log record the answer.
 
@@ -57,12 +58,14 @@ def frontends_for(app: ScoringApp, backend: Any, *, batcher: Batcher | None, deb
     The first one also shapes the errors of paths no front-end has (404).
     """
     from mlctl.serve.frontends.azureml import AzureML
+    from mlctl.serve.frontends.internal import Internal
     from mlctl.serve.frontends.oip import OIP
     from mlctl.serve.frontends.probes import Probes
 
     frontends: list[Frontend] = [
         AzureML(backend, runner=app.runner, batcher=batcher, debug=debug, keys=app.keys is not None),
         Probes(app),
+        Internal(app),
         OIP(app, model_name=app.model_name, model_version=app.model_version, debug=debug),
     ]
     if getattr(backend, "platform", None) == "mlflow":  # MLflow model folders also answer /invocations
@@ -249,7 +252,7 @@ class ScoringApp:
             reply = frontend.error(405, f"method not allowed; use {preferred}", request_id)
             await send_answer(send, _with(reply, extra))
         elif (
-            route.scoring
+            (route.scoring or route.keyed)
             and self.keys is not None
             and method != "OPTIONS"
             and not self.keys.allows(_header(scope["headers"], b"authorization"))

@@ -16,11 +16,16 @@ Series (Prometheus text format 0.0.4):
 * ``mlctl_model_data_rows_total{outcome}``: counter, model data collection rows ``collected``
   (offered to ``collect()``), ``written``, ``dropped`` (buffer full); only once a row was offered.
 * ``mlctl_model_data_write_errors_total``: counter, failed writes to the store (each retried).
+
+The same block also carries the model data flush hand-shake (``POST /-/mlctl/model-data/flush``,
+``mlctl.serve.frontends.internal``): after the slots, the flush generation last requested and its
+time limit; in each slot, the generation that worker last answered and the rows it still held then.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from bisect import bisect_left
 
@@ -33,7 +38,9 @@ _OTHER, _OIP_INFER = _ROUTE["other"], _ROUTE["/v2/models/{model}/infer"]
 _SERIES = len(BUCKETS) + 3  # one count per bucket, then +Inf count, sum, total count
 _CELLS = len(ROUTES) * len(STATUSES) * _SERIES
 COLLECTION = ("collected", "written", "dropped", "write_errors")  # mlctl.serve.collect.writer.Counters
-_SLOT = _CELLS + 2 + len(COLLECTION)  # ... then in-flight, init seconds and the collection counters
+_FLUSH = _CELLS + 2 + len(COLLECTION)  # ... then in-flight, init seconds and the collection counters
+_SLOT = _FLUSH + 2  # ... then the flush generation answered and the rows left then
+_GLOBAL = 2  # after every slot: the flush generation requested and its time limit (s)
 _DOUBLE = struct.Struct("d")
 _current: SharedMetrics | None = None
 
@@ -48,9 +55,10 @@ class SharedMetrics:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.memory = mmap.mmap(-1, workers * _SLOT * 8)
+        self.memory = mmap.mmap(-1, (workers * _SLOT + _GLOBAL) * 8)
         self.values = memoryview(self.memory).cast("d")
         self.slot = 0
+        self.supervisor = os.getpid()  # created by the supervisor, before it forks the workers
 
     def use_slot(self, slot: int) -> None:
         """Make this process write to ``slot`` (a worker's index); ``current()`` returns ``self`` from now on."""
@@ -80,6 +88,31 @@ class SharedMetrics:
     def set_init_seconds(self, seconds: float) -> None:
         """Record how long this worker's ``init()`` took."""
         self.values[self.slot * _SLOT + _CELLS + 1] = seconds
+
+    def request_flush(self, timeout_s: float) -> int:
+        """Ask for a new model data flush of at most ``timeout_s`` seconds; returns its generation
+        (the caller then has the supervisor signal every worker). Two requests at once may share
+        one generation: either worker's answer covers both."""
+        base = self.workers * _SLOT
+        self.values[base + 1] = timeout_s
+        self.values[base] += 1
+        return int(self.values[base])
+
+    def flush_wanted(self) -> tuple[int, float]:
+        """The flush generation last requested and its time limit in seconds (0, 0.0: none yet)."""
+        base = self.workers * _SLOT
+        return int(self.values[base]), float(self.values[base + 1])
+
+    def flush_answered(self, generation: int, rows_left: int) -> None:
+        """Record that this worker flushed for ``generation`` and still holds ``rows_left`` rows."""
+        base = self.slot * _SLOT + _FLUSH
+        self.values[base + 1] = rows_left  # before the generation: a reader that sees it sees this
+        self.values[base] = generation
+
+    def flush_progress(self, generation: int) -> tuple[int, int]:
+        """How many workers answered ``generation`` (or a later one), and the rows they still held."""
+        answered = [w for w in range(self.workers) if self._slot_value(w, _FLUSH) >= generation]
+        return len(answered), int(sum(self._slot_value(w, _FLUSH + 1) for w in answered))
 
     def render(self) -> bytes:
         """All slots summed, in the Prometheus text format."""

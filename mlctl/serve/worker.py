@@ -2,7 +2,9 @@
 
 Signals (the supervisor relays them): SIGTERM/SIGINT stop accepting, close idle connections, let
 requests in progress finish (up to 30 s), then return; SIGUSR1 stops accepting and marks the app
-draining (``/readyz`` 503) while open connections keep being served (zero-downtime updates).
+draining (``/readyz`` 503) while open connections keep being served (zero-downtime updates);
+SIGUSR2 writes the buffered model data rows, on a thread (``POST /-/mlctl/model-data/flush``,
+``mlctl.serve.frontends.internal``).
 """
 
 from __future__ import annotations
@@ -53,9 +55,18 @@ async def _main(app: Any, sockets: list[socket.socket], context: ssl.SSLContext 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, stop_accepting)
+    loop.add_signal_handler(signal.SIGUSR2, _flush_on_a_thread, app)
     await stop.wait()
     app.draining = True
     await server.drain(GRACEFUL_S)
+
+
+def _flush_on_a_thread(app: Any) -> None:
+    """SIGUSR2: flush this worker's model data rows off the event loop, then record the answer."""
+    from mlctl.serve.frontends.internal import flush_this_worker
+
+    if app.metrics is not None:
+        asyncio.get_running_loop().run_in_executor(None, flush_this_worker, app.metrics)
 
 
 def _serve_uvicorn(app: Any, sockets: list[socket.socket], certfile: Path | None, keyfile: Path | None) -> None:
@@ -90,7 +101,9 @@ def _drainable_server_class() -> type:
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
-            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.stop_accepting)
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGUSR1, self.stop_accepting)
+            loop.add_signal_handler(signal.SIGUSR2, _flush_on_a_thread, self.scoring_app)
 
         def stop_accepting(self) -> None:
             self.scoring_app.draining = True

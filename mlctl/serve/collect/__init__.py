@@ -4,7 +4,8 @@
 One ``Writer`` per worker process (created on the first collector, after the fork), shared by every
 collector of the entry script. ``flush_all`` writes what is buffered; the worker calls it when it
 stops serving (``mlctl.serve.__main__._worker``, since workers leave with ``os._exit``, which skips
-``atexit``), and an ``atexit`` hook covers any other process that collected.
+``atexit``) and when a deployer asks every worker to (``POST /-/mlctl/model-data/flush``,
+``mlctl.serve.frontends.internal``), and an ``atexit`` hook covers any other process that collected.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mlctl.serve.collect.writer import Batch, Counters, Writer
 if TYPE_CHECKING:
     from mlctl.serve.collect.sinks import Sink
 
-__all__ = ["Batch", "Counters", "Settings", "counters", "flush_all", "settings", "writer"]
+__all__ = ["Batch", "Counters", "Settings", "buffered", "counters", "flush_all", "settings", "writer"]
 
 FLUSH_TIMEOUT_S = 20.0  # within the 30 s every target waits before SIGKILL, after requests drained
 
@@ -49,7 +50,7 @@ def writer(current: Settings) -> Writer:
     global _writer, _pid
     with _lock:
         if _writer is None or _pid != os.getpid():
-            _writer = Writer(_sink(current), current.buffer_rows, _counters)
+            _writer = Writer(_sink(current), current.buffer_rows, _counters, interval_s=current.interval_s)
             _pid = os.getpid()
         return _writer
 
@@ -69,6 +70,14 @@ def flush_all(timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
     if active is None or _pid != os.getpid():
         return True
     return active.flush(timeout_s)
+
+
+def buffered() -> int:
+    """Rows this process holds that are not written yet (0 when it never collected)."""
+    active = _writer
+    if active is None or _pid != os.getpid():
+        return 0
+    return active.buffered
 
 
 atexit.register(flush_all)

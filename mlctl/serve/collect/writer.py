@@ -84,15 +84,19 @@ class Batch:
 class _State:
     batches: dict[str, list[Batch]] = field(default_factory=dict)  # file -> its batches, in order
     rows: int = 0  # buffered rows, counting those being written until they are
-    flushing: bool = False
+    flushing: int = 0  # flushes waiting (a deployer's and the graceful stop's may overlap)
 
 
 class Writer:
-    """Buffer ``capacity`` rows at most for ``sink``; a daemon thread writes them (see module doc)."""
+    """Buffer ``capacity`` rows at most for ``sink``; a daemon thread writes them (see module doc),
+    every ``interval_s`` seconds at least."""
 
-    def __init__(self, sink: Sink, capacity: int, counters: Counters | None = None) -> None:
+    def __init__(
+        self, sink: Sink, capacity: int, counters: Counters | None = None, *, interval_s: float = INTERVAL_S
+    ) -> None:
         self.sink = sink
         self.capacity = capacity
+        self.interval_s = interval_s
         self.counters = counters or Counters()
         self._state = _State()
         self._lock = threading.Lock()  # ``put`` takes it directly: cheaper than the Condition's wrapper
@@ -120,7 +124,7 @@ class Writer:
                 queue.append(batch)
             state.rows += rows
             # wake the writer when the buffer stops being empty (it may wait for a first batch with
-            # no timeout) and when it passes half full; else it writes every ``INTERVAL_S``
+            # no timeout) and when it passes half full; else it writes every ``interval_s``
             if state.rows == rows or state.rows * 2 > self.capacity >= (state.rows - rows) * 2:
                 self._cond.notify()
             return True
@@ -136,21 +140,23 @@ class Writer:
         without backoff pauses longer than the time left); True when none is left."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            self._state.flushing = True
+            self._state.flushing += 1
             self._cond.notify_all()
-            while self._state.rows and time.monotonic() < deadline:
-                self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-            self._state.flushing = False
-            return self._state.rows == 0
+            try:
+                while self._state.rows and time.monotonic() < deadline:
+                    self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                return self._state.rows == 0
+            finally:
+                self._state.flushing -= 1
 
     def _loop(self) -> None:
         backoff = 0.0
         while True:
             with self._cond:
                 if backoff:  # storage failing: only a flush cuts the pause short
-                    self._cond.wait_for(lambda: self._state.flushing, timeout=backoff)
+                    self._cond.wait_for(lambda: self._state.flushing > 0, timeout=backoff)
                 else:
-                    self._cond.wait_for(self._due, timeout=INTERVAL_S)
+                    self._cond.wait_for(self._due, timeout=self.interval_s)
                 while not self._state.batches:
                     self._cond.wait()
                 flushing = self._state.flushing
@@ -160,7 +166,7 @@ class Writer:
             backoff = 0.0 if self._write(pending) else min(BACKOFF_MAX_S, backoff * 2 if backoff else BACKOFF_FIRST_S)
 
     def _due(self) -> bool:
-        return self._state.flushing or self._state.rows * 2 > self.capacity
+        return self._state.flushing > 0 or self._state.rows * 2 > self.capacity
 
     def _write(self, pending: dict[str, list[Batch]]) -> bool:
         """Append each file's batches to it; on a failure put that file's and the later files'

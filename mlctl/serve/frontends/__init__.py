@@ -134,11 +134,13 @@ class Route:
         handler: the coroutine that answers.
         scoring: the request reaches the model: it must be admitted (runner slot; 503 when the
             worker is full), and the pipeline's auth applies.
+        keyed: the pipeline's auth applies though the model is not reached (no admission).
     """
 
     methods: frozenset[str]
     handler: Handler
     scoring: bool = False
+    keyed: bool = False
 
 
 class Frontend(Protocol):

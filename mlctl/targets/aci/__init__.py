@@ -11,8 +11,10 @@ service's name, models, image and fingerprint: ``status`` and ``list`` read the 
 
 ``update`` changes the group in place, which restarts its container (a brief outage: ACI has no
 side-by-side update); if the new container does not become ready, the previous definition is
-put back and the update fails with exit 7. Modules: ``render`` (pure), ``arm`` (SDK, errors,
-LRO), ``lifecycle`` (image, secrets, PUT, readiness).
+put back and the update fails with exit 7. ACI stops containers without a SIGTERM, so before an
+update, a delete or a key rotation replaces or removes a container that collects model data, the
+driver asks its server to write the rows it buffers (``lifecycle.flush_model_data``). Modules:
+``render`` (pure), ``arm`` (SDK, errors, LRO), ``lifecycle`` (image, secrets, PUT, readiness).
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ class Driver:
                 hint="drop --no-wait",
             )
         self._preflight(spec, reporter)
-        if self._group(spec.name) is None:
+        current = self._group(spec.name)
+        if current is None:
             raise NotFoundError(
                 f"service {spec.name!r} does not exist on ACI",
                 hint=f"create it with `mlctl service deploy -f {display_path(spec.spec_file)}`",
@@ -144,6 +147,7 @@ class Driver:
         life.check_image(image, self.settings)
         secrets, _ = life.secrets_for(spec, self.settings, self.home)
         doc = self._body(deployment, image, secrets)
+        life.flush_model_data(current, self.home, reporter)  # ACI stops it with no SIGTERM
         reporter.info(f"ACI restarts the container of {spec.name} in place: it is briefly unavailable")
         try:
             life.put(self.client, self.settings, spec.name, doc, reporter)
@@ -201,6 +205,7 @@ class Driver:
 
         deleted = False
         if self.settings.configured:
+            life.flush_model_data(self._group(name), self.home, reporter)  # ACI stops it with no SIGTERM
             with reporter.step(f"deleting container group {name}"):
                 deleted = life.delete_group(self.client, self.settings, name)
         shutil.rmtree(life.service_dir(self.home, name), ignore_errors=True)
@@ -220,6 +225,7 @@ class Driver:
             raise NotFoundError(f"service {name!r} does not exist on ACI", hint="`mlctl service list` shows services")
         tags = group.tags or {}
         port_tls = (int(tags.get("mlctl-port", "0")), tags.get("mlctl-tls") == "true")
+        life.flush_model_data(group, self.home, reporter)  # with the key still valid there (the other one)
         reporter.info(f"ACI restarts the container of {name} with the new keys: it is briefly unavailable")
         life.put(self.client, self.settings, name, doc, reporter)
         life.wait_ready_at(self.client, self.settings, name, port_tls, timeout_s, reporter)

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mlctl import keys
+from mlctl import keys, modeldata
 from mlctl.builder import docker_client, push, service_image
 from mlctl.errors import DeploymentError, TargetError, WaitTimeout
 from mlctl.output import Reporter
@@ -29,7 +29,15 @@ from mlctl.registry import Registry
 from mlctl.spec.records import InferenceConfig, ServiceSpec
 from mlctl.targets import Deployment, uses_tls
 from mlctl.targets.aci import arm
-from mlctl.targets.aci.render import REDACTED, Secrets, Settings, secret_names, secure_env_names
+from mlctl.targets.aci.render import (
+    REDACTED,
+    TAG_SERVICE,
+    Secrets,
+    Settings,
+    secret_names,
+    secure_env_names,
+    service_url,
+)
 
 LOG_LINES = 30
 
@@ -288,6 +296,48 @@ def log_lines(client: Any, settings: Settings, name: str, tail: int | None) -> l
     except HttpResponseError:
         return []
     return (logs.content or "").splitlines()
+
+
+def collects(group: Any) -> bool:
+    """Whether the group's container runs with model data collection on (its environment)."""
+    containers = getattr(group, "containers", None) or []
+    variables = (getattr(containers[0], "environment_variables", None) or []) if containers else []
+    return any(v.name == "AML_MODEL_DC_STORAGE_ENABLED" and v.value == "true" for v in variables)
+
+
+def flush_model_data(group: Any, home: Path, reporter: Reporter) -> None:
+    """Ask the service of ``group`` to write the model data rows its workers buffer, before ACI
+    stops its container without a SIGTERM (update, delete, key rotation: Azure/azure-cli#16673), so
+    the server's graceful-stop flush cannot run. Only for a running container that collects; with
+    ``auth_enabled`` the keys of the local store are sent (never shown). A failure (no answer, an
+    image without the route, rows left) is a warning: the caller goes on. Bounded: about 15 s."""
+    if group is None or not collects(group) or arm.container_state(group)["state"] != "Running":
+        return
+    tags = group.tags or {}
+    name = tags.get(TAG_SERVICE, group.name)
+    tls = tags.get("mlctl-tls") == "true"
+    base = service_url("https" if tls else "http", address(group), int(tags.get("mlctl-port", "0")), "")
+    secrets = secrets_dir(home, name)
+    with reporter.step(f"asking {name} to write the model data rows it buffers"):
+        problem = modeldata.flush(
+            base,
+            _keys_of(secrets / "keys.json") if tags.get("mlctl-auth") == "true" else [],
+            tls_cert=secrets / "tls-cert.pem" if tls else None,
+        )
+    if problem is not None:
+        reporter.warn(
+            f"{name} did not confirm that its buffered model data rows are written ({problem}); "
+            "rows collected in its last ~0.5 s may be lost"
+        )
+
+
+def _keys_of(path: Path) -> list[str]:
+    """The service keys kept at ``path`` (primary first), [] when it cannot be read."""
+    try:
+        data = keys.read(path)
+    except (OSError, ValueError):
+        return []
+    return [str(data[n]) for n in keys.KEY_NAMES if data.get(n)]
 
 
 def delete_group(client: Any, settings: Settings, name: str) -> bool:
