@@ -14,7 +14,7 @@ Loads each with keep-alive HTTP/1.1 clients (asyncio, in this process) posting 2
 bodies on 127.0.0.1; rounds alternate off/on so a busy machine hurts both alike. Prints req/s per
 cell, the on/off ratio, and the server's CPU per request (user + system time of the server and its
 workers, from /proc: the load generator shares the machine, so this is steadier than req/s). Needs
-numpy, pyarrow, and scikit-learn with joblib for the diabetes model (``make install``).
+numpy, orjson, and scikit-learn with joblib for the diabetes model (``make install``).
 
 ``--client wrk`` loads with wrk as the shared peer harness does (``-t1 --timeout 5s``, keep-alive),
 ``--body FILE`` (repeatable) posts a JSON body of the harness (``{"data": [[10 floats], ...]}``,

@@ -39,8 +39,8 @@ META = (
     "$aml_request_id",
 )
 BLOB_REQUIREMENTS = ("azure-storage-blob>=12.19",)
-# formats collected numpy arrays off the request's thread and the GIL (mlctl.serve.collect.columnar)
-FORMAT_REQUIREMENTS = ("pyarrow>=14",)
+# writes collected numpy arrays as CSV without a Python object per cell (mlctl.serve.collect.numeric)
+FORMAT_REQUIREMENTS = ("orjson>=3.10",)
 FLUSH_PATH = "/-/mlctl/model-data/flush"  # mlctl.serve.frontends.internal
 FLUSH_WAIT_S = 10.0  # the server's own limit; the request's is a few seconds more
 
@@ -56,7 +56,7 @@ def local_root(home: Path) -> Path:
 
 
 def requirements(spec: ServiceSpec) -> tuple[str, ...]:
-    """Packages the service's environment needs for collection (pyarrow; the blob client, only with an account)."""
+    """Packages the service's environment needs for collection (orjson; the blob client, only with an account)."""
     storage = spec.deployment.model_data_storage
     if not enabled(spec):
         return ()

@@ -13,9 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from mlctl.serve.collect import columnar, rows
 from mlctl.serve.collect.sinks import Sink
 
 if TYPE_CHECKING:
@@ -61,23 +60,17 @@ def _shared_metrics() -> SharedMetrics | None:
 
 @dataclass(eq=False, slots=True)
 class Batch:
-    """``rows`` rows for one file of the layout (``path``), and that file's header: either CSV
-    lines (``body``) or a 2-D numpy array of numbers (``array``) whose rows each start with
-    ``prefix`` (the correlation columns' CSV text and a comma).
-
-    Text is formatted by ``collect()`` on the request's thread; arrays are formatted here by
-    ``columnar`` (Arrow kernels that release the GIL). Formatting here in Python would be worse:
-    a CPU-bound background thread holds the GIL against the event loop's thread, which gives it up
-    at every system call and then waits up to ``sys.getswitchinterval()`` to get it back (the
-    convoy effect), cutting throughput far more than the formatting itself costs."""
+    """``rows`` rows for one file of the layout (``path``) as CSV lines in UTF-8 (``body``), and
+    that file's header line. ``collect()`` formats them on the request's thread (orjson for numeric
+    arrays, ``mlctl.serve.collect.numeric``): this thread only appends. Formatting here would not
+    be cheaper: a CPU-bound background thread holds the GIL against the event loop's thread, which
+    gives it up at every system call and then waits up to ``sys.getswitchinterval()`` to get it
+    back (the convoy effect)."""
 
     path: str
     header: str
-    body: str
+    body: bytes
     rows: int
-    prefix: str = ""
-    array: Any = None
-    run: tuple[int, str] | None = None  # (row width, dtype kind) of ``array``, one object per collector and width
 
 
 @dataclass
@@ -190,35 +183,5 @@ class Writer:
 
 
 def _body(batches: list[Batch]) -> bytes:
-    """The CSV lines of ``batches`` in order: text as is, each run of arrays of one width and
-    kind formatted at once (one run, the usual case, is recognised without a loop in Python)."""
-    first = batches[0].run
-    if first is not None and all(b.run is first for b in batches):
-        return _arrays(batches)
-    parts: list[bytes] = []
-    start = 0
-    for end in range(1, len(batches) + 1):
-        if end < len(batches) and _run_key(batches[end]) == _run_key(batches[start]):
-            continue
-        run = batches[start:end]
-        if run[0].array is None:
-            parts.append("".join(b.body for b in run).encode())
-        else:
-            parts.append(_arrays(run))
-        start = end
-    return b"".join(parts)
-
-
-def _run_key(batch: Batch) -> tuple[int, str]:
-    if batch.array is None:
-        return (0, "text")
-    return batch.run or (batch.array.shape[1], batch.array.dtype.kind)
-
-
-def _arrays(run: list[Batch]) -> bytes:
-    """CSV lines of a run of array batches; should Arrow fail, the csv module's (the same text), so
-    a formatting failure is never taken for a storage outage and the rows are not held back."""
-    try:
-        return columnar.body([b.prefix for b in run], [b.array for b in run])
-    except Exception:  # noqa: BLE001 - any pyarrow failure: same text the slow way
-        return "".join(rows.prefixed(b.prefix, b.array.tolist()) for b in run).encode()
+    """The CSV lines of ``batches``, in order."""
+    return b"".join([b.body for b in batches])

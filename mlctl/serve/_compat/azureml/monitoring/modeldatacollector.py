@@ -33,7 +33,7 @@ import warnings
 from datetime import datetime, timezone
 
 from mlctl.serve import collect
-from mlctl.serve.collect import columnar, rows
+from mlctl.serve.collect import numeric, rows
 from mlctl.serve.collect.writer import Batch
 from mlctl.serve.context import NO_REQUEST, current_request_id
 
@@ -42,7 +42,8 @@ _DISABLED = (
     "Data collection is not enabled. Set environment variable AML_MODEL_DC_STORAGE_ENABLED to 'true' "
     "to enable (http://aka.ms/amlmodeldatacollection)."
 )
-# the inputs correlation of the request being scored: (request id, correlation dict, CSV prefix, hour)
+# the inputs correlation of the request being scored:
+# (request id, correlation dict, CSV prefix, scoring hour, the prefix in UTF-8)
 _request_correlation = contextvars.ContextVar("mlctl_dc_correlation", default=None)
 _ARRAY_TYPES = set()  # numpy array types seen by ``collect`` (numpy is not imported here)
 
@@ -75,13 +76,13 @@ class ModelDataCollector:
         settings = collect.settings()
         self._active = False
         self._writer = None
-        self._columnar = False  # numpy arrays formatted by the writer thread (pyarrow installed)
+        self._fast = False  # numeric numpy arrays written by orjson (installed), not the csv module
         self._debug = settings.debug
         self._feature_names = list(feature_names) if feature_names is not None else None
         self._added = contextvars.ContextVar(f"mlctl_dc_added_{id(self)}", default=None)
         self._headers = {}  # (feature names, width) -> CSV header line
         self._paths = {}  # scoring hour (timestamp[:13]) -> file of the layout
-        self._array_targets = {}  # (row width, dtype kind, scoring hour) -> (file, header, run key) of arrays
+        self._array_targets = {}  # (row width, scoring hour) -> (file, header) of numpy arrays
         if self._debug:
             print(
                 "Data collection is in debug mode. Set environment variable AML_MODEL_DC_STORAGE_ENABLED to 'true' "
@@ -134,7 +135,7 @@ class ModelDataCollector:
                 return
         elif settings.enabled:
             self._writer = collect.writer(settings)
-            self._columnar = not self._debug and columnar.available()
+            self._fast = not self._debug and numeric.available()
         self._active = True
 
     def collect(self, input_data, user_correlation_id=""):
@@ -143,7 +144,7 @@ class ModelDataCollector:
             return None
         if (
             type(input_data) in _ARRAY_TYPES
-            and self._columnar
+            and self._fast
             and input_data.size
             and input_data.dtype.kind in "iuf"
             and self._added.get() is None
@@ -159,9 +160,9 @@ class ModelDataCollector:
             return None
         if kind == "numpy":
             _ARRAY_TYPES.add(type(input_data))
-            if self._columnar and self._added.get() is None and columnar.accepts(input_data):
+            if self._fast and self._added.get() is None and numeric.accepts(input_data):
                 return self._collect_array(input_data, user_correlation_id)
-        _, correlation, prefix, _ = self._correlation(user_correlation_id)
+        correlation, prefix = self._correlation(user_correlation_id)[1:3]
         columns, table = rows.table(input_data, kind)
         columns, table = self._strip_added(columns, table, correlation)
         self._write(correlation, prefix, columns or self._feature_names, table)
@@ -169,21 +170,25 @@ class ModelDataCollector:
 
     def _collect_array(self, data, user_correlation_id):
         """``collect`` of a numeric numpy array with at least one cell, the common case, kept to a
-        few microseconds: a copy of its rows goes to the writer thread, which formats it
-        (``mlctl.serve.collect.columnar``); one function, as calls are what costs here."""
+        few microseconds: orjson writes its CSV lines (``mlctl.serve.collect.numeric``) and the
+        writer thread only appends them; one function, as calls are what costs here."""
         request_id = current_request_id()
         entry = None if self._inputs else _request_correlation.get()
         if entry is None or entry[0] != request_id or request_id == NO_REQUEST:
             entry = self._new_correlation(request_id, user_correlation_id)
-        table = columnar.rows_of(data)
-        key = (table.shape[1], table.dtype.kind, entry[3])
+        table = numeric.table_of(data)
+        height, width = table.shape
+        key = (width, entry[3])
         target = self._array_targets.get(key)
         if target is None:
             if len(self._array_targets) > 48:
                 self._array_targets.clear()
             path = self._path(entry[1][self.AML_DC_SCORING_TIMESTAMP_HEADER])
-            target = self._array_targets[key] = (path, self._header(self._feature_names, key[0]), key[:2])
-        self._writer.put(Batch(target[0], target[1], "", len(table), entry[2], table, target[2]))
+            target = self._array_targets[key] = (path, self._header(self._feature_names, width))
+        body = numeric.lines(entry[4], table)
+        if body is None:  # a value orjson writes otherwise than repr (nan, 1e-05, ...): the csv module
+            body = rows.prefixed(entry[2], table.tolist()).encode()
+        self._writer.put(Batch(target[0], target[1], body, height))
         return dict(entry[1]) if self._inputs else None
 
     def add_correlations(self, input_data, correlations):
@@ -216,12 +221,13 @@ class ModelDataCollector:
 
     # -- internals ------------------------------------------------------------------------------
     def _correlation(self, user_correlation_id):
-        """(request id, correlation dict, CSV prefix, scoring hour) of the row being collected: the
-        values ``add_correlations`` gave, the ``inputs`` row's of this request, or new ones."""
+        """(request id, correlation dict, CSV prefix, scoring hour, ...) of the row being collected:
+        the values ``add_correlations`` gave, the ``inputs`` row's of this request, or new ones."""
         request_id = current_request_id()
         added = self._added.get()
         if added is not None:
-            return request_id, added, _prefix(added), str(added[self.AML_DC_SCORING_TIMESTAMP_HEADER])[:13]
+            prefix = _prefix(added)
+            return request_id, added, prefix, str(added[self.AML_DC_SCORING_TIMESTAMP_HEADER])[:13], prefix.encode()
         if self._designation != "inputs":
             earlier = _request_correlation.get()
             if earlier is not None and earlier[0] == request_id and request_id != NO_REQUEST:
@@ -241,7 +247,7 @@ class ModelDataCollector:
             prefix = _prefix(correlation)
         else:  # the usual case: only the generated id, the time and the request id vary
             prefix = f"{correlation_id},{timestamp},{self._constants_text}{request_id},"
-        entry = (request_id, correlation, prefix, timestamp[:13])
+        entry = (request_id, correlation, prefix, timestamp[:13], prefix.encode())
         if self._designation == "inputs":
             _request_correlation.set(entry)
         return entry
@@ -270,7 +276,7 @@ class ModelDataCollector:
             print(header + body, end="")
         if self._writer is not None:
             path = self._path(correlation[self.AML_DC_SCORING_TIMESTAMP_HEADER])
-            self._writer.put(Batch(path, header, body, len(table)))
+            self._writer.put(Batch(path, header, body.encode(), len(table)))
 
     def _header(self, features, width):
         key = (tuple(features) if features else None, width)
