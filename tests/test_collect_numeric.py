@@ -24,7 +24,8 @@ SPECIAL += [float("nan"), float("inf"), float("-inf"), 1 / 3, -123456789.123, 2.
 
 def csv_module(prefixes: list[str], arrays: list[np.ndarray]) -> bytes:
     """What collect() writes for these arrays with the csv module (over tolist(), as v1 did)."""
-    return "".join(rows.prefixed(p, numeric.table_of(a).tolist()) for p, a in zip(prefixes, arrays, strict=True)).encode()
+    pairs = zip(prefixes, arrays, strict=True)
+    return "".join(rows.prefixed(p, numeric.table_of(a).tolist()) for p, a in pairs).encode()
 
 
 def fast(prefixes: list[str], arrays: list[np.ndarray]) -> bytes:
