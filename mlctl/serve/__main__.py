@@ -113,7 +113,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ssl-keyfile", type=Path, help="TLS private key (PEM)")
     p.add_argument("--keys-file", type=Path, help="JSON {primary, secondary}: /score then needs a Bearer key")
     p.add_argument("--debug", action="store_true", help="tracebacks in 500 responses")
-    p.add_argument("--model-name", default="model", help="the model's name in Open Inference Protocol paths")
+    p.add_argument(
+        "--model-name",
+        help="the model's name in Open Inference Protocol paths "
+        "(else MLCTL_MODEL_NAME; else an IoT Edge module's name, IOTEDGE_MODULEID; else model)",
+    )
     p.add_argument("--model-version", help="its version there (default: any version path reaches it)")
     return p.parse_args(argv)
 

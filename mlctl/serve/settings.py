@@ -21,6 +21,10 @@ AZUREML_LOG_LEVEL                                            log level of the se
 SERVICE_NAME, SERVICE_PATH_PREFIX, SERVICE_VERSION           the swagger document's title, path, version
 SERVER_VERSION_LOG_RESPONSE_ENABLED                          ``false``: no ``x-ms-server-version``
 =========================== ================================ =========================================
+
+mlctl's own: ``MLCTL_MODEL_NAME`` (flag ``--model-name``) is the model's name in Open Inference
+Protocol paths; unset, an IoT Edge module answers under its module name (``IOTEDGE_MODULEID``,
+which the IoT Edge runtime sets), anything else as ``model``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from mlctl import __version__
 
 DEFAULT_WORKERS = 2
 DEFAULT_TIMEOUT_MS = 60000
+DEFAULT_MODEL_NAME = "model"  # the model's name in OIP paths when nothing names it
 
 
 class SettingsError(Exception):
@@ -53,7 +58,8 @@ def _int(value: str, name: str, *, minimum: int) -> int:
 def resolve(args: argparse.Namespace, environ: MutableMapping[str, str]) -> None:
     """Fill the flags left unset in ``args`` from the reference's variables in ``environ``, then defaults.
 
-    Sets ``args.app_root`` (Path) and makes ``args.entry_script`` an absolute Path (it stays
+    Sets ``args.app_root`` (Path), ``args.model_name`` (flag, ``MLCTL_MODEL_NAME``, an IoT Edge
+    module's ``IOTEDGE_MODULEID``, ``model``) and makes ``args.entry_script`` an absolute Path (it stays
     ``None`` for a no-code model kind, ``--model-kind onnx|mlflow``, given no script).
     Raises:
         SettingsError: no entry script by flag or ``AZUREML_ENTRY_SCRIPT`` for the entry-script
@@ -80,6 +86,8 @@ def resolve(args: argparse.Namespace, environ: MutableMapping[str, str]) -> None
         args.preload = environ.get("WORKER_PRELOAD", "false").lower() == "true"
     if args.health_port is None and environ.get("SEPERATE_HEALTH_ENDPOINT", "").lower() == "true":
         args.health_port = _int(environ.get("HEALTH_PORT") or "5000", "HEALTH_PORT", minimum=1)
+    if getattr(args, "model_name", None) is None:
+        args.model_name = environ.get("MLCTL_MODEL_NAME") or environ.get("IOTEDGE_MODULEID") or DEFAULT_MODEL_NAME
 
 
 def export(args: argparse.Namespace, environ: MutableMapping[str, str]) -> None:
