@@ -302,7 +302,7 @@ def _check_secrets(workload: Any, hub: RunningHub, logs: str, outputs: list[str]
 def test_the_message_modules_load_the_sdk_only_when_connecting() -> None:
     code = """
 import sys
-import mlctl.serve.__main__, mlctl.serve.edge_messages, mlctl.serve.edge_convert
+import mlctl.serve.__main__, mlctl.serve.edge_messages, mlctl.serve.edge_loop, mlctl.serve.edge_convert
 print(",".join(sorted(m for m in sys.modules if m.startswith(("azure", "paho")))))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -381,6 +381,7 @@ def test_the_defaults_give_one_route_in_and_one_out_and_spec_routes_win(tmp_path
     }
     modules = content["$edgeAgent"]["properties.desired"]["modules"]
     assert modules["named"]["env"] == {
+        "MLCTL_MODEL_NAME": {"value": "named"},  # the module's name in OIP paths
         "MLCTL_EDGE_INPUT": {"value": "readings"},
         "MLCTL_EDGE_OUTPUT": {"value": "scores"},
         "MLCTL_EDGE_ERROR_OUTPUT": {"value": "rejects"},
