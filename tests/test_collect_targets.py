@@ -83,11 +83,11 @@ def test_docker_delete_without_waiting_keeps_the_rows_collected_right_before(
         assert _stored("dcdocker-nw", "inputs") == []  # still buffered in the workers
         deleted = mlctl("service", "delete", "dcdocker-nw", "--no-wait")
         assert deleted.code == 0, deleted.err
-        assert "asking dcdocker-nw to write the model data rows it buffers" in deleted.err, deleted.err
-        assert "warning" not in deleted.err.lower() and key not in deleted.out + deleted.err, deleted.err
         assert not engine.containers.list(all=True, filters={"label": "mlctl.service=dcdocker-nw"})
         assert sorted(r["$aml_request_id"] for r in _stored("dcdocker-nw", "inputs")) == ids
         assert len(_stored("dcdocker-nw", "predictions")) == len(ids)
+        assert "asking dcdocker-nw to write the model data rows it buffers" in deleted.err, deleted.err
+        assert "warning" not in deleted.err.lower() and key not in deleted.out + deleted.err, deleted.err
     finally:
         mlctl("service", "delete", "dcdocker-nw")
 
