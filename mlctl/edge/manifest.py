@@ -9,9 +9,8 @@ Azure/azure-iot-cli-extension) before anything is sent; a layered deployment's m
 checked against the module definition of the same schema. ``$edgeHub`` 1.3 (which only adds
 ``integrity``, not rendered) has no official file: it is checked with the 1.2 file.
 
-Every module gets ``MLCTL_MODEL_NAME`` = its name, so an mlctl scoring server answers the Open
-Inference Protocol under the module's name (``/v2/models/<module>``), as the other targets' services
-answer under the service's (``--model-name``); the module's own ``env`` can say otherwise.
+Every module's ``env`` gets ``MLCTL_MODEL_NAME`` = its name: an mlctl server answers the Open Inference
+Protocol under the module's name, as other targets' services do under theirs (``env`` may override).
 
 Secrets: registry passwords are rendered only from the ``secrets`` argument (name -> password,
 read by ``resolve_secrets`` at send time); without it they are ``<redacted ...>`` placeholders.
