@@ -136,7 +136,8 @@ def _message_answers(
     """Run ``python -m mlctl.serve --model-kind KIND --model-path MODEL`` as an IoT Edge module (a
     Mosquitto edgeHub, a workload API stand-in), route ``request`` (JSON) to amlInput; returns the
     bodies of the ``count`` messages it answers on amlOutput, and the server's own /score answer
-    to the same request. Fails if the server does not exit 0 on SIGTERM."""
+    to the same request. Fails if the server does not exit 0 on SIGTERM or its OIP model is not
+    named after the module (``IOTEDGE_MODULEID``, here ``kind``)."""
     from edge_fakes.broker import EdgeHubSide, run_broker
     from edge_fakes.workload import serve_workload
 
@@ -161,6 +162,8 @@ def _message_answers(
                 bodies.append(body)
             status, _, scored = post(f"http://127.0.0.1:{port}/score", json.dumps(request).encode())
             assert status == 200, scored
+            # no MLCTL_MODEL_NAME here (no manifest): the runtime's IOTEDGE_MODULEID names the model
+            assert call(f"http://127.0.0.1:{port}", f"/v2/models/{kind}/ready")[0] == 200
         finally:
             server.terminate()
             server.wait(30)
