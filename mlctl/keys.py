@@ -75,6 +75,16 @@ def read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
+def values(path: Path) -> list[str]:
+    """The keys kept at ``path``, primary first (secrets: do not print them); [] when the file
+    cannot be read (a deployer then tries without a key)."""
+    try:
+        data = read(path)
+    except (OSError, ValueError):
+        return []
+    return [str(data[n]) for n in KEY_NAMES if data.get(n)]
+
+
 def describe(path: Path) -> dict[str, Any]:
     """Key fingerprints and creation times, safe to print."""
     data = read(path)

@@ -63,6 +63,42 @@ def test_docker_target_collects_to_azurite_through_a_secret_file(tmp_path: Path,
         storage.stop()
 
 
+def test_docker_delete_without_waiting_keeps_the_rows_collected_right_before(
+    tmp_path: Path, engine: Any, mlctl_home: Path
+) -> None:
+    """`service delete --no-wait` removes the container at once (a SIGKILL: no graceful-stop
+    flush), so the driver asks the service to flush first (with the service key). The writers here
+    hold rows for a minute: only that flush can have written them to the local store."""
+    spec = "  auth_enabled: true\n  environment_variables:\n    MLCTL_DC_INTERVAL_S: '60'\n"
+    project = _docker_project(tmp_path, spec, name="dcdocker-nw")
+    try:
+        deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"))
+        assert deployed.code == 0, deployed.err
+        uri = str(deployed.json()["scoring_uri"])
+        key = json.loads((mlctl_home / "services" / "dcdocker-nw" / "secrets" / "keys.json").read_text())["primary"]
+        ids = [f"nowait-{n}" for n in range(6)]
+        for n, request_id in enumerate(ids):
+            body = json.dumps({"data": [[n, 1, 1]]}).encode()
+            assert post(uri, body, {"x-request-id": request_id, "Authorization": f"Bearer {key}"})[0] == 200
+        assert _stored("dcdocker-nw", "inputs") == []  # still buffered in the workers
+        deleted = mlctl("service", "delete", "dcdocker-nw", "--no-wait")
+        assert deleted.code == 0, deleted.err
+        assert not engine.containers.list(all=True, filters={"label": "mlctl.service=dcdocker-nw"})
+        assert sorted(r["$aml_request_id"] for r in _stored("dcdocker-nw", "inputs")) == ids
+        assert len(_stored("dcdocker-nw", "predictions")) == len(ids)
+        assert "asking dcdocker-nw to write the model data rows it buffers" in deleted.err, deleted.err
+        assert "warning" not in deleted.err.lower() and key not in deleted.out + deleted.err, deleted.err
+    finally:
+        mlctl("service", "delete", "dcdocker-nw")
+
+
+def _stored(name: str, designation: str) -> list[dict[str, str]]:
+    """The rows of ``designation`` in the local store (``mlctl service data``: a deleted service's too)."""
+    result = mlctl("-o", "json", "service", "data", name, "--designation", designation)
+    assert result.code == 0, result.err
+    return list(result.json())
+
+
 def test_aci_target_collects_to_azurite_with_a_secure_environment_value(
     tmp_path: Path, aci_env: AciWorld, mlctl_home: Path
 ) -> None:

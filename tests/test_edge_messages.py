@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 from conftest import free_port, mlctl, post, remove_images, self_signed_certificate, wait_for, write
 from edge_fakes.broker import EdgeHubSide, run_broker
@@ -27,6 +28,7 @@ from edge_fakes.hub import HubError
 from edge_fakes.hub_http import RunningHub, serve
 from edge_fakes.workload import serve_workload
 from oci_registry import run_registry
+from oip_checks import call, check_with_spec_schemas, infer, triton_infer
 
 from mlctl.serve.edge_convert import merge_patch, output_bodies
 from mlctl.serve.edge_messages import settings_from_env
@@ -55,6 +57,10 @@ def on_desired_properties(properties):
 def run(raw_data):
     temperature = json.loads(raw_data)["machine"]["temperature"]
     return [json.dumps({"temperature": temperature, "anomaly": temperature > threshold, "threshold": threshold})]
+
+def infer(inputs):  # Open Inference Protocol requests: a tensor of temperatures
+    temperature = inputs["temperature"]
+    return {"anomaly": temperature > threshold, "margin": temperature - threshold}
 """
 
 
@@ -81,7 +87,7 @@ def project(tmp_path: Path) -> Path:
     folder = tmp_path / "project"
     write(folder / "score.py", SCORE)
     write(folder / "model" / "threshold.json", '{"threshold": 25.0}')
-    write(folder / "requirements.txt", "# nothing beyond the scoring runtime\n")
+    write(folder / "requirements.txt", "numpy  # infer() takes the OIP request's tensors as numpy arrays\n")
     write(
         folder / "image.yaml",
         """
@@ -234,6 +240,7 @@ def _exercise(run: Any, spec: str, port: int, module: Module, broker: Any, engin
 
     status, _, answer = post(f"http://127.0.0.1:{port}/score", _message(40.0))  # HTTP scoring stays on
     assert status == 200 and json.loads(json.loads(answer)[0])["anomaly"] is True
+    _check_oip(f"http://127.0.0.1:{port}")
 
     broker.restart()  # edgeHub restarts: the module reconnects; its session (subscription) survived
     assert side.wait_connected(20)
@@ -263,6 +270,20 @@ def _exercise(run: Any, spec: str, port: int, module: Module, broker: Any, engin
     assert "edgeHub connection restored" in logs
 
 
+def _check_oip(base: str) -> None:
+    """The Open Inference Protocol beside /score, under the module's name (the runtime's
+    ``IOTEDGE_MODULEID``), through ``tritonclient`` and by hand: the script's ``infer()`` answers
+    with the model's threshold (25: the twin's reaches the message process only)."""
+    metadata = check_with_spec_schemas(base, MODULE)
+    assert metadata["name"] == MODULE and metadata["platform"] == "mlctl_entry_script", metadata
+    assert call(base, "/v2/models/model/ready")[0] == 404
+    out = triton_infer(base, MODULE, {"temperature": np.array([24.0, 27.5])}, ["anomaly", "margin"])
+    assert out["anomaly"].tolist() == [False, True] and out["margin"].tolist() == [-1.0, 2.5], out
+    status, body = infer(base, MODULE, [{"name": "temperature", "shape": [1], "datatype": "FP32", "data": [30]}])
+    assert status == 200 and body["model_name"] == MODULE, body
+    assert {o["name"]: o["data"] for o in body["outputs"]} == {"anomaly": [True], "margin": [5.0]}, body
+
+
 def _logs(engine: Any) -> str:
     containers = engine.containers.list(all=True, filters={"label": f"edge.device={DEVICE}"})
     return "".join(f"\n--- {c.name}:\n{c.logs().decode(errors='replace')}" for c in containers)
@@ -281,7 +302,7 @@ def _check_secrets(workload: Any, hub: RunningHub, logs: str, outputs: list[str]
 def test_the_message_modules_load_the_sdk_only_when_connecting() -> None:
     code = """
 import sys
-import mlctl.serve.__main__, mlctl.serve.edge_messages, mlctl.serve.edge_convert
+import mlctl.serve.__main__, mlctl.serve.edge_messages, mlctl.serve.edge_loop, mlctl.serve.edge_convert
 print(",".join(sorted(m for m in sys.modules if m.startswith(("azure", "paho")))))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -360,6 +381,7 @@ def test_the_defaults_give_one_route_in_and_one_out_and_spec_routes_win(tmp_path
     }
     modules = content["$edgeAgent"]["properties.desired"]["modules"]
     assert modules["named"]["env"] == {
+        "MLCTL_MODEL_NAME": {"value": "named"},  # the module's name in OIP paths
         "MLCTL_EDGE_INPUT": {"value": "readings"},
         "MLCTL_EDGE_OUTPUT": {"value": "scores"},
         "MLCTL_EDGE_ERROR_OUTPUT": {"value": "rejects"},

@@ -2,8 +2,9 @@
 builds and pushes through the real Docker engine and registry, its container answers /score on the
 module port, and the EdgeDeployment manifest that builds it names the pushed image; an Image spec
 of a pickle with no entry script is refused with what is missing. Both no-code kinds (the ONNX file,
-a registered MLflow sklearn model) run as modules on the simulated device (`edge push`) and answer
-edgeHub messages in the message process."""
+a registered MLflow sklearn model) run as modules on the simulated device (`edge push`), answer the
+Open Inference Protocol under the module's name (real ``tritonclient``), and answer edgeHub
+messages in the message process."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import free_port, mlctl, post, remove_images, self_signed_certificate, wait_for, write
 from mlflow_models import save_models
-from oip_checks import call
+from oip_checks import call, check_with_spec_schemas, infer, triton_infer
 
 NAME = "edge-onnx-nocode"
 SK_NAME = "edge-sk-nocode"
@@ -134,7 +136,8 @@ def _message_answers(
     """Run ``python -m mlctl.serve --model-kind KIND --model-path MODEL`` as an IoT Edge module (a
     Mosquitto edgeHub, a workload API stand-in), route ``request`` (JSON) to amlInput; returns the
     bodies of the ``count`` messages it answers on amlOutput, and the server's own /score answer
-    to the same request. Fails if the server does not exit 0 on SIGTERM."""
+    to the same request. Fails if the server does not exit 0 on SIGTERM or its OIP model is not
+    named after the module (``IOTEDGE_MODULEID``, here ``kind``)."""
     from edge_fakes.broker import EdgeHubSide, run_broker
     from edge_fakes.workload import serve_workload
 
@@ -159,6 +162,8 @@ def _message_answers(
                 bodies.append(body)
             status, _, scored = post(f"http://127.0.0.1:{port}/score", json.dumps(request).encode())
             assert status == 200, scored
+            # no MLCTL_MODEL_NAME here (no manifest): the runtime's IOTEDGE_MODULEID names the model
+            assert call(f"http://127.0.0.1:{port}", f"/v2/models/{kind}/ready")[0] == 200
         finally:
             server.terminate()
             server.wait(30)
@@ -175,6 +180,12 @@ def test_a_no_code_module_runs_on_a_simulated_device(trained_examples: Path, tmp
     with _pushed_module(tmp_path, engine, "diabetes-onnx", NAME) as base:
         answer = _score(f"{base}/score", engine.containers.get("edge-device-1-scorer"))
         assert abs(answer[0] - 4952.8) < 1.0, answer
+        metadata = check_with_spec_schemas(base, "scorer")  # the module's name, as the MLflow case below
+        assert metadata["platform"] == "onnxruntime_onnx" and metadata["name"] == "scorer", metadata
+        (output,) = [o["name"] for o in metadata["outputs"]]
+        rows = np.array(ROWS, dtype=np.float32)
+        out = triton_infer(base, "scorer", {metadata["inputs"][0]["name"]: rows}, [output])
+        assert abs(out[output].ravel()[0] - answer[0]) < 1e-3, out
 
 
 def test_a_registered_mlflow_model_runs_as_a_module_on_a_simulated_device(
@@ -191,8 +202,26 @@ def test_a_registered_mlflow_model_runs_as_a_module_on_a_simulated_device(
         body = json.dumps({"dataframe_split": SK_ROWS}).encode()
         status, _, reply = post(f"{base}/invocations", body, {"Content-Type": "application/json"})
         assert status == 200 and json.loads(reply) == {"predictions": scored}, reply
-        status, metadata = call(base, "/v2/models/model")  # an image run on its own: the server's default name
-        assert status == 200 and metadata["platform"] == "mlflow", metadata
+        _check_oip_as_module(base, scored)
+
+
+def _check_oip_as_module(base: str, scored: list[float]) -> None:
+    """The Open Inference Protocol under the module's name (``scorer``, the runtime's
+    ``IOTEDGE_MODULEID``), not the server's default ``model``: metadata, readiness and inference
+    by hand (schema-checked) and through ``tritonclient``, answering as /score does."""
+    metadata = check_with_spec_schemas(base, "scorer")
+    assert metadata["name"] == "scorer" and metadata["platform"] == "mlflow", metadata
+    assert [t["name"] for t in metadata["inputs"]] == ["x0", "x1", "x2"]
+    assert call(base, "/v2/models/model")[0] == 404
+    columns = {f"x{i}": np.array([[row[i]] for row in SK_ROWS["data"]], dtype=np.float64) for i in range(3)}
+    out = triton_infer(base, "scorer", columns, ["predictions"])
+    assert np.allclose(out["predictions"].ravel(), scored), (out, scored)
+    tensors = [
+        {"name": k, "shape": list(v.shape), "datatype": "FP64", "data": v.ravel().tolist()} for k, v in columns.items()
+    ]
+    status, body = infer(base, "scorer", tensors, id="edge-1")
+    assert status == 200 and body["model_name"] == "scorer" and body["id"] == "edge-1", body
+    assert np.allclose(body["outputs"][0]["data"], scored), body
 
 
 @contextmanager

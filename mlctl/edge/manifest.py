@@ -9,6 +9,9 @@ Azure/azure-iot-cli-extension) before anything is sent; a layered deployment's m
 checked against the module definition of the same schema. ``$edgeHub`` 1.3 (which only adds
 ``integrity``, not rendered) has no official file: it is checked with the 1.2 file.
 
+Every module's ``env`` gets ``MLCTL_MODEL_NAME`` = its name: an mlctl server answers the Open Inference
+Protocol under the module's name, as other targets' services do under theirs (``env`` may override).
+
 Secrets: registry passwords are rendered only from the ``secrets`` argument (name -> password,
 read by ``resolve_secrets`` at send time); without it they are ``<redacted ...>`` placeholders.
 """
@@ -206,7 +209,7 @@ def _module(m: EdgeModule, image: str) -> dict[str, Any]:
         body["startupOrder"] = m.startup_order
     if m.image_pull_policy is not None:
         body["imagePullPolicy"] = m.image_pull_policy
-    env = {**message_env(m.messages), **_collection_env(m), **m.env}
+    env = {"MLCTL_MODEL_NAME": m.name, **message_env(m.messages), **_collection_env(m), **m.env}
     if env:
         body["env"] = {k: {"value": v} for k, v in env.items()}
     where = f"modules.{m.name}.create_options"

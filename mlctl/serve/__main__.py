@@ -19,7 +19,8 @@ asked to flush model data (``mlctl.serve.frontends.internal``), is relayed to ev
 (``--status-file``) is a private 127.0.0.1 port that only this server answers, so a deployer
 can check *this* server's readiness.
 
-Start-up settings also come from the reference server's flags and variables (``mlctl.serve.settings``).
+The command line and the start-up settings from the reference server's flags and variables:
+``mlctl.serve.settings``.
 
 Exit codes: 0 stopped by SIGTERM/SIGINT; 2 a setting is missing or malformed; 3 the entry script
 failed to load or ``init()`` raised;
@@ -41,6 +42,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from mlctl.serve import settings
+from mlctl.serve.settings import parse_args
 from mlctl.serve.sockets import bind, control_socket, public_sockets, write_status
 
 EXIT_INIT_FAILED = 3
@@ -53,75 +56,8 @@ _MAX_RESTARTS = 5  # per minute, then the supervisor gives up
 log = logging.getLogger("mlctl.serve")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options (see ``--help``)."""
-    p = argparse.ArgumentParser(prog="python -m mlctl.serve", description="Serve an Azure ML entry script.")
-    p.add_argument(
-        "--entry-script", "--entry_script", type=Path, help="file with init() and run() (else AZUREML_ENTRY_SCRIPT)"
-    )
-    p.add_argument(
-        "--model-kind",
-        choices=("entry_script", "onnx", "mlflow"),
-        default=os.environ.get("MLCTL_MODEL_KIND", "entry_script"),
-        help="what serves requests: an entry script, an ONNX file, an MLflow model folder (no entry script); "
-        "default: $MLCTL_MODEL_KIND (set in images of no-code models), else entry_script",
-    )
-    p.add_argument(
-        "--model-path",
-        type=Path,
-        default=os.environ.get("MLCTL_MODEL_PATH") or None,
-        help="the ONNX file or MLflow model folder (default: $MLCTL_MODEL_PATH, else --model-dir)",
-    )
-    p.add_argument("--model-dir", "--model_dir", type=Path, help="sets AZUREML_MODEL_DIR")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8890)
-    p.add_argument("--workers", "--worker_count", type=int, help="worker processes (else WORKER_COUNT; 2)")
-    p.add_argument(
-        "--access-control-allow-origins",
-        "--access_control_allow_origins",
-        dest="cors_origins",
-        help="CORS origins, comma-separated, or * (else AML_CORS_ORIGINS; none)",
-    )
-    p.add_argument("--health-port", "--health_port", type=int, help="a second port answering liveness")
-    p.add_argument(
-        "--preload",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="call init() once before forking the workers (else WORKER_PRELOAD; off)",
-    )
-    p.add_argument("--max-request-bytes", type=int, default=100 * 1024 * 1024)
-    p.add_argument("--concurrency", type=int, default=1, help="threads calling run() at once, per worker")
-    p.add_argument("--queue", type=int, default=64, help="requests waiting beyond those, per worker (then 503)")
-    p.add_argument("--timeout-ms", type=int, help="run() time limit, ms (else SCORING_TIMEOUT_MS; 60000); 0: none")
-    p.add_argument(
-        "--max-wait-ms", type=int, default=0, help="longest wait in the queue before run() (then 503); 0: none"
-    )
-    p.add_argument("--listen-fd", type=int, action="append", help="inherited listening socket (repeatable)")
-    p.add_argument("--control-socket", type=Path, help="Unix socket that hands out the listening socket")
-    p.add_argument(
-        "--inherit-from",
-        type=Path,
-        help="control socket of the server this one replaces: take its listening sockets (containers)",
-    )
-    p.add_argument("--status-file", type=Path, help="write {pid, port, probe_port} here once bound")
-    p.add_argument(
-        "--access-log", action=argparse.BooleanOptionalAction, default=False, help="one JSON line per request on stdout"
-    )
-    p.add_argument("--batch-size", type=int, default=0, help="micro-batching: largest batch (0: off; needs run_batch)")
-    p.add_argument("--batch-wait-ms", type=float, default=0.0, help="micro-batching: longest wait to fill a batch")
-    p.add_argument("--ssl-certfile", type=Path, help="TLS certificate (PEM); with --ssl-keyfile: https")
-    p.add_argument("--ssl-keyfile", type=Path, help="TLS private key (PEM)")
-    p.add_argument("--keys-file", type=Path, help="JSON {primary, secondary}: /score then needs a Bearer key")
-    p.add_argument("--debug", action="store_true", help="tracebacks in 500 responses")
-    p.add_argument("--model-name", default="model", help="the model's name in Open Inference Protocol paths")
-    p.add_argument("--model-version", help="its version there (default: any version path reaches it)")
-    return p.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit code."""
-    from mlctl.serve import settings
-
     args = parse_args(argv)
     level = os.environ.get("AZUREML_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(

@@ -321,7 +321,7 @@ def flush_model_data(group: Any, home: Path, reporter: Reporter) -> None:
     with reporter.step(f"asking {name} to write the model data rows it buffers"):
         problem = modeldata.flush(
             base,
-            _keys_of(secrets / "keys.json") if tags.get("mlctl-auth") == "true" else [],
+            keys.values(secrets / "keys.json") if tags.get("mlctl-auth") == "true" else [],
             tls_cert=secrets / "tls-cert.pem" if tls else None,
         )
     if problem is not None:
@@ -329,15 +329,6 @@ def flush_model_data(group: Any, home: Path, reporter: Reporter) -> None:
             f"{name} did not confirm that its buffered model data rows are written ({problem}); "
             "rows collected in its last ~0.5 s may be lost"
         )
-
-
-def _keys_of(path: Path) -> list[str]:
-    """The service keys kept at ``path`` (primary first), [] when it cannot be read."""
-    try:
-        data = keys.read(path)
-    except (OSError, ValueError):
-        return []
-    return [str(data[n]) for n in keys.KEY_NAMES if data.get(n)]
 
 
 def delete_group(client: Any, settings: Settings, name: str) -> bool:

@@ -58,6 +58,7 @@ from mlctl.targets.docker.container import (
     container_config,
     container_state,
     entry_name,
+    flush_model_data,
 )
 from mlctl.targets.init_failure import env_file_shown, explain
 from mlctl.targets.process.lifecycle import check_port_free, ready, uri
@@ -186,8 +187,15 @@ class Driver:
             yield buffer
 
     def delete(self, name: str, reporter: Reporter, *, wait: bool = True, timeout_s: float = STOP_GRACE_S) -> bool:
-        """Stop and remove the service's containers and files; False when there were none."""
+        """Stop and remove the service's containers and files; False when there were none.
+
+        A container that collects model data is first asked to write the rows it buffers
+        (``container.flush_model_data``): with ``wait=False`` it is removed at once, with no
+        graceful stop to write them; with ``wait`` it makes sure of them before the stop's grace
+        period can run out."""
         found = self._containers(name)
+        for container in found:
+            flush_model_data(container, self._secrets_dir(name), reporter)
         with reporter.step(f"removing {name}"):
             for container in found:
                 if wait:

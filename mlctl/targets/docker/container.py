@@ -1,6 +1,7 @@
 """The docker target's container, as data: the ``containers.run`` keyword arguments a Service
 becomes (pure, so ``render`` and the fingerprint are the same at deploy time and at a later
-``diff``), and the ServiceState a running container's labels give back."""
+``diff``), the ServiceState a running container's labels give back, and the model data flush
+``service delete`` asks of it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mlctl import images, modeldata
+from mlctl import images, keys, modeldata
 from mlctl.builder import docker_client
+from mlctl.output import Reporter
 from mlctl.spec.records import ServiceSpec
 from mlctl.targets import TLS_FILES, ServiceState, server_options, tls_paths, uses_tls
 from mlctl.targets.process.lifecycle import ready, uri
@@ -144,6 +146,36 @@ def container_state(container: Any, kind: str, secrets_dir: Path) -> ServiceStat
         },
         fingerprint=json.loads(labels.get("mlctl.fingerprint", "{}")),
     )
+
+
+def collects(container: Any) -> bool:
+    """Whether ``container`` runs with model data collection on (its environment says so)."""
+    env = (container.attrs.get("Config") or {}).get("Env") or []
+    return "AML_MODEL_DC_STORAGE_ENABLED=true" in env
+
+
+def flush_model_data(container: Any, secrets_dir: Path, reporter: Reporter) -> None:
+    """Ask the server in ``container`` to write the model data rows its workers buffer
+    (``mlctl.modeldata.flush``), before ``service delete`` stops it: ``--no-wait`` removes the
+    container at once (SIGKILL), so the server's graceful-stop flush cannot run. Only for a
+    running container that collects; with ``auth_enabled`` the keys of ``secrets_dir`` are sent
+    (never shown). A failure (no answer, an image without the route, rows left) is a warning: the
+    caller goes on. Bounded: about 15 s."""
+    if container.status != "running" or not collects(container):
+        return
+    labels = container.labels
+    tls = labels.get("mlctl.tls") == "true"
+    base = uri(labels.get("mlctl.host", HOST), int(labels.get("mlctl.port", 0)), "", tls=tls)
+    auth = labels.get("mlctl.auth") == "true"
+    cert = Path(labels.get("mlctl.deploy_dir", "/nonexistent")) / TLS_FILES[0] if tls else None
+    name = labels.get(LABEL, container.name)
+    with reporter.step(f"asking {name} to write the model data rows it buffers"):
+        problem = modeldata.flush(base, keys.values(secrets_dir / "keys.json") if auth else [], tls_cert=cert)
+    if problem is not None:
+        reporter.warn(
+            f"{name} did not confirm that its buffered model data rows are written ({problem}); "
+            "rows it collected in its last ~0.5 s may be lost"
+        )
 
 
 def _gpu_request(count: int) -> Any:
