@@ -191,3 +191,21 @@ def test_rows_of_a_failed_write_go_back_in_front_of_later_ones_for_every_file(tm
     for path in ("p", "q"):
         lines = (tmp_path / path / "data.csv").read_text().splitlines()[1:]
         assert [line.rsplit(",", 1)[1] for line in lines] == ["1", "2", "3"]
+
+
+def test_numbers_orjson_writes_in_another_notation_are_rewritten_where_they_stand() -> None:
+    data = np.array([[4.4e-05, 0.5, -1e-07], [10.00001, -0.00001, 1e16], [0.0001, 2.5e-300, -1.5e22]])
+    assert numeric.lines(b"p,", data) == rows.prefixed("p,", data.tolist()).encode()
+    assert numeric.lines(b"p,", data[:, :1]) == b"p,4.4e-05\r\np,10.00001\r\np,0.0001\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(1, 5), st.integers(1, 5)),
+        elements=st.one_of(st.floats(-1e-3, 1e-3), st.floats(-1e-300, 1e-300), st.floats(1e15, 1e300)),
+    )
+)
+def test_tiny_and_huge_values_match_repr(data: np.ndarray) -> None:
+    assert fast(PREFIXES[1:], [data]) == csv_module(PREFIXES[1:], [data])

@@ -7,8 +7,9 @@ Python object per cell) writes integers the same way and floats with the same sh
 digits, in ``repr``'s notation for zero and ``1e-4 <= |x| < 1e16`` (checked on millions of values,
 and by the tests against the installed orjson). Elsewhere it may differ (``0.000044`` where
 ``repr`` writes ``4.4e-05``; ``null`` for nan and infinities): when the text shows an exponent, a
-``null`` or a fixed-notation value below ``1e-4``, the rows holding such values are written with
-``repr`` instead, so what is written never depends on orjson's notation there.
+``null`` or a fixed-notation value below ``1e-4``, those numbers are rewritten as ``repr`` writes
+them (read back with ``float``; rows holding nan or an infinity are written with ``repr`` whole),
+so what is written never depends on orjson's notation there.
 
 Why here, not in the writer thread: orjson formats about twice as fast as Arrow's cast kernels
 did, and on the request's thread it needs no copy of the array and no hand-off through the GIL
@@ -75,11 +76,32 @@ def lines(prefix: bytes, table: Any) -> bytes | None:
         except TypeError:
             return None
     cells = text[2:-2]  # [[a,b],[c,d]] -> a,b],[c,d
-    if table.dtype.kind == "f" and (
-        b"e" in cells or b"n" in cells or b"[0.0000" in text or b",0.0000" in cells or b"-0.0000" in cells
-    ):
-        return _with_repr_rows(prefix, table, cells.split(b"],["))
+    if table.dtype.kind == "f" and (b"e" in cells or b"0.0000" in cells or b"n" in cells):
+        if b"n" in cells:  # null: nan or an infinity, which the text cannot tell apart
+            return _with_repr_rows(prefix, table, cells.split(b"],["))
+        cells = _repr_tokens(cells)
     return b"%s%s\r\n" % (prefix, cells.replace(b"],[", b"\r\n" + prefix))
+
+
+def _repr_tokens(cells: bytes) -> bytes:
+    """``cells`` with every number written with an exponent or as ``0.0000...`` rewritten as
+    ``repr`` writes it (``1e-7`` -> ``1e-07``, ``0.000044`` -> ``4.4e-05``): ``float`` reads
+    orjson's shortest round-trip text back to the same value. A few such values an array at most,
+    usually; numbers that merely contain ``0.0000`` (``10.00001``) come out unchanged."""
+    parts: list[bytes] = []
+    done = 0
+    while True:
+        small, exponent = cells.find(b"0.0000", done), cells.find(b"e", done)
+        at = exponent if small < 0 or 0 <= exponent < small else small
+        if at < 0:
+            break
+        start = max(cells.rfind(b",", done, at), cells.rfind(b"[", done, at), done - 1) + 1
+        ends = [e for e in (cells.find(b",", at), cells.find(b"]", at)) if e >= 0]
+        end = min(ends) if ends else len(cells)
+        parts += (cells[done:start], repr(float(cells[start:end])).encode())
+        done = end
+    parts.append(cells[done:])
+    return b"".join(parts)
 
 
 def _with_repr_rows(prefix: bytes, table: Any, texts: list[bytes]) -> bytes:

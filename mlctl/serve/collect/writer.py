@@ -78,6 +78,7 @@ class _State:
     batches: dict[str, list[Batch]] = field(default_factory=dict)  # file -> its batches, in order
     rows: int = 0  # buffered rows, counting those being written until they are
     flushing: int = 0  # flushes waiting (a deployer's and the graceful stop's may overlap)
+    idle: bool = False  # the writer waits for a first batch with no timeout
 
 
 class Writer:
@@ -99,7 +100,7 @@ class Writer:
 
     def put(self, batch: Batch) -> bool:
         """Buffer ``batch`` whole, or drop it whole when it does not fit; True when buffered.
-        Wakes the writer only when the buffer stops being empty or passes half full."""
+        Wakes the writer only when it is idle or the buffer passes half full."""
         rows = batch.rows
         state = self._state
         with self._lock:
@@ -116,9 +117,11 @@ class Writer:
             else:
                 queue.append(batch)
             state.rows += rows
-            # wake the writer when the buffer stops being empty (it may wait for a first batch with
-            # no timeout) and when it passes half full; else it writes every ``interval_s``
-            if state.rows == rows or state.rows * 2 > self.capacity >= (state.rows - rows) * 2:
+            # wake the writer when it waits for a first batch with no timeout, and when the buffer
+            # passes half full; else it writes every ``interval_s`` (each wake-up costs the request
+            # a hand-off of the GIL)
+            if state.idle or state.rows * 2 > self.capacity >= (state.rows - rows) * 2:
+                state.idle = False
                 self._cond.notify()
             return True
 
@@ -151,7 +154,9 @@ class Writer:
                 else:
                     self._cond.wait_for(self._due, timeout=self.interval_s)
                 while not self._state.batches:
+                    self._state.idle = True
                     self._cond.wait()
+                self._state.idle = False
                 flushing = self._state.flushing
                 pending, self._state.batches = self._state.batches, {}
             if backoff and flushing:
