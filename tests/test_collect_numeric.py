@@ -209,3 +209,11 @@ def test_numbers_orjson_writes_in_another_notation_are_rewritten_where_they_stan
 )
 def test_tiny_and_huge_values_match_repr(data: np.ndarray) -> None:
     assert fast(PREFIXES[1:], [data]) == csv_module(PREFIXES[1:], [data])
+
+
+def test_large_arrays_with_and_without_tiny_values_match_the_csv_module() -> None:
+    rng = np.random.default_rng(19)
+    data = np.round(rng.normal(size=(300, 10)) / 20, 6)  # the diabetes features' look: 0.038076, -0.001882
+    data[7, 3], data[250, 0], data[0, 0] = 4.4e-05, -3e-06, 0.0
+    for table in (data, np.abs(data) + 1e-3):
+        assert numeric.lines(b"p,", table) == rows.prefixed("p,", table.tolist()).encode()

@@ -76,11 +76,24 @@ def lines(prefix: bytes, table: Any) -> bytes | None:
         except TypeError:
             return None
     cells = text[2:-2]  # [[a,b],[c,d]] -> a,b],[c,d
-    if table.dtype.kind == "f" and (b"e" in cells or b"0.0000" in cells or b"n" in cells):
+    if table.dtype.kind == "f" and (b"e" in cells or b"n" in cells or _has_tiny(table, cells)):
         if b"n" in cells:  # null: nan or an infinity, which the text cannot tell apart
             return _with_repr_rows(prefix, table, cells.split(b"],["))
         cells = _repr_tokens(cells)
-    return b"%s%s\r\n" % (prefix, cells.replace(b"],[", b"\r\n" + prefix))
+    # one pass to split (replace() searches twice), one copy to join
+    return b"".join((prefix, (b"\r\n" + prefix).join(cells.split(b"],[")), b"\r\n"))
+
+
+def _has_tiny(table: Any, cells: bytes) -> bool:
+    """Whether a value with ``0 < |x| < 1e-4`` is in ``table`` (orjson writes ``0.0000...``). Small
+    arrays: a search of the text; larger ones: numpy (a 6-byte search of dense digits costs more
+    than two array passes once the text passes a few kilobytes)."""
+    if len(cells) < 2048:
+        return b"0.0000" in cells
+    import numpy
+
+    size = numpy.abs(table)
+    return bool(((size < 1e-4) & (size != 0)).any())
 
 
 def _repr_tokens(cells: bytes) -> bytes:
@@ -90,16 +103,17 @@ def _repr_tokens(cells: bytes) -> bytes:
     usually; numbers that merely contain ``0.0000`` (``10.00001``) come out unchanged."""
     parts: list[bytes] = []
     done = 0
-    while True:
-        small, exponent = cells.find(b"0.0000", done), cells.find(b"e", done)
+    small, exponent = cells.find(b"0.0000"), cells.find(b"e")  # each searched again only once passed
+    while small >= 0 or exponent >= 0:
         at = exponent if small < 0 or 0 <= exponent < small else small
-        if at < 0:
-            break
         start = max(cells.rfind(b",", done, at), cells.rfind(b"[", done, at), done - 1) + 1
         ends = [e for e in (cells.find(b",", at), cells.find(b"]", at)) if e >= 0]
-        end = min(ends) if ends else len(cells)
-        parts += (cells[done:start], repr(float(cells[start:end])).encode())
-        done = end
+        done, begun = (min(ends) if ends else len(cells)), done
+        parts += (cells[begun:start], repr(float(cells[start:done])).encode())
+        if 0 <= small < done:
+            small = cells.find(b"0.0000", done)
+        if 0 <= exponent < done:
+            exponent = cells.find(b"e", done)
     parts.append(cells[done:])
     return b"".join(parts)
 
