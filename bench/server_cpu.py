@@ -1,7 +1,7 @@
 """Server CPU a request under wrk: ``/score`` vs OIP ``infer``, no-code ONNX vs the old ``score.py``.
 
     .venv/bin/python bench/server_cpu.py [--seconds 2] [--rounds 3] [--workers 1] [--connections 64] \
-        [--body /work/shared/bench/bodies/body2.json --body .../body100.json]
+        [--body /work/shared/bench/bodies/body2.json --body .../body100.json] [--only ONNX]
 
 Starts ``python -m mlctl.serve`` for the diabetes entry script (``run()`` and ``infer()`` of
 ``bench/model_kinds.py``), the no-code ONNX graph and the ONNX example's old ``score.py``, then
@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--body", type=Path, action="append", help='{"data": rows} JSON body file (repeatable)')
+    p.add_argument("--only", help="measure only the cells whose name contains this text (e.g. ONNX, entry)")
     args = p.parse_args()
     bodies = [json.loads(f.read_text())["data"] for f in args.body] if args.body else [ROWS]
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,9 +82,11 @@ def _table(
         ]
         runs: list[list[tuple[float, float, float]]] = [[] for _ in cells]
         for _ in range(args.rounds):
-            for i, (_, (proc, port), path, body) in enumerate(cells):
-                runs[i].append(_load(proc.pid, f"http://127.0.0.1:{port}{path}", body, args))
-        medians = [tuple(statistics.median(r[k] for r in found) for k in range(3)) for found in runs]
+            for i, (name, (proc, port), path, body) in enumerate(cells):
+                if args.only is None or args.only in name:
+                    runs[i].append(_load(proc.pid, f"http://127.0.0.1:{port}{path}", body, args))
+        nan = float("nan")
+        medians = [tuple(statistics.median(r[k] for r in found) if found else nan for k in range(3)) for found in runs]
         ratios = {1: medians[0][0] / medians[1][0], 3: medians[3][0] / medians[2][0], 4: medians[2][0] / medians[4][0]}
         for i, ((name, *_), (server, client, rps)) in enumerate(zip(cells, medians, strict=True)):
             shown = f"{ratios[i]:.2f}×" if i in ratios else ""

@@ -20,7 +20,7 @@ from typing import Any
 
 from mlctl.serve.answers import JSONText
 from mlctl.serve.backends.entry_script import BadInput, EntryScriptError
-from mlctl.serve.fastjson import loads
+from mlctl.serve.fastjson import dumps, loads
 from mlctl.serve.request import Request
 from mlctl.serve.tensors import DTYPES, TensorError, TensorSpec
 
@@ -92,23 +92,20 @@ class OnnxModel:
         """``/score`` for ``request`` (its JSON body; see the module docstring): the answer's value."""
         if request.method != "POST":
             raise BadInput('POST a JSON object: {"data": ...} or one key per input')
-        results = self._score(request.data)
-        if len(results) == 1:
-            return _one_a_row(results[0]).tolist()
-        return {name: value.tolist() for name, value in zip(self._output_names, results, strict=True)}
+        return _answer(self._output_names, self._score(request.data))
 
     def call_body(self, body: bytes) -> Any:
-        """``/score`` for a POST body: the answer's JSON text (``JSONText``) when one numeric output
-        holds one value a row, else its value (as ``call``).
+        """``/score`` for a POST body: the answer as ``call`` gives it, already written as JSON
+        (``JSONText``, the text ``json.dumps`` writes) when every output is numeric or boolean.
 
         Raises:
             BadInput: not JSON, or the inputs do not fit the graph (the message names the input).
         """
         results = self._score(body)
-        if len(results) == 1:
-            value = _one_a_row(results[0])
-            return _json_text(value) or value.tolist()
-        return {name: value.tolist() for name, value in zip(self._output_names, results, strict=True)}
+        value = _answer(self._output_names, results)
+        if all(result.dtype.kind in _JSON_KINDS for result in results):
+            return JSONText(dumps(value).encode())
+        return value
 
     def _score(self, body: bytes) -> list[Any]:
         """The graph's outputs for a ``/score`` body; raises ``BadInput`` as ``call_body``."""
@@ -119,7 +116,7 @@ class OnnxModel:
         single = self._single
         try:
             if single is not None and doc.__class__ is dict and "data" in doc and single.name not in doc:
-                feed = {single.name: single.fit(self._np, doc["data"])}  # the hot path of _named and _results
+                feed = {single.name: single.fit(self._np, doc["data"])}  # _named and _results for one input
                 return self._run(self._output_names, feed, self._run_options)  # type: ignore[no-any-return]
             return self._results(self._named(doc))
         except TensorError as exc:
@@ -177,26 +174,16 @@ def _session_run(session: Any) -> Any:
     return compiled if callable(compiled) else session.run
 
 
-def _one_a_row(value: Any) -> Any:
-    """A ``[N, 1]`` output (one value a row, as converted regressors give) as ``[N]``, like scikit-learn's."""
-    return value[:, 0] if value.ndim == 2 and value.shape[1] == 1 else value
+def _answer(names: list[str], results: list[Any]) -> Any:
+    """``/score``'s answer: the single output as lists (``[N, 1]`` as ``[N]``, one value a row, as
+    converted regressors give, like scikit-learn's ``predict``), else the outputs by name."""
+    if len(results) == 1:
+        value = results[0]
+        return (value[:, 0] if value.ndim == 2 and value.shape[1] == 1 else value).tolist()
+    return {name: value.tolist() for name, value in zip(names, results, strict=True)}
 
 
-# numpy dtype character (float16/32/64, the integers) -> how json writes the numbers tolist() gives
-_REPR = {**dict.fromkeys("efd", float.__repr__), **dict.fromkeys("bhilqBHILQ", int.__repr__)}
-
-
-def _json_text(value: Any) -> JSONText | None:
-    """``json.dumps(value.tolist())`` of a 1-D integer or float array, without the encoder; else None.
-
-    The numbers are written with ``repr``, as ``json`` writes them; NaN and infinities (whose ``repr``
-    has an ``n``, and which JSON writes otherwise) are left to ``json.dumps``.
-    """
-    number = _REPR.get(value.dtype.char) if value.ndim == 1 else None
-    if number is None:
-        return None
-    text = ", ".join(map(number, value.tolist()))
-    return None if "n" in text else JSONText(f"[{text}]".encode())
+_JSON_KINDS = frozenset("biuf")  # numpy kinds whose tolist() holds only bools, ints and floats
 
 
 def _spec(node: Any) -> TensorSpec:
