@@ -166,9 +166,11 @@ def _session_run(session: Any) -> Any:
 
     ``InferenceSession.run`` checks that every required input is fed, that ``OrtValue`` inputs
     belong to the session and that no WebGPU graph capture is on, and retries on another execution
-    provider after a failure of the first: none of it applies here (``_results`` checks the
-    inputs' names, feeds are numpy arrays, the session is CPU only), and it costs a tenth of a
-    2-row request. ``_sess`` is onnxruntime's attribute for the compiled session since 1.0.
+    provider after a failure of the first: none of it applies here (``_results`` and ``_score``
+    feed every input, as numpy arrays, the session is CPU only), and it costs ~0.8 µs a call
+    (onnxruntime 1.32: 3.2 vs 2.4 µs on the diabetes graph), 6 % of a 2-row ``/score`` in process.
+    ``_sess`` is onnxruntime's attribute for the compiled session since 1.0; without it, ``run``.
+    Errors of the run itself are the same (the compiled session raises them).
     """
     compiled = getattr(getattr(session, "_sess", None), "run", None)
     return compiled if callable(compiled) else session.run
