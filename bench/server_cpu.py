@@ -17,6 +17,11 @@ them (``np.array`` of JSON integers), where the ``FP64`` cell gives it float64, 
 scikit-learn's ``predict`` checks for NaN and infinities (about 6 µs on the diabetes Ridge): the
 difference between the two OIP cells is the model's, not the protocol's. ``--only TEXT`` measures
 only the cells whose name contains ``TEXT``.
+
+To measure another version of the server, run the script from a folder holding that version's
+``mlctl/`` (``git archive REV mlctl | tar -x -C DIR; cd DIR``): ``python -m mlctl.serve`` puts its
+working directory first on ``sys.path``, before ``PYTHONPATH``, so ``PYTHONPATH`` alone does not
+switch the servers' code (it does for the in-process ``bench/per_request.py``).
 """
 
 from __future__ import annotations
