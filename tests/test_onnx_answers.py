@@ -59,7 +59,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, OnnxModel]:
     folder = tmp_path_factory.mktemp("onnx")
     node = helper.make_node
     return {
-        # X / Y (NaN and infinities from zeros), X > Y, X as int64, as float16, and as string
+        # X / Y (NaN and infinities from zeros), X > Y, X as int64, float16 and uint8
         "many": loaded(
             graph(
                 folder / "many.onnx",
@@ -84,7 +84,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, OnnxModel]:
                 (helper.make_tensor("ones", T.DOUBLE, [3, 1], [1.0, 1.0, 1.0]),),
             )
         ),
-        "strings": loaded(
+        "strings": loaded(  # an output json.dumps writes only through the front-end
             graph(
                 folder / "strings.onnx",
                 [node("Identity", ["S"], ["same"])],
