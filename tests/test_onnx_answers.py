@@ -84,7 +84,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, OnnxModel]:
                 (helper.make_tensor("ones", T.DOUBLE, [3, 1], [1.0, 1.0, 1.0]),),
             )
         ),
-        "strings": loaded(  # an output json.dumps writes only through the front-end
+        "strings": loaded(  # a string output: its value is left to the front-end's json.dumps
             graph(
                 folder / "strings.onnx",
                 [node("Identity", ["S"], ["same"])],
