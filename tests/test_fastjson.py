@@ -16,6 +16,7 @@ BODIES = [
     b'{"x": "caf\xc3\xa9 \xf0\x9f\x98\x80"}',  # UTF-8 text
     b'{"x": 1} ',  # trailing whitespace
     b'{"x": 1}\r\n\t',
+    b'{"x": 1}\n',  # a file's last newline (curl -d @file)
     b' \n{"x": 1}',  # leading whitespace
     b'\xef\xbb\xbf{"x": 1}',  # UTF-8 byte order mark (json.loads accepts it on bytes)
     '{"x": "é"}'.encode("utf-16"),  # UTF-16 with BOM
@@ -32,6 +33,9 @@ BAD = [
     b"{",
     b"{}}",  # trailing data
     b'{"x": 1} {"y": 2}',
+    b'{"x": 1} \x0c',  # whitespace to str.isspace, not to JSON
+    b'{"x": 1}\xc2\xa0',
+    b'{"x": 1}\n\x00',
     b'{"x": 1,}',
     b"{'x': 1}",
     b'{"x": \x00}',

@@ -22,11 +22,11 @@ _scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # scan_once 
 def loads(body: bytes) -> Any:
     """``json.loads(body)``: the same value, or the same exception (``ValueError``, ``RecursionError``).
 
-    A body that starts with ``{`` and decodes as UTF-8 is scanned directly; when the scan does
-    not end exactly at the body's end (trailing whitespace or data, or an error), ``json.loads``
-    reads it again, so its error message (or whitespace handling) is the one returned. (A body
-    in UTF-16 or UTF-32, which ``json.loads`` detects, has a NUL byte right after its ``{`` and
-    fails the scan, so it goes to ``json.loads`` too.)
+    A body that starts with ``{`` and decodes as UTF-8 is scanned directly, and its value
+    returned when only JSON's whitespace (space, tab, CR, LF: what ``json.loads`` skips) follows
+    it; otherwise (an error, trailing data) ``json.loads`` reads it again, so its error message is
+    the one raised. (A body in UTF-16 or UTF-32, which ``json.loads`` detects, has a NUL byte right
+    after its ``{`` and fails the scan, so it goes to ``json.loads`` too.)
     """
     if body[:1] == b"{":
         try:
@@ -34,7 +34,7 @@ def loads(body: bytes) -> Any:
             value, end = _scan(text, 0)
         except (ValueError, StopIteration):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             return json.loads(body)
-        if end == len(text):
+        if end == len(text) or not text[end:].strip(" \t\n\r"):
             return value
     return json.loads(body)
 
