@@ -63,6 +63,34 @@ def test_loads_raises_json_loads_error_with_its_message(body: bytes) -> None:
     assert type(got.value) is type(expected.value) and str(got.value) == str(expected.value)
 
 
+def test_loads_agrees_with_json_loads_on_mutated_bodies() -> None:
+    """Seeded random byte edits of request bodies: the same value, or the same error and message."""
+    import random
+
+    rng = random.Random(21)
+    alphabet = b'{}[]",:. \t\n\r\\0123456789eE+-abtrufnlsNI\x00\x80\xc3\xa9\xff'
+    seeds = [b'{"data": [[1, 2.5], [-3e2, 4]]}', b'{"inputs": [{"name": "x", "data": [true, null, "\\u00e9"]}]}']
+    for _ in range(3000):
+        body = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(body) + 1)
+            edit = rng.randrange(3)
+            if edit == 0:
+                body[at:at] = bytes([rng.choice(alphabet)])
+            elif edit == 1 and at < len(body):
+                del body[at]
+            elif at < len(body):
+                body[at] = rng.choice(alphabet)
+        assert _outcome(loads, bytes(body)) == _outcome(json.loads, bytes(body)), bytes(body)
+
+
+def _outcome(function: Any, body: bytes) -> tuple[str, str]:
+    try:
+        return "value", repr(function(body))
+    except ValueError as exc:
+        return type(exc).__name__, str(exc)
+
+
 def test_loads_of_a_body_nested_too_deep_raises_recursion_error_like_json_loads() -> None:
     body = b'{"x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
     with pytest.raises(RecursionError):
