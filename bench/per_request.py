@@ -1,6 +1,7 @@
 """In-process CPU time a request of the fast paths: ``/score`` vs OIP ``infer``, entry script and ONNX.
 
     .venv/bin/python bench/per_request.py [--calls 20000] [--rows 2 100] [--profile CELL]
+    .venv/bin/python bench/per_request.py --body /work/shared/bench/bodies/body2.json --body .../body100.json
 
 The ``stub`` script (its ``run()`` and ``infer()`` sum the rows) shows the protocols' own costs.
 Each cell builds the back-end and the ``ScoringApp`` as ``python -m mlctl.serve`` does (one
@@ -9,7 +10,9 @@ worker, the model called inline, a 60 s scoring timeout), then calls ``ScoringAp
 reports ``time.process_time`` per call in microseconds (best of 10 interleaved rounds), the body
 lengths and a ratio (OIP rows: ``/score``'s µs over OIP's; the old ``score.py`` row: its µs over the
 no-code ``/score``'s, >= 1 when no-code is no slower). No sockets: the HTTP parsing and writes are the same
-for every route. ``--profile`` prints cProfile's top functions of one cell instead.
+for every route. ``--profile`` prints cProfile's top functions of one cell instead. ``--body FILE``
+(repeatable) takes the rows of a ``{"data": rows}`` body instead of the first ``--rows`` diabetes
+rows (the key cell's shared ``body2.json``/``body100.json``; cells are then named by row count).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=20000)
     p.add_argument("--rows", type=int, nargs="+", default=[2, 100])
     p.add_argument("--profile", help="a cell name, e.g. 'entry OIP 2'")
+    p.add_argument("--body", type=Path, action="append", help='{"data": rows} JSON body file (repeatable)')
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -67,8 +71,9 @@ def main() -> None:
         }
         _out("| cell | rows | request bytes | answer bytes | µs CPU a request | ratio |")
         _out("|---|---|---|---|---|---|")
-        for rows in args.rows:
-            data = x[:rows].tolist()
+        bodies = [json.loads(f.read_text())["data"] for f in args.body or []] or [x[:n].tolist() for n in args.rows]
+        for data in bodies:
+            rows = len(data)
             score = json.dumps({"data": data}).encode()
             cells = [
                 ("stub /score", apps["stub"], b"/score", score),

@@ -89,6 +89,21 @@ def test_an_onnx_folder_serves_its_single_input_graph_on_score_and_oip(serve: An
     assert status == 400 and b"'X' has rank 1" in body
 
 
+def test_onnx_answers_are_the_same_bytes_inline_and_on_the_thread_pool(serve: Any, tmp_path: Path) -> None:
+    """The no-code back-end writes its answers' JSON itself (``JSONText``); both runner modes send it."""
+    model = regression_graph(tmp_path / "model")
+    inline, pooled = serve("onnx", model), serve("onnx", model, "--concurrency", "2")
+    for body in (b'{"data": [[1, 1, 1], [2, 0, 0]]}', b'{"X": [[1e38, 1e38, 1e38]]}', b'{"data": [1]}', b"[1"):
+        first, second = post(inline + "/score", body), post(pooled + "/score", body)
+        assert first[0] == second[0], (body, first, second)
+        if first[0] == 200:
+            assert first[2] == second[2], (body, first, second)
+        else:  # errors carry each request's id
+            assert json.loads(first[2])["message"] == json.loads(second[2])["message"], (body, first, second)
+    status, headers, answer = post(pooled + "/score", b'{"data": [[1e38, 1e38, 1e38]]}')
+    assert status == 200 and answer == b"[Infinity]" and headers["content-type"] == "application/json"
+
+
 def test_an_onnx_file_with_two_inputs_takes_named_inputs(serve: Any, tmp_path: Path) -> None:
     base = serve("onnx", two_input_graph(tmp_path / "add.onnx"))
     status, _, body = post(base + "/score", b'{"X": [[1, 2]], "Y": [[3, 1]]}')

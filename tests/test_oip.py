@@ -154,10 +154,17 @@ def test_a_plain_script_says_what_it_needs_and_protocol_errors_are_400_or_404(se
         ({**good, "datatype": "FP8"}, "unknown datatype"),
         ({**good, "datatype": ["FP32"]}, "unknown datatype"),
         ({"name": "x", "shape": [2], "datatype": "FP32"}, "has no 'data'"),
+        ({"shape": [2], "datatype": "FP32", "data": [1, 2]}, "has no 'name'"),
+        ({**good, "name": ["x"]}, "is not a string"),
+        ([1, 2], "must be an object"),
     ]:
         status, body = infer(base, "svc", [tensor])
         assert status == 400 and words in body["error"], body
+        validate(body, "error_response")
     assert call(base, "/v2/models/svc/infer", {"inputs": []})[0] == 400
+    for outputs in (None, {}, [{}], "x"):
+        status, body = call(base, "/v2/models/svc/infer", {"inputs": [good], "outputs": outputs})
+        assert (status, body) == (400, {"error": "outputs must be a list of objects with a name"}), outputs
     assert call(base, "/v2/models/other/infer", {"inputs": [good]}) == (
         404,
         {"error": "model not found: /v2/models/other/infer; this service serves svc"},

@@ -33,6 +33,18 @@ class Chunks:
 
 
 Body = bytes | Chunks
+
+
+class JSONText(bytes):
+    """A back-end's answer already written as JSON (UTF-8 bytes): front-ends send it as it is.
+
+    What a back-end returns from ``call_body`` when it writes its answer faster than
+    ``json.dumps`` would, with the same text (``mlctl.serve.backends.onnx``).
+    """
+
+    __slots__ = ()
+
+
 Answer = tuple[int, Body, Headers]  # status, body, headers (content-length and x-request-id included)
 
 

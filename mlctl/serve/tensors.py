@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mlctl.serve.fastjson import dumps
+
 # OIP datatype -> numpy dtype name (BYTES: numpy object arrays of str / bytes)
 DTYPES = {
     "BOOL": "bool",
@@ -78,6 +80,8 @@ def decode(tensor: Any) -> Any:
             raise TensorError("each of inputs must be an object with name, shape, datatype and data") from None
         missing = next(k for k in ("name", "shape", "datatype", "data") if k not in tensor)
         raise TensorError(f"input {tensor.get('name', '?')!r} has no {missing!r}") from None
+    if name.__class__ is not str:
+        raise TensorError(f"input name {name!r} is not a string")
     dtype = (_NUMPY_DTYPES.get(datatype) if isinstance(datatype, str) else None) or _numpy_dtype(name, datatype)
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise TensorError(f"input {name!r}: shape must be a list of non-negative integers")
@@ -97,14 +101,19 @@ _np: Any = None  # numpy, once a tensor is met
 
 
 def _numpy_dtype(name: str, datatype: Any) -> Any:
-    global _np
     if not isinstance(datatype, str) or datatype not in DTYPES:
         raise TensorError(f"input {name!r}: unknown datatype {datatype!r}; one of {', '.join(DTYPES)}")
+    found = _NUMPY_DTYPES[datatype] = _numpy().dtype(DTYPES[datatype])
+    return found
+
+
+def _numpy() -> Any:
+    """numpy, imported on first use (and kept in ``_np``)."""
+    global _np
     import numpy
 
     _np = numpy
-    found = _NUMPY_DTYPES[datatype] = numpy.dtype(DTYPES[datatype])
-    return found
+    return numpy
 
 
 def encode(name: str, value: Any) -> dict[str, Any]:
@@ -121,17 +130,16 @@ def encode(name: str, value: Any) -> dict[str, Any]:
 
 
 _HEADS: dict[tuple[str, str], str] = {}  # (output name, datatype) -> the JSON text up to the shape's numbers
-_REPR = {"INT": int.__repr__, "UIN": int.__repr__, "FP1": float.__repr__, "FP3": float.__repr__, "FP6": float.__repr__}
 
 
 def encode_json(name: str, value: Any) -> str:
     """``json.dumps(encode(name, value))``, built without the dict (the same text).
 
-    Numbers are written with ``repr``, as ``json`` writes them; data with a NaN or an infinity
-    (whose ``repr`` has an ``n``) and ``BOOL``/``BYTES`` data go through ``json.dumps``.
+    The head (up to the shape's numbers) is cached per output name and datatype; the flat data
+    is written by ``json``'s C encoder (``mlctl.serve.fastjson.dumps``); ``BYTES`` data goes
+    through ``encode`` (its elements are decoded first).
     """
-    import numpy as np
-
+    np = _np or _numpy()
     array = value if type(value) is np.ndarray else np.asarray(value)
     datatype = datatype_of(array.dtype)
     if datatype == "BYTES":
@@ -141,11 +149,9 @@ def encode_json(name: str, value: Any) -> str:
         head = json.dumps({"name": name, "datatype": datatype, "shape": []})[:-2]
         if len(_HEADS) < 1024:
             _HEADS[name, datatype] = head
-    flat = array.ravel().tolist()
-    number = _REPR.get(datatype[:3])
-    data = None if number is None else ", ".join(map(number, flat))
-    data = f"[{data}]" if data is not None and "n" not in data else json.dumps(flat)
-    return f'{head}{", ".join(map(str, array.shape))}], "data": {data}}}'
+    shape = array.shape
+    dims = str(shape[0]) if len(shape) == 1 else ", ".join(map(str, shape))
+    return f'{head}{dims}], "data": {dumps(array.ravel().tolist())}}}'
 
 
 def specs_from_schema(schema: dict[str, Any]) -> list[TensorSpec]:

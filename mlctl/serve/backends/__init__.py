@@ -48,7 +48,8 @@ class ModelBackend(Protocol):
         """
 
     def call_body(self, body: bytes) -> Any:
-        """The model's answer to a ``POST`` body (only when ``fast``)."""
+        """The model's answer to a ``POST`` body (only when ``fast``): as ``call``'s, or already
+        written as JSON (``mlctl.serve.answers.JSONText``, sent as it is)."""
 
 
 class TensorModel(Protocol):

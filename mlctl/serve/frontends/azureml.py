@@ -25,7 +25,7 @@ import traceback
 from time import perf_counter
 from typing import Any
 
-from mlctl.serve.answers import Answer, answer, is_response, response_answer, to_json
+from mlctl.serve.answers import Answer, JSONText, answer, is_response, response_answer, to_json
 from mlctl.serve.backends.entry_script import BadInput
 from mlctl.serve.batching import Batcher, BatchFailed
 from mlctl.serve.frontends import Call, FastHandler, Route
@@ -144,6 +144,8 @@ class AzureML:
 
     def _result_answer(self, result: Any, request_id: str, rid: bytes, seconds: float) -> Answer:
         took = (b"x-ms-run-fn-exec-ms", b"%.3f" % (seconds * 1000))
+        if result.__class__ is JSONText:
+            return answer(200, result, rid, _JSON, _OK, took)
         if is_response(result):
             return response_answer(result, rid, took)
         try:

@@ -29,6 +29,7 @@ from typing import Any
 
 from mlctl import __version__
 from mlctl.serve.answers import Answer, answer, to_json
+from mlctl.serve.fastjson import loads
 from mlctl.serve.frontends import Call, FastHandler, Route
 from mlctl.serve.runner import TimedOut, WaitedTooLong
 from mlctl.serve.tensors import TensorError, decode, encode_json
@@ -165,17 +166,20 @@ class OIP:
 
     def _reply(self, request: dict[str, Any], outputs: list[str], rid: bytes) -> Answer:
         """The ``inference_response``: written around the outputs' JSON text, as ``json.dumps`` of the dict would."""
-        parts = [self._reply_head]
-        for key in ("id", "parameters"):
-            if key in request:
-                parts.append(f', "{key}": {_ENCODER.encode(request[key])}')
-        parts += (', "outputs": [', ", ".join(outputs), "]}")
-        return answer(200, "".join(parts).encode(), rid, _JSON)
+        head = self._reply_head
+        if "id" in request or "parameters" in request:
+            for key in ("id", "parameters"):
+                if key in request:
+                    head += f', "{key}": {_ENCODER.encode(request[key])}'
+        return answer(200, f'{head}, "outputs": [{", ".join(outputs)}]}}'.encode(), rid, _JSON)
 
     def _infer_doc(self, request: dict[str, Any]) -> list[str]:
         """Decode the inputs, run the model, encode the (requested) outputs as JSON text: on the runner thread."""
         model = self.model
-        inputs = {t["name"]: decode(t) for t in request["inputs"]}
+        inputs = {}
+        for tensor in request["inputs"]:
+            array = decode(tensor)  # first: it refuses a tensor that is not an object, or has no name
+            inputs[tensor["name"]] = array
         names = self._input_names
         if names is None:
             names = self._input_names = frozenset(t.name for t in model.inputs)
@@ -222,7 +226,7 @@ def _model_path(rest: str) -> tuple[str, str | None, str]:
 def _parse_request(body: bytes) -> dict[str, Any]:
     """The inference request of ``body``, its shape checked (tensors are decoded on the runner)."""
     try:
-        doc = json.loads(body)
+        doc = loads(body)
     except ValueError as exc:
         raise TensorError(
             f"the inference request is not JSON ({exc}); the binary tensor extension is not supported: "
@@ -233,9 +237,10 @@ def _parse_request(body: bytes) -> dict[str, Any]:
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise TensorError("the inference request needs inputs: a non-empty list of tensors")
-    outputs = doc.get("outputs", [])
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and "name" in o for o in outputs):
-        raise TensorError("outputs must be a list of objects with a name")
+    if "outputs" in doc:  # (most requests have none: no generator to build)
+        outputs = doc["outputs"]
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) and "name" in o for o in outputs):
+            raise TensorError("outputs must be a list of objects with a name")
     return doc
 
 
