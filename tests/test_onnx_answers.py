@@ -192,3 +192,32 @@ def test_infer_keeps_its_tensor_errors(models: dict[str, OnnxModel]) -> None:
         model.infer({"X": x})
     with pytest.raises(TensorError, match="'Z' is not an input"):
         model.infer({"X": x, "Y": x, "Z": x})
+
+
+def test_a_classifier_with_a_zipmap_answers_its_labels_and_probability_maps(tmp_path: Path) -> None:
+    """skl2onnx's default for classifiers: a label tensor and a seq(map(int64, float)) of probabilities."""
+    import onnxruntime
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from mlctl.serve import tensors
+
+    features, labels = load_iris(return_X_y=True)
+    path = tmp_path / "iris.onnx"
+    fitted = LogisticRegression(max_iter=500).fit(features, labels)
+    path.write_bytes(to_onnx(fitted, features[:1].astype(np.float32)).SerializeToString())
+    rows = features[[0, 100]].astype(np.float32)
+    label, maps = onnxruntime.InferenceSession(str(path)).run(None, {"X": rows})
+    model = loaded(path)
+
+    answer = model.call_body(json.dumps({"data": rows.tolist()}).encode())
+    assert not isinstance(answer, JSONText)
+    expected = {"output_label": label.tolist(), "output_probability": [{str(k): v for k, v in m.items()} for m in maps]}
+    assert json.loads(json.dumps(answer, default=to_json)) == expected
+    assert [spec.shape for spec in model.outputs] == [(-1,), (-1,)]
+
+    out = model.infer({"X": rows})
+    encoded = json.loads(tensors.encode_json("output_probability", out["output_probability"]))
+    assert (encoded["datatype"], encoded["shape"]) == ("BYTES", [2])
+    assert [json.loads(text) for text in encoded["data"]] == expected["output_probability"]

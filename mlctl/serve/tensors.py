@@ -123,10 +123,21 @@ def encode(name: str, value: Any) -> dict[str, Any]:
     array = np.asarray(value)
     datatype = datatype_of(array.dtype)
     if datatype == "BYTES":
-        data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.ravel().tolist()]
+        data = [_element_text(v) for v in array.ravel().tolist()]
     else:
         data = array.ravel().tolist()
     return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+
+
+def _element_text(value: Any) -> str:
+    """A ``BYTES`` element: bytes as UTF-8, a map or a list (an ONNX ``seq(map(...))`` output, as
+    scikit-learn classifiers converted with a ZipMap give their probabilities) as JSON text, so a
+    client can read it back; anything else as ``str``."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
 
 
 _HEADS: dict[tuple[str, str], str] = {}  # (output name, datatype) -> the JSON text up to the shape's numbers

@@ -103,7 +103,7 @@ class OnnxModel:
         """
         results = self._score(body)
         value = _answer(self._output_names, results)
-        if all(result.dtype.kind in _JSON_KINDS for result in results):
+        if all(getattr(result, "dtype", _NO_DTYPE).kind in _JSON_KINDS for result in results):
             return JSONText(dumps(value).encode())
         return value
 
@@ -178,19 +178,26 @@ def _session_run(session: Any) -> Any:
 
 def _answer(names: list[str], results: list[Any]) -> Any:
     """``/score``'s answer: the single output as lists (``[N, 1]`` as ``[N]``, one value a row, as
-    converted regressors give, like scikit-learn's ``predict``), else the outputs by name."""
+    converted regressors give, like scikit-learn's ``predict``), else the outputs by name. A
+    sequence output (ONNX ``seq(...)``: a list, of maps for a ZipMap's class probabilities) is
+    answered as it is: ``json`` writes the maps' keys as strings."""
     if len(results) == 1:
         value = results[0]
+        if not hasattr(value, "ndim"):
+            return value
         return (value[:, 0] if value.ndim == 2 and value.shape[1] == 1 else value).tolist()
-    return {name: value.tolist() for name, value in zip(names, results, strict=True)}
+    return {name: getattr(value, "tolist", lambda v=value: v)() for name, value in zip(names, results, strict=True)}
 
 
 _JSON_KINDS = frozenset("biuf")  # numpy kinds whose tolist() holds only bools, ints and floats
+_NO_DTYPE = type("_NoDtype", (), {"kind": "O"})()  # a sequence output's stand-in: not a JSON kind
 
 
 def _spec(node: Any) -> TensorSpec:
     element = str(node.type).removeprefix("tensor(").removesuffix(")")
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (node.shape or []))
+    if str(node.type).startswith("seq(") and not shape:
+        shape = (-1,)  # a sequence (of maps, say): one element a row
     return TensorSpec(node.name, _ELEMENT_TYPES.get(element, "BYTES"), shape)
 
 
