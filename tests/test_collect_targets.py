@@ -138,6 +138,14 @@ def test_aci_target_collects_to_azurite_with_a_secure_environment_value(
             assert canary.encode() not in path.read_bytes(), path
 
 
+def _deploy_on_aci(project: Path, aci_env: AciWorld) -> str:
+    """Add target ``aci-dev`` (the ACI fake) and deploy ``project``'s service there; its scoring URI."""
+    assert mlctl("target", "add", "aci-dev", "--kind", "aci", *aci_env.target_options()).code == 0
+    deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"))
+    assert deployed.code == 0, deployed.err
+    return str(deployed.json()["scoring_uri"])
+
+
 def _rows_survive_update_and_delete(
     storage: Azurite,
     uri: str,
@@ -189,11 +197,8 @@ def test_aci_update_and_delete_keep_the_rows_collected_right_before(
         "  auth_enabled: true\n  environment_variables:\n    MLCTL_DC_INTERVAL_S: '60'\n"
     )
     project = _docker_project(tmp_path, spec, name="aci-dc2", target="aci-dev")
-    assert mlctl("target", "add", "aci-dev", "--kind", "aci", *aci_env.target_options()).code == 0
     try:
-        deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"))
-        assert deployed.code == 0, deployed.err
-        uri = str(deployed.json()["scoring_uri"])
+        uri = _deploy_on_aci(project, aci_env)
         key = json.loads((mlctl_home / "services" / "aci-dc2" / "secrets" / "keys.json").read_text())["primary"]
         auth = {"Authorization": f"Bearer {key}"}
         results = _rows_survive_update_and_delete(storage, uri, project, "aci-dc2", "aci", first=0, headers=auth)
@@ -218,11 +223,8 @@ def test_aci_update_and_delete_go_on_with_a_warning_when_the_flush_fails(
     )
     spec = f"  model_data_storage:\n    connection_string_file: {secret_file}\n    api_version: '{API_VERSION}'\n"
     project = _docker_project(tmp_path, spec, name="aci-dc3", target="aci-dev")
-    assert mlctl("target", "add", "aci-dev", "--kind", "aci", *aci_env.target_options()).code == 0
     try:
-        deployed = mlctl("-o", "json", "service", "deploy", "-f", str(project / "service.yaml"))
-        assert deployed.code == 0, deployed.err
-        uri = str(deployed.json()["scoring_uri"])
+        uri = _deploy_on_aci(project, aci_env)
         for command in (("service", "update", "-f", str(project / "service.yaml")), ("service", "delete", "aci-dc3")):
             assert post(uri, json.dumps({"data": [[1, 1, 1]]}).encode())[0] == 200  # one input, one prediction row
             result = mlctl(*command)

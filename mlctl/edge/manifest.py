@@ -176,8 +176,7 @@ def _module(m: EdgeModule, image: str) -> dict[str, Any]:
     if m.image_pull_policy is not None:
         body["imagePullPolicy"] = m.image_pull_policy
     env = {"MLCTL_MODEL_NAME": m.name, **message_env(m.messages), **_collection_env(m), **m.env}
-    if env:
-        body["env"] = {k: {"value": v} for k, v in env.items()}
+    body["env"] = {k: {"value": v} for k, v in env.items()}  # never empty: MLCTL_MODEL_NAME at least
     where = f"modules.{m.name}.create_options"
     body["settings"] = {"image": image, **chunk_create_options(_with_store(m), where=where)}
     return body

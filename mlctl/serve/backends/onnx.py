@@ -186,7 +186,12 @@ def _answer(names: list[str], results: list[Any]) -> Any:
         if not hasattr(value, "ndim"):
             return value
         return (value[:, 0] if value.ndim == 2 and value.shape[1] == 1 else value).tolist()
-    return {name: getattr(value, "tolist", lambda v=value: v)() for name, value in zip(names, results, strict=True)}
+    return {name: _listed(value) for name, value in zip(names, results, strict=True)}
+
+
+def _listed(value: Any) -> Any:
+    """An output as JSON-ready values: an array's ``tolist()``, a sequence output as it is."""
+    return value.tolist() if hasattr(value, "tolist") else value
 
 
 _JSON_KINDS = frozenset("biuf")  # numpy kinds whose tolist() holds only bools, ints and floats

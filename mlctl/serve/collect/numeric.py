@@ -11,10 +11,12 @@ and by the tests against the installed orjson). Elsewhere it may differ (``0.000
 them (read back with ``float``; rows holding nan or an infinity are written with ``repr`` whole),
 so what is written never depends on orjson's notation there.
 
-Why here, not in the writer thread: orjson formats about twice as fast as Arrow's cast kernels
-did, and on the request's thread it needs no copy of the array and no hand-off through the GIL
-(a CPU-bound background thread holds the GIL against the event loop's thread: the convoy
-effect). orjson is optional: without it ``collect()`` formats with the csv module (``available()``).
+Why here, not in the writer thread: on the request's thread it needs no copy of the array and no
+hand-off through the GIL (a CPU-bound background thread holds the GIL against the event loop's
+thread: the convoy effect). orjson formats about twice as fast in isolation as the Arrow kernels
+the writer used before; in the server the two cost the same CPU in all (docs/benchmarks.md), and
+orjson is a 0.3 MB dependency where pyarrow is 40 MB. orjson is optional: without it
+``collect()`` formats with the csv module (``available()``).
 """
 
 from __future__ import annotations
