@@ -37,7 +37,19 @@ forget_test_metrics_apis() {
   $R/bin/kubectl --kubeconfig $R/kubeconfig delete apiservice v1beta1.metrics.k8s.io \
     v1beta1.custom.metrics.k8s.io --ignore-not-found >/dev/null 2>&1 || true
 }
-if ready; then forget_test_metrics_apis; echo "k8s-up: cluster already running"; exit 0; fi
+# The pods' sandbox image exists only in the cluster's containerd (it cannot be pulled offline); one
+# lost there (a hand-run prune, a disk-pressure eviction on a reused machine) fails every pod with
+# "failed to pull docker.io/local/pause:1", so a running cluster gets it back before the tests.
+ensure_local_images() {
+  local a=/tmp/k8s/containerd/containerd.sock have
+  have=$(ctr -a $a -n k8s.io images ls -q 2>/dev/null) || return 0
+  for image in pause busybox; do
+    grep -qx "docker.io/local/$image:1" <<<"$have" && continue
+    echo "k8s-up: re-importing local/$image:1 into the cluster's containerd" >&2
+    ctr -a $a -n k8s.io images import $R/images/$image.tar >/dev/null
+  done
+}
+if ready; then ensure_local_images; forget_test_metrics_apis; echo "k8s-up: cluster already running"; exit 0; fi
 bash $S/down.sh >/dev/null 2>&1 || true   # leftovers of a cluster that stopped half-way
 bash $S/write-configs.sh
 [ -f $R/images/pause.tar ] && [ -f $R/images/busybox.tar ] || bash $S/images.sh
