@@ -171,7 +171,8 @@ def fingerprint(deployment: Deployment, driver: TargetDriver) -> dict[str, str]:
     parts: dict[str, Any] = {
         "target": {"kind": driver.kind, "plan": rendered},
         "models": [(m.ref, m.content_hash) for m in deployment.models],
-        "source": _source_digest(spec.inference.entry_script) if spec.inference and spec.inference.entry_script
+        "source": _source_digest(spec.inference.entry_script)
+        if spec.inference and spec.inference.entry_script
         else spec.image,
         "environment": hashlib.sha256(env_file.read_bytes()).hexdigest() if env_file else None,
         "metadata": [spec.description, dict(spec.tags)],
@@ -293,8 +294,10 @@ def is_oip_request(body: bytes) -> bool:
     except ValueError:
         return False
     inputs = doc.get("inputs") if isinstance(doc, dict) else None
-    return isinstance(inputs, list) and bool(inputs) and all(
-        isinstance(t, dict) and "name" in t and "datatype" in t for t in inputs
+    return (
+        isinstance(inputs, list)
+        and bool(inputs)
+        and all(isinstance(t, dict) and "name" in t and "datatype" in t for t in inputs)
     )
 
 

@@ -32,7 +32,6 @@ def public_sockets(args: argparse.Namespace) -> list[socket.socket]:
     return inherited + [bind(args.host, args.port, reuse_port=True) for _ in range(missing)]
 
 
-
 def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     """A listening TCP socket on ``host:port`` (IPv6 when the host has a colon), inheritable by children.
 

@@ -158,4 +158,3 @@ class Frontend(Protocol):
         Taken by ``mlctl.serve.http`` before the ASGI path when no admission is needed (the runner
         calls the model inline); the pipeline still applies ids, auth, metrics and the access log.
         """
-
