@@ -5,6 +5,7 @@ the order they were collected in, with exact counters."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -165,11 +166,11 @@ def test_rows_of_a_failed_write_go_back_in_front_of_later_ones_for_every_file(tm
 
         failed = False
 
-        def append(self, path: str, header: str, body: str | bytes) -> None:
+        def append(self, path: str, header: str, bodies: Sequence[bytes]) -> None:
             if not self.failed:
                 self.failed = True
                 raise OSError("outage")
-            super().append(path, header, body)
+            super().append(path, header, bodies)
 
     import time
 

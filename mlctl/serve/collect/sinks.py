@@ -3,9 +3,11 @@
 Both keep azureml-monitoring's documented layout under container ``modeldata``:
 ``<subscription>/<resource group>/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv``
 (``.../<dd>/<hh>/data.csv`` with ``AML_MODEL_DC_BOUNDARY=hour``). Every worker and replica appends
-to the same ``data.csv`` without overwriting another's rows: the local sink appends whole batches
-with ``O_APPEND`` (one ``write`` per batch), the blob sink uses append blobs (each block lands whole).
-The file's first line is the header, written once by whoever creates it.
+to the same ``data.csv`` without overwriting another's rows: the local sink appends whole lines
+with ``O_APPEND`` (one ``writev`` of up to ``IOV_MAX`` batches: Linux appends each call whole), the
+blob sink uses append blobs, each block whole lines (a block lands whole; another replica's block
+may come between two of ours, never inside a row). The file's first line is the header, written
+once by whoever creates it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,13 +23,15 @@ CONTAINER = "modeldata"
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
 MAX_BLOCK = 4 * 1024 * 1024  # bytes per append block (the limit of every Blob API version)
+IOV_MAX = 1024  # buffers per writev (Linux's UIO_MAXIOV; POSIX guarantees 16, the test is ours)
 
 
 class Sink(Protocol):
     """Appends CSV text to one file of the layout; raises on any failure (the writer retries)."""
 
-    def append(self, path: str, header: str, body: str | bytes) -> None:
-        """Append ``body`` (whole CSV lines; text or UTF-8) to ``path``, creating it with ``header`` first."""
+    def append(self, path: str, header: str, bodies: Sequence[bytes]) -> None:
+        """Append ``bodies`` (each whole CSV lines in UTF-8), in order, to ``path``, creating it with
+        ``header`` first."""
 
 
 class LocalSink:
@@ -35,16 +40,16 @@ class LocalSink:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def append(self, path: str, header: str, body: str | bytes) -> None:
-        """See ``Sink``; raises OSError."""
+    def append(self, path: str, header: str, bodies: Sequence[bytes]) -> None:
+        """See ``Sink``; raises OSError. The bodies are handed to the kernel as they are (no copy
+        joins them: at 100 rows a request they are ~44 KB each)."""
         target = self.root / path
         if not target.exists():
             self._create(target, header)
         fd = os.open(target, os.O_WRONLY | os.O_APPEND)
         try:
-            data = body.encode() if isinstance(body, str) else body
-            while data:
-                data = data[os.write(fd, data) :]
+            for start in range(0, len(bodies), IOV_MAX):
+                _write_all(fd, bodies[start : start + IOV_MAX])
         finally:
             os.close(fd)
 
@@ -89,15 +94,14 @@ class BlobSink:
         self._ready: set[str] = set()  # blobs known to exist with their header
         self._container_ready = False
 
-    def append(self, path: str, header: str, body: str | bytes) -> None:
+    def append(self, path: str, header: str, bodies: Sequence[bytes]) -> None:
         """See ``Sink``; raises azure.core.exceptions.AzureError (or OSError) on failure."""
         blob = self.container.get_blob_client(path)
         if path not in self._ready:
             self._prepare(blob, header)
             self._ready.add(path)
-        data = body.encode() if isinstance(body, str) else body
-        for start in range(0, len(data), MAX_BLOCK):
-            blob.append_block(data[start : start + MAX_BLOCK])
+        for block in blocks(bodies, MAX_BLOCK):
+            blob.append_block(block)
 
     def _prepare(self, blob: Any, header: str) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -122,3 +126,33 @@ class BlobSink:
             if blob.get_blob_properties().size > 0:
                 return
             time.sleep(0.02)
+
+
+def blocks(bodies: Sequence[bytes], limit: int) -> Iterator[bytes]:
+    """``bodies`` (each whole CSV lines) packed in order into blocks of at most ``limit`` bytes
+    that end at a line's end; a line longer than ``limit`` is a block of its own, cut at ``limit``
+    (no store takes it whole)."""
+    pending: list[bytes] = []
+    size = 0
+    for body in bodies:
+        if size + len(body) > limit and pending:
+            yield b"".join(pending)
+            pending, size = [], 0
+        while len(body) > limit:
+            cut = body.rfind(b"\n", 0, limit) + 1 or limit
+            yield body[:cut]
+            body = body[cut:]
+        if body:
+            pending.append(body)
+            size += len(body)
+    if pending:
+        yield b"".join(pending)
+
+
+def _write_all(fd: int, bodies: Sequence[bytes]) -> None:
+    """``writev`` ``bodies`` to ``fd``; a short write (a signal, a quota) goes on with the rest."""
+    left = sum(map(len, bodies)) - os.writev(fd, bodies)
+    if left:
+        rest = b"".join(bodies)[-left:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]

@@ -172,7 +172,7 @@ class Writer:
         files = list(pending.items())
         for index, (path, batches) in enumerate(files):
             try:
-                self.sink.append(path, batches[0].header, _body(batches))
+                self.sink.append(path, batches[0].header, [b.body for b in batches])
             except Exception:  # noqa: BLE001 - any storage failure: keep the rows and retry
                 with self._cond:
                     self.counters.add("write_errors", 1)
@@ -185,8 +185,3 @@ class Writer:
                 self.counters.add("written", rows)
                 self._cond.notify_all()
         return True
-
-
-def _body(batches: list[Batch]) -> bytes:
-    """The CSV lines of ``batches``, in order."""
-    return b"".join([b.body for b in batches])
