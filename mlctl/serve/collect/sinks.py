@@ -26,12 +26,28 @@ MAX_BLOCK = 4 * 1024 * 1024  # bytes per append block (the limit of every Blob A
 IOV_MAX = 1024  # buffers per writev (Linux's UIO_MAXIOV; POSIX guarantees 16, the test is ours)
 
 
+class PartlyWritten(Exception):
+    """A failed append after which the first ``done`` bodies, and ``offset`` bytes of the next, are
+    in the store: the writer retries from there (a retry of the whole would write those rows
+    twice, and the cut row's start once more). ``__cause__`` is the store's error."""
+
+    def __init__(self, done: int, offset: int) -> None:
+        super().__init__(f"write failed after {done} whole batches and {offset} bytes of the next")
+        self.done = done
+        self.offset = offset
+
+
 class Sink(Protocol):
     """Appends CSV text to one file of the layout; raises on any failure (the writer retries)."""
 
     def append(self, path: str, header: str, bodies: Sequence[bytes]) -> None:
         """Append ``bodies`` (each whole CSV lines in UTF-8), in order, to ``path``, creating it with
-        ``header`` first."""
+        ``header`` first.
+
+        Raises:
+            PartlyWritten: part of ``bodies`` is in the store (chained to the store's error).
+            Exception: any other failure of the store; nothing of ``bodies`` was written.
+        """
 
 
 class LocalSink:
@@ -41,15 +57,29 @@ class LocalSink:
         self.root = root
 
     def append(self, path: str, header: str, bodies: Sequence[bytes]) -> None:
-        """See ``Sink``; raises OSError. The bodies are handed to the kernel as they are (no copy
-        joins them: at 100 rows a request they are ~44 KB each)."""
+        """See ``Sink``; raises PartlyWritten or OSError. The bodies are handed to the kernel as they
+        are (no copy joins them: at 100 rows a request they are ~44 KB each)."""
         target = self.root / path
         if not target.exists():
             self._create(target, header)
         fd = os.open(target, os.O_WRONLY | os.O_APPEND)
+        landed = 0  # bytes of ``bodies`` in the file
         try:
             for start in range(0, len(bodies), IOV_MAX):
-                _write_all(fd, bodies[start : start + IOV_MAX])
+                chunk = bodies[start : start + IOV_MAX]
+                size = sum(map(len, chunk))
+                written = os.writev(fd, chunk)
+                landed += written
+                if written < size:  # a short write (a quota, a full disk): the rest, or the error
+                    rest = b"".join(chunk)[written:]
+                    while rest:
+                        written = os.write(fd, rest)
+                        landed += written
+                        rest = rest[written:]
+        except OSError as error:
+            if landed:
+                raise PartlyWritten(*_position(bodies, landed)) from error
+            raise
         finally:
             os.close(fd)
 
@@ -100,8 +130,15 @@ class BlobSink:
         if path not in self._ready:
             self._prepare(blob, header)
             self._ready.add(path)
-        for block in blocks(bodies, MAX_BLOCK):
-            blob.append_block(block)
+        landed = (0, 0)
+        for block, *after in blocks(bodies, MAX_BLOCK):
+            try:
+                blob.append_block(block)
+            except Exception as error:
+                if landed != (0, 0):
+                    raise PartlyWritten(*landed) from error
+                raise
+            landed = (after[0], after[1])
 
     def _prepare(self, blob: Any, header: str) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -128,31 +165,33 @@ class BlobSink:
             time.sleep(0.02)
 
 
-def blocks(bodies: Sequence[bytes], limit: int) -> Iterator[bytes]:
+def blocks(bodies: Sequence[bytes], limit: int) -> Iterator[tuple[bytes, int, int]]:
     """``bodies`` (each whole CSV lines) packed in order into blocks of at most ``limit`` bytes
-    that end at a line's end; a line longer than ``limit`` is a block of its own, cut at ``limit``
-    (no store takes it whole)."""
+    that end at a line's end; a line longer than ``limit`` is cut at ``limit`` (no store takes it
+    whole). Yields (block, done, offset): once the block is stored, the first ``done`` bodies and
+    ``offset`` bytes of the next are."""
     pending: list[bytes] = []
     size = 0
-    for body in bodies:
+    for index, body in enumerate(bodies):
         if size + len(body) > limit and pending:
-            yield b"".join(pending)
+            yield b"".join(pending), index, 0
             pending, size = [], 0
-        while len(body) > limit:
-            cut = body.rfind(b"\n", 0, limit) + 1 or limit
-            yield body[:cut]
-            body = body[cut:]
-        if body:
-            pending.append(body)
-            size += len(body)
+        offset = 0
+        while len(body) - offset > limit:
+            cut = body.rfind(b"\n", offset, offset + limit) + 1 or offset + limit
+            yield body[offset:cut], index, cut
+            offset = cut
+        if offset < len(body):
+            pending.append(body[offset:] if offset else body)
+            size += len(body) - offset
     if pending:
-        yield b"".join(pending)
+        yield b"".join(pending), len(bodies), 0
 
 
-def _write_all(fd: int, bodies: Sequence[bytes]) -> None:
-    """``writev`` ``bodies`` to ``fd``; a short write (a signal, a quota) goes on with the rest."""
-    left = sum(map(len, bodies)) - os.writev(fd, bodies)
-    if left:
-        rest = b"".join(bodies)[-left:]
-        while rest:
-            rest = rest[os.write(fd, rest) :]
+def _position(bodies: Sequence[bytes], landed: int) -> tuple[int, int]:
+    """(whole bodies, bytes of the next) in the first ``landed`` bytes of ``bodies``."""
+    for index, body in enumerate(bodies):
+        if landed < len(body):
+            return index, landed
+        landed -= len(body)
+    return len(bodies), 0

@@ -4,7 +4,9 @@ Collection never blocks or fails a request: ``put`` only appends to memory (or c
 dropped when the buffer holds ``capacity`` rows already). The writer thread appends batches to the
 sink; when the sink fails (a storage outage) the rows stay buffered, counted against the bound,
 and the write is retried with exponential backoff (0.1 s doubling to 5 s) until it succeeds or the
-process flushes and gives up at its deadline. A batch leaves the buffer only once written.
+process flushes and gives up at its deadline. A batch leaves the buffer only once written; when
+the store took part of a write before failing (``sinks.PartlyWritten``), the retry starts after
+what landed, so no row is written twice and none is cut.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mlctl.serve.collect.sinks import Sink
+from mlctl.serve.collect.sinks import PartlyWritten, Sink
 
 if TYPE_CHECKING:
     from mlctl.serve.metrics import SharedMetrics
@@ -167,21 +169,42 @@ class Writer:
         return self._state.flushing > 0 or self._state.rows * 2 > self.capacity
 
     def _write(self, pending: dict[str, list[Batch]]) -> bool:
-        """Append each file's batches to it; on a failure put that file's and the later files'
-        batches back in front of any that came since, and return False."""
+        """Append each file's batches to it; on a failure put what of that file's batches is not
+        written, and the later files' batches, back in front of any that came since, and return False."""
         files = list(pending.items())
         for index, (path, batches) in enumerate(files):
             try:
                 self.sink.append(path, batches[0].header, [b.body for b in batches])
-            except Exception:  # noqa: BLE001 - any storage failure: keep the rows and retry
+            except Exception as error:  # noqa: BLE001 - any storage failure: keep the rows and retry
+                written, left = _split(batches, error)
                 with self._cond:
+                    self._written(sum(b.rows for b in written))
                     self.counters.add("write_errors", 1)
-                    for path_left, left in files[index:]:
-                        self._state.batches[path_left] = left + self._state.batches.get(path_left, [])
+                    files[index] = (path, left)
+                    for path_left, batches_left in files[index:]:
+                        if batches_left:
+                            self._state.batches[path_left] = batches_left + self._state.batches.get(path_left, [])
                 return False
-            rows = sum(b.rows for b in batches)
             with self._cond:
-                self._state.rows -= rows
-                self.counters.add("written", rows)
-                self._cond.notify_all()
+                self._written(sum(b.rows for b in batches))
         return True
+
+    def _written(self, rows: int) -> None:
+        """Count ``rows`` as written (the lock held)."""
+        if rows:
+            self._state.rows -= rows
+            self.counters.add("written", rows)
+            self._cond.notify_all()
+
+
+def _split(batches: list[Batch], error: Exception) -> tuple[list[Batch], list[Batch]]:
+    """(batches fully written, batches left to write) after ``error``: all left unless the sink
+    says part landed (``PartlyWritten``); a batch cut short is left as its unwritten bytes, its rows
+    counted once it is whole."""
+    if not isinstance(error, PartlyWritten):
+        return [], batches
+    written, left = batches[: error.done], batches[error.done :]
+    if left and error.offset:
+        cut = left[0]
+        left = [Batch(cut.path, cut.header, cut.body[error.offset :], cut.rows), *left[1:]]
+    return written, left
