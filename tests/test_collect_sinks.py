@@ -186,3 +186,48 @@ def test_a_blob_append_cut_by_an_outage_goes_on_after_what_landed(
         assert store.blob_texts()["svc/inputs/data.csv"].encode() == HEADER.encode() + text
     finally:
         store.stop()
+
+
+def test_a_header_lost_to_an_outage_after_the_blob_was_created_is_written_by_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store goes away right after it created the append blob, before the header's append: the
+    # retry must still put the header first (the blob exists, empty), not append rows under no header.
+    from azure.storage.blob import BlobServiceClient
+
+    from mlctl.serve.collect.writer import Batch, Counters, Writer
+
+    store = Azurite(tmp_path, free_port(), location=tmp_path / "blobs")
+    store.start()
+    created: list[str] = []
+
+    def after_response(response: object) -> None:
+        request = response.http_request  # type: ignore[attr-defined]
+        if request.method == "PUT" and request.url.endswith("/data.csv") and not created:
+            created.append(request.url)  # Put Blob (x-ms-blob-type: AppendBlob) answered
+            store.stop()
+
+    connect = BlobServiceClient.from_connection_string.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        BlobServiceClient,
+        "from_connection_string",
+        classmethod(lambda cls, text, **options: connect(cls, text, raw_response_hook=after_response, **options)),
+    )
+    try:
+        counters = Counters()
+        writer = Writer(BlobSink(store.connection_string, None, API_VERSION), 1000, counters, interval_s=0.05)
+        assert writer.put(Batch("svc/inputs/data.csv", HEADER, body("w", 0, rows=3), 3))
+        deadline = time.monotonic() + 30
+        while counters.write_errors == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert created and counters.write_errors >= 1 and counters.written == 0
+        store.start()
+        assert writer.flush(30) and counters.written == 3
+        text = store.blob_texts()["svc/inputs/data.csv"]
+        assert text.encode() == HEADER.encode() + body("w", 0, rows=3)
+        # a second writer (another replica) finds the header there and does not add its own
+        other = BlobSink(store.connection_string, None, API_VERSION)
+        other.append("svc/inputs/data.csv", HEADER, [body("r2", 0, rows=1)])
+        assert store.blob_texts()["svc/inputs/data.csv"].count("$aml_dc_correlation_id") == 1
+    finally:
+        store.stop()

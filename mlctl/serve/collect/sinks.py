@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -141,7 +140,12 @@ class BlobSink:
             landed = (after[0], after[1])
 
     def _prepare(self, blob: Any, header: str) -> None:
-        from azure.core.exceptions import ResourceExistsError
+        """Create the append blob unless it exists, and put ``header`` at its start unless a block
+        is there already. Every writer does this before its first rows, so the first block of a
+        blob is always a header, written once: the header's append is conditioned on an empty blob
+        (``appendpos_condition=0``), so of two writers only one lands it, and a header whose first
+        append failed (an outage between the blob's creation and it) is written by the retry."""
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
         if not self._container_ready:
             try:
@@ -152,17 +156,12 @@ class BlobSink:
         try:
             blob.create_append_blob(if_none_match="*")
         except ResourceExistsError:
-            self._wait_for_header(blob)
-            return
-        blob.append_block(header.encode(), appendpos_condition=0)
-
-    @staticmethod
-    def _wait_for_header(blob: Any) -> None:
-        # another writer created it and is appending the header: our rows must come after it
-        for _ in range(50):
-            if blob.get_blob_properties().size > 0:
-                return
-            time.sleep(0.02)
+            pass
+        try:
+            blob.append_block(header.encode(), appendpos_condition=0)
+        except HttpResponseError as error:
+            if error.status_code != 412:  # 412 AppendPositionConditionNotMet: a header is there
+                raise
 
 
 def blocks(bodies: Sequence[bytes], limit: int) -> Iterator[tuple[bytes, int, int]]:
