@@ -22,7 +22,10 @@ CONTAINER = "modeldata"
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
 MAX_BLOCK = 4 * 1024 * 1024  # bytes per append block (the limit of every Blob API version)
-IOV_MAX = 1024  # buffers per writev (Linux's UIO_MAXIOV; POSIX guarantees 16, the test is ours)
+try:  # buffers one writev takes: 1024 on Linux, at least 16 (POSIX's _XOPEN_IOV_MAX) anywhere
+    IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
+except (ValueError, OSError):
+    IOV_MAX = 16
 
 
 class PartlyWritten(Exception):
