@@ -1,6 +1,7 @@
 """CPU cost of model data collection per request, in process (a benchmark, not a test).
 
     python bench/collect_cpu.py [--requests 3000] [--rows 2 100]
+    python bench/collect_cpu.py --body /work/shared/bench/bodies/body2.json --body .../body100.json
 
 Runs bench/collect_score.py's ``run()`` body (numpy array from the JSON body's rows, a 10-feature
 linear model, an inputs and a predictions collector) ``--requests`` times with collection off and on
@@ -28,9 +29,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mlctl" / "serve" / "_compat"))
 
 
-def requests_cpu(rows: int, count: int, on: bool) -> tuple[float, float]:
-    """CPU microseconds per request of ``count`` requests of ``rows`` rows (collection ``on`` or off):
-    the whole process's (every thread) and the requests' thread's alone."""
+def requests_cpu(raw: str, count: int, on: bool) -> tuple[float, float]:
+    """CPU microseconds per request of ``count`` requests of JSON body ``raw`` (collection ``on``
+    or off): the whole process's (every thread) and the requests' thread's alone."""
     import numpy
     from azureml.monitoring import ModelDataCollector
 
@@ -42,7 +43,6 @@ def requests_cpu(rows: int, count: int, on: bool) -> tuple[float, float]:
     inputs_dc = ModelDataCollector("linear", designation="inputs", feature_names=names)
     prediction_dc = ModelDataCollector("linear", designation="predictions", feature_names=["prediction"])
     weights = numpy.arange(1.0, 11.0)
-    raw = json.dumps({"data": [[(r + c) % 7 for c in range(10)] for r in range(rows)]})
     ids = [str(uuid.uuid4()) for _ in range(count)]
 
     def run(raw_data: str) -> Any:
@@ -69,17 +69,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rows", type=int, nargs="+", default=[2, 100])
+    parser.add_argument("--body", type=Path, action="append", help="JSON body file of 10-feature rows (repeatable)")
     args = parser.parse_args()
     store = Path(tempfile.mkdtemp(prefix="mlctl-collect-cpu-"))
     os.environ.update(MLCTL_DC_LOCAL=str(store), SERVICE_NAME="bench", MLCTL_DC_BUFFER_ROWS="1000000")
     try:
         print("| body | CPU µs/request, off | on | added by collection | of which on the request thread |")
         print("|---|---|---|---|---|")
-        for rows in args.rows:
+        bodies = [(f.stem, f.read_text()) for f in args.body or []] or [
+            (f"body{rows}", json.dumps({"data": [[(r + c) % 7 for c in range(10)] for r in range(rows)]}))
+            for rows in args.rows
+        ]
+        for name, raw in bodies:
             with contextlib.redirect_stdout(io.StringIO()):  # the collectors' "not enabled" notices
-                off, off_thread = requests_cpu(rows, args.requests, on=False)
-                on, on_thread = requests_cpu(rows, args.requests, on=True)
-            print(f"| body{rows} | {off:.0f} | {on:.0f} | {on - off:.0f} | {on_thread - off_thread:.0f} |")
+                off, off_thread = requests_cpu(raw, args.requests, on=False)
+                on, on_thread = requests_cpu(raw, args.requests, on=True)
+            print(f"| {name} | {off:.0f} | {on:.0f} | {on - off:.0f} | {on_thread - off_thread:.1f} |")
     finally:
         shutil.rmtree(store, ignore_errors=True)
 
