@@ -284,6 +284,38 @@ def test_storage_outage_loses_no_row_that_fits_the_buffer_and_counts_drops_exact
         storage.stop()
 
 
+def test_rows_the_store_never_took_are_counted_and_logged_as_lost_at_stop(tmp_path: Path) -> None:
+    # The store cannot be written at all (a file stands where its folder should be) and the server
+    # is stopped: after MLCTL_DC_FLUSH_TIMEOUT_S the worker says how many rows it loses, and the
+    # outage itself was logged once, not at every retry.
+    models = tmp_path / "app" / "azureml-models" / "weights" / "1"
+    models.mkdir(parents=True)
+    (models / "weights.txt").write_text("2")
+    blocked = tmp_path / "modeldata"
+    blocked.write_text("a file where the local store's folder should be")
+    env = {
+        **os.environ,
+        "AML_MODEL_DC_STORAGE_ENABLED": "true",
+        "MLCTL_DC_LOCAL": str(blocked),
+        "MLCTL_DC_FLUSH_TIMEOUT_S": "1",
+        "SERVICE_NAME": "lost",
+    }
+    started: list[subprocess.Popen[bytes]] = []
+    options = ["--entry-script", str(HERE / "score_dc.py"), "--model-dir", str(models), "--workers", "1"]
+    log = tmp_path / "server.log"
+    try:
+        base = start_server(started, options, log, cwd=tmp_path / "app", env=env)
+        for n in range(3):  # 2 inputs rows and 1 predictions row each (a 1-D array is one row, as in v1)
+            score(base + "/score", f"lost-{n}", [[n, 1, 1], [n, 2, 2]])
+        assert wait_for(lambda: collection_metrics(base)["write_errors"] >= 2, 10)  # retried
+        assert collection_metrics(base)["collected"] == 9
+    finally:
+        stop_servers(started)
+    text = log.read_text()
+    assert text.count("model data collection: writing to the store failed (NotADirectoryError: ") == 1, text
+    assert "model data collection: 9 buffered rows were not written within 1 s of stopping" in text, text
+
+
 def test_canary_connection_string_never_leaks_on_the_process_target(tmp_path: Path, azurite: Azurite) -> None:
     canary = f"{azurite.connection_string}Canary=process-{os.getpid()};"
     storage = f"  model_data_storage:\n    connection_string_env: DC_CONN\n    api_version: '{API_VERSION}'\n"

@@ -295,7 +295,7 @@ def _flush_model_data() -> None:
     skips ``atexit``. Only when the entry script collected (the module is then loaded)."""
     collect = sys.modules.get("mlctl.serve.collect")
     if collect is not None:
-        collect.flush_all()
+        collect.flush_before_exit(log)
 
 
 def _batcher(args: argparse.Namespace, entry: Any) -> object:

@@ -169,11 +169,11 @@ def _model_of(args: Any) -> tuple[Path | None, str, Path | None]:
 
 def flush_model_data() -> None:
     """Write the rows model data collection still buffers before the message process leaves with
-    ``os._exit`` (which skips ``atexit``), waiting as an HTTP worker does (``collect.FLUSH_TIMEOUT_S``,
+    ``os._exit`` (which skips ``atexit``), waiting as an HTTP worker does (``MLCTL_DC_FLUSH_TIMEOUT_S``, 20 s,
     within the 30 s targets give before SIGKILL). Only when the entry script collected."""
     collect = sys.modules.get("mlctl.serve.collect")
-    if collect is not None and not collect.flush_all():
-        log.warning("model data collection: some buffered rows could not be written before stopping")
+    if collect is not None:
+        collect.flush_before_exit(log)
 
 
 def serve_messages(model: tuple[Path | None, str, Path | None], settings: EdgeSettings, *, timeout_s: float) -> int:

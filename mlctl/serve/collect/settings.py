@@ -11,6 +11,9 @@ mlctl's own, which the targets set when ``collect_model_data`` is on:
 * ``MLCTL_DC_BUFFER_ROWS``: rows kept in memory per worker before new rows are dropped (10000);
 * ``MLCTL_DC_INTERVAL_S``: longest time in seconds a row waits in memory before it is written,
   unless the buffer passes half full first (0.5);
+* ``MLCTL_DC_FLUSH_TIMEOUT_S``: how long a stopping worker waits for its buffered rows to be
+  written before it counts the rest as dropped and logs them lost (20; within the 30 s every
+  target gives a stopping server before SIGKILL);
 * ``MLCTL_DC_MODELS``: ``name:version,...`` of the deployed models (for ``model_version="default"``);
 * ``MLCTL_DC_WORKSPACE``: ``subscription/resource group/workspace`` (default ``default/default/default``).
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 
 DEFAULT_BUFFER_ROWS = 10000
 DEFAULT_INTERVAL_S = 0.5  # mlctl.serve.collect.writer.INTERVAL_S
+DEFAULT_FLUSH_TIMEOUT_S = 20.0
 DEFAULT_WORKSPACE = "default/default/default"
 
 
@@ -40,6 +44,7 @@ class Settings:
     api_version: str | None = None
     buffer_rows: int = DEFAULT_BUFFER_ROWS
     interval_s: float = DEFAULT_INTERVAL_S
+    flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S
     service: str = "default"
     workspace: str = DEFAULT_WORKSPACE
     models: Mapping[str, str] = field(default_factory=dict)
@@ -69,6 +74,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         api_version=env.get("MLCTL_DC_API_VERSION") or None,
         buffer_rows=max(1, int(env.get("MLCTL_DC_BUFFER_ROWS") or DEFAULT_BUFFER_ROWS)),
         interval_s=max(0.01, float(env.get("MLCTL_DC_INTERVAL_S") or DEFAULT_INTERVAL_S)),
+        flush_timeout_s=max(0.0, float(env.get("MLCTL_DC_FLUSH_TIMEOUT_S") or DEFAULT_FLUSH_TIMEOUT_S)),
         service=env.get("SERVICE_NAME") or "default",
         workspace=(env.get("MLCTL_DC_WORKSPACE") or DEFAULT_WORKSPACE).lower(),
         models=_models(env.get("MLCTL_DC_MODELS", "")),

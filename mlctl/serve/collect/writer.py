@@ -11,6 +11,7 @@ what landed, so no row is written twice and none is cut.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from mlctl.serve.collect.sinks import PartlyWritten, Sink
 if TYPE_CHECKING:
     from mlctl.serve.metrics import SharedMetrics
 
+log = logging.getLogger("mlctl.serve")
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 INTERVAL_S = 0.5  # rows are written in batches at most this old (sooner when the buffer is half full)
@@ -95,6 +97,7 @@ class Writer:
         self.interval_s = interval_s
         self.counters = counters or Counters()
         self._state = _State()
+        self._failed_writes = 0  # in a row: the store is failing since the first (logged once)
         self._lock = threading.Lock()  # ``put`` takes it directly: cheaper than the Condition's wrapper
         self._cond = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._loop, name="mlctl-data-collector", daemon=True)
@@ -163,7 +166,11 @@ class Writer:
                 pending, self._state.batches = self._state.batches, {}
             if backoff and flushing:
                 time.sleep(0.1)  # the flush deadline bounds these retries; do not spin
-            backoff = 0.0 if self._write(pending) else min(BACKOFF_MAX_S, backoff * 2 if backoff else BACKOFF_FIRST_S)
+            if self._write(pending):
+                backoff = 0.0
+                self._recovered()
+            else:
+                backoff = min(BACKOFF_MAX_S, backoff * 2 if backoff else BACKOFF_FIRST_S)
 
     def _due(self) -> bool:
         return self._state.flushing > 0 or self._state.rows * 2 > self.capacity
@@ -176,6 +183,7 @@ class Writer:
             try:
                 self.sink.append(path, batches[0].header, [b.body for b in batches])
             except Exception as error:  # noqa: BLE001 - any storage failure: keep the rows and retry
+                self._failing(error)
                 written, left = _split(batches, error)
                 with self._cond:
                     self._written(sum(b.rows for b in written))
@@ -188,6 +196,30 @@ class Writer:
             with self._cond:
                 self._written(sum(b.rows for b in batches))
         return True
+
+    def _failing(self, error: Exception) -> None:
+        """Log the first failed write of an outage (not each retry): the error's type, and the text
+        of the system's own errors only (a full disk, a missing folder). An SDK's message may carry
+        a request URL, and with a SAS its token: a secret."""
+        self._failed_writes += 1
+        if self._failed_writes > 1:
+            return
+        cause = error.__cause__ if isinstance(error, PartlyWritten) and error.__cause__ else error
+        detail = f": {cause}" if isinstance(cause, OSError) and type(cause).__module__ == "builtins" else ""
+        log.warning(
+            "model data collection: writing to the store failed (%s%s); the rows stay buffered (up to %d) "
+            "and the write is retried with backoff",
+            type(cause).__name__,
+            detail,
+            self.capacity,
+        )
+
+    def _recovered(self) -> None:
+        if self._failed_writes:
+            log.warning(
+                "model data collection: the store takes rows again, after %d failed writes", self._failed_writes
+            )
+            self._failed_writes = 0
 
     def _written(self, rows: int) -> None:
         """Count ``rows`` as written (the lock held)."""
