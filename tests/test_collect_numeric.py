@@ -14,13 +14,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mlctl.serve.collect import Batch, Counters, numeric, rows
+from mlctl.serve.collect import Batch, Counters, deferred, numeric, rows
 from mlctl.serve.collect.sinks import LocalSink
 from mlctl.serve.collect.writer import Writer
 
 PREFIXES = ['id-1,2026-12-05T16:00:00.000001,1440,a/b/c,svc,"m,1",1,req-1,', "id-2,t,60,w,s,m,2,req-2,"]
 SPECIAL = [0.0, -0.0, 1.0, 80.0, 0.1, 1e-4, 9.9e-5, 1e-7, 1e10, 9999999999.5, 1e15, 1e16, 1e20, 5e-324]
 SPECIAL += [float("nan"), float("inf"), float("-inf"), 1 / 3, -123456789.123, 2.0**53, 1.7976931348623157e308]
+
+
+# the correlation values behind PREFIXES (a model name that needs quoting in the first)
+VALUES = [
+    ["id-1", "2026-12-05T16:00:00.000001", "1440", "a/b/c", "svc", "m,1", "1", "req-1"],
+    ["id-2", "t", "60", "w", "s", "m", "2", "req-2"],
+]
+
+
+def correlation(index: int) -> deferred.Correlation:
+    """The ``deferred.Correlation`` whose prefix is ``PREFIXES[index]``."""
+    values = VALUES[index]
+    made = deferred.Correlation(values[7], dict(zip(rows.CORRELATION_COLUMNS, values, strict=True)), "h", None)
+    assert made.prefix() == PREFIXES[index].encode()
+    return made
 
 
 def csv_module(prefixes: list[str], arrays: list[np.ndarray]) -> bytes:
@@ -83,6 +98,49 @@ def test_any_float64_value_matches_repr(data: np.ndarray) -> None:
     assert fast(PREFIXES[1:], [data]) == csv_module(PREFIXES[1:], [data])
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([np.float64, np.float32, np.int64, np.uint8]).flatmap(
+        lambda dtype: st.integers(1, 4).flatmap(
+            lambda width: st.lists(
+                st.tuples(
+                    st.integers(0, 1),
+                    hnp.arrays(dtype, st.tuples(st.integers(1, 4), st.just(width))),
+                    st.booleans(),
+                ),
+                min_size=1,
+                max_size=6,
+            )
+        )
+    )
+)
+def test_the_writer_renders_many_requests_arrays_as_each_alone(items: list[tuple[int, np.ndarray, bool]]) -> None:
+    # deferred batches of one dtype and width render with one orjson call, their text in the
+    # run's first body; a text batch between them (True: the csv module's text of the same rows)
+    # cuts the run and keeps its place
+    bodies: list[object] = []
+    expected: list[bytes] = []
+    for index, array, as_text in items:
+        text = csv_module([PREFIXES[index]], [array])
+        bodies.append(text if as_text else deferred.Deferred(correlation(index), array.copy()))
+        expected.append(text)
+    rendered = deferred.render(bodies)
+    assert len(rendered) == len(bodies) and b"".join(rendered) == b"".join(expected)
+    for body, text, previous in zip(bodies, rendered, [None, *bodies], strict=False):
+        if isinstance(body, bytes):
+            assert text == body
+        elif isinstance(previous, deferred.Deferred):
+            assert text == b"" or previous.table.dtype != body.table.dtype  # (one width per example)
+
+
+def test_runs_of_other_dtypes_and_widths_render_apart() -> None:
+    ints, floats, wide = np.array([[1, 2], [3, 4]]), np.array([[0.5, 4.4e-05]]), np.array([[1.0, 2.0, float("nan")]])
+    arrays = [ints, floats, floats, wide, ints.astype(np.uint64), ints]
+    bodies = [deferred.Deferred(correlation(n % 2), a) for n, a in enumerate(arrays)]
+    texts = [csv_module([PREFIXES[n % 2]], [a]) for n, a in enumerate(arrays)]
+    assert deferred.render(bodies) == [texts[0], texts[1] + texts[2], b"", texts[3], texts[4], texts[5]]
+
+
 def test_table_of_makes_rows_as_the_csv_path_does() -> None:
     assert numeric.table_of(np.arange(3)).shape == (1, 3)
     assert numeric.table_of(np.zeros((2, 3, 4))).shape == (2, 12)
@@ -131,7 +189,12 @@ def test_correlation_prefix_and_ids_as_the_csv_and_uuid_modules_write_them(monke
         ["i", "t", 60, 'w,"x"', "s\r\n", "m", "1", "r,1"],
     ):
         correlation = dict(zip(rows.CORRELATION_COLUMNS, values, strict=True))
-        assert dc._prefix(correlation) == rows.csv_text([values])[:-2] + ","
+        expected = rows.csv_text([values])[:-2] + ","
+        assert deferred.prefix_text(correlation) == expected
+        constants = ",".join(map(str, values[2:7])) + ","
+        quoted = deferred.NEEDS_QUOTES.search(constants)
+        made = deferred.Correlation(str(values[7]), correlation, "hour", None if quoted else constants)
+        assert made.prefix() == expected.encode()  # the collector's shortcut when no constant needs quotes
     ids = {dc._uuid4() for _ in range(1000)}
     assert len(ids) == 1000 and all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
     assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)

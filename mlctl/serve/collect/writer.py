@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mlctl.serve.collect import deferred, rows
+from mlctl.serve.collect.deferred import Deferred
 from mlctl.serve.collect.sinks import PartlyWritten, Sink
 
 if TYPE_CHECKING:
@@ -64,16 +66,14 @@ def _shared_metrics() -> SharedMetrics | None:
 
 @dataclass(eq=False, slots=True)
 class Batch:
-    """``rows`` rows for one file of the layout (``path``) as CSV lines in UTF-8 (``body``), and
-    that file's header line. ``collect()`` formats them on the request's thread (orjson for numeric
-    arrays, ``mlctl.serve.collect.numeric``): this thread only appends. Formatting here would not
-    be cheaper: a CPU-bound background thread holds the GIL against the event loop's thread, which
-    gives it up at every system call and then waits up to ``sys.getswitchinterval()`` to get it
-    back (the convoy effect)."""
+    """``rows`` rows for one file of the layout (``path``), and that file's header line. ``body``:
+    the rows as CSV lines in UTF-8, or a numeric array with its correlation
+    (``deferred.Deferred``), whose text this thread makes, for every request of a write at once,
+    before it appends (``deferred.render``)."""
 
     path: str
     header: str
-    body: bytes
+    body: bytes | Deferred
     rows: int
 
 
@@ -180,8 +180,9 @@ class Writer:
         written, and the later files' batches, back in front of any that came since, and return False."""
         files = list(pending.items())
         for index, (path, batches) in enumerate(files):
+            bodies = _render(batches)
             try:
-                self.sink.append(path, batches[0].header, [b.body for b in batches])
+                self.sink.append(path, batches[0].header, bodies)
             except Exception as error:  # noqa: BLE001 - any storage failure: keep the rows and retry
                 self._failing(error)
                 written, left = _split(batches, error)
@@ -238,5 +239,27 @@ def _split(batches: list[Batch], error: Exception) -> tuple[list[Batch], list[Ba
     written, left = batches[: error.done], batches[error.done :]
     if left and error.offset:
         cut = left[0]
+        assert isinstance(cut.body, bytes)  # rendered before it was written
         left = [Batch(cut.path, cut.header, cut.body[error.offset :], cut.rows), *left[1:]]
     return written, left
+
+
+def _render(batches: list[Batch]) -> list[bytes]:
+    """The text of ``batches``, in order; every deferred batch is given its text (in place, once:
+    a retry writes the same text)."""
+    bodies = [b.body for b in batches]
+    if all(type(body) is bytes for body in bodies):
+        return bodies  # type: ignore[return-value]
+    try:
+        texts = deferred.render(bodies)
+    except Exception:  # a bug here must not stop the writer: the csv module, batch by batch
+        log.exception("model data collection: formatting numeric rows failed; writing them with the csv module")
+        texts = [
+            body
+            if isinstance(body, bytes)
+            else rows.prefixed(body.correlation.prefix().decode(), body.table.tolist()).encode()
+            for body in bodies
+        ]
+    for batch, text in zip(batches, texts, strict=True):
+        batch.body = text
+    return texts

@@ -26,14 +26,14 @@ background (``mlctl.serve.collect``); ``collect`` never blocks and never raises 
 import contextvars
 import itertools
 import os
-import re
 import time
 import uuid
 import warnings
 from datetime import datetime, timezone
 
 from mlctl.serve import collect
-from mlctl.serve.collect import numeric, rows
+from mlctl.serve.collect import deferred, numeric, rows
+from mlctl.serve.collect.deferred import Correlation, Deferred
 from mlctl.serve.collect.writer import Batch
 from mlctl.serve.context import NO_REQUEST, current_request_id
 
@@ -42,8 +42,7 @@ _DISABLED = (
     "Data collection is not enabled. Set environment variable AML_MODEL_DC_STORAGE_ENABLED to 'true' "
     "to enable (http://aka.ms/amlmodeldatacollection)."
 )
-# the inputs correlation of the request being scored:
-# (request id, correlation dict, CSV prefix, scoring hour, the prefix in UTF-8)
+# the inputs correlation of the request being scored (a ``deferred.Correlation``)
 _request_correlation = contextvars.ContextVar("mlctl_dc_correlation", default=None)
 _ARRAY_TYPES = set()  # numpy array types seen by ``collect`` (numpy is not imported here)
 
@@ -123,8 +122,8 @@ class ModelDataCollector:
             self.AML_REQUEST_ID_HEADER: "",
         }
         constant = [str(v) for v in list(self._constants.values())[2:7]]
-        # their CSV text, when none needs quotes (else every prefix is made by ``_prefix``)
-        self._constants_text = None if _NEEDS_QUOTES.search("".join(constant)) else ",".join(constant) + ","
+        # their CSV text, when none needs quotes (else every prefix goes through the csv module)
+        self._constants_text = None if deferred.NEEDS_QUOTES.search("".join(constant)) else ",".join(constant) + ","
         if settings.enabled and not settings.sink_configured:
             warnings.warn(
                 "initialize failed: environment variable AML_MODEL_DC_STORAGE must be set to an Azure "
@@ -162,34 +161,33 @@ class ModelDataCollector:
             _ARRAY_TYPES.add(type(input_data))
             if self._fast and self._added.get() is None and numeric.accepts(input_data):
                 return self._collect_array(input_data, user_correlation_id)
-        correlation, prefix = self._correlation(user_correlation_id)[1:3]
+        entry = self._correlation(user_correlation_id)
+        correlation, prefix = entry.values, entry.prefix().decode()
         columns, table = rows.table(input_data, kind)
         columns, table = self._strip_added(columns, table, correlation)
         self._write(correlation, prefix, columns or self._feature_names, table)
         return dict(correlation) if self._designation == "inputs" else None
 
     def _collect_array(self, data, user_correlation_id):
-        """``collect`` of a numeric numpy array with at least one cell, the common case, kept to a
-        few microseconds: orjson writes its CSV lines (``mlctl.serve.collect.numeric``) and the
-        writer thread only appends them; one function, as calls are what costs here."""
+        """``collect`` of a numeric numpy array with at least one cell, the common case: the
+        correlation and a copy of the array go to the writer, which writes the text of many
+        requests' arrays at once (``mlctl.serve.collect.deferred``); one function, as calls are
+        what costs here."""
         request_id = current_request_id()
         entry = None if self._inputs else _request_correlation.get()
-        if entry is None or entry[0] != request_id or request_id == NO_REQUEST:
+        if entry is None or entry.request_id != request_id or request_id == NO_REQUEST:
             entry = self._new_correlation(request_id, user_correlation_id)
         table = numeric.table_of(data)
         height, width = table.shape
-        key = (width, entry[3])
+        key = (width, entry.hour)
         target = self._array_targets.get(key)
         if target is None:
             if len(self._array_targets) > 48:
                 self._array_targets.clear()
-            path = self._path(entry[1][self.AML_DC_SCORING_TIMESTAMP_HEADER])
+            path = self._path(entry.values[self.AML_DC_SCORING_TIMESTAMP_HEADER])
             target = self._array_targets[key] = (path, self._header(self._feature_names, width))
-        body = numeric.lines(entry[4], table)
-        if body is None:  # a value orjson writes otherwise than repr (nan, 1e-05, ...): the csv module
-            body = rows.prefixed(entry[2], table.tolist()).encode()
-        self._writer.put(Batch(target[0], target[1], body, height))
-        return dict(entry[1]) if self._inputs else None
+        self._writer.put(Batch(target[0], target[1], Deferred(entry, table.copy()), height))
+        return dict(entry.values) if self._inputs else None
 
     def add_correlations(self, input_data, correlations):
         """``input_data`` with the correlation values of ``correlations`` appended (as columns of a
@@ -221,16 +219,15 @@ class ModelDataCollector:
 
     # -- internals ------------------------------------------------------------------------------
     def _correlation(self, user_correlation_id):
-        """(request id, correlation dict, CSV prefix, scoring hour, ...) of the row being collected:
-        the values ``add_correlations`` gave, the ``inputs`` row's of this request, or new ones."""
+        """The ``deferred.Correlation`` of the row being collected: the values ``add_correlations``
+        gave, the ``inputs`` row's of this request, or new ones."""
         request_id = current_request_id()
         added = self._added.get()
         if added is not None:
-            prefix = _prefix(added)
-            return request_id, added, prefix, str(added[self.AML_DC_SCORING_TIMESTAMP_HEADER])[:13], prefix.encode()
+            return Correlation(request_id, added, str(added[self.AML_DC_SCORING_TIMESTAMP_HEADER])[:13], None)
         if self._designation != "inputs":
             earlier = _request_correlation.get()
-            if earlier is not None and earlier[0] == request_id and request_id != NO_REQUEST:
+            if earlier is not None and earlier.request_id == request_id and request_id != NO_REQUEST:
                 return earlier
         return self._new_correlation(request_id, user_correlation_id)
 
@@ -243,12 +240,8 @@ class ModelDataCollector:
         correlation[self.AML_DC_CORRELATION_HEADER] = correlation_id
         correlation[self.AML_DC_SCORING_TIMESTAMP_HEADER] = timestamp
         correlation[self.AML_REQUEST_ID_HEADER] = request_id
-        if self._constants_text is None or _NEEDS_QUOTES.search(correlation_id + request_id):
-            prefix = _prefix(correlation)
-        else:  # the usual case: only the generated id, the time and the request id vary
-            prefix = f"{correlation_id},{timestamp},{self._constants_text}{request_id},"
-        entry = (request_id, correlation, prefix, timestamp[:13], prefix.encode())
-        if self._designation == "inputs":
+        entry = Correlation(request_id, correlation, timestamp[:13], self._constants_text)
+        if self._inputs:
             _request_correlation.set(entry)
         return entry
 
@@ -335,15 +328,6 @@ def _timestamp():
         _second = (whole, datetime.fromtimestamp(whole, timezone.utc).isoformat()[:-6])
     micro = int((now - whole) * 1e6)
     return f"{_second[1]}.{micro:06d}" if micro else _second[1]
-
-
-_NEEDS_QUOTES = re.compile('[,"\r\n]')  # what makes the csv module quote a value (QUOTE_MINIMAL)
-
-
-def _prefix(correlation):
-    """The CSV text of ``correlation``'s values (``rows.CORRELATION_COLUMNS`` order) and a comma."""
-    texts = [str(correlation[name]) for name in rows.CORRELATION_COLUMNS]
-    return ",".join(texts) + "," if not _NEEDS_QUOTES.search("".join(texts)) else rows.csv_text([texts])[:-2] + ","
 
 
 def _version(models, name):
