@@ -113,8 +113,9 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def cell(payload: bytes, store: Path | None, args: argparse.Namespace) -> tuple[float, float]:
-    """(req/s, server CPU µs per request) of one server (started and stopped here) for ``payload``."""
+def cell(payload: bytes, store: Path | None, args: argparse.Namespace) -> tuple[float, float, str]:
+    """(req/s, server CPU µs per request, p99 latency as wrk prints it) of one server (started and
+    stopped here) for ``payload``."""
     port = free_port()
     server = serve(port, store, args.workers, args.model_dir)
     try:
@@ -123,14 +124,14 @@ def cell(payload: bytes, store: Path | None, args: argparse.Namespace) -> tuple[
             url = f"http://127.0.0.1:{port}/score"
             wrk(url, payload, seconds=args.warmup, connections=args.connections)
             before = tree_cpu_s(server.pid)
-            rps, _, _, errors = wrk(url, payload, seconds=args.duration, connections=args.connections)
+            rps, _, p99, errors = wrk(url, payload, seconds=args.duration, connections=args.connections)
             if errors:
                 print(f"warning: {errors} errors (non-2xx or socket) in a cell", file=sys.stderr)
         else:
             asyncio.run(load(port, payload, args.warmup, args.connections))
             before = tree_cpu_s(server.pid)
-            rps = asyncio.run(load(port, payload, args.duration, args.connections))
-        return rps, (tree_cpu_s(server.pid) - before) / max(1.0, rps * args.duration) * 1e6
+            rps, p99 = asyncio.run(load(port, payload, args.duration, args.connections)), "-"
+        return rps, (tree_cpu_s(server.pid) - before) / max(1.0, rps * args.duration) * 1e6, p99
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -160,17 +161,20 @@ def main() -> None:
     try:
         setting = f"{args.connections} connections, {args.workers} worker(s), {args.rounds} round(s) alternating"
         print(f"collection on vs off: {args.model} model, {args.client}, {setting}")
-        print("| body | collection off (req/s) | collection on (req/s) | on/off | server CPU µs/req, off | on |")
-        print("|---|---|---|---|---|---|")
+        columns = "collection off (req/s) | collection on (req/s) | on/off | server CPU µs/req, off | on"
+        print(f"| body | {columns} | p99, off | on |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, payload in bodies:
             off, on = [], []
             for _ in range(args.rounds):  # alternate, so a busy machine hurts both alike
                 off.append(cell(payload, None, args))
                 on.append(cell(payload, store, args))
-            rate_off, rate_on = (sum(r for r, _ in cells) / args.rounds for cells in (off, on))
-            cpu_off, cpu_on = (sum(c for _, c in cells) / args.rounds for cells in (off, on))
+            rate_off, rate_on = (sum(c[0] for c in cells) / args.rounds for cells in (off, on))
+            cpu_off, cpu_on = (sum(c[1] for c in cells) / args.rounds for cells in (off, on))
+            p99_off, p99_on = (" / ".join(c[2] for c in cells) for cells in (off, on))
             ratio = rate_on / rate_off
-            row = f"| {name} | {rate_off:.0f} | {rate_on:.0f} | {ratio:.2f} | {cpu_off:.0f} | {cpu_on:.0f} |"
+            row = f"| {name} | {rate_off:.0f} | {rate_on:.0f} | {ratio:.2f} | {cpu_off:.0f} | {cpu_on:.0f} "
+            row += f"| {p99_off} | {p99_on} |"
             print(row, flush=True)
         written = sum(len(p.read_text().splitlines()) - 1 for p in store.rglob("*.csv"))
         print(f"rows written with collection on: {written}")

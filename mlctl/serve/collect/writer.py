@@ -244,22 +244,35 @@ def _split(batches: list[Batch], error: Exception) -> tuple[list[Batch], list[Ba
     return written, left
 
 
+RENDER_CHUNK = 128  # batches rendered between two hand-offs of the GIL (see ``_render``)
+YIELD_S = 0.0002
+
+
 def _render(batches: list[Batch]) -> list[bytes]:
     """The text of ``batches``, in order; every deferred batch is given its text (in place, once:
-    a retry writes the same text)."""
+    a retry writes the same text). Rendered ``RENDER_CHUNK`` batches at a time, giving the GIL
+    up between chunks: a request's thread that waits for it would otherwise wait for the
+    interpreter's switch interval (5 ms) while this thread formats thousands of requests' rows,
+    doubling the p99 latency at 2 rows a request."""
     bodies = [b.body for b in batches]
     if all(type(body) is bytes for body in bodies):
         return bodies  # type: ignore[return-value]
-    try:
-        texts = deferred.render(bodies)
-    except Exception:  # a bug here must not stop the writer: the csv module, batch by batch
-        log.exception("model data collection: formatting numeric rows failed; writing them with the csv module")
-        texts = [
-            body
-            if isinstance(body, bytes)
-            else rows.prefixed(body.correlation.prefix().decode(), body.table.tolist()).encode()
-            for body in bodies
-        ]
+    texts: list[bytes] = []
+    for start in range(0, len(bodies), RENDER_CHUNK):
+        if start:
+            time.sleep(YIELD_S)  # a waiting request's thread takes the GIL (a sleep(0) gets it back first)
+        chunk = bodies[start : start + RENDER_CHUNK]
+        try:
+            texts += deferred.render(chunk)
+        except Exception:  # a bug here must not stop the writer: the csv module, batch by batch
+            log.exception("model data collection: formatting numeric rows failed; writing them with the csv module")
+            texts += [_csv_text(body) for body in chunk]
     for batch, text in zip(batches, texts, strict=True):
         batch.body = text
     return texts
+
+
+def _csv_text(body: bytes | Deferred) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    return rows.prefixed(body.correlation.prefix().decode(), body.table.tolist()).encode()
