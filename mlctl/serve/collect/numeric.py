@@ -1,4 +1,5 @@
-"""CSV lines of a collected numeric numpy array, written by orjson on the request's thread.
+"""CSV lines of collected numeric numpy arrays, written by orjson (in the writer thread, many
+requests' arrays at once: ``mlctl.serve.collect.deferred``).
 
 Contract: the text is byte for byte what ``rows.prefixed`` (the csv module over ``tolist()``, as
 azureml-monitoring 0.1.0a21 wrote it) gives for the same rows: integers as ``str(int)``, floats as
@@ -11,12 +12,9 @@ and by the tests against the installed orjson). Elsewhere it may differ (``0.000
 them (read back with ``float``; rows holding nan or an infinity are written with ``repr`` whole),
 so what is written never depends on orjson's notation there.
 
-Why here, not in the writer thread: on the request's thread it needs no copy of the array and no
-hand-off through the GIL (a CPU-bound background thread holds the GIL against the event loop's
-thread: the convoy effect). orjson formats about twice as fast in isolation as the Arrow kernels
-the writer used before; in the server the two cost the same CPU in all (docs/benchmarks.md), and
-orjson is a 0.3 MB dependency where pyarrow is 40 MB. orjson is optional: without it
-``collect()`` formats with the csv module (``available()``).
+orjson formats about twice as fast in isolation as the Arrow kernels mlctl used before, and is a
+0.3 MB dependency where pyarrow is 40 MB. It is optional: without it ``collect()`` formats with
+the csv module (``available()``).
 """
 
 from __future__ import annotations
