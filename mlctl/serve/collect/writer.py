@@ -250,10 +250,12 @@ YIELD_S = 0.0002
 
 def _render(batches: list[Batch]) -> list[bytes]:
     """The text of ``batches``, in order; every deferred batch is given its text (in place, once:
-    a retry writes the same text). Rendered ``RENDER_CHUNK`` batches at a time, giving the GIL
-    up between chunks: a request's thread that waits for it would otherwise wait for the
-    interpreter's switch interval (5 ms) while this thread formats thousands of requests' rows,
-    doubling the p99 latency at 2 rows a request."""
+    a retry writes the same text). Rendered ``RENDER_CHUNK`` batches at a time, giving the GIL up
+    between chunks: a request's thread that wants it then waits about a chunk's formatting (~0.5 ms
+    at 2 rows a request), not the interpreter's switch interval (5 ms) that a write of thousands of
+    requests' rows would otherwise hold it for. (The p99 latency this leaves is measured in
+    docs/benchmarks.md; what had doubled it was the garbage collector, see ``gc.freeze`` in
+    ``mlctl.serve.__main__``.)"""
     bodies = [b.body for b in batches]
     if all(type(body) is bytes for body in bodies):
         return bodies  # type: ignore[return-value]
