@@ -9,14 +9,16 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azurite import API_VERSION, Azurite
 from conftest import free_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_collect import azurite  # noqa: F401 - the fixture
 
 from mlctl.serve.collect import sinks
 from mlctl.serve.collect.sinks import BlobSink, LocalSink, blocks
@@ -102,19 +104,22 @@ def test_local_store_writes_more_batches_than_one_writev_takes_in_order(tmp_path
     assert (tmp_path / "a" / "data.csv").read_bytes() == HEADER.encode() + b"".join(bodies + bodies[:3])
 
 
-@pytest.fixture
-def azurite(tmp_path: Path) -> Iterator[Azurite]:
-    """A running Azurite blob service (in memory) on 127.0.0.1 (``tests/azurite.py``)."""
-    server = Azurite(tmp_path, free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def hook_blob_responses(monkeypatch: pytest.MonkeyPatch, after_response: Callable[[Any], None]) -> None:
+    """Make every ``BlobServiceClient.from_connection_string`` client call ``after_response`` with
+    each response (azure-core's ``raw_response_hook``): the real SDK, watched, not replaced."""
+    from azure.storage.blob import BlobServiceClient
+
+    connect = BlobServiceClient.from_connection_string.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        BlobServiceClient,
+        "from_connection_string",
+        classmethod(lambda cls, text, **options: connect(cls, text, raw_response_hook=after_response, **options)),
+    )
 
 
 def test_replicas_appending_batches_larger_than_a_block_never_split_a_row(
-    azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+    azurite: Azurite,  # noqa: F811 - the fixture imported from test_collect
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # a block limit of 16 KiB instead of 4 MiB: the same cut, with batches of ~70 KB
     monkeypatch.setattr(sinks, "MAX_BLOCK", 16 * 1024)
@@ -150,8 +155,6 @@ def test_a_blob_append_cut_by_an_outage_goes_on_after_what_landed(
     # One 40 KB batch in 4 KiB blocks; the store goes away after the third append (the header and
     # two blocks), inside the batch. Once it is back, the writer must append the rest only: the
     # blob then holds every row once, whole (a retry of the whole batch wrote 8 KB of rows twice).
-    from azure.storage.blob import BlobServiceClient
-
     from mlctl.serve.collect.writer import Batch, Counters, Writer
 
     monkeypatch.setattr(sinks, "MAX_BLOCK", 4096)
@@ -166,12 +169,7 @@ def test_a_blob_append_cut_by_an_outage_goes_on_after_what_landed(
             if len(appends) == 3:
                 store.stop()
 
-    connect = BlobServiceClient.from_connection_string.__func__  # type: ignore[attr-defined]
-    monkeypatch.setattr(
-        BlobServiceClient,
-        "from_connection_string",
-        classmethod(lambda cls, text, **options: connect(cls, text, raw_response_hook=after_response, **options)),
-    )
+    hook_blob_responses(monkeypatch, after_response)
     try:
         counters = Counters()
         writer = Writer(BlobSink(store.connection_string, None, API_VERSION), 100000, counters, interval_s=0.05)
@@ -193,8 +191,6 @@ def test_a_header_lost_to_an_outage_after_the_blob_was_created_is_written_by_the
 ) -> None:
     # The store goes away right after it created the append blob, before the header's append: the
     # retry must still put the header first (the blob exists, empty), not append rows under no header.
-    from azure.storage.blob import BlobServiceClient
-
     from mlctl.serve.collect.writer import Batch, Counters, Writer
 
     store = Azurite(tmp_path, free_port(), location=tmp_path / "blobs")
@@ -207,12 +203,7 @@ def test_a_header_lost_to_an_outage_after_the_blob_was_created_is_written_by_the
             created.append(request.url)  # Put Blob (x-ms-blob-type: AppendBlob) answered
             store.stop()
 
-    connect = BlobServiceClient.from_connection_string.__func__  # type: ignore[attr-defined]
-    monkeypatch.setattr(
-        BlobServiceClient,
-        "from_connection_string",
-        classmethod(lambda cls, text, **options: connect(cls, text, raw_response_hook=after_response, **options)),
-    )
+    hook_blob_responses(monkeypatch, after_response)
     try:
         counters = Counters()
         writer = Writer(BlobSink(store.connection_string, None, API_VERSION), 1000, counters, interval_s=0.05)
